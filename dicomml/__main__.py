@@ -1,0 +1,5 @@
+import sys
+
+from dicomml.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""dicomml.data (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""dicomml.evaluate (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""dicomml.io (see DESIGN.md)."""

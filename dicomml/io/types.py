@@ -1,0 +1,174 @@
+"""The data types that :mod:`dicomml.io` hands to the rest of the pipeline.
+
+Contract (see DESIGN.md, "Volume / Image"):
+
+* ``pixels`` is ``float32`` in **modality units** (Hounsfield units for CT), i.e. after
+  (0028,1052) Rescale Intercept / (0028,1053) Rescale Slope or the (0028,3000) Modality LUT
+  Sequence, and **before** any VOI LUT / window and before MONOCHROME1 inversion.
+* Axes are (frame/slice, row, column), plus a trailing RGB axis for colour.
+* Geometry is in patient coordinates (LPS, millimetres).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Window", "VOILUT", "Image", "Volume", "SeriesIssue"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One VOI window, PS3.3 C.11.2.1.2.
+
+    Attributes
+    ----------
+    center, width : float
+        (0028,1050) Window Center and (0028,1051) Window Width, in modality units.
+    explanation : str or None
+        (0028,1055) Window Center & Width Explanation, e.g. ``"BRAIN"``.
+    function : str
+        (0028,1056) VOI LUT Function: ``"LINEAR"`` (default), ``"LINEAR_EXACT"`` or ``"SIGMOID"``.
+    """
+
+    center: float
+    width: float
+    explanation: str | None = None
+    function: str = "LINEAR"
+
+
+@dataclass(frozen=True, eq=False)
+class VOILUT:
+    """One item of the (0028,3010) VOI LUT Sequence, PS3.3 C.11.2.1.1.
+
+    Attributes
+    ----------
+    first_mapped : int
+        Second value of (0028,3002) LUT Descriptor: the first input value mapped.
+    bits : int
+        Third value of the LUT Descriptor: bits per LUT entry (output range ``0 .. 2**bits - 1``).
+    data : numpy.ndarray
+        (0028,3006) LUT Data, ``uint16``; its length is the number of entries.
+    explanation : str or None
+        (0028,3003) LUT Explanation.
+    """
+
+    first_mapped: int
+    bits: int
+    data: np.ndarray
+    explanation: str | None = None
+
+
+@dataclass(eq=False)
+class Image:
+    """One DICOM instance (single- or multi-frame) with its pixel values in modality units.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``float32``, shape (frames, rows, columns), or (frames, rows, columns, 3) for colour
+        (YBR is converted to RGB). Modality LUT / rescale applied; no window.
+    path : str or None
+        The source file.
+    photometric_interpretation : str
+        (0028,0004) as stored (``"MONOCHROME1"``, ``"MONOCHROME2"``, ``"RGB"``...), except that
+        YBR_* becomes ``"RGB"`` once converted.
+    padding_mask : numpy.ndarray or None
+        ``bool`` of shape (frames, rows, columns), True where the stored value is
+        (0028,0120) Pixel Padding Value or within (0028,0121) Pixel Padding Range Limit.
+    windows : tuple of Window
+        Every value of a multi-valued Window Center/Width, with explanations and the VOI LUT
+        Function; empty when the file has none.
+    voi_luts : tuple of VOILUT
+        The VOI LUT Sequence items, if any.
+    """
+
+    pixels: np.ndarray
+    path: str | None = None
+    photometric_interpretation: str = "MONOCHROME2"
+    padding_mask: np.ndarray | None = None
+    windows: tuple[Window, ...] = ()
+    voi_luts: tuple[VOILUT, ...] = ()
+    modality: str | None = None
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    #: (0028,0030) Pixel Spacing as (row spacing, column spacing) in mm, or None.
+    pixel_spacing: tuple[float, float] | None = None
+    #: (0020,0032) Image Position (Patient) per frame, shape (frames, 3), or None.
+    positions: np.ndarray | None = None
+    #: (0020,0037) Image Orientation (Patient) per frame, shape (frames, 6), or None.
+    orientations: np.ndarray | None = None
+    slice_thickness: float | None = None
+    bits_stored: int | None = None
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    rescale_type: str | None = None
+    transfer_syntax_uid: str | None = None
+    instance_number: int | None = None
+    #: Free-form extra facts (e.g. per-frame functional group values).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 4
+
+
+@dataclass(frozen=True)
+class SeriesIssue:
+    """A problem found while assembling a series: ``kind`` is one of
+    ``"irregular_spacing"``, ``"missing_slices"``, ``"duplicate_position"``,
+    ``"mixed_orientation"``, ``"mixed_size"``, ``"no_position"``; ``detail`` says where."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(eq=False)
+class Volume:
+    """A series of slices ordered along the slice normal, in modality units.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``float32``, shape (slices, rows, columns).
+    spacing : tuple of float
+        (slice, row, column) spacing in mm, in the same order as the axes of ``pixels``.
+        The slice spacing is measured from the positions, not (0018,0050) Slice Thickness.
+    origin : tuple of float
+        Patient (LPS) position in mm of the centre of voxel ``pixels[0, 0, 0]``.
+    direction : numpy.ndarray
+        3×3 ``float64``; column ``i`` is the unit vector in patient space of image axis
+        ``i`` in SimpleITK's (x, y, z) = (column, row, slice) order. This is exactly
+        ``np.reshape(sitk_image.GetDirection(), (3, 3))``.
+    sop_instance_uids : tuple of str
+        One per slice, in the order of ``pixels``.
+    issues : tuple of SeriesIssue
+        Irregular spacing, missing slices, duplicate positions... (empty when clean).
+    """
+
+    pixels: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    sop_instance_uids: tuple[str, ...] = ()
+    windows: tuple[Window, ...] = ()
+    voi_luts: tuple[VOILUT, ...] = ()
+    photometric_interpretation: str = "MONOCHROME2"
+    padding_mask: np.ndarray | None = None
+    modality: str | None = None
+    series_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    frame_of_reference_uid: str | None = None
+    paths: tuple[str, ...] = ()
+    #: For multi-frame sources: the frame index in the file of each slice.
+    frames: tuple[int, ...] = ()
+    issues: tuple[SeriesIssue, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""dicomml.models (see DESIGN.md)."""

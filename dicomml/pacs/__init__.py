@@ -1,0 +1,1 @@
+"""dicomml.pacs (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""dicomml.parallel (see DESIGN.md)."""

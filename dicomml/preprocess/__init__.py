@@ -1,0 +1,1 @@
+"""dicomml.preprocess (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""dicomml.report (see DESIGN.md)."""

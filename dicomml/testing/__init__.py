@@ -1,0 +1,1 @@
+"""dicomml.testing (see DESIGN.md)."""

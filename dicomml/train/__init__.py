@@ -1,0 +1,1 @@
+"""dicomml.train (see DESIGN.md)."""

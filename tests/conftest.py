@@ -1,0 +1,44 @@
+"""Shared fixtures.
+
+External tools (dcmtk, dicom3tools, Orthanc) are required in CI: when the environment
+variable ``CI`` is set, a missing tool fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def require_tool(name: str) -> str:
+    """Return the path of executable ``name``; skip locally, fail in CI when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        msg = (f"external tool {name!r} is not installed (Debian: dcmtk, dicom3tools, orthanc); "
+               "run .ci/run or apt-get install it")
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def testdata(name: str) -> str:
+    """Path of a real sample file shipped with pydicom or pydicom-data (never downloads)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        msg = f"pydicom test file {name!r} not found (install pydicom-data)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return str(path)
+
+
+@pytest.fixture
+def tool():
+    return require_tool
