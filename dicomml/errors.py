@@ -22,6 +22,7 @@ __all__ = [
     "DecoderCrashedError",
     "SeriesError",
     "ConfigError",
+    "PreprocessError",
     "OutputError",
 ]
 
@@ -64,6 +65,10 @@ class SeriesError(DicommlError, ValueError):
 
 class ConfigError(DicommlError, ValueError):
     """A configuration value or option is invalid."""
+
+
+class PreprocessError(DicommlError, ValueError):
+    """A preprocessing step failed or was given an invalid option (window, preset, size)."""
 
 
 class OutputError(DicommlError, OSError):

@@ -39,6 +39,10 @@ def testdata(name: str) -> str:
     return str(path)
 
 
+testdata.__test__ = False  # imported into test modules: not a test itself
+require_tool.__test__ = False
+
+
 @pytest.fixture
 def tool():
     return require_tool

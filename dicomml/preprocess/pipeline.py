@@ -1,0 +1,469 @@
+"""The preprocessing pipeline: one plane of an Image or Volume → ``float32 (size, size, 3)``.
+
+The fixed order of operations (STYLE habit 3), each step a function documented with its
+input and output range, dtype and units:
+
+1. stored values → modality values (Rescale / Modality LUT): done by :mod:`dicomml.io`;
+   ``float32`` modality units (HU for CT).
+2. VOI LUT or window (:func:`~dicomml.preprocess.apply_window`,
+   :func:`~dicomml.preprocess.apply_voi_lut`, PS3.3 C.11.2): → ``float32`` [0, 1].
+   (Colour images skip it: RGB is divided by ``2**BitsStored - 1``.)
+3. MONOCHROME1 inversion ((0028,0004), PS3.3 C.7.6.3.1.2): ``y → 1 − y``, after windowing,
+   so that 0 is always black on display.
+4. Padding floor: pixels at (0028,0120) Pixel Padding Value / (0028,0121) Pixel Padding
+   Range Limit become 0, the floor of the displayed range (black) — also for MONOCHROME1,
+   whose padding is the displayed black after inversion, not the window's stored floor.
+5. Resize to ``size × size`` (:func:`~dicomml.preprocess.resize_planes`): [0, 1] → [0, 1].
+6. Channels: three windows, one window replicated, three adjacent slices (2.5D), or RGB;
+   channels last. (Training only: geometric and intensity augmentation here.)
+7. Normalize: ``unit`` [0, 1], ``imagenet`` per-channel mean/std, ``zscore`` per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dicomml.errors import ConfigError, DicommlError
+from dicomml.io.types import VOILUT, Image, Volume, Window
+from dicomml.preprocess._options import (Mode, Normalization, PreprocessError,
+                                         VOILUTFunction)
+from dicomml.preprocess.augment import apply_geometry, apply_intensity, draw
+from dicomml.preprocess.config import PreprocessConfig
+from dicomml.preprocess.presets import ResolvedWindow, resolve_window
+from dicomml.preprocess.resize import resize_planes
+
+__all__ = ["Pipeline", "to_tensor", "invert_monochrome1", "apply_padding_floor",
+           "normalize", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+# ---------------------------------------------------------------- pure steps
+def invert_monochrome1(windowed: np.ndarray, photometric_interpretation: str | None
+                       ) -> np.ndarray:
+    """Step 3: ``1 − y`` for (0028,0004) MONOCHROME1, identity otherwise.
+
+    PS3.3 C.7.6.3.1.2: MONOCHROME1 displays the minimum value as white. Inverting *after*
+    the VOI transform keeps the window (defined on modality values) unchanged.
+    Input and output ``float32`` [0, 1]; a new array (the input is not modified).
+    """
+    y = np.asarray(windowed, dtype=np.float32)
+    if (photometric_interpretation or "").strip().upper() == "MONOCHROME1":
+        return np.float32(1.0) - y
+    return y.copy()
+
+
+def apply_padding_floor(displayed: np.ndarray, padding_mask: np.ndarray | None) -> np.ndarray:
+    """Step 4: set padding pixels to 0 (black, the floor of the displayed range).
+
+    ``displayed`` is ``float32`` [0, 1] of shape (..., rows, cols); ``padding_mask`` is a
+    ``bool`` (rows, cols) or the same shape, from (0028,0120) Pixel Padding Value and
+    (0028,0121) Pixel Padding Range Limit. Returns a new array.
+    """
+    y = np.array(displayed, dtype=np.float32, copy=True)
+    if padding_mask is not None:
+        m = np.asarray(padding_mask, dtype=bool)
+        if m.shape == y.shape:
+            y[m] = 0.0
+        else:  # one (rows, cols) mask for every leading plane
+            y[..., m] = 0.0
+    return y
+
+
+def normalize(tensor: np.ndarray, how: str | Normalization = "unit") -> np.ndarray:
+    """Step 7: normalize a channels-last ``float32`` [0, 1] tensor.
+
+    ``unit``: unchanged, range [0, 1]. ``imagenet``: ``(y − mean) / std`` with mean
+    (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225) per channel, range
+    [−2.1179, 2.6400]. ``zscore``: ``(y − mean(y)) / std(y)`` over the whole tensor (mean 0,
+    standard deviation 1, unbounded); a constant tensor gives zeros. Returns a new array.
+    """
+    from dicomml.preprocess._options import choose
+
+    how = choose(how, Normalization, "normalize")
+    y = np.asarray(tensor, dtype=np.float32)
+    if how is Normalization.UNIT:
+        return y.copy()
+    if how is Normalization.IMAGENET:
+        if y.shape[-1] != 3:
+            raise ConfigError(f"imagenet normalization needs 3 channels last. Received: "
+                              f"shape={y.shape}")
+        return (y - IMAGENET_MEAN) / IMAGENET_STD
+    mean = float(y.mean(dtype=np.float64))
+    std = float(y.std(dtype=np.float64))
+    out = y - np.float32(mean)
+    if std > 0:
+        out /= np.float32(std)
+    return out
+
+
+# ---------------------------------------------------------------- sources
+@dataclass
+class _Plane:
+    values: np.ndarray            # (rows, cols) | (3, rows, cols) for 2.5d | (rows, cols, 3) rgb
+    padding: np.ndarray | None
+    photometric: str
+    spacing: tuple[float, float] | None
+    windows: tuple[Window, ...]
+    voi_luts: tuple[VOILUT, ...]
+    bits_stored: int | None
+    where: str
+
+
+def _where(src) -> str:
+    path = getattr(src, "path", None) or (getattr(src, "paths", None) or (None,))[0]
+    if path:
+        return os.fspath(path)
+    uid = getattr(src, "sop_instance_uid", None) or getattr(src, "series_instance_uid", None)
+    return f"SOP/Series Instance UID {uid}" if uid else "array"
+
+
+def _check_index(index: int, n: int, where: str, what: str) -> int:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+            or not -n <= int(index) < n:
+        raise ConfigError(f"{where}: {what} index {index!r} is out of range; it has {n} "
+                          f"{what}(s) (0-based).")
+    return int(index) % n
+
+
+def _neighbours_by_position(image: Image, index: int, where: str) -> list[int]:
+    pos, ori = image.positions, image.orientations
+    if pos is None or ori is None:
+        raise ConfigError(f"{where}: mode '2.5d' needs slice positions: pass a Volume "
+                          "(dicomml.io.read_series) or a multi-frame image with (0020,0032) "
+                          "Image Position (Patient) and (0020,0037) Image Orientation (Patient).")
+    o = np.asarray(ori, dtype=np.float64)[index]
+    normal = np.cross(o[:3], o[3:])
+    order = np.argsort(np.asarray(pos, dtype=np.float64) @ normal, kind="stable")
+    p = int(np.nonzero(order == index)[0][0])
+    n = len(order)
+    return [int(order[max(p - 1, 0)]), index, int(order[min(p + 1, n - 1)])]
+
+
+def _plane(source, index: int, mode: Mode) -> _Plane:
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim == 2 or (arr.ndim == 3 and mode is Mode.RGB and arr.shape[-1] == 3):
+            arr = arr[None]
+        if mode is Mode.TWO_HALF_D and arr.ndim == 3:
+            source = Volume(pixels=arr, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                            direction=np.eye(3))
+        else:
+            source = Image(pixels=arr)
+    if isinstance(source, Volume):
+        where = _where(source)
+        n = source.pixels.shape[0]
+        i = _check_index(index, n, where, "slice")
+        idx = [max(i - 1, 0), i, min(i + 1, n - 1)] if mode is Mode.TWO_HALF_D else [i]
+        sp = (float(source.spacing[1]), float(source.spacing[2])) if source.spacing else None
+        pix, pad = source.pixels, source.padding_mask
+        return _Plane(pix[idx] if len(idx) > 1 else pix[i],
+                      None if pad is None else (pad[idx] if len(idx) > 1 else pad[i]),
+                      source.photometric_interpretation, sp, tuple(source.windows),
+                      tuple(source.voi_luts), None, where)
+    if isinstance(source, Image):
+        where = _where(source)
+        n = source.pixels.shape[0]
+        i = _check_index(index, n, where, "frame")
+        pix, pad = source.pixels, source.padding_mask
+        if mode is Mode.TWO_HALF_D:
+            idx = _neighbours_by_position(source, i, where) if n > 1 else [i, i, i]
+            values = pix[idx]
+            padding = None if pad is None else pad[idx]
+        else:
+            values = pix[i]
+            padding = None if pad is None else pad[i]
+        return _Plane(values, padding, source.photometric_interpretation,
+                      source.pixel_spacing, tuple(source.windows), tuple(source.voi_luts),
+                      source.bits_stored, where)
+    raise ConfigError("the source must be a dicomml.io.Image, a dicomml.io.Volume or a numpy "
+                      f"array. Received: {type(source).__name__}")
+
+
+def _range(x) -> str:
+    try:
+        a = np.asarray(x)
+        if a.size == 0 or not np.issubdtype(a.dtype, np.number):
+            return "empty"
+        return f"{float(np.nanmin(a)):g}..{float(np.nanmax(a)):g}"
+    except Exception:  # noqa: BLE001 - only used to describe a failure
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _step(name: str, x, where: str):
+    """Re-raise a failure with the step's name, the input's shape and range (and file)."""
+    try:
+        yield
+    except DicommlError as e:
+        if getattr(e, "_dicomml_step", False):
+            raise
+        err = type(e)(f"preprocess step '{name}' failed on {where} (input shape "
+                      f"{np.shape(x)}, range {_range(x)}): {e}")
+        err._dicomml_step = True
+        raise err from e
+    except Exception as e:
+        err = PreprocessError(f"preprocess step '{name}' failed on {where} (input shape "
+                              f"{np.shape(x)}, range {_range(x)}): {type(e).__name__}: {e}")
+        err._dicomml_step = True
+        raise err from e
+
+
+def _window_stack(values: np.ndarray, windows: list[ResolvedWindow]) -> np.ndarray:
+    """Window one plane with several windows (or several planes with one each) → (k, r, c).
+
+    LINEAR / LINEAR_EXACT windows are fused: ``clip(a·x + b, 0, 1)`` written in place into
+    one preallocated ``float32`` stack.
+    """
+    from dicomml.preprocess.window import window_coefficients
+
+    x = np.asarray(values)
+    many = x.ndim == 3
+    k = len(windows)
+    shape = x.shape[-2:]
+    out = np.empty((k, *shape), dtype=np.float32)
+    for j, w in enumerate(windows):
+        plane = x[j] if many else x
+        linear = w.lut is None and w.function is not VOILUTFunction.SIGMOID
+        a = window_coefficients(w.center, w.width, w.function)[0] if linear else None
+        if linear and np.isfinite(a):
+            b = window_coefficients(w.center, w.width, w.function)[1]
+            np.multiply(plane, np.float32(a), out=out[j], casting="unsafe")
+            out[j] += np.float32(b)
+            np.clip(out[j], 0.0, 1.0, out=out[j])
+        else:
+            out[j] = w.apply(plane)
+    return out
+
+
+def _rgb_scale(values: np.ndarray, bits_stored: int | None) -> np.ndarray:
+    """Colour (rows, cols, 3) stored values → [0, 1] by ``2**BitsStored − 1``; when the values
+    exceed that (e.g. a 16-bit palette expanded to RGB), by the smallest of 8 or 16 bits that
+    holds them."""
+    x = np.asarray(values, dtype=np.float32)
+    bits = int(bits_stored) if bits_stored else 8
+    top = float(np.max(x)) if x.size else 0.0
+    if top > 2 ** bits - 1:
+        bits = 8 if top <= 255 else 16
+    return np.clip(x / np.float32(2 ** bits - 1), 0.0, 1.0).transpose(2, 0, 1)
+
+
+# ---------------------------------------------------------------- the pipeline
+class Pipeline:
+    """Apply a :class:`PreprocessConfig` to planes; training and prediction share every step.
+
+    Parameters
+    ----------
+    config : PreprocessConfig, optional
+        Default ``PreprocessConfig()`` (brain/subdural/bone, 224, pad, unit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hu = np.linspace(-1000, 2000, 64 * 48, dtype=np.float32).reshape(64, 48)
+    >>> x = Pipeline()(hu)
+    >>> x.shape, x.dtype.name, float(x.min()), float(x.max())
+    ((224, 224, 3), 'float32', 0.0, 1.0)
+    """
+
+    def __init__(self, config: PreprocessConfig | None = None):
+        if config is None:
+            config = PreprocessConfig()
+        if not isinstance(config, PreprocessConfig):
+            raise ConfigError(f"Pipeline needs a PreprocessConfig (or from_dict of one). "
+                              f"Received: config={type(config).__name__}")
+        self.config = config
+        self._mode = Mode(config.mode)
+        self._rng = np.random.default_rng(config.augment.seed)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.config!r})"
+
+    def config_hash(self) -> str:
+        """:meth:`PreprocessConfig.config_hash` of this pipeline's config."""
+        return self.config.config_hash()
+
+    def __call__(self, source, index: int = 0, *, training: bool = False,
+                 rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """Make the tensor of plane ``index`` (frame of an Image, slice of a Volume).
+
+        Parameters
+        ----------
+        source : Image, Volume or numpy.ndarray
+            A 2-D array is one plane in modality units (MONOCHROME2, no padding, no pixel
+            spacing); use :func:`to_tensor` to give an array its metadata.
+        index : int
+            Frame (Image) or slice (Volume) index, 0-based.
+        training : bool
+            Apply random augmentation (never when False).
+        rng : numpy.random.Generator or int, optional
+            Randomness of this call's augmentation; default the pipeline's own generator,
+            seeded with ``config.augment.seed``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float32`` (size, size, 3), channels last, range set by ``config.normalize``.
+        """
+        return self._run(source, index, training, rng)[0]
+
+    def channel_labels(self, source, index: int = 0) -> list[str]:
+        """The window (or slice) behind each channel, e.g. ``["brain 40/80", ...]``."""
+        return self._run(source, index, False, None)[1]
+
+    def from_path(self, path: str | os.PathLike, frame: int = 0, *, training: bool = False,
+                  rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """Read ``path`` with :func:`dicomml.io.read_image` and return the tensor of ``frame``.
+
+        Only that frame is decoded, except in ``"2.5d"`` mode (neighbours by position).
+        """
+        from dicomml.io import read_image
+
+        if self._mode is Mode.TWO_HALF_D:
+            return self(read_image(path), frame, training=training, rng=rng)
+        return self(read_image(path, frames=[int(frame)]), 0, training=training, rng=rng)
+
+    # ------------------------------------------------------------------------------------
+    def _run(self, source, index, training, rng):
+        cfg, mode = self.config, self._mode
+        where = _where(source) if not isinstance(source, np.ndarray) else "array"
+        with _step("select plane", getattr(source, "pixels", source), where):
+            plane = _plane(source, index, mode)
+        params = None
+        if training:
+            if rng is None:
+                rng = self._rng
+            elif not isinstance(rng, np.random.Generator):
+                rng = np.random.default_rng(rng)
+            params = draw(cfg.augment, rng)
+
+        x = plane.values
+        is_color = (x.ndim == 3 and x.shape[-1] == 3 and mode is not Mode.TWO_HALF_D)
+        if mode is Mode.RGB:
+            if not is_color:
+                raise ConfigError(f"{where}: mode 'rgb' needs a colour image, but (0028,0004) "
+                                  f"Photometric Interpretation is {plane.photometric!r}; use "
+                                  "mode 'windows' or 'replicate'.")
+            with _step("scale RGB", x, where):
+                stack = _rgb_scale(x, plane.bits_stored)
+            labels = ["red", "green", "blue"]
+        else:
+            if is_color:
+                raise ConfigError(f"{where}: a colour image ((0028,0004) Photometric "
+                                  f"Interpretation {plane.photometric!r}) cannot be windowed; "
+                                  "use mode 'rgb'.")
+            with _step("resolve windows", x, where):
+                specs = cfg.windows
+                windows = [resolve_window(s, values=x if x.ndim == 2 else x[1],
+                                          padding_mask=(plane.padding if plane.padding is None
+                                                        or plane.padding.ndim == 2
+                                                        else plane.padding[1]),
+                                          file_windows=plane.windows, voi_luts=plane.voi_luts,
+                                          function=cfg.voi_function, where=where)
+                           for s in specs]
+                if params is not None:
+                    windows = [w.jittered(params.center_shift * (w.width or 0.0),
+                                          params.width_factor) for w in windows]
+            if mode is Mode.TWO_HALF_D:
+                windows = windows * 3
+                labels = [f"slice {d:+d} {windows[0].label}" for d in (-1, 0, 1)]
+            else:
+                labels = [w.label for w in windows]
+            with _step("window", x, where):
+                stack = _window_stack(x, windows)
+            if mode is Mode.REPLICATE:  # one channel is resized, then copied to three
+                labels = labels * 3
+            with _step("MONOCHROME1 inversion", stack, where):
+                if plane.photometric.strip().upper() == "MONOCHROME1":
+                    np.subtract(np.float32(1.0), stack, out=stack)
+            with _step("padding floor", stack, where):
+                if plane.padding is not None:
+                    m = np.asarray(plane.padding, dtype=bool)
+                    if m.ndim == 2:
+                        stack[:, m] = 0.0
+                    else:
+                        stack[m] = 0.0
+        with _step("resize", stack, where):
+            out = resize_planes(stack, cfg.size, cfg.resize, cfg.fov_mm, plane.spacing)
+        with _step("channels", out, where):
+            if out.shape[-1] == 1:
+                out = np.repeat(out, 3, axis=-1)
+        if params is not None:
+            with _step("augment", out, where):
+                out = apply_intensity(apply_geometry(out, params), params)
+        with _step("normalize", out, where):
+            out = normalize(out, cfg.normalize)
+        return np.ascontiguousarray(out, dtype=np.float32), labels
+
+
+def to_tensor(source, index: int = 0, *, windows=("brain", "subdural", "bone"),
+              size: int = 224, mode: str | Mode | None = None, resize: str = "pad",
+              fov_mm: float | None = None, normalize: str = "unit",
+              voi_function: str = "LINEAR",
+              photometric_interpretation: str | None = None,
+              padding_mask: np.ndarray | None = None,
+              pixel_spacing: tuple[float, float] | None = None,
+              file_windows: tuple[Window, ...] = (), voi_luts: tuple[VOILUT, ...] = (),
+              bits_stored: int | None = None) -> np.ndarray:
+    """One plane → ``float32 (size, size, 3)``, channels last (see :class:`Pipeline`).
+
+    Parameters
+    ----------
+    source : Image, Volume or numpy.ndarray
+        An Image (``index`` = frame), a Volume (``index`` = slice; needed for 2.5D), or an
+        array in modality units: (rows, cols), (slices, rows, cols) ordered by position, or
+        (rows, cols, 3) colour with ``mode="rgb"``.
+    windows
+        Window choices (presets, ``"C/W"``, ``"file:N"``, ``"p1-p99"``...).
+    mode : {"windows", "replicate", "2.5d", "rgb"}, optional
+        Default: ``"rgb"`` for a colour Image, ``"replicate"`` for one window, else
+        ``"windows"``.
+    size, resize, fov_mm, normalize, voi_function
+        As in :class:`PreprocessConfig`.
+    photometric_interpretation, padding_mask, pixel_spacing, file_windows, voi_luts, bits_stored
+        Metadata of an array source (an error with an Image or Volume, which carry their own).
+    """
+    meta = dict(photometric_interpretation=photometric_interpretation,
+                padding_mask=padding_mask, pixel_spacing=pixel_spacing,
+                file_windows=file_windows, voi_luts=voi_luts, bits_stored=bits_stored)
+    given = [k for k, v in meta.items() if v is not None and not (isinstance(v, tuple) and not v)]
+    if isinstance(source, np.ndarray):
+        arr = source
+        color = mode is not None and str(getattr(mode, "value", mode)).lower() == "rgb"
+        if arr.ndim == 2 or (color and arr.ndim == 3):
+            arr = arr[None]
+        if padding_mask is not None and np.ndim(padding_mask) == arr.ndim - 1 - int(color):
+            padding_mask = np.asarray(padding_mask)[None]
+        if mode is not None and str(getattr(mode, "value", mode)).lower() == "2.5d":
+            sp = (1.0, *(pixel_spacing or (1.0, 1.0)))
+            source = Volume(pixels=arr, spacing=sp, origin=(0.0, 0.0, 0.0), direction=np.eye(3),
+                            photometric_interpretation=photometric_interpretation or "MONOCHROME2",
+                            padding_mask=padding_mask, windows=tuple(file_windows),
+                            voi_luts=tuple(voi_luts))
+        else:
+            source = Image(pixels=arr, photometric_interpretation=(photometric_interpretation
+                                                                   or "MONOCHROME2"),
+                           padding_mask=padding_mask, pixel_spacing=pixel_spacing,
+                           windows=tuple(file_windows), voi_luts=tuple(voi_luts),
+                           bits_stored=bits_stored)
+    elif given:
+        raise ConfigError(f"{', '.join(given)} describe an array source; an Image or Volume "
+                          "carries its own metadata.")
+    if isinstance(windows, (str, Window)) or (
+            isinstance(windows, (tuple, list)) and len(windows) == 2
+            and all(isinstance(v, (int, float)) for v in windows)):
+        windows = [windows]
+    windows = list(windows)
+    if mode is None:
+        if isinstance(source, Image) and source.is_color:
+            mode = "rgb"
+        else:
+            mode = "replicate" if len(windows) == 1 else "windows"
+    cfg = PreprocessConfig(windows=tuple(windows), mode=mode, size=size, resize=resize,
+                           fov_mm=fov_mm, normalize=normalize, voi_function=voi_function)
+    return Pipeline(cfg)(source, index)
