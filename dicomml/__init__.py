@@ -25,6 +25,8 @@ _LAZY = {
     "Pipeline": "dicomml.preprocess",
     "PreprocessConfig": "dicomml.preprocess",
     "DicommlError": "dicomml.errors",
+    "evaluate_run": "dicomml.evaluate",
+    "predict": "dicomml.evaluate",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,1 +1,44 @@
-"""dicomml.evaluate (see DESIGN.md)."""
+"""dicomml.evaluate: metrics with patient-level confidence intervals, per-study aggregation,
+plots, Grad-CAM, and the ``evaluate`` / ``predict`` workflows over a run folder.
+
+The metric, aggregation and plotting modules use numpy, scikit-learn and matplotlib only;
+TensorFlow is imported by Grad-CAM and by prediction, on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    # metrics (numpy)
+    **{name: "dicomml.evaluate.metrics" for name in (
+        "confusion_matrix", "accuracy", "sensitivity", "specificity", "precision", "f1",
+        "roc_auc", "pr_auc", "roc_curve", "pr_curve", "brier", "reliability_curve",
+        "expected_calibration_error", "youden_threshold", "threshold_for_sensitivity",
+        "choose_threshold", "multiclass_roc_auc", "mse", "mae", "r2")},
+    "cluster_bootstrap": "dicomml.evaluate.bootstrap",
+    "classification_metrics": "dicomml.evaluate.bootstrap",
+    "regression_metrics": "dicomml.evaluate.bootstrap",
+    "aggregate_studies": "dicomml.evaluate.aggregate",
+    "evaluate_predictions": "dicomml.evaluate.evaluation",
+    "evaluate_run": "dicomml.evaluate.evaluation",
+    "gradcam": "dicomml.evaluate.gradcam",
+    "find_gradcam_layer": "dicomml.evaluate.gradcam",
+    "save_gradcam_png": "dicomml.evaluate.gradcam",
+    "predict": "dicomml.evaluate.predict",
+    "PredictResult": "dicomml.evaluate.predict",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dicomml.evaluate' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

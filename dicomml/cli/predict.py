@@ -1,0 +1,82 @@
+"""``dicomml predict RUN_DIR PATH --out DIR``: predict new studies, write SRs and Grad-CAMs.
+
+Extending: another source of studies (e.g. ``--dicomweb URL --study UID``) adds its options
+in :func:`add_arguments` and an entry in :data:`SOURCES`: a function ``(args) -> int | None``
+that handles the request when its options are given (returns the exit status) and returns
+None otherwise. The local PATH is the fallback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+HELP = "predict new studies with a trained run: predictions.csv, one SR per study, Grad-CAMs"
+EXAMPLE = """example:
+  dicomml predict runs/ich-001 /data/incoming --out results/
+  dicomml predict runs/ich-001 /data/incoming --out results/ --threshold 0.3 --no-sc
+
+Writes DIR/predictions.csv, DIR/SR_<StudyInstanceUID>.dcm (DICOM Comprehensive 3D SR,
+TID 1500) for every study and DIR/GRADCAM_<StudyInstanceUID>.dcm (Secondary Capture) for
+every positive study. Source files are never modified.
+Exit status: 0 done, 1 done but some inputs were skipped (listed on stderr), 2 error."""
+
+#: Extra sources of studies, tried in order before the local PATH (see module docstring).
+SOURCES: list[Callable] = []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder 'dicomml train' wrote")
+    parser.add_argument("path", metavar="PATH", nargs="?", default=None,
+                        help="DICOM folder (or file) with the new studies")
+    parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    parser.add_argument("--threshold", type=float, default=None, metavar="T",
+                        help="decision threshold on the positive-class probability "
+                             "(default: the run's study-level threshold from evaluate, "
+                             "else 0.5)")
+    parser.add_argument("--aggregation", default="max", choices=["max", "mean"],
+                        help="study probability from its images (default: max)")
+    parser.add_argument("--no-sr", action="store_true", help="do not write Structured Reports")
+    parser.add_argument("--no-sc", action="store_true",
+                        help="do not write Grad-CAM Secondary Captures")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes (0: in this process; default: all CPUs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def report(result) -> int:
+    """Print a result's per-study lines and skipped inputs; return the exit status."""
+    for s in result.studies:
+        state = "present" if s["present"] else "absent"
+        print(f"{s['study_instance_uid']}  {s['finding']}: {state} "
+              f"(p={s['probability']:.3f}, {s['n_images']} images)")
+    print(f"{result.n_studies} studies; threshold {result.threshold:.4g}; "
+          f"{len(result.sr_paths)} SR, {len(result.sc_paths)} Grad-CAM images; "
+          f"predictions: {result.predictions_csv}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} inputs:", file=sys.stderr)
+        for s in result.skipped[:50]:
+            print(f"  {s['path']}: {s['reason']}", file=sys.stderr)
+        if len(result.skipped) > 50:
+            print(f"  ... and {len(result.skipped) - 50} more", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args) -> int:
+    for source in SOURCES:
+        status = source(args)
+        if status is not None:
+            return int(status)
+    if args.path is None:
+        print("dicomml predict: error: give PATH (a DICOM folder or file)", file=sys.stderr)
+        return 2
+    from dicomml.evaluate.predict import predict
+
+    result = predict(args.run_dir, args.path, args.out, threshold=args.threshold,
+                     write_sr=not args.no_sr, write_sc=not args.no_sc,
+                     aggregation=args.aggregation, batch_size=args.batch_size,
+                     workers=args.workers, progress=not args.no_progress)
+    return report(result)

@@ -1,0 +1,128 @@
+"""Grad-CAM: shape, range, layer choice, and that the heat sits on the evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from dicomml.errors import ConfigError  # noqa: E402
+from dicomml.evaluate.gradcam import (_features_and_predictions, find_gradcam_layer,  # noqa: E402
+                                      gradcam, save_gradcam_png)
+
+SIZE = 48
+
+
+def _squares(n, rng):
+    """Noise images; label 1 images hold a bright 8x8 square at a random place."""
+    x = rng.normal(0.0, 0.1, (n, SIZE, SIZE, 3)).astype(np.float32)
+    y = rng.integers(0, 2, n)
+    where = rng.integers(4, SIZE - 12, (n, 2))
+    for i in np.flatnonzero(y):
+        r, c = where[i]
+        x[i, r:r + 8, c:c + 8, :] += 1.0
+    return x, y, where
+
+
+def _small_cnn():
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu", padding="same")(inp)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="last_conv")(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.GlobalMaxPooling2D()(x)
+    out = keras.layers.Dense(2, activation="softmax")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.mark.slow
+def test_heat_peaks_on_the_square(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y, _ = _squares(512, rng)
+    model = _small_cnn()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    xt, yt, where = _squares(64, np.random.default_rng(1))
+    assert model.evaluate(xt, yt, verbose=0)[1] > 0.9  # the toy task is learned
+    assert find_gradcam_layer(model) == "last_conv"  # last Conv2D, not the pooling after it
+    hits = total = 0
+    for i in np.flatnonzero(yt)[:12]:
+        heat = gradcam(model, xt[i], class_index=1)
+        assert heat.shape == (SIZE, SIZE) and heat.dtype == np.float32
+        assert heat.min() >= 0.0 and heat.max() == pytest.approx(1.0)
+        r, c = np.unravel_index(np.argmax(heat), heat.shape)
+        cr, cc = where[i] + 4  # square centre
+        total += 1
+        hits += abs(r - cr) <= 8 and abs(c - cc) <= 8
+        # the square holds far more heat per pixel than the rest
+        inside = heat[where[i][0]:where[i][0] + 8, where[i][1]:where[i][1] + 8].mean()
+        assert inside > 2 * heat.mean()
+    assert hits >= total - 1
+    png = save_gradcam_png(tmp_path / "cam.png", xt[i], heat)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shape_range_and_errors():
+    keras.utils.set_random_seed(1)
+    model = _small_cnn()
+    x = np.random.default_rng(2).random((SIZE, SIZE, 3)).astype(np.float32)
+    heat = gradcam(model, x[None])
+    assert heat.shape == (SIZE, SIZE) and 0.0 <= heat.min() and heat.max() <= 1.0
+    with pytest.raises(ConfigError, match="class_index"):
+        gradcam(model, x, class_index=5)
+    with pytest.raises(ConfigError, match="no layer"):
+        gradcam(model, x, layer="nope")
+    with pytest.raises(ConfigError, match="one input"):
+        gradcam(model, np.stack([x, x]))
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(ConfigError, match="no 2-D convolution"):
+        find_gradcam_layer(dense)
+
+
+@pytest.mark.slow
+def test_keras_applications_backbones():
+    keras.utils.set_random_seed(2)
+    x = np.random.default_rng(3).random((64, 64, 3)).astype(np.float32)
+    # flat: the rectified output of the last block, after its convolution and BN
+    flat = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
+                                          classes=3)
+    assert find_gradcam_layer(flat) == "out_relu"
+    heat = gradcam(flat, x)
+    assert heat.shape == (64, 64) and heat.dtype == np.float32 and heat.max() <= 1.0
+    # nested: the backbone used as one layer of a bigger model, with a 4-D output ...
+    base = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
+                                          include_top=False)
+    inp = keras.Input((64, 64, 3))
+    out = keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(base(inp)))
+    nested = keras.Model(inp, out)
+    assert find_gradcam_layer(nested) == f"{base.name}/out_relu"
+    heat = gradcam(nested, x, class_index=0)
+    assert heat.shape == (64, 64) and 0.0 <= heat.min() and heat.max() <= 1.0
+    # ... or pooled inside (pooling="avg"), then dropout and the head, as
+    # dicomml.models.backbones builds them
+    base = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None,
+                                          include_top=False, pooling="avg")
+    inp = keras.Input((64, 64, 3))
+    h = keras.layers.Dropout(0.2)(base(inp))
+    pooled = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    assert find_gradcam_layer(pooled) == f"{base.name}/out_relu"
+    heat = gradcam(pooled, x)
+    assert heat.shape == (64, 64) and heat.dtype == np.float32
+    assert 0.0 <= heat.min() and heat.max() <= 1.0
+    # the predictions it differentiates are the model's own
+    feats, preds = _features_and_predictions(pooled, f"{base.name}/out_relu")(x[None])
+    np.testing.assert_allclose(np.asarray(preds), pooled.predict(x[None], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert tuple(feats.shape) == (1, 2, 2, 1280)
+
+
+def test_reference_cnn_layer():
+    models = pytest.importorskip("dicomml.models")
+    model = models.build_model("reference_cnn", input_shape=(64, 64, 3), n_classes=2)
+    assert find_gradcam_layer(model) == "conv3"
+    heat = gradcam(model, np.random.default_rng(4).random((64, 64, 3)).astype(np.float32))
+    assert heat.shape == (64, 64) and 0.0 <= heat.min() and heat.max() <= 1.0
