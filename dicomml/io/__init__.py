@@ -11,14 +11,16 @@ import importlib
 from dicomml.io.types import VOILUT, Image, SeriesIssue, Volume, Window
 
 _LAZY = {
-    "scan": "dicomml.io.scan",
-    "ScanResult": "dicomml.io.scan",
+    "scan": "dicomml.io.scanner",
+    "ScanResult": "dicomml.io.scanner",
     "Index": "dicomml.io.index",
     "open_index": "dicomml.io.index",
     "default_db_path": "dicomml.io.index",
     "read_image": "dicomml.io.pixels",
     "read_series": "dicomml.io.volume",
     "resample": "dicomml.io.volume",
+    "to_sitk": "dicomml.io.volume",
+    "from_sitk": "dicomml.io.volume",
 }
 
 __all__ = ["Image", "Volume", "Window", "VOILUT", "SeriesIssue", *sorted(_LAZY)]

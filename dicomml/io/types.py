@@ -125,7 +125,7 @@ class Image:
 class SeriesIssue:
     """A problem found while assembling a series: ``kind`` is one of
     ``"irregular_spacing"``, ``"missing_slices"``, ``"duplicate_position"``,
-    ``"mixed_orientation"``, ``"mixed_size"``, ``"no_position"``; ``detail`` says where."""
+    ``"mixed_orientation"``, ``"mixed_size"``, ``"no_position"``, ``"unreadable"``; ``detail`` says where."""
 
     kind: str
     detail: str
@@ -172,3 +172,16 @@ class Volume:
     frames: tuple[int, ...] = ()
     issues: tuple[SeriesIssue, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_sitk(self):
+        """This volume as a ``SimpleITK.Image`` with identical spacing, origin and direction."""
+        from dicomml.io.volume import to_sitk
+
+        return to_sitk(self)
+
+    @classmethod
+    def from_sitk(cls, image, **fields) -> "Volume":
+        """A Volume from a ``SimpleITK.Image``; ``fields`` set the other attributes."""
+        from dicomml.io.volume import from_sitk
+
+        return from_sitk(image, **fields)

@@ -1,0 +1,300 @@
+"""A minimal reader for the common case: native little-endian grayscale DICOM files.
+
+Parsing a whole data set with pydicom costs more than reading the file and converting its
+pixels. For files in Implicit or Explicit VR Little Endian (PS3.5 A.1, A.2) whose image is
+plain grayscale, :func:`parse_light` walks the top-level elements once with
+``struct.unpack_from`` on the file's bytes, decodes only the attributes the reader needs
+(the table ``NEEDED``), and returns a :class:`LightDataset` whose ``PixelData`` is a
+zero-copy ``memoryview`` of the (7FE0,0010) value.
+
+Anything unusual returns None and the caller falls back to pydicom: no 'DICM' prefix,
+another transfer syntax, encapsulated or float pixel data, colour, a (0028,3000) Modality LUT
+or (0028,3010) VOI LUT Sequence, functional groups (Enhanced objects), a non-default
+(0008,0005) Specific Character Set, or any structural surprise (truncated header, bad
+lengths). Values are decoded as pydicom decodes them (DS -> float, IS/US -> int,
+multi-valued -> list); a test compares both on pydicom's sample files.
+"""
+
+from __future__ import annotations
+
+from struct import error as StructError
+from struct import Struct, unpack_from
+
+__all__ = ["LightDataset", "parse_light", "NEEDED"]
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+_PIXEL_DATA = 0x7FE00010
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+#: tag -> (keyword, VR used to decode the value)
+NEEDED: dict[int, tuple[str, str]] = {
+    0x00080008: ("ImageType", "CS"),
+    0x00080016: ("SOPClassUID", "UI"),
+    0x00080018: ("SOPInstanceUID", "UI"),
+    0x00080060: ("Modality", "CS"),
+    0x00180050: ("SliceThickness", "DS"),
+    0x00180088: ("SpacingBetweenSlices", "DS"),
+    0x00181164: ("ImagerPixelSpacing", "DS"),
+    0x0020000D: ("StudyInstanceUID", "UI"),
+    0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200013: ("InstanceNumber", "IS"),
+    0x00200032: ("ImagePositionPatient", "DS"),
+    0x00200037: ("ImageOrientationPatient", "DS"),
+    0x00200052: ("FrameOfReferenceUID", "UI"),
+    0x00280002: ("SamplesPerPixel", "US"),
+    0x00280004: ("PhotometricInterpretation", "CS"),
+    0x00280006: ("PlanarConfiguration", "US"),
+    0x00280008: ("NumberOfFrames", "IS"),
+    0x00280010: ("Rows", "US"),
+    0x00280011: ("Columns", "US"),
+    0x00280030: ("PixelSpacing", "DS"),
+    0x00280100: ("BitsAllocated", "US"),
+    0x00280101: ("BitsStored", "US"),
+    0x00280102: ("HighBit", "US"),
+    0x00280103: ("PixelRepresentation", "US"),
+    0x00280120: ("PixelPaddingValue", "US"),  # US or SS: reinterpreted by the caller
+    0x00280121: ("PixelPaddingRangeLimit", "US"),
+    0x00281050: ("WindowCenter", "DS"),
+    0x00281051: ("WindowWidth", "DS"),
+    0x00281052: ("RescaleIntercept", "DS"),
+    0x00281053: ("RescaleSlope", "DS"),
+    0x00281054: ("RescaleType", "LO"),
+    0x00281055: ("WindowCenterWidthExplanation", "LO"),
+    0x00281056: ("VOILUTFunction", "CS"),
+    0x3004000C: ("GridFrameOffsetVector", "DS"),
+}
+
+#: Elements whose presence needs pydicom's full reader.
+_DISQUALIFY = frozenset({
+    0x00283000, 0x00283010, 0x52009229, 0x52009230, 0x7FE00008, 0x7FE00009, 0x00281201,
+    0x00281202, 0x00281203, 0x00281221, 0x00281222, 0x00281223,
+})
+_CHARSETS_OK = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO_IR 192"})
+
+
+def _swap(tag: int) -> int:
+    return ((tag & 0xFFFF) << 16) | (tag >> 16)
+
+
+_NEEDED_SW = {_swap(t): v for t, v in NEEDED.items()}
+_DISQUALIFY_SW = frozenset(_swap(t) for t in _DISQUALIFY)
+_PIXEL_SW = _swap(_PIXEL_DATA)
+_CHARSET_SW = _swap(0x00080005)
+_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS",
+                        b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
+                        b"US"})
+_EXPLICIT_HEAD = Struct("<I2sH").unpack_from
+_IMPLICIT_HEAD = Struct("<II").unpack_from
+_U32 = Struct("<I").unpack_from
+
+
+class _Meta(dict):
+    """Stands in for pydicom's FileMetaDataset: ``meta.get("TransferSyntaxUID")``."""
+
+
+class LightDataset:
+    """The few attributes the reader needs, with pydicom-compatible ``get``/``in``/attributes.
+
+    Values are decoded lazily from the file's bytes on first access.
+    """
+
+    __slots__ = ("_data", "_raw", "_values", "file_meta", "PixelData", "original_encoding")
+
+    def __init__(self, data: bytes, raw: dict[str, tuple[int, int, str]], ts: str,
+                 pixel: memoryview):
+        self._data = data
+        self._raw = raw
+        self._values: dict[str, object] = {}
+        self.file_meta = _Meta(TransferSyntaxUID=ts)
+        self.PixelData = pixel
+        self.original_encoding = (ts == _IMPLICIT_LE, True)
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword in self._raw or (keyword == "PixelData")
+
+    def get(self, keyword: str, default=None):
+        if keyword == "PixelData":
+            return self.PixelData
+        try:
+            return self._values[keyword]
+        except KeyError:
+            pass
+        raw = self._raw.get(keyword)
+        if raw is None:
+            return default
+        value = _decode(self._data, *raw)
+        if keyword in _US_OR_SS and self.get("PixelRepresentation") == 1:
+            # (0028,0120)/(0028,0121) are SS when (0028,0103) is 1, as pydicom resolves them.
+            n = raw[1] // 2
+            vals = unpack_from(f"<{n}h", self._data, raw[0]) if n else ()
+            value = vals[0] if n == 1 else (list(vals) if n else None)
+        self._values[keyword] = value
+        return value
+
+    def __getattr__(self, keyword: str):
+        if keyword.startswith("_"):
+            raise AttributeError(keyword)
+        value = self.get(keyword, _MISSING)
+        if value is _MISSING:
+            raise AttributeError(f"'LightDataset' has no attribute {keyword!r}")
+        return value
+
+
+_MISSING = object()
+_US_OR_SS = frozenset({"PixelPaddingValue", "PixelPaddingRangeLimit"})
+
+
+def _decode(data: bytes, offset: int, length: int, vr: str):
+    raw = data[offset:offset + length]
+    if vr == "US":
+        n = length // 2
+        vals = unpack_from(f"<{n}H", raw) if n else ()
+        return vals[0] if n == 1 else (list(vals) if n else None)
+    text = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ") if vr != "UI" else \
+        raw.decode("ascii", "replace").rstrip("\x00 ")
+    if text == "":
+        return ""
+    if vr in ("DS", "IS"):
+        parts = [p.strip() for p in text.split("\\")]
+        conv = float if vr == "DS" else _int
+        vals = [conv(p) if p else None for p in parts]
+        return vals[0] if len(vals) == 1 else vals
+    if vr in ("CS", "LO"):
+        parts = [p.strip() for p in text.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    return text
+
+
+def _int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        return int(float(s))
+
+
+def parse_light(data: bytes) -> LightDataset | None:
+    """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it."""
+    try:
+        return _parse(data)
+    except (StructError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def _parse(data: bytes) -> LightDataset | None:
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    pos = 132
+    ts = None
+    end = len(data)
+    # File meta information, group 0002, always Explicit VR Little Endian (PS3.10 7.1).
+    while pos + 8 <= end:
+        group, elem = unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            length = unpack_from("<I", data, pos + 8)[0]
+            hdr = 12
+        else:
+            length = unpack_from("<H", data, pos + 6)[0]
+            hdr = 8
+        if elem == 0x0010:
+            ts = data[pos + hdr:pos + hdr + length].decode("ascii").rstrip("\x00 ")
+        pos += hdr + length
+    if ts not in (_EXPLICIT_LE, _IMPLICIT_LE):
+        return None
+    explicit = ts == _EXPLICIT_LE
+    raw: dict[str, tuple[int, int, str]] = {}
+    pixel = None
+    # Tags are compared as read by one "<I" (element << 16 | group): no per-element swap.
+    needed, disqualify, long_vrs, short_vrs = _NEEDED_SW, _DISQUALIFY_SW, _LONG_VRS, _SHORT_VRS
+    head = _EXPLICIT_HEAD if explicit else _IMPLICIT_HEAD
+    u32 = _U32
+    while pos + 8 <= end:
+        if explicit:
+            tag, vr, length = head(data, pos)
+            if vr in long_vrs:
+                length = u32(data, pos + 8)[0]
+                start = pos + 12
+            elif vr in short_vrs:
+                start = pos + 8
+            else:
+                return None
+        else:
+            tag, length = head(data, pos)
+            vr = None
+            start = pos + 8
+        if tag in disqualify:
+            return None
+        if length == 0xFFFFFFFF:
+            if tag == _PIXEL_SW or vr == b"UN":
+                return None  # encapsulated, or UN holding implicit VR (PS3.5 6.2.2)
+            pos = _skip_undefined(data, start, explicit)
+            continue
+        if tag == _PIXEL_SW:
+            pixel = memoryview(data)[start:start + length]
+            break
+        spec = needed.get(tag)
+        if spec is not None:
+            raw[spec[0]] = (start, length, spec[1])
+        elif tag == _CHARSET_SW:
+            cs = data[start:start + length].decode("ascii", "replace").strip(" \x00")
+            if cs.split("\\")[0].strip() not in _CHARSETS_OK or "\\" in cs.strip("\\"):
+                return None
+        pos = start + length
+        if pos > end:
+            return None
+    if pixel is None:
+        return None
+    light = LightDataset(data, raw, ts, pixel)
+    if light.get("SamplesPerPixel") != 1 or light.get("PhotometricInterpretation") not in (
+            "MONOCHROME1", "MONOCHROME2") or light.get("BitsAllocated") not in (8, 16, 32):
+        return None
+    return light
+
+
+def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
+    """Position after an undefined-length sequence value that starts at ``pos``."""
+    end = len(data)
+    while pos + 8 <= end:
+        group, elem = unpack_from("<HH", data, pos)
+        tag = (group << 16) | elem
+        length = unpack_from("<I", data, pos + 4)[0]
+        pos += 8
+        if tag == _SEQ_END:
+            return pos
+        if tag != _ITEM:
+            raise ValueError("unexpected element in a sequence")
+        if length != 0xFFFFFFFF:
+            pos += length
+            continue
+        pos = _skip_item(data, pos, explicit)
+    raise ValueError("sequence without delimiter")
+
+
+def _skip_item(data: bytes, pos: int, explicit: bool) -> int:
+    end = len(data)
+    while pos + 8 <= end:
+        group, elem = unpack_from("<HH", data, pos)
+        tag = (group << 16) | elem
+        if tag == _ITEM_END:
+            return pos + 8
+        if explicit:
+            vr = data[pos + 4:pos + 6]
+            if vr in _LONG_VRS:
+                length = unpack_from("<I", data, pos + 8)[0]
+                pos += 12
+            else:
+                length = unpack_from("<H", data, pos + 6)[0]
+                pos += 8
+        else:
+            length = unpack_from("<I", data, pos + 4)[0]
+            pos += 8
+        if length == 0xFFFFFFFF:
+            pos = _skip_undefined(data, pos, explicit)
+        else:
+            pos += length
+    raise ValueError("item without delimiter")

@@ -1,0 +1,190 @@
+"""Which transfer syntaxes can be decoded here, and which package would decode the others.
+
+pydicom 3 decodes compressed (7FE0,0010) Pixel Data through plugins (pylibjpeg,
+python-gdcm, pyjpegls, Pillow...). When none of the plugins for a transfer syntax
+(0002,0010) is installed, :func:`check_decodable` raises
+:class:`~dicomml.errors.UnsupportedTransferSyntaxError` naming the syntax and the
+packages to install, instead of letting a bare ``RuntimeError`` escape from deep inside
+pydicom.
+
+References: PS3.5 Section 10 and Annex A (transfer syntaxes), PS3.6 Table A-1 (UIDs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicomml.errors import UnsupportedTransferSyntaxError
+
+__all__ = [
+    "TransferSyntaxInfo",
+    "TRANSFER_SYNTAXES",
+    "NATIVE_TRANSFER_SYNTAXES",
+    "transfer_syntax_name",
+    "candidate_packages",
+    "decoder_status",
+    "check_decodable",
+]
+
+
+@dataclass(frozen=True)
+class TransferSyntaxInfo:
+    """One transfer syntax: its PS3.6 name and the PyPI packages whose pydicom plugin decodes it.
+
+    ``packages`` is empty for syntaxes that pydicom decodes without a plugin (native) and for
+    those no Python plugin decodes at all (video, JPIP: see ``note``).
+    """
+
+    uid: str
+    name: str
+    packages: tuple[str, ...] = ()
+    note: str = ""
+
+
+_JPEG = ("pylibjpeg pylibjpeg-libjpeg", "python-gdcm", "pillow")
+_JPEG_LOSSLESS = ("pylibjpeg pylibjpeg-libjpeg", "python-gdcm")
+_JPEG_LS = ("pyjpegls", "pylibjpeg pylibjpeg-libjpeg", "python-gdcm")
+_J2K = ("pylibjpeg pylibjpeg-openjpeg", "python-gdcm", "pillow")
+_HTJ2K = ("pylibjpeg pylibjpeg-openjpeg",)
+_RLE = ("pylibjpeg pylibjpeg-rle",)
+_VIDEO = "video: extract the frames with a video tool (e.g. ffmpeg) first"
+
+_TABLE = [
+    ("1.2.840.10008.1.2", "Implicit VR Little Endian", ()),
+    ("1.2.840.10008.1.2.1", "Explicit VR Little Endian", ()),
+    ("1.2.840.10008.1.2.1.99", "Deflated Explicit VR Little Endian", ()),
+    ("1.2.840.10008.1.2.2", "Explicit VR Big Endian", ()),
+    ("1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)", _JPEG),
+    ("1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 and 4)", _JPEG),
+    ("1.2.840.10008.1.2.4.57", "JPEG Lossless, Non-Hierarchical (Process 14)", _JPEG_LOSSLESS),
+    ("1.2.840.10008.1.2.4.70",
+     "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])",
+     _JPEG_LOSSLESS),
+    ("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless Image Compression", _JPEG_LS),
+    ("1.2.840.10008.1.2.4.81", "JPEG-LS Lossy (Near-Lossless) Image Compression", _JPEG_LS),
+    ("1.2.840.10008.1.2.4.90", "JPEG 2000 Image Compression (Lossless Only)", _J2K),
+    ("1.2.840.10008.1.2.4.91", "JPEG 2000 Image Compression", _J2K),
+    ("1.2.840.10008.1.2.4.92",
+     "JPEG 2000 Part 2 Multi-component Image Compression (Lossless Only)", ()),
+    ("1.2.840.10008.1.2.4.93", "JPEG 2000 Part 2 Multi-component Image Compression", ()),
+    ("1.2.840.10008.1.2.4.201", "High-Throughput JPEG 2000 Image Compression (Lossless Only)",
+     _HTJ2K),
+    ("1.2.840.10008.1.2.4.202",
+     "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)", _HTJ2K),
+    ("1.2.840.10008.1.2.4.203", "High-Throughput JPEG 2000 Image Compression", _HTJ2K),
+    ("1.2.840.10008.1.2.5", "RLE Lossless", _RLE),
+    ("1.2.840.10008.1.2.4.100", "MPEG2 Main Profile / Main Level", ()),
+    ("1.2.840.10008.1.2.4.101", "MPEG2 Main Profile / High Level", ()),
+    ("1.2.840.10008.1.2.4.102", "MPEG-4 AVC/H.264 High Profile / Level 4.1", ()),
+    ("1.2.840.10008.1.2.4.103", "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", ()),
+    ("1.2.840.10008.1.2.4.104", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", ()),
+    ("1.2.840.10008.1.2.4.105", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", ()),
+    ("1.2.840.10008.1.2.4.106", "MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", ()),
+    ("1.2.840.10008.1.2.4.107", "HEVC/H.265 Main Profile / Level 5.1", ()),
+    ("1.2.840.10008.1.2.4.108", "HEVC/H.265 Main 10 Profile / Level 5.1", ()),
+    ("1.2.840.10008.1.2.4.94", "JPIP Referenced", ()),
+    ("1.2.840.10008.1.2.4.95", "JPIP Referenced Deflate", ()),
+    ("1.2.840.10008.1.2.4.110", "JPEG XL Lossless", ()),
+    ("1.2.840.10008.1.2.4.111", "JPEG XL JPEG Recompression", ()),
+    ("1.2.840.10008.1.2.4.112", "JPEG XL", ()),
+    ("1.2.840.10008.1.2.8.1", "Deflated Image Frame Compression", ()),
+]
+
+_NOTES = {
+    **{uid: _VIDEO for uid, *_ in _TABLE if uid.startswith("1.2.840.10008.1.2.4.10")},
+    "1.2.840.10008.1.2.4.94": "JPIP: the pixel data lives on a JPIP server, not in the file",
+    "1.2.840.10008.1.2.4.95": "JPIP: the pixel data lives on a JPIP server, not in the file",
+}
+
+#: UID -> :class:`TransferSyntaxInfo` for every transfer syntax of PS3.6 Table A-1 that can
+#: carry pixel data.
+TRANSFER_SYNTAXES: dict[str, TransferSyntaxInfo] = {
+    uid: TransferSyntaxInfo(uid, name, pk, _NOTES.get(uid, "")) for uid, name, pk in _TABLE
+}
+
+#: Uncompressed transfer syntaxes (PS3.5 Section 8.1.1 / A.1-A.3); pydicom needs no plugin.
+NATIVE_TRANSFER_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+})
+
+
+def transfer_syntax_name(uid: str) -> str:
+    """Return the PS3.6 name of transfer syntax ``uid`` (the UID itself when unknown).
+
+    Examples
+    --------
+    >>> transfer_syntax_name("1.2.840.10008.1.2.4.90")
+    'JPEG 2000 Image Compression (Lossless Only)'
+    >>> transfer_syntax_name("1.2.3")
+    '1.2.3'
+    """
+    info = TRANSFER_SYNTAXES.get(str(uid))
+    return info.name if info else str(uid)
+
+
+def candidate_packages(uid: str) -> tuple[str, ...]:
+    """PyPI packages (any one suffices) whose pydicom plugin decodes transfer syntax ``uid``."""
+    info = TRANSFER_SYNTAXES.get(str(uid))
+    return info.packages if info else ()
+
+
+def decoder_status(uid: str) -> tuple[bool, list[str]]:
+    """Ask pydicom whether any installed plugin decodes ``uid``.
+
+    Returns
+    -------
+    available : bool
+        True when at least one decoding plugin's dependencies are installed.
+    missing : list of str
+        ``pydicom.pixels.get_decoder(uid).missing_dependencies``: one line per plugin that
+        is not usable (``"gdcm - requires gdcm"``). Empty for a syntax pydicom has no
+        decoder for at all.
+    """
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(str(uid))
+    except NotImplementedError:
+        return False, []
+    return bool(decoder.is_available), list(decoder.missing_dependencies)
+
+
+def check_decodable(uid: str, path: str | None = None) -> None:
+    """Raise if no installed pydicom plugin decodes transfer syntax ``uid``.
+
+    Parameters
+    ----------
+    uid : str
+        (0002,0010) Transfer Syntax UID of the file.
+    path : str, optional
+        The file, for the message.
+
+    Raises
+    ------
+    UnsupportedTransferSyntaxError
+        Naming the syntax (name and UID) and the package(s) to install, or saying that no
+        Python decoder exists for it.
+    """
+    uid = str(uid)
+    if uid in NATIVE_TRANSFER_SYNTAXES:
+        return
+    available, missing = decoder_status(uid)
+    if available:
+        return
+    where = f"{path}: " if path else ""
+    name = transfer_syntax_name(uid)
+    info = TRANSFER_SYNTAXES.get(uid)
+    packages = candidate_packages(uid)
+    if packages:
+        choices = " or ".join(f"'pip install {p}'" for p in packages)
+        how = f"install a decoder: {choices}"
+        if missing:
+            how += " (pydicom reports: " + "; ".join(missing) + ")"
+    elif info and info.note:
+        how = f"no Python pixel decoder exists for it ({info.note})"
+    else:
+        how = ("no pydicom decoder exists for it; convert the file to an uncompressed "
+               "transfer syntax first (e.g. dcmtk 'dcmdjpeg' / 'gdcmconv --raw')")
+    raise UnsupportedTransferSyntaxError(
+        f"{where}cannot decode (7FE0,0010) Pixel Data: transfer syntax (0002,0010) "
+        f"'{name}' ({uid}) is not supported by the installed plugins; {how}.")

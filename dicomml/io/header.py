@@ -1,0 +1,424 @@
+"""Header-only reading of one DICOM file into one Index row (no pixel data is ever read).
+
+Two readers give **identical rows** (tested on every pydicom sample file):
+
+* :func:`dicomml.io._scan_fast.read_fast` walks the data elements of Explicit / Implicit VR
+  Little Endian files with :mod:`struct`, reading only the first kilobytes of the file and
+  seeking over long values and sequences; it stops after the last tag the Index needs
+  ((0028,1053) Rescale Slope). Anything unusual makes it hand over to pydicom.
+* :func:`read_header_pydicom` uses pydicom's ``read_partial`` with the same stop tag.
+
+:func:`read_header` tries the fast reader and falls back to pydicom. Both return a
+:class:`HeaderRow` (the Index columns) or raise a :class:`Skip` with the reason.
+
+Row values (see :data:`FIELDS`): UIDs and text are ``str`` with surrounding spaces and NULs
+removed (multi-valued text such as (0008,0008) Image Type keeps DICOM's backslash between
+values), decimal strings are ``float``, integer strings and binary integers are ``int``,
+multi-valued numbers ((0020,0032), (0020,0037), (0028,0030), (0028,1050), (0028,1051)) are
+``tuple`` of ``float`` -- stored in SQLite as JSON arrays, see :mod:`dicomml.io.index`.
+An empty or unparseable value is ``None``. Only top-level attributes are read: values
+inside functional group sequences of enhanced multi-frame objects are not looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+__all__ = [
+    "FIELDS",
+    "ROW_COLUMNS",
+    "OBJECT_KINDS",
+    "HeaderRow",
+    "Skip",
+    "object_kind",
+    "read_header",
+    "read_header_pydicom",
+    "row_from_values",
+    "TAGS",
+    "MAX_TAG",
+]
+
+#: (column, tag, kind). ``kind`` says how a value is normalized: "ui" (UID), "text"
+#: (string, multiple values joined by backslash), "ds" (first value as float), "floats"
+#: (all values as a tuple of floats), "int" (first value of IS, US, SS as int).
+FIELDS: tuple[tuple[str, int, str], ...] = (
+    ("image_type", 0x00080008, "text"),
+    ("sop_class_uid", 0x00080016, "ui"),
+    ("sop_instance_uid", 0x00080018, "ui"),
+    ("study_date", 0x00080020, "text"),
+    ("modality", 0x00080060, "text"),
+    ("series_description", 0x0008103E, "text"),
+    ("patient_id", 0x00100020, "text"),
+    ("body_part_examined", 0x00180015, "text"),
+    ("slice_thickness", 0x00180050, "ds"),
+    ("study_instance_uid", 0x0020000D, "ui"),
+    ("series_instance_uid", 0x0020000E, "ui"),
+    ("series_number", 0x00200011, "int"),
+    ("acquisition_number", 0x00200012, "int"),
+    ("instance_number", 0x00200013, "int"),
+    ("image_position", 0x00200032, "floats"),
+    ("image_orientation", 0x00200037, "floats"),
+    ("frame_of_reference_uid", 0x00200052, "ui"),
+    ("samples_per_pixel", 0x00280002, "int"),
+    ("photometric_interpretation", 0x00280004, "text"),
+    ("number_of_frames", 0x00280008, "int"),
+    ("rows", 0x00280010, "int"),
+    ("columns", 0x00280011, "int"),
+    ("pixel_spacing", 0x00280030, "floats"),
+    ("bits_allocated", 0x00280100, "int"),
+    ("bits_stored", 0x00280101, "int"),
+    ("pixel_representation", 0x00280103, "int"),
+    ("pixel_padding_value", 0x00280120, "int"),
+    ("window_center", 0x00281050, "floats"),
+    ("window_width", 0x00281051, "floats"),
+    ("rescale_intercept", 0x00281052, "ds"),
+    ("rescale_slope", 0x00281053, "ds"),
+)
+
+TAGS: dict[int, tuple[str, str]] = {tag: (name, kind) for name, tag, kind in FIELDS}
+#: The last tag the Index reads: a header walk stops after it.
+MAX_TAG = max(TAGS)
+
+#: Every column of an Index row, in table order.
+ROW_COLUMNS: tuple[str, ...] = (
+    "path", "size", "mtime", "transfer_syntax_uid", *[f[0] for f in FIELDS],
+    "object_kind", "is_image",
+)
+
+OBJECT_KINDS = ("image", "sr", "rtstruct", "rtplan", "rtdose", "pr", "ko", "waveform",
+                "dicomdir", "other")
+
+_TS_IMPLICIT_LE = "1.2.840.10008.1.2"
+_TS_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_TS_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+HeaderRow = dict  # a plain dict keyed by ROW_COLUMNS: cheap to pickle between processes
+
+
+class Skip(Exception):
+    """The file cannot be indexed; ``category`` groups reasons, ``reason`` explains.
+
+    Categories: "empty file", "not DICOM", "bare preamble", "truncated header" (cut
+    before the last attribute the Index reads), "truncated data" (cut later, e.g. in
+    (7FE0,0010) Pixel Data; not checked for big endian or deflated files), "no SOP
+    Instance UID", "duplicate SOP Instance UID", "invalid DICOM", "unreadable",
+    "scan failed" (a worker failed: read again by the next scan).
+    """
+
+    def __init__(self, category: str, reason: str):
+        super().__init__(reason)
+        self.category = category
+        self.reason = reason
+
+
+def object_kind(sop_class_uid: str | None, rows: Any, columns: Any) -> str:
+    """Classify an object by (0008,0016) SOP Class UID (PS3.4 Annex B, PS3.6 Annex A).
+
+    Returns one of :data:`OBJECT_KINDS`. Key Object Selection (…88.59) is "ko", other
+    Structured Report classes (…88.*) "sr", Grayscale/Color/... Presentation States
+    (…11.*) "pr", waveforms (…9.*) "waveform", RT Structure Set / Plan / Ion Plan / Dose
+    "rtstruct" / "rtplan" / "rtdose", the Media Storage Directory (1.2.840.10008.1.3.10)
+    "dicomdir". Any other class with (0028,0010) Rows and (0028,0011) Columns is an
+    "image", the rest "other" (encapsulated PDF, raw data...).
+    """
+    uid = sop_class_uid or ""
+    if uid == _DICOMDIR_CLASS:
+        return "dicomdir"
+    if uid.startswith("1.2.840.10008.5.1.4.1.1."):
+        rest = uid[len("1.2.840.10008.5.1.4.1.1."):]
+        if rest == "88.59":
+            return "ko"
+        if rest.startswith("88."):
+            return "sr"
+        if rest.startswith("11."):
+            return "pr"
+        if rest.startswith("9."):
+            return "waveform"
+        if rest == "481.3":
+            return "rtstruct"
+        if rest in ("481.5", "481.8"):
+            return "rtplan"
+        if rest == "481.2":
+            return "rtdose"
+    if rows and columns:
+        return "image"
+    return "other"
+
+
+# -- normalization shared by both readers ---------------------------------------------------
+_STRIP = " \x00\t\r\n"
+
+
+def _to_int(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            f = float(s)
+        except ValueError:
+            return None
+        return int(f) if f.is_integer() else None
+
+
+def _to_float(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def normalize_strings(kind: str, parts: list[str]) -> Any:
+    """Normalize the backslash-separated components of a text value to its row value."""
+    if len(parts) == 1:  # the common case, kept short
+        p = parts[0].strip(_STRIP)
+        if not p:
+            return None
+        if kind == "ui" or kind == "text":
+            return p
+        if kind == "ds":
+            return _to_float(p)
+        if kind == "int":
+            return _to_int(p)
+        f = _to_float(p)
+        return None if f is None else (f,)
+    parts = [p.strip(_STRIP) for p in parts]
+    if not any(parts):
+        return None
+    if kind in ("ui", "text"):
+        return "\\".join(parts) if len(parts) > 1 else parts[0]
+    if kind == "ds":
+        return _to_float(parts[0]) if parts[0] else None
+    if kind == "int":
+        return _to_int(parts[0]) if parts[0] else None
+    # floats
+    out = []
+    for p in parts:
+        f = _to_float(p) if p else None
+        if f is None:
+            return None
+        out.append(f)
+    return tuple(out)
+
+
+def normalize_pydicom(kind: str, value: Any) -> Any:
+    """Normalize a value as pydicom returns it (str, DSfloat, IS, int, MultiValue, bytes)."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return None
+    seq = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" \
+        else [value]
+    if not seq:
+        return None
+    if kind == "int" and isinstance(seq[0], int):
+        return int(seq[0])
+    if kind in ("ds", "floats") and all(isinstance(v, (int, float)) for v in seq):
+        return float(seq[0]) if kind == "ds" else tuple(float(v) for v in seq)
+    return normalize_strings(kind, ["" if v is None else str(v) for v in seq])
+
+
+def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str | None,
+                    values: dict[str, Any], meta_sop_class: str | None,
+                    meta_sop_instance: str | None) -> HeaderRow:
+    """Assemble an Index row from normalized values; raise :class:`Skip` when unusable."""
+    row: dict[str, Any] = {"path": path, "size": size, "mtime": mtime,
+                           "transfer_syntax_uid": transfer_syntax_uid}
+    for name, _tag, _kind in FIELDS:
+        row[name] = values.get(name)
+    if row["sop_class_uid"] is None:
+        row["sop_class_uid"] = meta_sop_class
+    kind = object_kind(row["sop_class_uid"], row["rows"], row["columns"])
+    if row["sop_instance_uid"] is None and kind == "dicomdir":
+        row["sop_instance_uid"] = meta_sop_instance
+    if row["sop_instance_uid"] is None:
+        raise Skip("no SOP Instance UID", "no SOP Instance UID (0008,0018)")
+    row["object_kind"] = kind
+    row["is_image"] = kind == "image"
+    return row
+
+
+# -- the pydicom reader ---------------------------------------------------------------------
+#: pydicom seeks over values longer than this instead of reading them (huge declared lengths).
+_DEFER = 1 << 16
+
+def _sanitize(msg: str) -> str:
+    """Drop quoted substrings (they may hold element values) and cut the message short."""
+    import re
+
+    msg = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", msg)
+    return msg[:160]
+
+
+def read_header_pydicom(path: str, size: int | None = None, mtime: float | None = None
+                        ) -> HeaderRow:
+    """Read one file's Index row with pydicom (``pydicom.filereader.read_partial``).
+
+    Like the struct reader it stops after the last tag the Index needs, so pixel data is
+    never read.
+    Files without the 128-byte preamble and "DICM" prefix (PS3.10 7.1) are read with
+    ``force=True`` only when a plausible data element starts at offset 0.
+    """
+    from pydicom.errors import InvalidDicomError as PydicomInvalid
+    from pydicom.filereader import read_partial
+
+    st = None
+    if size is None or mtime is None:
+        st = os.stat(path)
+    size = st.st_size if size is None else size
+    mtime = st.st_mtime if mtime is None else mtime
+    _check_start(path, size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open(path, "rb") as fp:
+                ds = read_partial(fp, stop_when=_after_max_tag, defer_size=_DEFER, force=True,
+                                  specific_tags=list(TAGS))
+                if fp.tell() > size:  # pydicom sought past the end over a declared length
+                    raise Skip("truncated header", f"truncated header at byte {size} "
+                                                   "(a declared length passes the end)")
+                implicit, little = ds.original_encoding
+                if little and not _is_deflated(ds):
+                    from dicomml.io._scan_fast import Fallback, _Reader, check_rest
+
+                    pos = fp.tell()  # pydicom rewound to the first element it did not read
+                    try:
+                        check_rest(_Reader(fp, size), pos, not implicit)
+                    except Fallback:  # a layout the walker does not follow: not checked
+                        pass
+            _check_truncated(ds)
+            values = {}
+            for tag, (name, kind) in TAGS.items():
+                elem = ds.get(tag)
+                values[name] = None if elem is None else normalize_pydicom(kind, elem.value)
+            meta = ds.file_meta
+            ts = meta.get("TransferSyntaxUID")
+            if ts is None:
+                implicit, little = ds.original_encoding
+                ts = _TS_IMPLICIT_LE if implicit else (_TS_EXPLICIT_LE if little
+                                                       else _TS_EXPLICIT_BE)
+            ts = normalize_strings("ui", [str(ts)])
+            msc = meta.get("MediaStorageSOPClassUID")
+            msi = meta.get("MediaStorageSOPInstanceUID")
+    except Skip:
+        raise
+    except PydicomInvalid as e:
+        raise Skip("not DICOM", f"not DICOM ({_sanitize(str(e))})") from None
+    except (EOFError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None:
+            raise Skip("unreadable", f"unreadable ({e.strerror})") from None
+        raise Skip("truncated header", f"truncated header at byte {size}") from None
+    except Exception as e:  # pydicom raises many types on broken input
+        raise Skip("invalid DICOM", f"invalid DICOM (pydicom: {type(e).__name__}: "
+                                    f"{_sanitize(str(e))})") from None
+    return row_from_values(path, size, mtime, ts, values,
+                           normalize_strings("ui", [str(msc)]) if msc else None,
+                           normalize_strings("ui", [str(msi)]) if msi else None)
+
+
+_LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+
+
+def _is_deflated(ds) -> bool:
+    return str(ds.file_meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
+
+
+def _after_max_tag(tag, vr, length) -> bool:
+    """``stop_when`` of pydicom's ``read_partial``: stop where the struct reader stops."""
+    return tag > MAX_TAG
+
+
+def _check_truncated(ds) -> None:
+    """pydicom keeps a value cut short by the end of the file: find it among the Index tags.
+
+    (Truncation inside an element the Index does not keep is not seen by this reader.)
+    """
+    for tag in TAGS:
+        if tag not in ds:
+            continue
+        raw = ds.get_item(tag)
+        value = getattr(raw, "value", None)
+        length = getattr(raw, "length", None)
+        if not isinstance(value, bytes) or length is None or length == 0xFFFFFFFF:
+            continue
+        if len(value) < length:
+            header = 8 if raw.is_implicit_VR or raw.VR not in _LONG else 12
+            raise Skip("truncated header", f"truncated header at byte {raw.value_tell - header}")
+
+
+def _check_start(path: str, size: int) -> None:
+    """Raise :class:`Skip` for empty files, bare preambles and files that are not DICOM."""
+    if size == 0:
+        raise Skip("empty file", "empty file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(140)
+    except OSError as e:
+        raise Skip("unreadable", f"unreadable ({e.strerror})") from None
+    if len(head) == 0:
+        raise Skip("empty file", "empty file")
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        if size <= 132:
+            raise Skip("bare preamble", "bare preamble (128-byte preamble and 'DICM', no data)")
+        return
+    if not looks_like_dataset(head, size):
+        raise Skip("not DICOM",
+                   "not DICOM (no DICM prefix and no valid element at offset 0)")
+
+
+_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV "
+                 b"TM UC UI UL UN UR US UT UV".split())
+
+
+def looks_like_dataset(head: bytes, size: int) -> bool:
+    """True when a plausible data element starts at offset 0 (a file without preamble).
+
+    The first element must be in group 0002 or 0008 (little or big endian), followed by a
+    valid explicit VR or an implicit 32-bit length that fits in the file.
+    """
+    if len(head) < 8:
+        return False
+    le_group = int.from_bytes(head[0:2], "little")
+    be_group = int.from_bytes(head[0:2], "big")
+    if le_group in (0x0002, 0x0008):
+        little = True
+    elif be_group in (0x0002, 0x0008):
+        little = False
+    else:
+        return False
+    if head[4:6] in _VRS:
+        return True
+    length = int.from_bytes(head[4:8], "little" if little else "big")
+    return length <= size - 8
+
+
+def read_header(path: str, size: int | None = None, mtime_ns: int | None = None,
+                *, fast: bool = True) -> HeaderRow:
+    """Read the Index row of one file, header only; raise :class:`Skip` when unusable.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    size, mtime_ns : int, optional
+        Its size and modification time as the caller already stat'ed them.
+    fast : bool
+        Try the :mod:`struct` reader first (default); ``False`` uses pydicom only.
+    """
+    if size is None or mtime_ns is None:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise Skip("unreadable", f"unreadable ({e.strerror})") from None
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    mtime = mtime_ns / 1e9
+    if fast:
+        from dicomml.io._scan_fast import Fallback, read_fast
+
+        try:
+            return read_fast(path, size, mtime)
+        except Fallback:
+            pass
+    return read_header_pydicom(path, size, mtime)

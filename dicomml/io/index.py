@@ -1,0 +1,310 @@
+"""The Index: one SQLite file with one row per DICOM instance, read as pandas DataFrames.
+
+Tables (schema version :data:`SCHEMA_VERSION`)
+----------------------------------------------
+``instances``
+    One row per indexed file: the columns of :data:`dicomml.io.header.ROW_COLUMNS` plus
+    ``series_key`` (see :mod:`dicomml.io.series`). ``path`` is absolute; ``mtime`` is in
+    seconds; ``is_image`` is 0/1. Multi-valued numbers -- ``image_position`` (0020,0032),
+    ``image_orientation`` (0020,0037), ``pixel_spacing`` (0028,0030), ``window_center``
+    (0028,1050), ``window_width`` (0028,1051) -- are **JSON arrays in TEXT columns**
+    (``"[-125.0, -125.0, 30.5]"``); :func:`decode_array` decodes one and
+    :meth:`Index.instances` decodes them to tuples of float. Multi-valued text such as
+    ``image_type`` (0008,0008) keeps DICOM's backslash (``"ORIGINAL\\PRIMARY\\AXIAL"``).
+    ``patient_id`` (0010,0020) is stored for patient-level splits; dicomml never prints it.
+``skipped``
+    Files that are not usable: path, size, mtime, ``category`` (grouping) and ``reason``
+    (plus, for duplicates, the ``sop_instance_uid`` they share with an indexed file).
+``files``
+    The scan state: path, size, ``mtime_ns`` and status ("instance", "skipped", "dup");
+    a re-scan reads only files whose size or mtime changed, files whose reading failed,
+    and duplicates whose indexed twin disappeared.
+``dicomdir_refs``
+    Files that a DICOMDIR references ((0004,1500) Referenced File ID, (0004,1511)
+    Referenced SOP Instance UID in File): used as a cross-check only.
+``meta``
+    key/value: schema version, scanned root, time of the last scan.
+
+The database runs in WAL mode, so a notebook can read it while a scan writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from dicomml.errors import ConfigError
+from dicomml.io.header import FIELDS, ROW_COLUMNS
+
+__all__ = [
+    "Index",
+    "open_index",
+    "default_db_path",
+    "decode_array",
+    "encode_array",
+    "ARRAY_COLUMNS",
+    "SCHEMA_VERSION",
+    "INSTANCE_COLUMNS",
+]
+
+SCHEMA_VERSION = 1
+
+#: Columns holding JSON arrays of numbers.
+ARRAY_COLUMNS = tuple(name for name, _tag, kind in FIELDS if kind == "floats")
+
+#: Integer columns (pandas nullable ``Int64`` in :meth:`Index.instances`).
+INT_COLUMNS = ("size", *(name for name, _tag, kind in FIELDS if kind == "int"))
+
+#: Columns of the ``instances`` table, in order.
+INSTANCE_COLUMNS = (*ROW_COLUMNS, "series_key")
+
+_SQL_TYPES = {"ui": "TEXT", "text": "TEXT", "ds": "REAL", "floats": "TEXT", "int": "INTEGER"}
+
+
+def _instances_ddl() -> str:
+    cols = ["path TEXT PRIMARY KEY", "size INTEGER", "mtime REAL", "transfer_syntax_uid TEXT"]
+    cols += [f"{name} {_SQL_TYPES[kind]}" for name, _tag, kind in FIELDS]
+    cols += ["object_kind TEXT", "is_image INTEGER", "series_key TEXT"]
+    return "CREATE TABLE IF NOT EXISTS instances (" + ", ".join(cols) + ")"
+
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+    "mtime_ns INTEGER, status TEXT)",
+    _instances_ddl(),
+    "CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_instance_uid)",
+    "CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid)",
+    "CREATE INDEX IF NOT EXISTS instances_key ON instances(series_key)",
+    "CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, size INTEGER, mtime REAL, "
+    "category TEXT, reason TEXT, sop_instance_uid TEXT)",
+    "CREATE TABLE IF NOT EXISTS dicomdir_refs (dicomdir TEXT, path TEXT, "
+    "sop_instance_uid TEXT)",
+    "CREATE INDEX IF NOT EXISTS dicomdir_refs_dir ON dicomdir_refs(dicomdir)",
+]
+
+
+def encode_array(values) -> str | None:
+    """Encode a tuple of numbers as the JSON text stored in the Index (None stays None)."""
+    return None if values is None else json.dumps([float(v) for v in values])
+
+
+def decode_array(text: str | None) -> tuple[float, ...] | None:
+    """Decode a JSON array column of the Index (e.g. ``image_position``) to a tuple of float.
+
+    >>> decode_array("[-125.0, -125.0, 30.5]")
+    (-125.0, -125.0, 30.5)
+    >>> decode_array(None) is None
+    True
+    """
+    if text is None:
+        return None
+    return tuple(float(v) for v in json.loads(text))
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dicomml"
+
+
+def default_db_path(root: str | os.PathLike) -> Path:
+    """The default Index file of a scanned folder, in the user's cache folder.
+
+    ``$XDG_CACHE_HOME/dicomml/index-<hash>.sqlite`` (``~/.cache`` when the variable is not
+    set), where ``<hash>`` is the first 16 hex digits of the SHA-256 of the absolute
+    ``root``. It is never inside the source folder (unless that folder holds the cache).
+    """
+    absolute = os.path.abspath(os.fspath(root))
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return _cache_dir() / f"index-{digest}.sqlite"
+
+
+def _decode_frame(df):
+    for col in ARRAY_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].map(lambda t: decode_array(t) if isinstance(t, str) else None)
+    for col in INT_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].astype("Int64")
+    if "is_image" in df.columns:
+        df["is_image"] = df["is_image"].astype(bool)
+    return df
+
+
+class Index:
+    """Read access to a scanned Index (see the module docstring for the tables).
+
+    Parameters
+    ----------
+    db_path : path
+        The SQLite file written by :func:`dicomml.io.scan`.
+
+    Examples
+    --------
+    >>> with Index(db) as idx:                                  # doctest: +SKIP
+    ...     ct = idx.series().query("modality == 'CT' and is_image")
+    ...     paths = idx.series_files(ct.series_key.iloc[0])
+    """
+
+    def __init__(self, db_path: str | os.PathLike):
+        self.db_path = Path(db_path)
+        if not self.db_path.is_file():
+            raise ConfigError(f"no Index at {self.db_path}: run 'dicomml scan FOLDER --db "
+                              f"{self.db_path}' first, or pass the right --db.")
+        try:
+            self._con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            version = self._con.execute(
+                "SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.db_path} is not a dicomml Index ({e}); scan again "
+                              "with a new --db file.") from e
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            self._con.close()
+            raise ConfigError(f"{self.db_path} has Index schema {version and version[0]}, "
+                              f"expected {SCHEMA_VERSION}: scan the folder again.")
+
+    # -- context manager ---------------------------------------------------------------
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._con.close()
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.db_path)!r})"
+
+    def _frame(self, sql: str, params: tuple = ()):
+        import pandas as pd
+
+        return pd.read_sql_query(sql, self._con, params=params)
+
+    # -- tables ------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table as a dict (schema version, root, last scan time)."""
+        return dict(self._con.execute("SELECT key, value FROM meta").fetchall())
+
+    def instances(self, *, decode: bool = True):
+        """All instances as a DataFrame (columns :data:`INSTANCE_COLUMNS`), ordered by
+        series key, instance number and path; ``decode`` turns JSON arrays into tuples."""
+        df = self._frame("SELECT * FROM instances ORDER BY series_key, instance_number, path")
+        return _decode_frame(df) if decode else df
+
+    def series(self):
+        """One row per series key: modality, study and series UIDs, counts, size, kind."""
+        df = self._frame(
+            "SELECT series_key, MIN(study_instance_uid) AS study_instance_uid, "
+            "MIN(series_instance_uid) AS series_instance_uid, MIN(modality) AS modality, "
+            "MIN(object_kind) AS object_kind, MAX(is_image) AS is_image, "
+            "COUNT(*) AS n_instances, SUM(COALESCE(number_of_frames, 1)) AS n_frames, "
+            "MIN(rows) AS rows, MIN(columns) AS columns, MIN(series_number) AS series_number, "
+            "MIN(series_description) AS series_description, "
+            "MIN(body_part_examined) AS body_part_examined, MIN(study_date) AS study_date, "
+            "MIN(sop_class_uid) AS sop_class_uid, "
+            "MIN(frame_of_reference_uid) AS frame_of_reference_uid "
+            "FROM instances GROUP BY series_key "
+            "ORDER BY study_instance_uid, series_number, series_key")
+        df["is_image"] = df["is_image"].astype(bool)
+        return df
+
+    def studies(self):
+        """One row per study: date, number of series (keys) and instances, modalities."""
+        return self._frame(
+            "SELECT study_instance_uid, MIN(study_date) AS study_date, "
+            "COUNT(DISTINCT series_key) AS n_series, COUNT(*) AS n_instances, "
+            "GROUP_CONCAT(DISTINCT modality) AS modalities "
+            "FROM instances GROUP BY study_instance_uid ORDER BY study_date, study_instance_uid")
+
+    def skipped(self):
+        """The files that were not indexed: path, size, mtime, category, reason."""
+        return self._frame("SELECT path, size, mtime, category, reason FROM skipped "
+                           "ORDER BY path")
+
+    def series_files(self, series_key: str) -> list[str]:
+        """Paths of one series key, ordered by (0020,0013) Instance Number then path.
+
+        Raises
+        ------
+        ConfigError
+            No instance has this series key.
+        """
+        rows = self._con.execute(
+            "SELECT path FROM instances WHERE series_key = ? "
+            "ORDER BY instance_number IS NULL, instance_number, path", (series_key,)).fetchall()
+        if not rows:
+            raise ConfigError(f"no series with key {series_key!r} in {self.db_path}; list "
+                              "them with Index.series() or 'dicomml scan'.")
+        return [r[0] for r in rows]
+
+    def instance(self, path: str) -> dict[str, Any] | None:
+        """The row of one file (arrays decoded), or None when it is not indexed."""
+        cur = self._con.execute("SELECT * FROM instances WHERE path = ?",
+                                (os.path.abspath(path),))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        out = dict(zip([d[0] for d in cur.description], row))
+        for col in ARRAY_COLUMNS:
+            out[col] = decode_array(out[col])
+        out["is_image"] = bool(out["is_image"])
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for reports, **without any patient identifier**.
+
+        Keys: ``patients``, ``studies``, ``series`` (image series keys), ``instances`` (all
+        indexed objects), ``images``, ``series_by_modality``, ``non_image_by_kind``,
+        ``skipped`` (number of files), ``skipped_by_reason`` (by category),
+        ``dicomdir_referenced`` and ``dicomdir_missing`` (referenced files not indexed).
+        """
+        q = self._con.execute
+        patients, studies, instances = q(
+            "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT study_instance_uid), COUNT(*) "
+            "FROM instances").fetchone()
+        images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
+                           "WHERE is_image").fetchone()
+        by_modality = dict(q(
+            "SELECT COALESCE(modality, '?'), COUNT(DISTINCT series_key) FROM instances "
+            "WHERE is_image GROUP BY 1 ORDER BY 1").fetchall())
+        by_kind = dict(q("SELECT object_kind, COUNT(*) FROM instances WHERE NOT is_image "
+                         "GROUP BY 1 ORDER BY 1").fetchall())
+        skipped = q("SELECT COUNT(*) FROM skipped").fetchone()[0]
+        by_reason = dict(q("SELECT category, COUNT(*) FROM skipped GROUP BY 1 "
+                           "ORDER BY 2 DESC, 1").fetchall())
+        referenced, missing = q(
+            "SELECT COUNT(*), COALESCE(SUM(i.path IS NULL), 0) FROM dicomdir_refs r "
+            "LEFT JOIN instances i ON i.path = r.path").fetchone()
+        return {"patients": patients, "studies": studies, "series": series,
+                "instances": instances, "images": images,
+                "series_by_modality": by_modality, "non_image_by_kind": by_kind,
+                "skipped": skipped, "skipped_by_reason": by_reason,
+                "dicomdir_referenced": referenced, "dicomdir_missing": missing}
+
+
+def open_index(path: str | os.PathLike | None = None, *, db: str | os.PathLike | None = None
+               ) -> Index:
+    """Open an Index by its database file, or by the scanned folder (default location).
+
+    Parameters
+    ----------
+    path : path, optional
+        The ``.sqlite`` file, or a scanned folder whose Index is at
+        :func:`default_db_path`.
+    db : path, optional
+        The database file explicitly (wins over ``path``).
+    """
+    if db is not None:
+        return Index(db)
+    if path is None:
+        raise ConfigError("open_index needs the scanned folder or the database file. "
+                          "Received: path=None, db=None")
+    if os.path.isdir(path):
+        return Index(default_db_path(path))
+    return Index(path)

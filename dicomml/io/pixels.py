@@ -1,0 +1,637 @@
+"""Read one DICOM instance into an :class:`~dicomml.io.types.Image` in modality units.
+
+Order of operations (PS3.3 C.7.6.3, C.11.1, PS3.4 N.2.1.1):
+
+1. Stored values from (7FE0,0010) Pixel Data. Native little-endian integer data takes a fast
+   path (``numpy.frombuffer`` on the element value, then the same unused-bit correction as
+   pydicom: shift left then right by (0028,0100) Bits Allocated - (0028,0101) Bits Stored,
+   which sign-extends when (0028,0103) Pixel Representation is 1). Everything else
+   (compressed, big endian, 1-bit, float, YBR_FULL_422) goes through pydicom's decoders.
+   YBR_FULL / YBR_FULL_422 are converted to RGB as pydicom does (``as_rgb``); PALETTE COLOR
+   is converted to RGB with the (0028,1201-1203) palette (pydicom ``apply_color_lut``).
+2. Padding mask from the stored values: (0028,0120) Pixel Padding Value and (0028,0121)
+   Pixel Padding Range Limit (PS3.3 C.7.5.1.1.2).
+3. Modality LUT: (0028,3000) Modality LUT Sequence, or (0028,1053) Rescale Slope and
+   (0028,1052) Rescale Intercept; for Enhanced multi-frame objects the (0028,9145) Pixel
+   Value Transformation Sequence of the shared or per-frame functional groups
+   (PS3.3 C.7.6.16.2.9). The result is ``float32``: exactly pydicom's ``apply_modality_lut``
+   (computed in float64) rounded to float32.
+
+No VOI LUT / window and no MONOCHROME1 inversion are applied; the windows and VOI LUTs are
+returned for the next stage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from struct import unpack
+
+import numpy as np
+
+from dicomml.errors import (
+    DecodeError,
+    InvalidDicomError,
+    MissingAttributeError,
+    NoPixelDataError,
+    UnsupportedTransferSyntaxError,
+)
+from dicomml.io._read_dataset import load_dataset, quiet_pydicom
+from dicomml.io.codecs import check_decodable, transfer_syntax_name
+from dicomml.io.types import VOILUT, Image, Window
+
+__all__ = ["read_image", "image_from_dataset", "decode_stored", "frame_rescale",
+           "to_modality", "padding_mask", "windows_of", "voi_luts_of", "frame_geometry"]
+
+_NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+# ----------------------------------------------------------------------------- public API
+def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
+               modality_lut: bool | None = None) -> Image:
+    """Read one instance (single- or multi-frame) with its pixels in modality units.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM file. It is opened read-only and never modified.
+    frames : int or iterable of int, optional
+        0-based frame indices to decode (default: all frames).
+    modality_lut : bool or None
+        ``True``: the modality transform must be applied (raise
+        :class:`~dicomml.errors.MissingAttributeError` if the file has none);
+        ``None`` (default): apply it if present; ``False``: never (stored values as float32).
+
+    Returns
+    -------
+    Image
+        ``pixels`` float32 (frames, rows, columns) or (frames, rows, columns, 3) for colour.
+
+    Raises
+    ------
+    NotDicomError, InvalidDicomError, NoPixelDataError, MissingAttributeError,
+    UnsupportedTransferSyntaxError, DecodeError
+        Each naming the file and the attribute.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> img = read_image(get_testdata_file("CT_small.dcm", download=False))
+    >>> img.pixels.shape, img.pixels.dtype.name, img.modality
+    ((1, 128, 128), 'float32', 'CT')
+    """
+    path = os.fspath(path)
+    with quiet_pydicom():
+        ds, _ = load_dataset(path)
+        return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut)
+
+
+def image_from_dataset(ds, path: str | None = None, *, frames=None,
+                       modality_lut: bool | None = None) -> Image:
+    """Build an :class:`Image` from an already parsed pydicom Dataset (see :func:`read_image`)."""
+    n_total = _n_frames(ds, path)
+    index = _frame_index(frames, n_total, path)
+    stored, pi = decode_stored(ds, path, frames=index)
+    color = stored.ndim == 4
+    idx = range(n_total) if index is None else index
+    first = idx[0] if len(idx) else 0
+    rescale = None if color else frame_rescale(ds, idx)
+    mask = None if color else padding_mask(stored, ds)
+    pixels = to_modality(stored, ds, rescale, modality_lut=modality_lut, path=path)
+    positions, orientations, spacing, thickness = frame_geometry(ds, idx)
+    slope, intercept, rtype = (rescale[0][0], rescale[1][0], rescale[2]) if rescale else \
+        (1.0, 0.0, None)
+    extra = {}
+    if rescale is not None and (np.ptp(rescale[0]) or np.ptp(rescale[1])):
+        extra["frame_rescale"] = (rescale[0].copy(), rescale[1].copy())
+    if pi != ds.get("PhotometricInterpretation"):
+        extra["stored_photometric_interpretation"] = ds.get("PhotometricInterpretation")
+    return Image(
+        pixels=pixels, path=path, photometric_interpretation=pi, padding_mask=mask,
+        windows=windows_of(ds, first), voi_luts=voi_luts_of(ds, first),
+        modality=ds.get("Modality"),
+        sop_class_uid=_str(ds.get("SOPClassUID")),
+        sop_instance_uid=_str(ds.get("SOPInstanceUID")),
+        series_instance_uid=_str(ds.get("SeriesInstanceUID")),
+        study_instance_uid=_str(ds.get("StudyInstanceUID")),
+        pixel_spacing=spacing, positions=positions, orientations=orientations,
+        slice_thickness=thickness, bits_stored=_int(ds.get("BitsStored")),
+        rescale_slope=float(slope), rescale_intercept=float(intercept), rescale_type=rtype,
+        transfer_syntax_uid=_str(_transfer_syntax(ds)),
+        instance_number=_int(ds.get("InstanceNumber")), extra=extra)
+
+
+# ----------------------------------------------------------------------------- decoding
+def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = None):
+    """Return ``(stored, photometric)``: the stored values of the requested frames.
+
+    ``stored`` has shape (frames, rows, columns) or (frames, rows, columns, 3), the integer
+    dtype of the pixel data (float for (7FE0,0008)/(7FE0,0009)); ``photometric`` is the
+    (0028,0004) value that describes it (``"RGB"`` after YBR or palette conversion).
+    Identical to pydicom's ``Dataset.pixel_array`` (native data is read with
+    ``numpy.frombuffer``; the result is bit-identical).
+    """
+    where = path or _str(ds.get("SOPInstanceUID")) or "<dataset>"
+    keyword = next((k for k in _PIXEL_TAGS if k in ds), None)
+    if keyword is None:
+        raise NoPixelDataError(
+            f"{where}: no (7FE0,0010) Pixel Data (SOP Class {ds.get('SOPClassUID', 'unknown')},"
+            f" Modality {ds.get('Modality', 'unknown')}); this object is not an image "
+            "(SR, RT structure set, presentation state, key object...). Skip it.")
+    for kw, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)"),
+                    ("BitsAllocated", "(0028,0100)"), ("SamplesPerPixel", "(0028,0002)"),
+                    ("PhotometricInterpretation", "(0028,0004)")):
+        if ds.get(kw) in (None, ""):
+            raise MissingAttributeError(
+                f"{where}: {tag} {kw} is missing or empty; the Image Pixel module is "
+                "incomplete and the pixel data cannot be interpreted.")
+    if keyword == "PixelData" and ds.get("PixelRepresentation") is None:
+        raise MissingAttributeError(
+            f"{where}: (0028,0103) Pixel Representation is missing; the pixel data cannot "
+            "be interpreted as signed or unsigned.")
+    ts = _transfer_syntax(ds)
+    pi = str(ds.PhotometricInterpretation).strip()
+    n = _n_frames(ds, where)
+    if (ts in _NATIVE_LE and keyword == "PixelData" and ds.BitsAllocated in (8, 16, 32)
+            and (ds.SamplesPerPixel == 1 or (ds.SamplesPerPixel == 3 and ds.BitsAllocated == 8))
+            and pi != "YBR_FULL_422"):
+        arr = _native_fast(ds, where, n, frames)
+        if pi == "YBR_FULL":
+            from pydicom.pixels import convert_color_space
+
+            arr, pi = convert_color_space(arr, "YBR_FULL", "RGB"), "RGB"
+    else:
+        arr, pi = _decode_pydicom(ds, where, ts, n, frames, keyword)
+    if pi == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            arr, pi = apply_color_lut(arr, ds), "RGB"
+        except (ValueError, AttributeError, KeyError) as e:
+            raise InvalidDicomError(
+                f"{where}: PALETTE COLOR image whose (0028,1201-1203) Palette Color Lookup "
+                f"Table cannot be applied ({e}).") from e
+    return arr, pi
+
+
+def _expected_bytes(ds, n: int) -> int:
+    bits = int(ds.BitsAllocated)
+    count = int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * n
+    if str(ds.PhotometricInterpretation).strip() == "YBR_FULL_422":
+        count = count // 3 * 2
+    return (count * bits + 7) // 8
+
+
+def _truncated(ds, where: str, actual: int, expected: int, n: int) -> InvalidDicomError:
+    return InvalidDicomError(
+        f"{where}: (7FE0,0010) pixel data is {actual} bytes, expected {expected} for "
+        f"{ds.Rows}×{ds.Columns}×{n}×{ds.BitsAllocated} bits"
+        f"{'×' + str(ds.SamplesPerPixel) + ' samples' if ds.SamplesPerPixel != 1 else ''}; "
+        "the file is truncated. Re-export or re-transfer it.")
+
+
+def _native_fast(ds, where: str, n: int, frames: list[int] | None) -> np.ndarray:
+    bits, stored_bits = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
+    signed = int(ds.PixelRepresentation) == 1
+    rows, cols, spp = int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel)
+    buf = ds.PixelData
+    expected = _expected_bytes(ds, n)
+    if len(buf) < expected:
+        raise _truncated(ds, where, len(buf), expected, n)
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    per_frame = rows * cols * spp
+    arr = np.frombuffer(buf, dtype=dtype, count=per_frame * n)
+    arr = arr.reshape(n, per_frame)
+    if frames is not None:
+        arr = arr[frames]
+    if stored_bits < bits and not _within_bits(arr, stored_bits, signed):
+        # Same correction as pydicom (PS3.5 8.1.1: the unused high bits are undefined):
+        # shift left then right, which masks (unsigned) or sign-extends (signed).
+        shift = bits - stored_bits
+        arr = np.left_shift(arr, shift)
+        np.right_shift(arr, shift, out=arr)
+    if spp == 1:
+        return arr.reshape(-1, rows, cols)
+    if int(ds.get("PlanarConfiguration", 0) or 0) == 1:
+        return arr.reshape(-1, spp, rows, cols).transpose(0, 2, 3, 1).copy()
+    return arr.reshape(-1, rows, cols, spp)
+
+
+def _within_bits(arr: np.ndarray, stored_bits: int, signed: bool) -> bool:
+    """True when every value already fits in ``stored_bits`` (the shift would not change it)."""
+    if arr.size == 0:
+        return True
+    if signed:
+        lo, hi = -(1 << (stored_bits - 1)), (1 << (stored_bits - 1)) - 1
+        return bool(arr.min() >= lo and arr.max() <= hi)
+    return bool(arr.max() < (1 << stored_bits))
+
+
+def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str):
+    from pydicom.pixels import get_decoder
+    from pydicom.pixels.utils import as_pixel_options
+
+    check_decodable(ts, where)
+    uid_name = f"'{transfer_syntax_name(ts)}' ({ts})"
+    if keyword == "PixelData":
+        from pydicom.uid import UID
+
+        if not UID(ts).is_encapsulated:
+            expected = _expected_bytes(ds, n)
+            if len(ds.PixelData) < expected:
+                raise _truncated(ds, where, len(ds.PixelData), expected, n)
+    ds = _with_transfer_syntax(ds, ts)
+    decoder = get_decoder(ts)
+    opts = as_pixel_options(ds)
+    # One plugin at a time. GDCM is tried last, and only when the other plugins do not
+    # support the stream (NotImplementedError) or none is installed: GDCM aborts the whole
+    # process (SIGABRT) on some corrupt streams where the other plugins raise.
+    available = list(decoder.available_plugins)
+    plugins = [p for p in available if p != "gdcm"] + [p for p in available if p == "gdcm"]
+    plugins = plugins or [""]  # native syntaxes: pydicom's built-in decoder, no plugin
+    errors: list[str] = []
+    corrupt = False
+    result = None
+    for plugin in plugins:
+        if plugin == "gdcm" and corrupt:
+            break
+        try:
+            result = _decode_with(decoder, ds, frames, n, plugin, opts)
+            break
+        except NotImplementedError as e:
+            errors.append(f"{plugin}: {str(e).strip()[:200]}")
+        except Exception as e:  # noqa: BLE001 - codecs raise anything; re-raised typed
+            corrupt = True
+            errors.append(f"{plugin}: {type(e).__name__}: {str(e).strip()[:200]}")
+    if result is None:
+        if not corrupt:
+            raise UnsupportedTransferSyntaxError(
+                f"{where}: cannot decode (7FE0,0010) Pixel Data with transfer syntax "
+                f"{uid_name}: no installed plugin supports this stream ({'; '.join(errors)}).")
+        raise DecodeError(
+            f"{where}: decoding (7FE0,0010) Pixel Data ({uid_name}) failed "
+            f"({'; '.join(errors)}). The compressed stream is corrupt or truncated; "
+            "re-export the file or decode it with another tool (gdcmconv --raw).")
+    arr, meta = result
+    pi = str(meta.get("photometric_interpretation", ds.PhotometricInterpretation)).strip()
+    if arr.ndim == 3 and int(ds.SamplesPerPixel) > 1:
+        arr = arr[np.newaxis]
+    return arr, pi
+
+
+def _decode_with(decoder, ds, frames, n, plugin, opts):
+    if frames is None:
+        arr, meta = decoder.as_array(ds, validate=True, decoding_plugin=plugin, **opts)
+        if n == 1:
+            arr = arr[np.newaxis]
+    else:
+        parts = [decoder.as_array(ds, index=i, validate=True, decoding_plugin=plugin, **opts)
+                 for i in frames]
+        arr = np.stack([p[0] for p in parts]) if parts else np.empty((0,))
+        meta = parts[0][1] if parts else {}
+    return arr, meta
+
+
+# ----------------------------------------------------------------------------- modality LUT
+def frame_rescale(ds, frames: Iterable[int]):
+    """Per-frame ``(slopes, intercepts, rescale_type)`` or None when the file has no rescale.
+
+    Reads (0028,1053) Rescale Slope / (0028,1052) Rescale Intercept / (0028,1054) Rescale
+    Type from the top level, or for Enhanced objects from the (0028,9145) Pixel Value
+    Transformation Sequence of the (5200,9230) Per-Frame or (5200,9229) Shared Functional
+    Groups (PS3.3 C.7.6.16.2.9). ``slopes`` and ``intercepts`` are float64 arrays with one
+    value per requested frame.
+    """
+    frames = list(frames)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        s, i = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        return (np.full(len(frames), s), np.full(len(frames), i),
+                _str(ds.get("RescaleType")))
+    shared = _fg_item(ds.get("SharedFunctionalGroupsSequence"), 0,
+                      "PixelValueTransformationSequence")
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if shared is None and not (per and _fg_item(per, 0, "PixelValueTransformationSequence")):
+        return None
+    slopes, intercepts, rtype = [], [], None
+    for f in frames:
+        item = _fg_item(per, f, "PixelValueTransformationSequence") or shared
+        if item is None or "RescaleSlope" not in item or "RescaleIntercept" not in item:
+            slopes.append(1.0)
+            intercepts.append(0.0)
+            continue
+        slopes.append(float(item.RescaleSlope))
+        intercepts.append(float(item.RescaleIntercept))
+        rtype = rtype or _str(item.get("RescaleType"))
+    return np.asarray(slopes), np.asarray(intercepts), rtype
+
+
+def to_modality(stored: np.ndarray, ds, rescale=None, *, modality_lut: bool | None = None,
+                path: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values -> float32 modality values (PS3.3 C.11.1).
+
+    The (0028,3000) Modality LUT Sequence takes precedence over rescale, as in pydicom.
+    ``rescale`` is :func:`frame_rescale`'s result. Rescale is computed as
+    ``float64(stored) * slope + intercept`` and rounded once to float32 (bit-identical to
+    pydicom's ``apply_modality_lut`` then ``astype(float32)``); when slope, intercept and
+    every stored value are integers whose results are exact in float32 the computation is
+    done in float32 directly (same result, less memory traffic).
+
+    ``modality_lut``: True must apply (MissingAttributeError if absent), None if present,
+    False never. Colour images (4-D) are returned as float32 unchanged.
+    """
+    if out is None:
+        out = np.empty(stored.shape, dtype=np.float32)
+    has_lut = bool(ds.get("ModalityLUTSequence"))
+    if modality_lut is False or stored.ndim == 4 or (rescale is None and not has_lut):
+        if modality_lut and stored.ndim != 4:
+            raise MissingAttributeError(
+                f"{path or 'dataset'}: modality_lut=True but the file has neither (0028,3000) "
+                "Modality LUT Sequence nor (0028,1052)/(0028,1053) Rescale Intercept/Slope "
+                "(nor a (0028,9145) Pixel Value Transformation functional group). Pass "
+                "modality_lut=None to read stored values.")
+        out[...] = stored
+        return out
+    if has_lut:
+        from pydicom.pixels import apply_modality_lut
+
+        out[...] = apply_modality_lut(stored, ds)
+        return out
+    slopes, intercepts, _ = rescale
+    for k in range(stored.shape[0]):
+        _rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k])
+    return out
+
+
+def _rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
+    if src.dtype.kind in "iu" and src.dtype.itemsize <= 2 and slope.is_integer() \
+            and intercept.is_integer() and abs(slope) * 65536 + abs(intercept) < 2 ** 24:
+        if slope != 1.0:
+            np.multiply(src, np.float32(slope), out=dst, dtype=np.float32)
+            if intercept != 0.0:
+                dst += np.float32(intercept)
+        elif intercept != 0.0:
+            np.add(src, np.float32(intercept), out=dst, dtype=np.float32)
+        else:
+            np.copyto(dst, src, casting="unsafe")
+        return
+    tmp = src.astype(np.float64)
+    tmp *= slope
+    tmp += intercept
+    np.copyto(dst, tmp, casting="same_kind")
+
+
+# ----------------------------------------------------------------------------- padding
+def padding_mask(stored: np.ndarray, ds) -> np.ndarray | None:
+    """Boolean mask of padding pixels, or None when (0028,0120) Pixel Padding Value is absent.
+
+    PS3.3 C.7.5.1.1.2: the values are *stored* values. Without (0028,0121) Pixel Padding Range
+    Limit only the value itself is padding; with it, every stored value between the two
+    (inclusive) is padding, whichever is larger (the Padding Value is the lower one for
+    MONOCHROME2 and the higher one for MONOCHROME1). Both are US or SS following (0028,0103)
+    Pixel Representation; a value read as unsigned for signed data is reinterpreted as two's
+    complement of (0028,0100) Bits Allocated.
+    """
+    if "PixelPaddingValue" not in ds or stored.ndim != 3:
+        return None
+    bits = int(ds.get("BitsAllocated") or 16)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    lo = _as_stored(ds.PixelPaddingValue, bits, signed)
+    if lo is None:
+        return None
+    hi = _as_stored(ds.get("PixelPaddingRangeLimit"), bits, signed)
+    if hi is None:
+        return stored == lo
+    lo, hi = min(lo, hi), max(lo, hi)
+    return (stored >= lo) & (stored <= hi)
+
+
+def _as_stored(value, bits: int, signed: bool) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        fmt = {1: "<B", 2: "<H", 4: "<I"}.get(len(value))
+        if fmt is None:
+            return None
+        value = unpack(fmt, value)[0]
+    if not isinstance(value, (int, float, str)) and hasattr(value, "__len__"):
+        if not len(value):
+            return None
+        value = value[0]
+    v = int(value)
+    if signed and v >= 2 ** (bits - 1) and v < 2 ** bits:
+        v -= 2 ** bits
+    return v
+
+
+# ----------------------------------------------------------------------------- VOI
+def windows_of(ds, frame: int = 0) -> tuple[Window, ...]:
+    """Every (0028,1050) Window Center / (0028,1051) Window Width pair (PS3.3 C.11.2.1.2).
+
+    With (0028,1055) Window Center & Width Explanation and (0028,1056) VOI LUT Function
+    (default ``"LINEAR"``). For Enhanced objects without top-level windows: the (0028,9132)
+    Frame VOI LUT Sequence of frame ``frame`` (per-frame) or of the shared functional groups.
+    """
+    src = ds
+    if "WindowCenter" not in ds:
+        src = _fg_item(ds.get("PerFrameFunctionalGroupsSequence"), frame,
+                       "FrameVOILUTSequence") or _fg_item(
+            ds.get("SharedFunctionalGroupsSequence"), 0, "FrameVOILUTSequence")
+        if src is None or "WindowCenter" not in src:
+            return ()
+    centers = _floats(src.get("WindowCenter"))
+    widths = _floats(src.get("WindowWidth"))
+    expl = src.get("WindowCenterWidthExplanation")
+    expl = [] if expl is None else ([str(expl)] if isinstance(expl, str) else
+                                    [str(e) for e in expl])
+    func = str(src.get("VOILUTFunction") or "LINEAR").strip().upper()
+    out = []
+    for k, (c, w) in enumerate(zip(centers, widths)):
+        out.append(Window(center=c, width=w, explanation=(expl[k] or None) if k < len(expl)
+                          else None, function=func))
+    return tuple(out)
+
+
+def voi_luts_of(ds, frame: int = 0) -> tuple[VOILUT, ...]:
+    """The items of the (0028,3010) VOI LUT Sequence (PS3.3 C.11.2.1.1), top level or (for
+    Enhanced objects) in the Frame VOI LUT functional group."""
+    seq = ds.get("VOILUTSequence")
+    if not seq:
+        item = _fg_item(ds.get("PerFrameFunctionalGroupsSequence"), frame,
+                        "FrameVOILUTSequence") or _fg_item(
+            ds.get("SharedFunctionalGroupsSequence"), 0, "FrameVOILUTSequence")
+        seq = item.get("VOILUTSequence") if item is not None else None
+    if not seq:
+        return ()
+    little = _is_little_endian(ds)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    out = []
+    for item in seq:
+        desc = [int(v) for v in item.LUTDescriptor]
+        n_entries = desc[0] or 65536
+        first = desc[1]
+        if signed and first >= 32768:
+            first -= 65536
+        elem = item["LUTData"]
+        if elem.VR == "OW" or isinstance(elem.value, (bytes, bytearray)):
+            raw = bytes(elem.value)
+            data = np.frombuffer(raw, dtype="<u2" if little else ">u2")[:n_entries]
+        else:
+            vals = elem.value
+            data = np.asarray([vals] if isinstance(vals, int) else list(vals))
+        out.append(VOILUT(first_mapped=first, bits=desc[2], data=data.astype(np.uint16),
+                          explanation=_str(item.get("LUTExplanation"))))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- geometry
+def frame_geometry(ds, frames: Iterable[int]):
+    """``(positions, orientations, pixel_spacing, slice_thickness)`` for the given frames.
+
+    Positions are (0020,0032) Image Position (Patient) per frame, shape (frames, 3);
+    orientations (0020,0037) Image Orientation (Patient), shape (frames, 6). Enhanced objects:
+    (0020,9113) Plane Position Sequence and (0020,9116) Plane Orientation Sequence of the
+    per-frame or shared functional groups, (0028,9110) Pixel Measures Sequence for spacing and
+    thickness (PS3.3 C.7.6.16.2.1-3). Legacy multi-frame with (3004,000C) Grid Frame Offset
+    Vector (RT Dose, PS3.3 C.8.8.3.2): position of frame k = IPP + (offset_k - offset_0) *
+    normal. A single IPP for a multi-frame object without offsets is repeated. Missing
+    geometry gives None.
+    """
+    frames = list(frames)
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    spacing = thickness = None
+    if per or shared:
+        pos, ori = [], []
+        for f in frames:
+            p = _fg_item(per, f, "PlanePositionSequence") or _fg_item(
+                shared, 0, "PlanePositionSequence")
+            o = _fg_item(per, f, "PlaneOrientationSequence") or _fg_item(
+                shared, 0, "PlaneOrientationSequence")
+            pos.append(_floats(p.get("ImagePositionPatient")) if p is not None else [])
+            ori.append(_floats(o.get("ImageOrientationPatient")) if o is not None else [])
+        pm = _fg_item(per, frames[0] if frames else 0, "PixelMeasuresSequence") or _fg_item(
+            shared, 0, "PixelMeasuresSequence")
+        if pm is not None:
+            spacing = _pair(pm.get("PixelSpacing"))
+            thickness = _float(pm.get("SliceThickness"))
+        positions = np.asarray(pos, float) if all(len(p) == 3 for p in pos) and pos else None
+        orients = np.asarray(ori, float) if all(len(o) == 6 for o in ori) and ori else None
+    else:
+        ipp = _floats(ds.get("ImagePositionPatient"))
+        iop = _floats(ds.get("ImageOrientationPatient"))
+        positions = orients = None
+        if len(iop) == 6:
+            orients = np.tile(np.asarray(iop, float), (len(frames), 1))
+        if len(ipp) == 3:
+            positions = np.tile(np.asarray(ipp, float), (len(frames), 1))
+            offsets = _floats(ds.get("GridFrameOffsetVector"))
+            if orients is not None and len(offsets) == _n_frames(ds) and len(offsets) > 1:
+                normal = np.cross(orients[0][:3], orients[0][3:])
+                off = np.asarray(offsets, float)[frames] - offsets[0]
+                positions = positions + off[:, None] * normal[None, :]
+    if spacing is None:
+        spacing = _pair(ds.get("PixelSpacing")) or _pair(ds.get("ImagerPixelSpacing"))
+    if thickness is None:
+        thickness = _float(ds.get("SliceThickness"))
+    return positions, orients, spacing, thickness
+
+
+# ----------------------------------------------------------------------------- helpers
+def _n_frames(ds, where: str | None = None) -> int:
+    try:
+        value = ds.get("NumberOfFrames")
+        n = int(value or 1)
+    except (TypeError, ValueError) as e:
+        raise InvalidDicomError(
+            f"{where or _str(ds.get('SOPInstanceUID')) or 'dataset'}: (0028,0008) Number of "
+            f"Frames is not an integer ({e}); the number of frames in the pixel data is "
+            "unknown. Fix the attribute (e.g. dcmodify) and read again.") from e
+    return max(n, 1)
+
+
+def _frame_index(frames, n: int, path) -> list[int] | None:
+    if frames is None:
+        return None
+    idx = [int(frames)] if isinstance(frames, (int, np.integer)) else [int(f) for f in frames]
+    bad = [f for f in idx if not -n <= f < n]
+    if bad:
+        raise IndexError(f"{path}: frame(s) {bad} out of range; (0028,0008) Number of Frames "
+                         f"is {n}. Received: frames={frames!r}")
+    return [f % n for f in idx]
+
+
+def _transfer_syntax(ds) -> str:
+    """(0002,0010) of ``ds``; without file meta, the syntax the data set was parsed with."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return str(ts)
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    return _IMPLICIT_LE if implicit else ("1.2.840.10008.1.2.1" if little in (True, None)
+                                          else "1.2.840.10008.1.2.2")
+
+
+def _with_transfer_syntax(ds, ts: str):
+    """``ds`` itself when it has (0002,0010), else a shallow copy that has it (pydicom's
+    decoders read it from the file meta); the caller's data set is never modified."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return ds
+    import copy
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID
+
+    out = copy.copy(ds)
+    new_meta = FileMetaDataset()
+    if meta is not None:
+        for elem in meta:
+            new_meta.add(elem)
+    new_meta.TransferSyntaxUID = UID(ts)
+    out.file_meta = new_meta
+    return out
+
+
+def _is_little_endian(ds) -> bool:
+    return _transfer_syntax(ds) != "1.2.840.10008.1.2.2"
+
+
+def _fg_item(seq, index: int, keyword: str):
+    if not seq or index >= len(seq):
+        return None
+    inner = seq[index].get(keyword)
+    return inner[0] if inner else None
+
+
+def _floats(value) -> list[float]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return []
+
+
+def _float(value) -> float | None:
+    v = _floats(value)
+    return v[0] if v else None
+
+
+def _pair(value) -> tuple[float, float] | None:
+    v = _floats(value)
+    return (v[0], v[1]) if len(v) >= 2 else None
+
+
+def _int(value) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value) -> str | None:
+    return None if value is None or value == "" else str(value)

@@ -1,0 +1,372 @@
+"""``scan``: index a folder of DICOM files (headers only) into an SQLite Index.
+
+The parent process walks the folder (:mod:`dicomml.io.files`), compares every file's size
+and ``mtime_ns`` with the Index's ``files`` table, sends chunks of the new or changed paths
+to workers, and is the only writer of the Index (:mod:`dicomml.io.index`): each chunk of
+results is one transaction, so an interrupted scan keeps what it committed and the next
+scan reads only the rest. Files that disappeared are removed from the Index. Workers read
+headers only (:func:`dicomml.io.header.read_header`): pixel data is never decoded; the
+element headers up to and over (7FE0,0010) are checked so that truncated copies are
+reported.
+
+Workers
+-------
+``workers=0`` or ``1`` reads in this process. More workers are local processes forked
+from this one when that is safe (Linux, no other thread, TensorFlow not loaded): header
+parsing is pure Python, and a forked worker starts in milliseconds where a fresh
+interpreter needs about half a second of imports. Otherwise, and for any ``executor``
+given (a :mod:`dicomml.parallel` executor, e.g. a Dask cluster), the chunks go through
+:mod:`dicomml.parallel`. Small jobs (one chunk) always run in this process.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomml.errors import ConfigError
+from dicomml.io._scan_store import db_values
+from dicomml.io.files import FileEntry, walk_files
+from dicomml.io.header import Skip, read_header
+
+__all__ = ["scan", "ScanResult", "scan_chunk", "CHUNK_SIZE"]
+
+#: Files per chunk sent to a worker.
+CHUNK_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one :func:`scan` did, and the Index's counts afterwards.
+
+    Attributes
+    ----------
+    root, db_path : str
+        The scanned folder and the Index file.
+    files_seen : int
+        Files found under ``root``.
+    files_read : int
+        Files whose header was read by this scan (new, changed, or to be retried).
+    files_removed : int
+        Files in the Index that disappeared from ``root`` and were removed.
+    elapsed_s : float
+        Wall time of the scan.
+    summary : dict
+        :meth:`dicomml.io.index.Index.summary` after the scan (no patient identifiers).
+    skipped : tuple of (path, reason)
+        Every file of the Index that is not usable, with the reason.
+    """
+
+    root: str
+    db_path: str
+    files_seen: int
+    files_read: int
+    files_removed: int
+    elapsed_s: float
+    summary: dict = field(repr=False)
+    skipped: tuple = field(repr=False)
+
+    @property
+    def files_unchanged(self) -> int:
+        """Files found unchanged since the previous scan (not read again)."""
+        return self.files_seen - self.files_read
+
+    @property
+    def files_per_s(self) -> float:
+        """Files read per second of wall time."""
+        return self.files_read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no file was skipped."""
+        return not self.skipped
+
+    def index(self):
+        """Open the Index (:class:`dicomml.io.index.Index`)."""
+        from dicomml.io.index import Index
+
+        return Index(self.db_path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the summary counts, scan figures and ``skipped`` as {path, reason}."""
+        out = dict(self.summary)
+        out.update({"root": self.root, "db": self.db_path, "files_seen": self.files_seen,
+                    "files_read": self.files_read, "files_removed": self.files_removed,
+                    "elapsed_s": round(self.elapsed_s, 3),
+                    "files_per_s": round(self.files_per_s, 1),
+                    "skipped": [{"path": p, "reason": r} for p, r in self.skipped]})
+        return out
+
+
+def _dicomdir_refs(path: str) -> list[tuple[str, str | None]]:
+    """Files referenced by a DICOMDIR ((0004,1500), (0004,1511)); empty when unreadable."""
+    import pydicom
+
+    folder = os.path.dirname(path)
+    out = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+            for rec in ds.get("DirectoryRecordSequence", []):
+                fid = rec.get("ReferencedFileID")
+                if fid is None:
+                    continue
+                parts = [fid] if isinstance(fid, str) else list(fid)
+                parts = [str(p).strip() for p in parts if str(p).strip() not in ("", ".", "..")]
+                if not parts:
+                    continue
+                uid = rec.get("ReferencedSOPInstanceUIDInFile")
+                out.append((os.path.join(folder, *parts), str(uid) if uid else None))
+    except Exception:  # a broken DICOMDIR is only a missing cross-check
+        return []
+    return out
+
+
+def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tuple]:
+    """Read the headers of one chunk of ``(path, size, mtime_ns)``; runs in a worker.
+
+    Returns one tuple per item: ``("row", path, size, mtime_ns, values, dicomdir_refs)``
+    (``values`` as :func:`dicomml.io._scan_store.db_values` gives them) or
+    ``("skip", path, size, mtime_ns, category, reason)``. Never raises for one bad file.
+    """
+    out = []
+    log = logging.getLogger("pydicom")  # its per-file warnings would break the progress bar
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        _scan_items(items, fast, out)
+    finally:
+        log.setLevel(level)
+    return out
+
+
+def _scan_items(items, fast, out) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path, size, mtime_ns in items:
+            try:
+                row = read_header(path, size, mtime_ns, fast=fast)
+                refs = _dicomdir_refs(path) if row["object_kind"] == "dicomdir" else None
+                out.append(("row", path, size, mtime_ns, db_values(row), refs))
+            except Skip as s:
+                out.append(("skip", path, size, mtime_ns, s.category, s.reason))
+            except Exception as e:  # a reader bug must not stop the batch
+                out.append(("skip", path, size, mtime_ns, "invalid DICOM",
+                            f"invalid DICOM (reader error {type(e).__name__})"))
+
+
+def _scan_chunk_pydicom(items):
+    return scan_chunk(items, fast=False)
+
+
+class _ForkedProcesses:
+    """Worker processes forked from this one, with the executor shape of dicomml.parallel.
+
+    Used only when forking is safe (no TensorFlow loaded, no other thread running): header
+    parsing is pure Python (no native decoder can crash), and a forked worker starts in
+    milliseconds where a fresh interpreter needs ~0.5 s of imports, which is longer than
+    scanning a few thousand files. The processes are started at construction, before any
+    progress-bar thread exists. A worker that dies fails its chunk (recorded, retried by
+    the next scan) instead of being isolated item by item as dicomml.parallel does.
+    """
+
+    def __init__(self, workers: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
+        # gc.freeze: the workers' garbage collector then leaves the parent's objects alone,
+        # so their memory pages stay shared instead of being copied on write.
+        gc.freeze()
+        try:
+            self._pool.submit(int).result()  # fork every worker now
+        finally:
+            gc.unfreeze()
+
+    def map_chunks(self, fn, chunks, *, progress=None):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        pending = {}
+        it = iter(chunks)
+        ahead = 2 * self.workers
+        for chunk in it:
+            pending[self._pool.submit(fn, chunk)] = chunk
+            if len(pending) >= ahead:
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                chunk = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as e:  # BrokenProcessPool: a worker died
+                    result = e
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending[self._pool.submit(fn, nxt)] = nxt
+                yield chunk, result
+
+    def close(self):
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fork_is_safe() -> bool:
+    import threading
+
+    return (sys.platform.startswith("linux") and threading.active_count() == 1
+            and "tensorflow" not in sys.modules)
+
+
+class _InProcess:
+    def map_chunks(self, fn, chunks, *, progress=None):
+        for c in chunks:
+            yield c, fn(c)
+
+    def close(self):
+        pass
+
+
+def _make_executor(workers: int, n_items: int):
+    if workers <= 1 or n_items <= CHUNK_SIZE:
+        return _InProcess()
+    if _fork_is_safe():
+        return _ForkedProcesses(workers)
+    from dicomml.parallel import get_executor
+
+    return get_executor(kind="processes", workers=workers)
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _chunks(items: list, workers: int) -> list[list]:
+    size = CHUNK_SIZE
+    if workers > 1:  # at least ~4 chunks per worker so that none idles at the end
+        size = max(min(16, CHUNK_SIZE), min(CHUNK_SIZE, -(-len(items) // (4 * workers))))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
+         workers: int | None = None, executor: Any = None, progress: bool = True,
+         fast: bool = True) -> ScanResult:
+    """Index the DICOM files under ``root`` (headers only) into an SQLite Index.
+
+    Parameters
+    ----------
+    root : path
+        A folder (nested folders, files with or without extension, DICOMDIR, symbolic links
+        followed without loops) or a single file. Never written to.
+    db : path, optional
+        The Index file; default :func:`dicomml.io.index.default_db_path` (user cache).
+    workers : int, optional
+        Worker processes; 0 or 1 reads in this process; default: the usable CPUs.
+    executor : object, optional
+        A :mod:`dicomml.parallel` executor (e.g. a Dask one) to use instead; it is not
+        closed.
+    progress : bool
+        Draw a tqdm progress bar on stderr.
+    fast : bool
+        Use the struct header reader with pydicom as fallback (default); ``False`` reads
+        with pydicom only.
+
+    Returns
+    -------
+    ScanResult
+
+    Raises
+    ------
+    ConfigError
+        ``root`` does not exist.
+    OutputError
+        The Index cannot be written.
+    """
+    from dicomml.io._scan_store import Store
+    from dicomml.io.index import Index, default_db_path
+
+    t0 = time.perf_counter()
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.exists(root):
+        raise ConfigError(f"{root} does not exist: pass a folder of DICOM files (or one "
+                          "file). Received: root=" + repr(os.fspath(root)))
+    db_path = os.path.abspath(os.fspath(db)) if db is not None else str(default_db_path(root))
+    if workers is None:
+        workers = _default_workers()
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 or more. Received: workers={workers}")
+    store = Store(db_path, root)
+    try:
+        exclude = frozenset(db_path + s for s in ("", "-wal", "-shm", "-journal"))
+        known = store.known()
+        found: dict[str, FileEntry] = {}
+        unreadable = []
+        for entry in walk_files(root, exclude=exclude):
+            if isinstance(entry, FileEntry):
+                found[entry.path] = entry
+            else:
+                unreadable.append(entry)
+        todo = []
+        for path, e in found.items():
+            k = known.get(path)
+            if k is None or k[0] != e.size or k[1] != e.mtime_ns or k[2] == "retry":
+                todo.append((path, e.size, e.mtime_ns))
+        gone = [p for p in known if p not in found]
+        removed = store.remove(gone)
+        if unreadable:
+            store.write([("skip", u.path, 0, 0, "unreadable", u.reason, "retry")
+                         for u in unreadable])
+        n_read = _read_all(store, todo, workers, executor, progress, fast)
+        orphans = [o for o in store.orphan_duplicates() if o[0] in found]
+        n_read += _read_all(store, orphans, 0, None, False, fast)
+        store.update_series_keys()
+        skipped = tuple(tuple(r) for r in store.current_skipped())
+    finally:
+        store.close()
+    with Index(db_path) as idx:
+        summary = idx.summary()
+    return ScanResult(root=root, db_path=db_path, files_seen=len(found), files_read=n_read,
+                      files_removed=removed, elapsed_s=time.perf_counter() - t0,
+                      summary=summary, skipped=skipped)
+
+
+def _read_all(store, todo, workers, executor, progress, fast) -> int:
+    if not todo:
+        return 0
+    fn = scan_chunk if fast else _scan_chunk_pydicom
+    chunks = _chunks(todo, workers if executor is None else max(2, workers))
+    own = executor is None
+    ex = _make_executor(workers, len(todo)) if own else executor
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="file", desc="scan", file=sys.stderr,
+                   dynamic_ncols=True)
+    try:
+        for outcome in ex.map_chunks(fn, chunks, progress=None):
+            chunk, result = outcome
+            if isinstance(result, list):
+                store.write(result)
+            else:  # the worker failed on this chunk: record it, read it again next time
+                why = f"scan worker failed ({type(result).__name__}); scan again to retry"
+                store.write([("skip", p, s, m, "scan failed", why, "retry")
+                             for p, s, m in chunk])
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+        if own:
+            ex.close()
+    return len(todo)

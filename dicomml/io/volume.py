@@ -1,0 +1,523 @@
+"""Assemble a series of slices into a :class:`~dicomml.io.types.Volume`; SimpleITK interop.
+
+How :func:`read_series` builds the volume
+-----------------------------------------
+1. Every file is read once (bytes, then header parse); files that are not DICOM or carry no
+   (7FE0,0010) Pixel Data (SR, presentation states, DICOMDIR...) are ignored and listed in
+   ``volume.extra["ignored"]``.
+2. The instances are grouped by (0020,000E) Series Instance UID. Several series and no
+   ``series_uid=``: :class:`~dicomml.errors.SeriesError` listing them.
+3. Every frame is a slice (an Enhanced multi-frame file gives one slice per frame, with the
+   per-frame (0020,9113) Plane Position). Slices whose (0028,0010)/(0028,0011) size or
+   (0020,0037) orientation differ from the majority (e.g. a LOCALIZER in the series) are
+   left out with a ``mixed_size`` / ``mixed_orientation`` issue.
+4. Slices are sorted by their (0020,0032) position projected on the slice normal
+   (row cosine × column cosine) — never by Instance Number or file name. Duplicate
+   positions keep the slice with the lowest (0020,0013) Instance Number and report
+   ``duplicate_position``; gaps that are a multiple of the spacing report
+   ``missing_slices``, other deviations ``irregular_spacing``. Slices with no position:
+   ``no_position`` (when no slice has one, they are stacked by (0020,0013) Instance
+   Number — the only order left — with unit spacing and an identity direction).
+5. ``spacing[0]`` is the median distance between successive positions (not (0018,0050) Slice
+   Thickness); ``origin`` is the position of the first slice; ``direction`` has the columns
+   (row cosine, column cosine, normal).
+
+Gantry tilt: the positions then advance along a line that is not the normal. As SimpleITK's
+``ImageSeriesReader`` (ITK/GDCM) does, the third direction column stays the slice normal and
+the slice spacing is the distance between successive positions, so ``to_sitk()`` equals what
+SimpleITK reads. The stacking direction (unit vector from first to last position) and the
+tilt angle are kept in ``extra["slice_direction"]`` and ``extra["tilt_degrees"]``; resample
+with them if the sheared geometry matters.
+
+Unreadable slices (truncated, corrupt, undecodable): ``strict=True`` raises; lenient mode
+(default) leaves the slice out and records an ``unreadable`` issue naming the file. With
+``strict=True`` every issue raises :class:`~dicomml.errors.SeriesError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from dicomml.errors import (
+    ConfigError,
+    DicommlError,
+    NoPixelDataError,
+    NotDicomError,
+    SeriesError,
+)
+from dicomml.io import geometry as geo
+from dicomml.io._read_dataset import load_dataset, quiet_pydicom
+from dicomml.io.pixels import (
+    _n_frames,
+    _rescale_into,
+    decode_stored,
+    frame_geometry,
+    frame_rescale,
+    padding_mask,
+    to_modality,
+    voi_luts_of,
+    windows_of,
+)
+from dicomml.io.types import SeriesIssue, Volume
+
+__all__ = ["read_series", "to_sitk", "from_sitk", "resample"]
+
+
+@dataclass
+class _Slice:
+    file: int            # index into the loaded files
+    frame: int           # frame index in that file
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    size: tuple[int, int]
+    slope: float | None
+    intercept: float | None
+    label: str
+
+
+# ----------------------------------------------------------------------------- inputs
+def _resolve_paths(x, index) -> tuple[list[str], bool]:
+    """Return (paths, from_folder)."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(x, pd.DataFrame):
+        if "path" not in x.columns:
+            raise ConfigError("read_series: the DataFrame has no 'path' column; pass rows of "
+                              f"the index. Received: columns={list(x.columns)}")
+        return [str(p) for p in x["path"]], False
+    if pd is not None and isinstance(x, pd.Series):
+        if "path" in x.index:
+            return [str(x["path"])], False
+        if "series_key" in x.index and index is not None:
+            return [str(p) for p in index.series_files(x["series_key"])], False
+        raise ConfigError("read_series: the row has neither a 'path' nor (with index=) a "
+                          f"'series_key'. Received: fields={list(x.index)}")
+    if isinstance(x, tuple) and len(x) == 2 and hasattr(x[1], "series_files"):
+        return [str(p) for p in x[1].series_files(x[0])], False
+    if isinstance(x, (str, os.PathLike)):
+        p = Path(x)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.rglob("*") if f.is_file()
+                           and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
+            return files, True
+        if p.is_file():
+            return [str(p)], False
+        if index is not None:
+            return [str(f) for f in index.series_files(str(x))], False
+        raise FileNotFoundError(f"read_series: {x} is neither a folder nor a file (pass "
+                                "index= to read a series key)")
+    try:
+        return [os.fspath(p) for p in x], False
+    except TypeError:
+        raise ConfigError("read_series: expected a folder, a list of files, a (series_key, "
+                          f"Index) pair or index rows. Received: {type(x).__name__}") from None
+
+
+def _load(path: str):
+    """Return (dataset, None), (None, ("ignored", why)) or (None, ("unreadable", error))."""
+    try:
+        ds, _ = load_dataset(path)
+    except (NotDicomError, OSError) as e:
+        return None, ("ignored", str(e))
+    except DicommlError as e:
+        return None, ("unreadable", e)
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return None, ("ignored", f"{path}: no (7FE0,0010) Pixel Data "
+                                 f"(SOP Class {ds.get('SOPClassUID', 'unknown')})")
+    return ds, None
+
+
+def _map(fn, items, workers):
+    if workers and workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+    return [fn(i) for i in items]
+
+
+# ----------------------------------------------------------------------------- main
+def read_series(x, *, strict: bool = False, workers: int | None = None,
+                series_uid: str | None = None, index=None,
+                modality_lut: bool | None = None) -> Volume:
+    """Read one series into a Volume ordered along the slice normal (see the module docs).
+
+    Parameters
+    ----------
+    x : folder, file, list of files, (series_key, Index), or index rows
+        A folder (searched recursively), a list of paths, a ``(series_key, index)`` pair, a
+        series key string with ``index=``, or a pandas DataFrame / row of the index with a
+        ``path`` column (or ``series_key`` plus ``index=``).
+    strict : bool
+        Raise :class:`~dicomml.errors.SeriesError` on any issue (and re-raise the error of an
+        unreadable slice) instead of recording it in ``Volume.issues``.
+    workers : int, optional
+        Threads that read, decode and convert files (file I/O, codecs and numpy release the
+        GIL). Default: ``min(4, os.cpu_count())``; 1 reads sequentially. The result does
+        not depend on it.
+    series_uid : str, optional
+        Choose one (0020,000E) Series Instance UID when the input holds several.
+    index : dicomml.io.Index, optional
+        Resolves a series key.
+    modality_lut : bool or None
+        As in :func:`~dicomml.io.read_image`.
+
+    Returns
+    -------
+    Volume
+        float32 (slices, rows, columns) in modality units, with geometry and UIDs.
+
+    Raises
+    ------
+    SeriesError
+        No image in the input, several series, colour images, or (strict) any issue.
+    """
+    paths, _ = _resolve_paths(x, index)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    with quiet_pydicom():
+        return _read_series(paths, strict=strict, workers=workers, series_uid=series_uid,
+                            modality_lut=modality_lut)
+
+
+def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
+    issues: list[SeriesIssue] = []
+    ignored: list[str] = []
+
+    def fail_or_record(kind: str, detail: str, exc: Exception | None = None):
+        if strict:
+            if exc is not None:
+                raise exc
+            raise SeriesError(f"{kind}: {detail} (strict=True; pass strict=False to read "
+                              "the series anyway and get the problem in Volume.issues)")
+        issues.append(SeriesIssue(kind, detail))
+
+    loaded = _map(_load, paths, workers)
+    datasets: list = []
+    files: list[str] = []
+    for path, (ds, why) in zip(paths, loaded):
+        if ds is None:
+            if why[0] == "ignored":
+                ignored.append(why[1])
+            else:
+                fail_or_record("unreadable", f"{why[1]} — the slice is left out", why[1])
+            continue
+        datasets.append(ds)
+        files.append(path)
+    if not datasets:
+        raise SeriesError(f"no image instances among the {len(paths)} file(s) given "
+                          f"({len(ignored)} ignored: not DICOM or no (7FE0,0010) Pixel Data).")
+
+    # -- one series
+    by_series: dict[str, list[int]] = {}
+    for i, ds in enumerate(datasets):
+        by_series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(i)
+    if series_uid is not None:
+        if str(series_uid) not in by_series:
+            raise SeriesError(f"series {series_uid} not found; the input holds: "
+                              + _describe_series(by_series, datasets))
+        chosen = by_series[str(series_uid)]
+    elif len(by_series) > 1:
+        raise SeriesError(f"the input holds {len(by_series)} series: "
+                          + _describe_series(by_series, datasets)
+                          + ". Pass series_uid= to choose one.")
+    else:
+        chosen = next(iter(by_series.values()))
+    datasets = [datasets[i] for i in chosen]
+    files = [files[i] for i in chosen]
+
+    # -- decode stored values (threads: file I/O and codecs release the GIL)
+    def decode(i):
+        try:
+            return decode_stored(datasets[i], files[i])
+        except (DicommlError, IndexError) as e:
+            return e
+
+    decoded = _map(decode, list(range(len(datasets))), workers)
+    keep_files = []
+    for i, d in enumerate(decoded):
+        if isinstance(d, NoPixelDataError):
+            ignored.append(str(d))
+        elif isinstance(d, Exception):
+            fail_or_record("unreadable", f"{d} — the slice is left out", d)
+        elif d[0].ndim == 4:
+            raise SeriesError(f"{files[i]}: colour image ((0028,0004) Photometric "
+                              f"Interpretation {d[1]}); read_series assembles grayscale "
+                              "volumes only; use read_image.")
+        else:
+            keep_files.append(i)
+    if not keep_files:
+        raise SeriesError("no slice of the series could be read: "
+                          + "; ".join(i.detail for i in issues))
+
+    # -- slices
+    slices: list[_Slice] = []
+    for i in keep_files:
+        ds = datasets[i]
+        n = _n_frames(ds)
+        pos, ori, _, _ = frame_geometry(ds, range(n))
+        resc = frame_rescale(ds, range(n))
+        name = os.path.basename(files[i])
+        for f in range(n):
+            slices.append(_Slice(
+                file=i, frame=f,
+                position=None if pos is None else pos[f],
+                orientation=None if ori is None else ori[f],
+                size=(int(ds.Rows), int(ds.Columns)),
+                slope=None if resc is None else float(resc[0][f]),
+                intercept=None if resc is None else float(resc[1][f]),
+                label=name if n == 1 else f"{name}[frame {f}]"))
+
+    slices = _majority(slices, lambda s: s.size, "mixed_size",
+                       lambda s: f"{s.size[0]}×{s.size[1]}", fail_or_record, datasets)
+    with_pos = [s for s in slices if s.position is not None and s.orientation is not None]
+    if len(with_pos) < len(slices):
+        missing = [s.label for s in slices if s.position is None or s.orientation is None]
+        if with_pos:
+            fail_or_record("no_position", f"{len(missing)} slice(s) without (0020,0032) Image "
+                           f"Position / (0020,0037) Orientation (Patient) left out: "
+                           f"{_short(missing)}")
+            slices = with_pos
+        else:
+            fail_or_record("no_position", "no slice has (0020,0032) Image Position / "
+                           "(0020,0037) Image Orientation (Patient); stacked by (0020,0013) "
+                           "Instance Number with unit spacing and identity direction")
+    extra: dict = {"ignored": ignored}
+    if slices[0].position is not None:
+        # Tie-break for duplicate positions only: the lower Instance Number is kept.
+        slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.label))
+        slices = _majority(slices, lambda s: tuple(np.round(s.orientation, 4)),
+                           "mixed_orientation", lambda s: _image_type(datasets[s.file]),
+                           fail_or_record, datasets)
+        orientation = slices[0].orientation
+        normal = geo.slice_normal(orientation)
+        positions = np.stack([s.position for s in slices])
+        order, dist = geo.order_along_normal(positions, normal)
+        slices = [slices[k] for k in order]
+        keep, spacing_n, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in slices])
+        for iss in gap_issues:
+            fail_or_record(iss.kind, iss.detail)
+        slices = [s for s, k in zip(slices, keep) if k]
+        positions = np.stack([s.position for s in slices])
+        steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        slice_spacing = float(np.median(steps)) if len(steps) else (
+            _float_or(datasets[slices[0].file].get("SpacingBetweenSlices"))
+            or _float_or(datasets[slices[0].file].get("SliceThickness")) or 1.0)
+        direction = geo.direction_matrix(orientation)
+        origin = tuple(float(v) for v in positions[0])
+        tilt = geo.tilt_degrees(positions, normal)
+        if len(positions) > 1:
+            v = positions[-1] - positions[0]
+            extra["slice_direction"] = tuple(float(c) for c in v / np.linalg.norm(v))
+        extra["tilt_degrees"] = tilt
+    else:
+        slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.frame))
+        slice_spacing = 1.0
+        direction = np.eye(3)
+        origin = (0.0, 0.0, 0.0)
+
+    # -- pixels
+    ds0 = datasets[slices[0].file]
+    rows, cols = slices[0].size
+    vol = np.empty((len(slices), rows, cols), dtype=np.float32)
+    has_pad = any("PixelPaddingValue" in datasets[s.file] for s in slices)
+    mask = np.zeros(vol.shape, dtype=bool) if has_pad else None
+    stored_of = {i: decoded[i][0] for i in keep_files}
+
+    def fill(k: int) -> None:
+        s = slices[k]
+        ds = datasets[s.file]
+        stored = stored_of[s.file][s.frame]
+        use_lut = bool(ds.get("ModalityLUTSequence"))
+        if modality_lut is not False and s.slope is not None and not use_lut:
+            _rescale_into(stored, s.slope, s.intercept, vol[k])
+        else:
+            resc = None if s.slope is None else (np.array([s.slope]), np.array([s.intercept]),
+                                                 None)
+            to_modality(stored[None], ds, resc, modality_lut=modality_lut, path=files[s.file],
+                        out=vol[k:k + 1])
+        if mask is not None:
+            m = padding_mask(stored[None], ds)
+            if m is not None:
+                mask[k] = m[0]
+
+    _map(fill, list(range(len(slices))), workers)
+    multi = any(_n_frames(datasets[s.file]) > 1 for s in slices)
+    ps = frame_geometry(ds0, [slices[0].frame])[2] or (1.0, 1.0)
+    return Volume(
+        pixels=vol,
+        spacing=(float(slice_spacing), float(ps[0]), float(ps[1])),
+        origin=origin,
+        direction=direction,
+        sop_instance_uids=tuple(str(datasets[s.file].get("SOPInstanceUID", "")) for s in slices),
+        windows=windows_of(ds0, slices[0].frame),
+        voi_luts=voi_luts_of(ds0, slices[0].frame),
+        photometric_interpretation=str(ds0.PhotometricInterpretation).strip(),
+        padding_mask=mask,
+        modality=ds0.get("Modality"),
+        series_instance_uid=_str_or(ds0.get("SeriesInstanceUID")),
+        study_instance_uid=_str_or(ds0.get("StudyInstanceUID")),
+        frame_of_reference_uid=_str_or(ds0.get("FrameOfReferenceUID")),
+        paths=tuple(files[s.file] for s in slices),
+        frames=tuple(s.frame for s in slices) if multi else (),
+        issues=tuple(issues),
+        extra=extra,
+    )
+
+
+def _majority(slices, key, kind, describe, fail_or_record, datasets):
+    counts = Counter(key(s) for s in slices)
+    if len(counts) <= 1:
+        return slices
+    best = max(counts.items(), key=lambda kv: kv[1])[0]
+    out = [s for s in slices if key(s) == best]
+    dropped = [s for s in slices if key(s) != best]
+    fail_or_record(kind, f"{len(dropped)} slice(s) differ from the other {len(out)} and are "
+                   "left out: " + _short([f"{s.label} ({describe(s)})" for s in dropped]))
+    return out
+
+
+def _image_type(ds) -> str:
+    it = ds.get("ImageType")
+    if isinstance(it, str):
+        return it or "orientation differs"
+    return "\\".join(str(v) for v in it) if it else "orientation differs"
+
+
+def _describe_series(by_series, datasets) -> str:
+    parts = []
+    for uid, idx in by_series.items():
+        ds = datasets[idx[0]]
+        parts.append(f"{uid or '<no (0020,000E)>'} ({ds.get('Modality', '?')}, "
+                     f"{len(idx)} instance(s))")
+    return "; ".join(parts)
+
+
+def _short(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _float_or(v):
+    try:
+        return float(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or(v) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _str_or(v):
+    return None if v in (None, "") else str(v)
+
+
+# ----------------------------------------------------------------------------- SimpleITK
+def to_sitk(volume: Volume):
+    """Return a ``SimpleITK.Image`` with the volume's pixels, spacing, origin and direction.
+
+    SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
+    direction is used as is (its columns are already in that order).
+    """
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(volume.pixels), isVector=False)
+    img.SetSpacing(tuple(float(v) for v in reversed(volume.spacing)))
+    img.SetOrigin(tuple(float(v) for v in volume.origin))
+    img.SetDirection(tuple(float(v) for v in np.asarray(volume.direction, float).ravel()))
+    return img
+
+
+def from_sitk(image, **fields) -> Volume:
+    """Build a Volume from a 3-D ``SimpleITK.Image`` (pixels converted to float32).
+
+    Extra keyword arguments set other Volume fields (``modality=``, ``windows=``...).
+    """
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ConfigError("from_sitk expects a 3-D scalar image. Received: dimension="
+                          f"{image.GetDimension()}, components="
+                          f"{image.GetNumberOfComponentsPerPixel()}")
+    arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    return Volume(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing())),
+                  origin=tuple(float(v) for v in image.GetOrigin()),
+                  direction=np.reshape(np.asarray(image.GetDirection(), float), (3, 3)),
+                  **fields)
+
+
+_INTERPOLATORS = {"nearest": "sitkNearestNeighbor", "linear": "sitkLinear",
+                  "bspline": "sitkBSpline", "lanczos": "sitkLanczosWindowedSinc",
+                  "gaussian": "sitkGaussian"}
+
+
+def resample(volume: Volume, spacing, interpolator: str = "linear",
+             default_value: float | None = None) -> Volume:
+    """Resample a volume onto a new grid spacing with SimpleITK (same origin and direction).
+
+    Parameters
+    ----------
+    volume : Volume
+    spacing : float or (slice, row, column) tuple of float
+        New spacing in mm, in the order of ``Volume.spacing``.
+    interpolator : {"linear", "nearest", "bspline", "lanczos", "gaussian"}
+    default_value : float, optional
+        Value outside the input (default: the volume's minimum).
+
+    Returns
+    -------
+    Volume
+        New pixels (float32) and spacing; the size covers the same physical extent.
+        ``sop_instance_uids``, ``paths`` and ``frames`` are cleared (slices no longer match
+        instances); the padding mask is resampled with nearest neighbour.
+    """
+    import SimpleITK as sitk
+
+    key = str(interpolator).lower()
+    if key not in _INTERPOLATORS:
+        close = difflib.get_close_matches(key, list(_INTERPOLATORS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown interpolator {interpolator!r}; expected one of "
+                          f"{sorted(_INTERPOLATORS)}.{hint} Received: interpolator="
+                          f"{interpolator!r}")
+    new = (float(spacing),) * 3 if np.isscalar(spacing) else tuple(float(v) for v in spacing)
+    if len(new) != 3 or min(new) <= 0:
+        raise ConfigError(f"spacing must be positive: one value or (slice, row, column). "
+                          f"Received: spacing={spacing!r}")
+    img = to_sitk(volume)
+    old_size = np.asarray(img.GetSize(), float)
+    old_sp = np.asarray(img.GetSpacing(), float)
+    new_sp = np.asarray(tuple(reversed(new)), float)
+    size = [max(1, int(round(s))) for s in old_size * old_sp / new_sp]
+    fill = float(volume.pixels.min()) if default_value is None else float(default_value)
+
+    def run(image, interp, value):
+        f = sitk.ResampleImageFilter()
+        f.SetOutputSpacing(tuple(new_sp))
+        f.SetSize(size)
+        f.SetOutputOrigin(image.GetOrigin())
+        f.SetOutputDirection(image.GetDirection())
+        f.SetInterpolator(interp)
+        f.SetDefaultPixelValue(value)
+        f.SetOutputPixelType(image.GetPixelID())
+        return f.Execute(image)
+
+    out = run(img, getattr(sitk, _INTERPOLATORS[key]), fill)
+    mask = None
+    if volume.padding_mask is not None:
+        m = sitk.GetImageFromArray(volume.padding_mask.astype(np.uint8))
+        m.CopyInformation(img)
+        mask = sitk.GetArrayFromImage(run(m, sitk.sitkNearestNeighbor, 1)).astype(bool)
+    return replace(volume, pixels=sitk.GetArrayFromImage(out).astype(np.float32, copy=False),
+                   spacing=new, sop_instance_uids=(), paths=(), frames=(), padding_mask=mask,
+                   extra=dict(volume.extra))

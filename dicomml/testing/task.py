@@ -1,0 +1,163 @@
+"""A learnable head-CT classification task: haemorrhage-like hyperdensity versus normal.
+
+Each study is a few axial slices of one patient's head. Half of the patients carry a
+haemorrhage-like blob (60-90 HU, 5-25 mm, irregular, inside the brain parenchyma) that every
+slice of the study cuts (its extent varies from slice to slice). Everything that is not the
+lesion - head size, shape, rotation, skull thickness, ventricles, noise, slice spacing, number
+of slices, matrix - is drawn from the same distributions for both classes, so no global cue
+separates them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomml._atomic import atomic_write_text
+from dicomml.errors import ConfigError
+
+from ._common import check_transfer_syntax, name_files, set_pixels, write_dataset
+from .ct import SliceGeometry, _ct_dataset, _r6, render_plane
+from .people import as_rng, make_patient, make_study, uid_from
+from .phantom import HU, HeadAnatomy, Lesion, Tissue, random_anatomy
+
+__all__ = ["write_head_ct_task", "HEAD_TASK_WINDOWS", "LABELS"]
+
+#: Windows written into (0028,1050)/(0028,1051)/(0028,1055) of every task slice.
+HEAD_TASK_WINDOWS = ((40.0, 80.0, "BRAIN"), (80.0, 200.0, "SUBDURAL"),
+                     (600.0, 2800.0, "BONE"))
+#: The two values of the ``label`` column.
+LABELS = ("haemorrhage", "normal")
+
+
+def _lesion(rng: np.random.Generator, a: HeadAnatomy, diameter: float) -> Lesion:
+    r = diameter / 2.0
+    radii = (r * float(rng.uniform(0.75, 1.25)), r * float(rng.uniform(0.75, 1.25)),
+             r * float(rng.uniform(0.7, 1.0)))
+    # Centre inside the parenchyma: within 55 % of the inner skull, in the cerebral levels.
+    inner_a = a.a - a.skin - a.skull - 4.0
+    inner_b = a.b - a.skin - a.skull - 4.0
+    vs = a.ventricle
+    while True:
+        u, v = rng.uniform(-1, 1, 2)
+        cx = float(u) * (0.6 * inner_a - radii[0])
+        cy = float(v) * (0.6 * inner_b - radii[1])
+        cz = float(rng.uniform(-5.0, 45.0))
+        # Not inside (or hidden by) a lateral ventricle or the third ventricle.
+        in_ventricle = any(
+            ((cx - side * 8.0 * vs) / (6.0 * vs + 3)) ** 2 + ((cy + 8.0) / (28.0 * vs + 3)) ** 2
+            + ((cz - 10.0) / (12.0 * vs + 3)) ** 2 < 1.0 for side in (-1, 1))
+        in_ventricle |= (cx / 5.0) ** 2 + ((cy - 8.0) / (10 * vs + 3)) ** 2 \
+            + ((cz + 2.0) / 11.0) ** 2 < 1.0
+        if u * u + v * v <= 1.0 and not in_ventricle:
+            break
+    k = 4
+    return Lesion(center=(cx, cy, cz), radii=radii,
+                  harmonics=tuple(float(h) for h in rng.uniform(-0.12, 0.12, k)),
+                  phases=tuple(float(p) for p in rng.uniform(0, 2 * np.pi, k)))
+
+
+def write_head_ct_task(
+    out_dir: str | os.PathLike, *, n_patients: int = 48,
+    seed: int | np.random.Generator = 0,
+    slices: tuple[int, int] = (5, 8), rows: int = 256, columns: int = 256,
+    noise: tuple[float, float] = (8.0, 15.0), positive_fraction: float = 0.5,
+    transfer_syntax=ExplicitVRLittleEndian, folder_format: str = "P%03d",
+    labels_name: str = "labels.csv",
+) -> Path:
+    """Write the head-CT learning task into ``out_dir`` and return the labels CSV path.
+
+    Layout: ``out_dir/<folder_format % k>/IMnnnn`` (one folder, patient, study and series
+    per patient; file names shuffled against the slice order) and ``out_dir/labels.csv``
+    with columns ``StudyInstanceUID,label`` (``label`` in :data:`LABELS`), sorted by UID.
+
+    Each study has ``slices`` (inclusive range) axial slices over a 240 mm field of view,
+    stored like :func:`write_ct_series` (``uint16``, HU + 1024, Rescale Intercept -1024) with
+    the windows :data:`HEAD_TASK_WINDOWS`. For every patient a lesion size (5-25 mm) is
+    drawn; slices are spread over the central 75 % of that lesion's height, so slice spacing
+    has the same distribution in both classes and, for positives, every slice cuts the
+    lesion. Positives get the lesion (60-90 HU, irregular ellipsoid, restricted to grey and
+    white matter); negatives get the same geometry without it.
+
+    Parameters
+    ----------
+    n_patients : int
+        Number of patients (= studies), at least 2.
+    seed : int or numpy.random.Generator
+        Same seed, same bytes. Each patient's anatomy, UIDs and noise derive from ``seed``
+        and the patient's index.
+    noise : (float, float)
+        Range of the per-study Gaussian noise standard deviation in HU.
+    positive_fraction : float
+        Fraction of haemorrhage studies (rounded; the labels are shuffled).
+    """
+    if n_patients < 2:
+        raise ConfigError(f"n_patients must be at least 2. Received: n_patients={n_patients}")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ConfigError("positive_fraction must be in [0, 1]. "
+                          f"Received: positive_fraction={positive_fraction}")
+    ts = check_transfer_syntax(transfer_syntax)
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(2 ** 63))
+    rng = as_rng(seed)
+    n_pos = int(round(n_patients * positive_fraction))
+    is_pos = rng.permutation(np.r_[np.ones(n_pos, bool), np.zeros(n_patients - n_pos, bool)])
+    out_dir = Path(out_dir)
+    fov = 240.0
+    ps = fov / columns
+    rows_csv = []
+    for k in range(n_patients):
+        prng = np.random.default_rng([seed, k, 7919])
+        patient = make_patient(prng)
+        study = make_study(prng, description="CT HEAD WITHOUT CONTRAST")
+        anatomy = random_anatomy("head", prng)
+        diameter = float(prng.uniform(5.0, 25.0))
+        lesion = _lesion(prng, anatomy, diameter)
+        value = float(prng.uniform(60.0, 90.0))
+        sigma = float(prng.uniform(*noise))
+        n_slices = int(prng.integers(slices[0], slices[1] + 1))
+        if is_pos[k]:
+            anatomy = replace(anatomy, lesions=(lesion,))
+        lut = HU.copy()
+        lut[Tissue.LESION] = value
+        # Slice positions: spread over +-37.5 % of the lesion height, in head-local z.
+        half = 0.75 * lesion.radii[2]
+        zs = lesion.center[2] + anatomy.cz + np.linspace(half, -half, n_slices)
+        spacing = float(2 * half / max(n_slices - 1, 1))
+        series_uid = uid_from(prng, "task-series")
+        frame_uid = uid_from(prng, "task-frame")
+        uids = [uid_from(prng, "task-instance", i) for i in range(n_slices)]
+        names = name_files(n_slices, prng, shuffle=True, pattern="IM%04d", uids=uids)
+        folder = out_dir / (folder_format % (k + 1))
+        for i, (z, uid, name) in enumerate(zip(zs, uids, names)):
+            g = SliceGeometry(_r6((-(columns - 1) / 2 * ps, -(rows - 1) / 2 * ps, z)),
+                              (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (ps, ps))
+            hu = np.rint(render_plane(g, rows, columns, anatomy, prng, noise=sigma, lut=lut))
+            stored = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
+            ds = _ct_dataset(patient=patient, study=study, series_uid=series_uid,
+                             sop_uid=uid, series_number=2, description="HEAD AXIAL",
+                             body="head", instance_number=i + 1, frame_uid=frame_uid, geom=g,
+                             thickness=max(spacing, 0.5), spacing_between=spacing, tilt=0.0,
+                             image_type=("ORIGINAL", "PRIMARY", "AXIAL"), fov=fov)
+            ds.RescaleIntercept = -1024
+            ds.RescaleSlope = 1
+            ds.RescaleType = "HU"
+            ds.WindowCenter = [w[0] for w in HEAD_TASK_WINDOWS]
+            ds.WindowWidth = [w[1] for w in HEAD_TASK_WINDOWS]
+            ds.WindowCenterWidthExplanation = [w[2] for w in HEAD_TASK_WINDOWS]
+            set_pixels(ds, stored, bits_stored=12, signed=False)
+            write_dataset(folder / name, ds, ts)
+        rows_csv.append((study.study_instance_uid, LABELS[0] if is_pos[k] else LABELS[1]))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["StudyInstanceUID", "label"])
+    w.writerows(sorted(rows_csv))
+    path = out_dir / labels_name
+    atomic_write_text(path, buf.getvalue())
+    return path
