@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dicomml {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, mod in _verb_modules():
-        p = sub.add_parser(verb, help=mod.HELP, description=mod.HELP,
+        p = sub.add_parser(verb, help=mod.HELP.replace("%", "%%"), description=mod.HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=getattr(mod, "EXAMPLE", None))
         p.add_argument("--log-level", default="WARNING",

@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="worker processes (0: in this process; default: all CPUs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_remote_arguments(parser)
 
 
 def report(result) -> int:
@@ -80,3 +81,49 @@ def run(args) -> int:
                      aggregation=args.aggregation, batch_size=args.batch_size,
                      workers=args.workers, progress=not args.no_progress)
     return report(result)
+
+
+# -- the ``dicomml predict --dicomweb URL --study UID`` source ------------------------------
+def add_remote_arguments(parser) -> None:
+    """Options of ``dicomml predict`` that predict a study on a PACS (see :func:`cli_source`).
+
+    Adds ``--study UID``, ``--no-store`` and the PACS options of
+    :func:`dicomml.pacs.connect.add_pacs_arguments` (``--dicomweb URL`` or ``--aet/--host/
+    --port``, timeouts, retries).
+    """
+    from dicomml.pacs.connect import add_pacs_arguments
+
+    parser.add_argument("--study", metavar="UID", default=None,
+                        help="with --dicomweb (or --aet/--host/--port): predict this study "
+                             "from the PACS and store its SR back into it")
+    parser.add_argument("--no-store", action="store_true",
+                        help="with --study: do not store the results back on the PACS")
+    add_pacs_arguments(parser)
+
+
+def pacs_source(args) -> int | None:
+    """A :data:`SOURCES` entry: handle ``--study`` with a PACS, else None.
+
+    The retrieved study goes to ``OUT/retrieved/``; the results to ``OUT/`` as for a local
+    PATH, and the SR (and SCs) are stored into the same study unless ``--no-store``.
+    """
+    if not getattr(args, "study", None):
+        return None
+    from dicomml.pacs.connect import pacs_from_args
+
+    from dicomml.pacs.remote import predict_remote
+
+    with pacs_from_args(args) as pacs:
+        res = predict_remote(args.run_dir, pacs, args.study, args.out, store=not args.no_store,
+                             progress=not args.no_progress, threshold=args.threshold,
+                             write_sr=not args.no_sr, write_sc=not args.no_sc,
+                             aggregation=args.aggregation, batch_size=args.batch_size,
+                             workers=args.workers)
+    status = report(res.prediction)
+    if res.stored is not None:
+        print(f"stored {len(res.stored.stored)} result objects into study {args.study} on "
+              f"{pacs.endpoint}")
+    return status
+
+
+SOURCES.append(pacs_source)

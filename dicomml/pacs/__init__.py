@@ -1,1 +1,44 @@
-"""dicomml.pacs (see DESIGN.md)."""
+"""dicomml.pacs: query, retrieve and store over DICOMweb and DIMSE; de-identification.
+
+``DicomwebPacs(url)`` (dicomweb-client: QIDO-RS, WADO-RS, STOW-RS) and
+``DimsePacs(aet, host, port)`` (pynetdicom: C-ECHO, C-FIND, C-GET, C-STORE) share one interface
+(:class:`~dicomml.pacs.base.Pacs`): ``echo()``, ``query(level, **filters)``,
+``retrieve(study_uid, out_dir, series_uid=None)`` (resumable) and ``store(paths)``.
+``deidentify`` applies the PS3.15 Annex E Basic Application Level Confidentiality Profile.
+
+Never imports TensorFlow; the client libraries load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "PacsError": "dicomml.pacs.errors",
+    "Pacs": "dicomml.pacs.base",
+    "RetrieveResult": "dicomml.pacs.base",
+    "StoreResult": "dicomml.pacs.base",
+    "RetryPolicy": "dicomml.pacs._retry",
+    "DicomwebPacs": "dicomml.pacs.dicomweb",
+    "DimsePacs": "dicomml.pacs.dimse",
+    "connect": "dicomml.pacs.connect",
+    "predict_remote": "dicomml.pacs.remote",
+    "deidentify": "dicomml.pacs.deid",
+    "deidentify_table": "dicomml.pacs.deid",
+    "remap_uid": "dicomml.pacs.deid",
+    "DeidResult": "dicomml.pacs.deid",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dicomml.pacs' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
