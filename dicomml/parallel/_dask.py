@@ -1,0 +1,213 @@
+"""Dask distributed executor: a remote scheduler, or a LocalCluster bound to 127.0.0.1.
+
+``distributed`` is imported only when this executor is created (it is heavy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections import deque
+
+from dicomml.errors import ConfigError
+from dicomml.parallel._base import Executor, ExecutorError, default_workers
+from dicomml.parallel._results import ChunkFailed, Outcome, WorkerCrashed
+from dicomml.parallel._worker import run_chunk
+
+__all__ = ["DaskExecutor"]
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_S = 30
+
+
+class DaskExecutor(Executor):
+    """Runs chunks as Dask tasks, at most ``2 × threads`` in flight.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Without ``scheduler``: start a ``LocalCluster`` of this many worker processes
+        (one thread each; default: the CPUs available), bound to 127.0.0.1 with no
+        dashboard, and close it on :meth:`close`.
+    scheduler : str, optional
+        Address of a running scheduler, e.g. ``"tcp://host:8786"``: connect to it (the
+        cluster is left running on :meth:`close`). Its workers must be able to import
+        dicomml and the module that defines ``fn``.
+    timeout : float, optional
+        Seconds to wait for the scheduler (default 30).
+
+    Notes
+    -----
+    The LocalCluster's scheduler is created with ``allowed_failures=0`` and
+    ``worker-saturation=1.0``: a task whose worker dies fails at once with
+    ``KilledWorker`` (Dask does not re-run it on another worker). Every chunk that was
+    on the dead worker (running, or queued there and never started) is then re-run item
+    by item; those single items run one at a time with nothing else in flight, so that
+    a second crash cannot lose other results. A chunk that had *finished* on the dead
+    worker but whose result was not yet collected is recomputed by Dask itself (its items
+    then run twice, never more for one crash).
+    A remote scheduler keeps its own settings: with Dask's default
+    ``distributed.scheduler.allowed-failures: 3`` it re-runs a crashing chunk itself
+    before reporting it, so start it with ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0``
+    for the at-most-twice guarantee.
+    """
+
+    kind = "dask"
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, *,
+                 timeout: float = _CONNECT_TIMEOUT_S):
+        if scheduler is not None and workers is not None:
+            raise ConfigError("give either scheduler (connect to a running cluster) or "
+                              "workers (start a local one), not both. Received: "
+                              f"workers={workers!r}, scheduler={scheduler!r}")
+        if scheduler is None:
+            workers = default_workers() if workers is None else workers
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+                raise ConfigError("workers must be an integer >= 1. "
+                                  f"Received: workers={workers!r}")
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError as e:  # pragma: no cover - a dependency of dicomml
+            raise ConfigError("the 'dask' executor needs the packages dask and distributed: "
+                              "pip install 'dask[distributed]'") from e
+        self._cluster = None
+        self.scheduler = scheduler
+        try:
+            if scheduler is not None:
+                self._client = Client(scheduler, set_as_default=False,
+                                      timeout=timeout)
+            else:
+                with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                      "distributed.scheduler.worker-saturation": 1.0}):
+                    self._cluster = LocalCluster(
+                        n_workers=workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address=None,
+                        worker_dashboard_address=None,
+                        # the scheduler's HTTP routes (health, metrics) exist even with no
+                        # dashboard: keep them on a free loopback port, not on 8787.
+                        scheduler_kwargs={"allowed_failures": 0, "dashboard": False,
+                                          "dashboard_address": "127.0.0.1:0"})
+                self._client = Client(self._cluster, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            if self._cluster is not None:
+                self._cluster.close()
+            if scheduler is None:
+                raise ExecutorError(f"cannot start a Dask LocalCluster on 127.0.0.1 "
+                                    f"({type(e).__name__}: {e}); try --workers N (local "
+                                    "processes) instead") from e
+            raise ExecutorError(f"cannot reach the Dask scheduler at {scheduler} "
+                                f"({type(e).__name__}: {e}); check the address and that "
+                                "the scheduler is running") from e
+        threads = sum(self._client.nthreads().values()) or (workers or 1)
+        super().__init__(threads)
+        #: At most this many chunks are submitted and not yet yielded.
+        self.window = 2 * threads
+
+    @property
+    def scheduler_address(self) -> str:
+        """The address of the scheduler in use."""
+        return self._client.scheduler.address
+
+    @property
+    def client(self):
+        """The ``distributed.Client`` in use."""
+        return self._client
+
+    @property
+    def cluster(self):
+        """The ``LocalCluster`` this executor started, or ``None``."""
+        return self._cluster
+
+    def _shutdown(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            if self._cluster is not None:
+                self._cluster.close()
+
+    def _map(self, fn, chunks):
+        from distributed import as_completed
+
+        try:
+            from distributed import KilledWorker
+        except ImportError:  # older distributed
+            from distributed.scheduler import KilledWorker
+
+        client = self._client
+        token = uuid.uuid4().hex[:12]
+        keys = itertools.count()
+        isolate: deque[tuple[int, list, int | None]] = deque()
+        pending: dict = {}
+        exhausted = False
+        next_index = 0
+        ac = as_completed(loop=client.loop)
+
+        def submit(index, chunk, item_index):
+            fut = client.submit(run_chunk, fn, chunk, pure=False, retries=0,
+                                key=f"dicomml-chunk-{token}-{next(keys)}")
+            pending[fut] = (index, chunk, item_index)
+            ac.add(fut)
+
+        def submit_more():
+            nonlocal exhausted, next_index
+            if isolate:
+                # Items re-run alone go one at a time with nothing else in flight: a
+                # crash then loses no other finished result still held by that worker
+                # (which Dask would silently recompute: a third run).
+                if not pending:
+                    submit(*isolate.popleft())
+                return
+            while len(pending) < self.window and not exhausted:
+                try:
+                    chunk = list(next(chunks))
+                except StopIteration:
+                    exhausted = True
+                    return
+                submit(next_index, chunk, None)
+                next_index += 1
+
+        try:
+            submit_more()
+            while pending:
+                fut = next(ac)
+                index, chunk, item_index = pending.pop(fut)
+                isolated = item_index is not None
+                status = fut.status
+                if status == "finished":
+                    try:
+                        _, payload = fut.result()
+                    except Exception as e:  # result lost or not unpicklable here
+                        payload = ChunkFailed.from_exception(e)
+                    out = Outcome(chunk, payload, index, isolated, item_index)
+                else:
+                    exc = fut.exception() if status == "error" else None
+                    if isinstance(exc, KilledWorker):
+                        detail = f"KilledWorker on {getattr(exc.last_worker, 'address', '?')}"
+                        if isolated:
+                            out = Outcome(chunk, WorkerCrashed(chunk[0], None, detail), index,
+                                          True, item_index)
+                            log.warning("chunk %d item %d: %s", index, item_index, detail)
+                        else:
+                            log.warning("chunk %d (%d items): worker died (%s); re-running "
+                                        "its items one by one", index, len(chunk), detail)
+                            isolate.extend((index, [item], k) for k, item in enumerate(chunk))
+                            out = None
+                    else:
+                        if exc is None:
+                            exc = ExecutorError(f"Dask task of chunk {index} was {status}")
+                        out = Outcome(chunk, ChunkFailed.from_exception(exc), index,
+                                      isolated, item_index)
+                fut.release()
+                submit_more()
+                if out is not None:
+                    yield out
+        finally:
+            if pending:
+                try:
+                    client.cancel(list(pending))
+                except Exception as e:  # noqa: BLE001 - client already closed or gone
+                    log.debug("could not cancel %d Dask tasks: %s", len(pending), e)
+                pending.clear()

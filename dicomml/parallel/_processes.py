@@ -1,0 +1,318 @@
+"""Local worker processes that survive a crashing codec.
+
+A small pool of our own rather than :class:`concurrent.futures.ProcessPoolExecutor`:
+each worker holds at most one chunk at a time over its own pipe, so when a process
+dies the executor knows exactly which chunk it was running and with which exit status
+(``BrokenProcessPool`` tells neither, and fails every pending future of the pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any
+
+from dicomml.errors import ConfigError
+from dicomml.parallel._base import Executor, ExecutorError, default_workers
+from dicomml.parallel._results import ChunkFailed, Outcome, WorkerCrashed
+from dicomml.parallel._worker import STARTED, ping, worker_main
+
+__all__ = ["ProcessExecutor", "START_METHODS"]
+
+log = logging.getLogger(__name__)
+
+#: Start methods that never copy the parent's memory (TensorFlow may be loaded there).
+START_METHODS = ("forkserver", "spawn")
+
+_JOIN_TIMEOUT_S = 5.0
+#: Time a worker may take to unpickle a task (import fn's module) before it starts fn,
+#: when an item_timeout is set; the item budget only counts from the start of fn.
+_STARTUP_ALLOWANCE_S = 120.0
+
+
+@dataclass
+class _Task:
+    index: int
+    chunk: list
+    isolated: bool = False
+    item_index: int | None = None
+
+
+class _Slot:
+    """One worker process, its pipe, and the task it is running (``None`` when idle)."""
+
+    def __init__(self, ctx, number: int, preload: tuple[str, ...] = ()):
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=worker_main, args=(child_conn, preload), daemon=True,
+                                   name=f"dicomml-worker-{number}")
+        try:
+            self.process.start()
+        except Exception as e:
+            parent_conn.close()
+            raise ExecutorError(
+                f"cannot start a worker process ({type(e).__name__}: {e}); try "
+                "get_executor('inprocess') or a smaller --workers") from e
+        finally:
+            child_conn.close()
+        self.conn = parent_conn
+        self.task: _Task | None = None
+        #: time.monotonic() by which the task must be answered (None: no limit)
+        self.deadline: float | None = None
+
+    def send(self, data: bytes) -> bool:
+        """Send a task; False when the worker is gone."""
+        try:
+            self.conn.send_bytes(data)
+            return True
+        except (OSError, EOFError, ValueError):
+            return False
+
+    def stop(self, force: bool = False) -> None:
+        """End the process: politely (close the pipe) unless ``force``; always reaped."""
+        p = self.process
+        if force and p.is_alive():
+            p.kill()
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        p.join(_JOIN_TIMEOUT_S)
+        if p.is_alive():
+            p.terminate()
+            p.join(_JOIN_TIMEOUT_S)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        p.close()
+
+
+class ProcessExecutor(Executor):
+    """``workers`` local processes started with "forkserver" (or "spawn").
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of worker processes (default: the CPUs available to this process).
+    start_method : {"forkserver", "spawn"}, optional
+        Default "forkserver" where the platform has it, else "spawn". "fork" is refused:
+        it would copy a TensorFlow runtime loaded in the parent, which is unsafe.
+    item_timeout : float, optional
+        Seconds one item may take: a chunk of n items that is not answered within
+        ``n * item_timeout`` s of ``fn`` starting (a worker's start-up and the import of
+        ``fn``'s module do not count) is treated like a crash (its worker is killed with SIGKILL
+        and its items re-run alone, each with ``item_timeout``); an item that still runs
+        out of time alone is reported as :class:`WorkerCrashed` with ``timeout`` set.
+        Default: no limit.
+    preload : sequence of str, optional
+        Modules every worker imports as soon as it starts (e.g. ``["dicomml.io.scanner"]``):
+        with :meth:`start` called early, that import overlaps the caller's own work.
+
+    Workers start on the first :meth:`~Executor.map_chunks`, or at :meth:`start`.
+    """
+
+    kind = "processes"
+
+    def __init__(self, workers: int | None = None, *, start_method: str | None = None,
+                 preload=(), item_timeout: float | None = None):
+        workers = default_workers() if workers is None else workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1. Received: workers={workers!r}")
+        available = multiprocessing.get_all_start_methods()
+        if start_method is None:
+            start_method = "forkserver" if "forkserver" in available else "spawn"
+        if start_method not in START_METHODS or start_method not in available:
+            choices = [m for m in START_METHODS if m in available]
+            raise ConfigError(f"start_method must be one of {choices} on this platform. "
+                              f"Received: start_method={start_method!r}")
+        super().__init__(workers)
+        preload = () if preload is None else preload
+        if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
+            raise ConfigError("preload must be a list of module names. "
+                              f"Received: preload={preload!r}")
+        if item_timeout is not None and (isinstance(item_timeout, bool) or
+                                         not isinstance(item_timeout, (int, float)) or
+                                         not item_timeout > 0):
+            raise ConfigError("item_timeout must be a number of seconds > 0 or None. "
+                              f"Received: item_timeout={item_timeout!r}")
+        self.item_timeout = None if item_timeout is None else float(item_timeout)
+        self.start_method = start_method
+        self.preload = tuple(preload)
+        self._ctx = multiprocessing.get_context(start_method)
+        self._slots: list[_Slot | None] = [None] * workers
+        self._started = 0
+        self._task_ids = 0
+
+    # -- worker management ------------------------------------------------------------
+    def _slot(self, i: int) -> _Slot:
+        slot = self._slots[i]
+        if slot is not None and not slot.process.is_alive():
+            # Died while idle (e.g. the OOM killer): nothing was lost, just replace it.
+            log.warning("worker process %s exited while idle (status %s); replacing it",
+                        slot.process.pid, slot.process.exitcode)
+            slot.stop()
+            slot = None
+        if slot is None:
+            self._started += 1
+            slot = self._slots[i] = _Slot(self._ctx, self._started, self.preload)
+        return slot
+
+    def start(self, wait: bool = False) -> None:
+        """Start every worker now (not at the first map_chunks); ``wait`` until all answer.
+
+        Raises
+        ------
+        ExecutorError
+            The executor is closed or busy, or a worker died while starting.
+        """
+        if self._closed or self._busy:
+            raise ExecutorError(f"cannot start workers of a closed or busy {self.kind!r} "
+                                "executor")
+        slots = [self._slot(i) for i in range(self.workers)]
+        if not wait:
+            return
+        data = pickle.dumps((0, ping, [], False), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            for slot in slots:
+                if not slot.send(data):
+                    raise EOFError
+            for slot in slots:
+                slot.conn.recv_bytes()
+        except (EOFError, OSError) as e:
+            # Some answers may be left unread in the pipes: start afresh next time.
+            pid, code = slot.process.pid, slot.process.exitcode
+            for i, s in enumerate(self._slots):
+                if s is not None:
+                    s.stop(force=True)
+                    self._slots[i] = None
+            raise ExecutorError(f"worker process {pid} died while starting (status {code}); "
+                                "see its error output above") from e
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for monitoring and tests)."""
+        return [s.process.pid for s in self._slots if s is not None and s.process.is_alive()]
+
+    def _shutdown(self) -> None:
+        for i, slot in enumerate(self._slots):
+            if slot is not None:
+                slot.stop(force=slot.task is not None)
+                self._slots[i] = None
+
+    # -- the loop ---------------------------------------------------------------------
+    def _map(self, fn, chunks):
+        retry: deque[_Task] = deque()  # dispatched to a worker that was already gone
+        isolate: deque[_Task] = deque()  # items of a chunk that crashed, to run alone
+        exhausted = False
+        next_index = 0
+        clean = False
+        try:
+            while True:
+                # 1. give work to every idle slot: retries, isolated items, new chunks.
+                for i in range(self.workers):
+                    while self._slots[i] is None or self._slots[i].task is None:
+                        if retry:
+                            task = retry.popleft()
+                        elif isolate:
+                            task = isolate.popleft()
+                        elif not exhausted:
+                            try:
+                                chunk = next(chunks)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                            task = _Task(next_index, list(chunk))
+                            next_index += 1
+                        else:
+                            break
+                        self._task_ids += 1
+                        try:
+                            data = pickle.dumps((self._task_ids, fn, task.chunk,
+                                                 self.item_timeout is not None),
+                                                protocol=pickle.HIGHEST_PROTOCOL)
+                        except Exception as e:  # an item that cannot be pickled
+                            yield _outcome(task, ChunkFailed.from_exception(e))
+                            continue
+                        slot = self._slot(i)
+                        if slot.send(data):
+                            slot.task = task
+                            if self.item_timeout is not None:  # until fn starts
+                                slot.deadline = time.monotonic() + _STARTUP_ALLOWANCE_S
+                        else:  # gone before it read the task: the chunk never ran
+                            retry.appendleft(task)
+                            slot.stop()
+                            self._slots[i] = None
+                busy = [s for s in self._slots if s is not None and s.task is not None]
+                if not busy:
+                    clean = True
+                    return
+                # 2. wait for an answer, a death, or the nearest deadline.
+                deadlines = [s.deadline for s in busy if s.deadline is not None]
+                limit = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                ready = set(wait([s.conn for s in busy] + [s.process.sentinel for s in busy],
+                                 timeout=limit))
+                now = time.monotonic()
+                for slot in busy:
+                    readable = slot.conn in ready or slot.process.sentinel in ready
+                    expired = slot.deadline is not None and now >= slot.deadline
+                    if not readable and not expired:
+                        continue
+                    task, msg = slot.task, None
+                    try:
+                        if slot.conn.poll():
+                            msg = slot.conn.recv_bytes()
+                    except (EOFError, OSError):
+                        msg = None
+                    if msg == STARTED:  # fn runs from now: its time budget starts
+                        slot.deadline = now + self.item_timeout * len(task.chunk)
+                        continue
+                    if msg is not None:
+                        slot.task = slot.deadline = None
+                        try:
+                            _, _, payload = pickle.loads(msg)
+                        except Exception as e:  # result class not importable here
+                            payload = ChunkFailed.from_exception(e)
+                        yield _outcome(task, payload)
+                        continue
+                    timed_out = expired and slot.process.is_alive()
+                    if not timed_out and slot.process.is_alive() and \
+                            slot.process.sentinel not in ready:
+                        continue  # spurious wake-up
+                    # 3. the worker died (or ran out of time) while running ``task``.
+                    if timed_out:
+                        slot.process.kill()
+                    slot.process.join(_JOIN_TIMEOUT_S)
+                    code = slot.process.exitcode
+                    slot.task = slot.deadline = None
+                    slot.stop()
+                    self._slots[self._slots.index(slot)] = None
+                    if task.isolated:
+                        item = task.chunk[0]
+                        crash = WorkerCrashed(item, code, f"chunk {task.index}, item "
+                                                          f"{task.item_index}",
+                                              self.item_timeout if timed_out else None)
+                        log.warning("chunk %d item %d: %s", task.index, task.item_index,
+                                    crash.reason)
+                        yield _outcome(task, crash)
+                    else:
+                        why = ("ran out of time, worker killed" if timed_out
+                               else f"worker process died (status {code})")
+                        log.warning("chunk %d (%d items): %s; re-running its items one by "
+                                    "one", task.index, len(task.chunk), why)
+                        isolate.extend(_Task(task.index, [item], True, k)
+                                       for k, item in enumerate(task.chunk))
+        finally:
+            if not clean:
+                # Abandoned by the caller (break, exception, Ctrl-C): stop the work in
+                # flight now rather than wait for it; idle workers are kept.
+                for i, slot in enumerate(self._slots):
+                    if slot is not None and slot.task is not None:
+                        slot.stop(force=True)
+                        self._slots[i] = None
+
+
+def _outcome(task: _Task, result: Any) -> Outcome:
+    return Outcome(task.chunk, result, task.index, task.isolated, task.item_index)
