@@ -1,1 +1,42 @@
-"""dicomml.train (see DESIGN.md)."""
+"""dicomml.train: the trainer, its configuration, callbacks and run folders.
+
+The run folder (``RUN_DIR/``) written by :meth:`Trainer.fit`:
+
+* ``config.toml`` — the resolved configuration: ``[data]``, ``[data.slices]``, ``[split]``,
+  ``[preprocess]`` (exactly ``PreprocessConfig.to_dict()``), ``[model]``, ``[train]``;
+* ``manifest.csv`` — one row per example: patient_key (pseudonym), study/series/SOP
+  Instance UIDs, frame, path, label, target, split;
+* ``unmatched_labels.csv``, ``unlabeled_images.csv``, ``failed.csv`` — what was left out;
+* ``model.keras`` — the best checkpoint (``train.monitor``), saved atomically;
+* ``history.csv`` — epoch, loss, metrics, val_* (the CSVLogger format);
+* ``checkpoints/`` — ``epoch-NNNN.keras`` (model + optimizer) and ``state.json`` for resume;
+* ``logs/`` — TensorBoard; ``plots/training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "Trainer": "dicomml.train.trainer",
+    "TrainResult": "dicomml.train.trainer",
+    "class_weights": "dicomml.train.trainer",
+    "prepare_manifest": "dicomml.train.trainer",
+    "RunConfig": "dicomml.train.config",
+    "DataConfig": "dicomml.train.config",
+    "ModelConfig": "dicomml.train.config",
+    "TrainConfig": "dicomml.train.config",
+    "load_config": "dicomml.train.config",
+    "Run": "dicomml.train.run",
+    "load_run": "dicomml.train.run",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dicomml.train' has no attribute {name!r}")

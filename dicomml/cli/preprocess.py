@@ -1,0 +1,98 @@
+"""``dicomml preprocess``: fill the tensor cache (resumable, in worker processes)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HELP = "preprocess images into the resumable tensor cache (uint8/float16 shards)"
+EXAMPLE = """example:
+  dicomml preprocess --config sample_dicom/train.toml
+  dicomml preprocess sample_dicom/head_ct_task --cache /tmp/cache --workers 2
+
+With --config, the examples are those of the training configuration (labels joined, slices
+selected) and the cache is its data.cache; otherwise every image frame under SOURCE (a
+folder or an Index database) is cached with the [preprocess] table of --preprocess (or the
+defaults). Interrupt it at any time: a re-run finishes the missing shards only."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", nargs="?", help="a DICOM folder or an Index database (.sqlite)")
+    p.add_argument("--config", metavar="FILE", help="training configuration (TOML)")
+    p.add_argument("--cache", metavar="DIR", help="the cache folder (overrides data.cache)")
+    p.add_argument("--preprocess", metavar="FILE",
+                   help="TOML file with a [preprocess] table (without --config)")
+    p.add_argument("--db", metavar="FILE", help="Index database for SOURCE (default: user cache)")
+    p.add_argument("--workers", type=int, help="worker processes (default: every CPU)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a Dask scheduler (tcp://host:8786) instead of local processes")
+    p.add_argument("--failed-csv", metavar="FILE", help="write the files that failed here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _examples_from_source(args):
+    from dicomml.data.slices import SliceSelection, select_slices
+    from dicomml.io import open_index, scan
+
+    if os.path.isdir(args.source):
+        db = scan(args.source, db=args.db, workers=args.workers, progress=not args.quiet).db_path
+    else:
+        db = args.source
+    with open_index(db=db) as index:
+        inst = index.instances()
+    inst = inst[inst["is_image"].astype(bool)]
+    return select_slices(inst, SliceSelection("all"))
+
+
+def run(args) -> int:
+    from dicomml._atomic import atomic_write_text
+    from dicomml.data.cache import TensorCache, make_executor
+    from dicomml.errors import ConfigError
+    from dicomml.preprocess import Pipeline, PreprocessConfig
+    from dicomml.train.toml_io import load_toml
+
+    if bool(args.config) == bool(args.source):
+        raise ConfigError("give either --config FILE or a SOURCE folder/database (not both)")
+    if args.config:
+        from dicomml.train.config import load_config
+        from dicomml.train.trainer import prepare_manifest
+
+        cfg = load_config(args.config)
+        if args.workers is not None:
+            cfg = cfg.replace(data={"workers": args.workers})
+        manifest, _ = prepare_manifest(cfg, progress=not args.quiet)
+        examples = manifest.df
+        pcfg = cfg.preprocess_config()
+        cache_dir = args.cache or cfg.data.cache
+        workers = None if cfg.data.workers < 0 else cfg.data.workers
+    else:
+        examples = _examples_from_source(args)
+        table = load_toml(args.preprocess).get("preprocess", {}) if args.preprocess else {}
+        pcfg = PreprocessConfig.from_dict(table)
+        cache_dir = args.cache
+        workers = args.workers
+    if not cache_dir:
+        raise ConfigError("no cache folder: set data.cache in the configuration or --cache DIR")
+    pipeline = Pipeline(pcfg)
+    cache = TensorCache.for_pipeline(cache_dir, pipeline)
+    if args.scheduler:
+        from dicomml.parallel import get_executor
+
+        executor = get_executor("dask", workers, scheduler=args.scheduler)
+    else:
+        executor = make_executor("processes", workers)
+    try:
+        rep = cache.fill(examples, pipeline, executor=executor, progress=not args.quiet)
+    finally:
+        executor.close()
+    print(f"cache {cache.folder}: {rep.requested} examples, {rep.already_cached} already "
+          f"cached, {rep.computed} computed in {rep.shards_written} shards ({cache.dtype}), "
+          f"{len(rep.failed)} failed")
+    if len(rep.failed):
+        if args.failed_csv:
+            atomic_write_text(args.failed_csv, rep.failed.to_csv(index=False))
+        for r in rep.failed.head(20).itertuples():
+            print(f"  skipped {r.path} frame {r.frame}: {r.reason}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,372 @@
+"""A resumable on-disk cache of preprocessed tensors.
+
+Layout::
+
+    CACHE_DIR/<config_hash>/shard-<id>.npy    (N, 224, 224, 3) uint8 or float16
+    CACHE_DIR/<config_hash>/shard-<id>.json   the shard's index: keys, dtype, failures
+
+Entries are keyed by (0008,0018) SOP Instance UID + frame number, inside a folder named by
+the preprocessing configuration's hash (``PreprocessConfig.config_hash()``): a changed
+configuration never reads stale tensors.
+
+Storage dtype. ``uint8`` stores ``round(x * 255)`` and is used only when the pipeline's
+output lies in [0, 1] (normalization ``"unit"``); the read-back error is at most 1/510.
+Any other normalization (``"imagenet"``, ``"zscore"``) is stored as ``float16`` (relative
+error ≤ 2⁻¹¹). Tensors are read back as ``float32``.
+
+Resumability. A shard is complete when its ``.json`` index exists; the ``.npy`` is written
+first, each file atomically (temporary file + rename). A run killed at any moment (even with
+SIGKILL) leaves only complete shards and temporary files; the next :meth:`TensorCache.fill`
+computes only the keys that no complete shard holds. Files that fail to decode are recorded in
+their shard's index (path and reason) and never retried unless asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dicomml._atomic import atomic_write, atomic_write_text
+from dicomml.errors import ConfigError
+
+__all__ = ["TensorCache", "storage_dtype_for", "encode", "decode", "FillReport",
+           "pipeline_hash", "preprocess_one", "make_executor"]
+
+log = logging.getLogger(__name__)
+
+SHAPE = (224, 224, 3)
+
+
+def pipeline_hash(pipeline) -> str:
+    """The preprocessing configuration hash of ``pipeline`` (its ``config.config_hash()``,
+    or its own ``config_hash()``)."""
+    cfg = getattr(pipeline, "config", None)
+    if cfg is not None and hasattr(cfg, "config_hash"):
+        return str(cfg.config_hash())
+    if hasattr(pipeline, "config_hash"):
+        return str(pipeline.config_hash())
+    raise ConfigError("the pipeline has no config_hash(): pass a dicomml.preprocess.Pipeline. "
+                      f"Received: pipeline={type(pipeline).__name__}")
+
+
+def storage_dtype_for(pipeline) -> str:
+    """``"uint8"`` when the pipeline's normalization is ``"unit"`` (output in [0, 1]),
+    else ``"float16"``."""
+    cfg = getattr(pipeline, "config", pipeline)
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+    norm = d.get("normalization", d.get("normalize", getattr(cfg, "normalization", None)))
+    norm = getattr(norm, "value", norm)
+    return "uint8" if str(norm).lower() == "unit" else "float16"
+
+
+def encode(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 tensor(s) → storage dtype (``uint8``: ``round(clip(x, 0, 1) * 255)``)."""
+    if dtype == "uint8":
+        return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.asarray(x, dtype=np.float16)
+
+
+def decode(a: np.ndarray) -> np.ndarray:
+    """Storage dtype → float32 (``uint8`` is divided by 255)."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(255.0)
+    return a.astype(np.float32)
+
+
+def preprocess_one(pipeline, path: str, frame: int) -> np.ndarray:
+    """Read frame ``frame`` of ``path`` and run ``pipeline`` on it → float32 (224, 224, 3)."""
+    if hasattr(pipeline, "from_path"):
+        x = pipeline.from_path(path, frame)
+    else:
+        from dicomml.io import read_image
+
+        x = pipeline(read_image(path), index=int(frame))
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape != SHAPE:
+        raise ValueError(f"pipeline output has shape {x.shape}, expected {SHAPE}")
+    return x
+
+
+def make_executor(kind: str = "processes", workers: int | None = None):
+    """A :mod:`dicomml.parallel` executor; ``workers=0`` or kind "inprocess" runs here."""
+    from dicomml.parallel import get_executor
+
+    if workers == 0 or str(kind).lower() == "inprocess":
+        return get_executor("inprocess")
+    return get_executor(kind, workers)
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _write_shard(folder: str, name: str, keys: list, arrays: list, failures: list,
+                 dtype: str) -> None:
+    data = (np.stack(arrays) if arrays else np.zeros((0, *SHAPE), dtype=dtype)).astype(dtype)
+    with atomic_write(os.path.join(folder, name + ".npy")) as f:
+        buf = io.BytesIO()
+        np.save(buf, data, allow_pickle=False)
+        f.write(buf.getbuffer())
+    index = {"version": 1, "dtype": dtype, "shape": list(data.shape),
+             "keys": [[k[0], int(k[1])] for k in keys], "failed": failures}
+    atomic_write_text(os.path.join(folder, name + ".json"), json.dumps(index))
+
+
+def _fill_chunk(folder: str, pipeline, dtype: str, chunk: list) -> dict:
+    """Worker: compute the tensors of ``chunk`` (items ``(shard, size, path, sop, frame)``).
+
+    A chunk holding the whole shard writes it and returns counts; a partial chunk (one item
+    re-run alone after a worker crash) returns its tensor for the parent to write.
+    """
+    keys, arrays, failures = [], [], []
+    for _shard, _size, path, sop, frame in chunk:
+        try:
+            arrays.append(encode(preprocess_one(pipeline, path, frame), dtype))
+            keys.append((sop, int(frame)))
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, never fatal
+            failures.append({"sop_instance_uid": sop, "frame": int(frame), "path": path,
+                             "reason": _reason(e)})
+    shard, size = chunk[0][0], chunk[0][1]
+    if len(chunk) == size:
+        _write_shard(folder, shard, keys, arrays, failures, dtype)
+        return {"written": shard, "ok": len(keys), "failed": failures}
+    return {"written": None, "keys": keys, "arrays": arrays, "failed": failures}
+
+
+@dataclass
+class FillReport:
+    """What :meth:`TensorCache.fill` did."""
+
+    requested: int
+    already_cached: int
+    computed: int
+    failed: pd.DataFrame
+    shards_written: int
+
+
+class TensorCache:
+    """Preprocessed tensors of one preprocessing configuration.
+
+    Parameters
+    ----------
+    root : path
+        The cache folder (shared by configurations).
+    config_hash : str
+        The configuration's hash; tensors live in ``root/<config_hash>/``.
+    dtype : {"uint8", "float16"}
+        Storage dtype for new shards (see the module docstring).
+    shard_size : int
+        Examples per shard.
+    """
+
+    def __init__(self, root, config_hash: str, dtype: str = "uint8", shard_size: int = 128):
+        if dtype not in ("uint8", "float16"):
+            raise ConfigError(f"cache dtype must be 'uint8' or 'float16'. Received: {dtype!r}")
+        self.root = os.fspath(root)
+        self.config_hash = str(config_hash)
+        self.folder = os.path.join(self.root, self.config_hash)
+        self.dtype = dtype
+        self.shard_size = int(shard_size)
+        self._index = None
+        self._mmaps: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def for_pipeline(cls, root, pipeline, shard_size: int = 128) -> "TensorCache":
+        """The cache of ``pipeline``'s configuration with the dtype its normalization needs."""
+        return cls(root, pipeline_hash(pipeline), storage_dtype_for(pipeline), shard_size)
+
+    # -- index --------------------------------------------------------------------------
+    def _load_index(self) -> tuple[dict, dict]:
+        entries: dict = {}
+        failed: dict = {}
+        for jpath in sorted(glob.glob(os.path.join(self.folder, "shard-*.json"))):
+            name = os.path.basename(jpath)[:-5]
+            try:
+                with open(jpath, encoding="utf-8") as f:
+                    idx = json.load(f)
+            except (OSError, ValueError) as e:
+                log.warning("ignoring unreadable cache index %s: %s", jpath, e)
+                continue
+            if not os.path.exists(os.path.join(self.folder, name + ".npy")):
+                continue
+            for row, (sop, frame) in enumerate(idx["keys"]):
+                entries[(sop, int(frame))] = (name, row)
+            for fl in idx.get("failed", []):
+                failed[(fl["sop_instance_uid"], int(fl["frame"]))] = fl
+        return entries, failed
+
+    @property
+    def index(self) -> tuple[dict, dict]:
+        """``(entries, failed)``: key → (shard, row) and key → failure record."""
+        if self._index is None:
+            self._index = self._load_index()
+        return self._index
+
+    def refresh(self) -> None:
+        """Forget the in-memory index and memory maps (after another process filled it)."""
+        self._index = None
+        self._mmaps = {}
+
+    def __contains__(self, key) -> bool:
+        return (key[0], int(key[1])) in self.index[0]
+
+    def __len__(self) -> int:
+        return len(self.index[0])
+
+    # -- fill -----------------------------------------------------------------------------
+    @staticmethod
+    def _keys(examples: pd.DataFrame) -> pd.DataFrame:
+        ex = examples[["path", "sop_instance_uid", "frame"]].copy()
+        ex["frame"] = ex["frame"].astype(int)
+        ex["sop_instance_uid"] = ex["sop_instance_uid"].astype(str)
+        return ex.drop_duplicates(subset=["sop_instance_uid", "frame"]).sort_values(
+            ["sop_instance_uid", "frame"], kind="mergesort")
+
+    def fill(self, examples: pd.DataFrame, pipeline, *, workers: int | None = None,
+             executor: str = "processes", progress=True, retry_failed: bool = False
+             ) -> FillReport:
+        """Compute and store every example of ``examples`` that is not cached yet.
+
+        Parameters
+        ----------
+        examples : pandas.DataFrame
+            Columns ``path``, ``sop_instance_uid``, ``frame`` (a manifest).
+        pipeline : dicomml.preprocess.Pipeline
+            Picklable; sent to the worker processes.
+        workers : int or None
+            Worker processes (None: every CPU).
+        executor : {"processes", "inprocess", "dask"} or a ``dicomml.parallel`` executor
+        progress : bool or tqdm-like
+            A tqdm bar on stderr counted in examples.
+        retry_failed : bool
+            Recompute examples that failed before (default: keep the recorded failure).
+        """
+        if pipeline_hash(pipeline) != self.config_hash:
+            raise ConfigError("this cache belongs to another preprocessing configuration "
+                              f"({self.config_hash}); use TensorCache.for_pipeline()")
+        os.makedirs(self.folder, exist_ok=True)
+        self.refresh()
+        entries, failed = self.index
+        keys = self._keys(examples)
+        done = set(entries) if retry_failed else set(entries) | set(failed)
+        todo = keys[[(s, f) not in done for s, f in zip(keys["sop_instance_uid"],
+                                                        keys["frame"])]]
+        chunks = []
+        rows = list(todo.itertuples(index=False))
+        for i in range(0, len(rows), self.shard_size):
+            part = rows[i:i + self.shard_size]
+            ident = hashlib.sha1("\n".join(f"{r.sop_instance_uid}/{r.frame}" for r in part)
+                                 .encode()).hexdigest()[:16]
+            name = f"shard-{ident}"
+            chunks.append([(name, len(part), r.path, r.sop_instance_uid, int(r.frame))
+                           for r in part])
+        all_failed = []
+        written = 0
+        if chunks:
+            fn = functools.partial(_fill_chunk, self.folder, pipeline, self.dtype)
+            written, all_failed = self._run(fn, chunks, workers, executor, progress)
+        self.refresh()
+        entries, failed = self.index
+        fails = [failed[k] for k in failed
+                 if k in set(zip(keys["sop_instance_uid"], keys["frame"]))]
+        return FillReport(requested=len(keys), already_cached=len(keys) - len(todo),
+                          computed=len(todo), shards_written=written,
+                          failed=pd.DataFrame(fails, columns=["sop_instance_uid", "frame",
+                                                              "path", "reason"]))
+
+    def _run(self, fn, chunks, workers, executor, progress):
+        ex = make_executor(executor, workers) if isinstance(executor, str) else executor
+        own = isinstance(executor, str)
+        partial: dict[int, list] = {}
+        written, failures = 0, []
+        try:
+            for out in ex.map_chunks(fn, chunks, progress=progress, desc="cache"):
+                res = out.result
+                if out.ok and res["written"]:
+                    written += 1
+                    failures.extend(res["failed"])
+                    continue
+                # An item re-run alone after a crash, or a chunk whose fn raised.
+                items = out.chunk
+                if out.ok:
+                    got = (res["keys"], res["arrays"], res["failed"])
+                else:
+                    got = ([], [], [{"sop_instance_uid": it[3], "frame": int(it[4]),
+                                     "path": it[2], "reason": str(getattr(res, "reason", res))}
+                                    for it in items])
+                acc = partial.setdefault(out.index, [[], [], [], 0])
+                acc[0].extend(got[0])
+                acc[1].extend(got[1])
+                acc[2].extend(got[2])
+                acc[3] += len(items)
+                if acc[3] == items[0][1]:
+                    order = np.argsort([f"{k[0]}/{k[1]}" for k in acc[0]], kind="stable")
+                    _write_shard(self.folder, items[0][0], [acc[0][i] for i in order],
+                                 [acc[1][i] for i in order], acc[2], self.dtype)
+                    failures.extend(acc[2])
+                    written += 1
+                    del partial[out.index]
+        finally:
+            if own:
+                ex.close()
+        return written, failures
+
+    # -- read -----------------------------------------------------------------------------
+    def _mmap(self, shard: str) -> np.ndarray:
+        a = self._mmaps.get(shard)
+        if a is None:
+            a = np.load(os.path.join(self.folder, shard + ".npy"), mmap_mode="r")
+            self._mmaps[shard] = a
+        return a
+
+    def locate(self, examples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Shard number and row of each example (``-1`` when not cached) and shard names."""
+        entries = self.index[0]
+        names: list[str] = []
+        number: dict[str, int] = {}
+        shard_no = np.full(len(examples), -1, dtype=np.int64)
+        rows = np.full(len(examples), -1, dtype=np.int64)
+        for i, (sop, frame) in enumerate(zip(examples["sop_instance_uid"].astype(str),
+                                             examples["frame"].astype(int))):
+            hit = entries.get((sop, int(frame)))
+            if hit is None:
+                continue
+            if hit[0] not in number:
+                number[hit[0]] = len(names)
+                names.append(hit[0])
+            shard_no[i] = number[hit[0]]
+            rows[i] = hit[1]
+        return shard_no, rows, names
+
+    def gather_raw(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]
+                   ) -> np.ndarray:
+        """Stored tensors (storage dtype, not decoded) for the given shard numbers and rows."""
+        dtype = self._mmap(names[int(shard_no[0])]).dtype if len(rows) else np.dtype(self.dtype)
+        out = np.empty((len(rows), *SHAPE), dtype=dtype)
+        for s in np.unique(shard_no):
+            sel = np.nonzero(shard_no == s)[0]
+            r = rows[sel]
+            order = np.argsort(r, kind="stable")
+            out[sel[order]] = self._mmap(names[int(s)])[r[order]]
+        return out
+
+    def gather(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]) -> np.ndarray:
+        """float32 tensors (N, 224, 224, 3) for the given shard numbers and rows."""
+        return decode(self.gather_raw(shard_no, rows, names))
+
+    def get(self, examples: pd.DataFrame) -> np.ndarray:
+        """float32 tensors of ``examples`` (every one must be cached)."""
+        shard_no, rows, names = self.locate(examples)
+        if (shard_no < 0).any():
+            raise ConfigError(f"{int((shard_no < 0).sum())} examples are not in the cache "
+                              f"{self.folder}; run dicomml preprocess (or TensorCache.fill)")
+        return self.gather(shard_no, rows, names)

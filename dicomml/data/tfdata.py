@@ -1,0 +1,300 @@
+"""``tf.data`` pipelines over the tensor cache and over on-the-fly decoding.
+
+Both yield ``(x, y)`` batches — ``x`` float32 (N, 224, 224, 3), ``y`` one-hot float32
+(N, n_classes) for classification or float32 (N, 1) for regression — or ``x`` alone when no
+targets are given.
+
+* From the cache: the example order is shuffled (seeded, reshuffled each epoch), batched,
+  then each batch of indices is gathered from memory-mapped shards by ``tf.numpy_function``
+  in parallel, and prefetched.
+* On the fly: batches of examples are decoded and preprocessed in worker processes
+  (:mod:`dicomml.parallel`) and handed to ``tf.data.Dataset.from_generator`` in order.
+  Examples that fail to decode are skipped (training) and recorded in ``failures``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from dicomml.data.cache import SHAPE, TensorCache, make_executor, preprocess_one
+
+__all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
+           "AUGMENTATIONS", "augment_batches"]
+
+#: Augmentations applied to training batches inside tf.data (on tensors, after the cache):
+#: random left-right / up-down flips and random multiples of 90° rotation, per image.
+AUGMENTATIONS = ("flip_lr", "flip_ud", "rot90")
+
+log = logging.getLogger(__name__)
+
+
+def encode_targets(targets, task: str, n_classes: int) -> np.ndarray:
+    """Class indices → one-hot float32 (N, n_classes); regression → float32 (N, 1)."""
+    t = np.asarray(targets)
+    if task == "regression":
+        return t.astype(np.float32).reshape(-1, 1)
+    return np.eye(n_classes, dtype=np.float32)[t.astype(np.int64)]
+
+
+def augment_batches(ds, augment, seed: int = 0):
+    """Map ``ds`` (batches ``x`` or ``(x, y)``) through random per-image flips / rot90.
+
+    Parameters
+    ----------
+    augment : sequence of str
+        Names from :data:`AUGMENTATIONS`; empty → ``ds`` unchanged.
+    seed : int
+        Seeds a ``tf.random.Generator``: the same seed gives the same augmentations.
+    """
+    import tensorflow as tf
+
+    from dicomml.errors import ConfigError
+
+    augment = tuple(augment or ())
+    bad = [a for a in augment if a not in AUGMENTATIONS]
+    if bad:
+        raise ConfigError(f"unknown augmentation(s) {bad}; known: {list(AUGMENTATIONS)}. "
+                          f"Received: augment={list(augment)!r}")
+    if not augment:
+        return ds
+    gen = tf.random.Generator.from_seed(int(seed) + 104729)
+
+    def one(x):
+        n = tf.shape(x)[0]
+        if "flip_lr" in augment:
+            f = gen.uniform([n]) < 0.5
+            x = tf.where(f[:, None, None, None], tf.reverse(x, axis=[2]), x)
+        if "flip_ud" in augment:
+            f = gen.uniform([n]) < 0.5
+            x = tf.where(f[:, None, None, None], tf.reverse(x, axis=[1]), x)
+        if "rot90" in augment:
+            f = gen.uniform([n]) < 0.5  # a transpose with the flips gives all 8 symmetries
+            x = tf.where(f[:, None, None, None], tf.transpose(x, [0, 2, 1, 3]), x)
+        return x
+
+    def fn(*el):
+        return (one(el[0]), *el[1:]) if len(el) > 1 else one(el[0])
+
+    return ds.map(fn, num_parallel_calls=1)
+
+
+def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
+                  task: str = "classification", n_classes: int = 2, batch_size: int = 32,
+                  shuffle: bool = False, seed: int = 0, drop_remainder: bool = False,
+                  prefetch: bool = True, augment=()):
+    """A ``tf.data.Dataset`` of batches read from ``cache``.
+
+    ``augment`` (names of :data:`AUGMENTATIONS`) applies seeded random flips / rotations
+    per image, for training.
+
+    Examples that are not cached (failed to decode) are left out with a warning; use
+    ``cache.locate`` to see which.
+    """
+    import tensorflow as tf
+
+    shard_no, rows, names = cache.locate(examples)
+    keep = shard_no >= 0
+    if not keep.all():
+        log.warning("%d of %d examples are not in the cache (failed to decode?); left out",
+                    int((~keep).sum()), len(keep))
+    shard_no, rows = shard_no[keep], rows[keep]
+    for n in names:
+        cache._mmap(n)  # open every memory map before threads use them
+    y = None
+    if targets is not None:
+        y = encode_targets(np.asarray(targets)[keep], task, n_classes)
+
+    # numpy gathers the stored bytes (uint8: 4x less to copy); TensorFlow decodes them:
+    # uint8 / 255 and float16 -> float32 give exactly what TensorCache.get returns.
+    raw = np.dtype(cache._mmap(names[0]).dtype if names else cache.dtype)
+    tf_raw = tf.as_dtype(raw)
+
+    def gather(idx):
+        x = cache.gather_raw(shard_no[idx], rows[idx], names)
+        return (x, y[idx]) if y is not None else x
+
+    def decode_tf(x):
+        x = tf.cast(x, tf.float32)
+        return x / tf.constant(255.0, tf.float32) if raw == np.uint8 else x
+
+    ds = tf.data.Dataset.from_tensor_slices(np.arange(len(rows), dtype=np.int64))
+    if shuffle:
+        ds = ds.shuffle(max(1, len(rows)), seed=int(seed), reshuffle_each_iteration=True)
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    ydim = None if y is None else y.shape[1]
+
+    def tf_gather(idx):
+        if ydim is None:
+            x = tf.numpy_function(gather, [idx], tf_raw, stateful=False)
+            x.set_shape((None, *SHAPE))
+            return decode_tf(x)
+        x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
+        x.set_shape((None, *SHAPE))
+        yy.set_shape((None, ydim))
+        return decode_tf(x), yy
+
+    ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = augment_batches(ds, augment, seed)
+    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+
+
+def _compute_batch(pipeline, chunk: list) -> tuple[list, np.ndarray, list]:
+    """Worker: ``chunk`` of ``(position, path, frame)`` → (positions, float32 tensors,
+    failures)."""
+    pos, arrays, failures = [], [], []
+    for p, path, frame in chunk:
+        try:
+            arrays.append(preprocess_one(pipeline, path, frame))
+            pos.append(p)
+        except Exception as e:  # noqa: BLE001 - recorded, never fatal
+            failures.append({"position": p, "path": path, "frame": int(frame),
+                             "reason": f"{type(e).__name__}: {e}"})
+    x = np.stack(arrays) if arrays else np.zeros((0, *SHAPE), np.float32)
+    return pos, x, failures
+
+
+class OnTheFly:
+    """Decode + preprocess in worker processes, batch by batch, in a given order.
+
+    Parameters
+    ----------
+    examples : pandas.DataFrame
+        ``path`` and ``frame`` columns.
+    pipeline : dicomml.preprocess.Pipeline
+    workers : int or None
+        Worker processes (None: every CPU; 0: in this process).
+    executor : str
+        ``"processes"`` (default), ``"inprocess"`` or ``"dask"``.
+
+    Use as a context manager (or call :meth:`close`) to stop the workers.
+    """
+
+    def __init__(self, examples: pd.DataFrame, pipeline, *, workers: int | None = None,
+                 executor: str = "processes"):
+        self.paths = examples["path"].astype(str).to_numpy()
+        self.frames = examples["frame"].astype(int).to_numpy()
+        self.pipeline = pipeline
+        self.workers = workers
+        self.kind = "inprocess" if workers == 0 else executor
+        self._ex = None
+        #: failure records (position, path, frame, reason) seen so far
+        self.failures: list[dict] = []
+
+    def _executor(self):
+        if self._ex is None:
+            self._ex = make_executor(self.kind, self.workers)
+        return self._ex
+
+    def batches(self, order=None, batch_size: int = 32) -> Iterator[tuple[np.ndarray,
+                                                                         np.ndarray]]:
+        """Yield ``(positions, x)`` batches in ``order`` (default: the examples' order);
+        failed examples are missing from their batch."""
+        order = np.arange(len(self.paths)) if order is None else np.asarray(order)
+        chunks = [[(int(p), self.paths[p], int(self.frames[p])) for p in order[i:i + batch_size]]
+                  for i in range(0, len(order), batch_size)]
+        fn = functools.partial(_compute_batch, self.pipeline)
+        acc: dict[int, list] = {}  # chunk index -> [positions, arrays, items seen]
+        nxt = 0
+        for out in self._executor().map_chunks(fn, chunks):
+            if out.ok:
+                pos, x, fails = out.result
+            else:  # the worker crashed on this item, or fn raised: the item(s) failed
+                pos, x = [], np.zeros((0, *SHAPE), np.float32)
+                fails = [{"position": it[0], "path": it[1], "frame": it[2],
+                          "reason": str(getattr(out.result, "reason", out.result))}
+                         for it in out.chunk]
+            self.failures.extend(fails)
+            a = acc.setdefault(out.index, [[], [], 0])
+            a[0].extend(pos)
+            a[1].append(x)
+            a[2] += len(out.chunk)
+            while nxt in acc and acc[nxt][2] == len(chunks[nxt]):
+                p, xs, _ = acc.pop(nxt)
+                if p:
+                    rank = {it[0]: k for k, it in enumerate(chunks[nxt])}
+                    idx = np.argsort([rank[q] for q in p], kind="stable")
+                    yield np.asarray(p)[idx], np.concatenate(xs)[idx]
+                nxt += 1
+
+    def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
+                shuffle=False, seed=0, augment=()):
+        """A ``tf.data.Dataset`` over :meth:`batches`; reshuffled each epoch when
+        ``shuffle`` (a seeded generator advanced per epoch)."""
+        import tensorflow as tf
+
+        y = None if targets is None else encode_targets(targets, task, n_classes)
+        rng = np.random.default_rng(seed)
+        n = len(self.paths)
+
+        def gen():
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            for pos, x in self.batches(order, batch_size):
+                yield (x, y[pos]) if y is not None else x
+
+        xs = tf.TensorSpec((None, *SHAPE), tf.float32)
+        sig = xs if y is None else (xs, tf.TensorSpec((None, y.shape[1]), tf.float32))
+        ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+        return augment_batches(ds, augment, seed).prefetch(2)
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.close()
+            self._ex = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def predict_tensors(manifest_df: pd.DataFrame, pipeline, *, batch_size: int = 32,
+                    workers: int | None = None, cache_dir=None) -> Iterator[np.ndarray]:
+    """float32 (N, 224, 224, 3) batches of ``manifest_df``'s examples, in manifest order.
+
+    With ``cache_dir``, missing tensors are added to the cache first and read from it;
+    otherwise they are computed on the fly in worker processes. An example that cannot be
+    decoded comes back as a tensor of NaN (its prediction is then NaN), with a warning.
+    """
+    n = len(manifest_df)
+    if cache_dir is not None:
+        cache = TensorCache.for_pipeline(cache_dir, pipeline)
+        cache.fill(manifest_df, pipeline, workers=workers, progress=False)
+        shard_no, rows, names = cache.locate(manifest_df)
+        for i in range(0, n, batch_size):
+            s, r = shard_no[i:i + batch_size], rows[i:i + batch_size]
+            out = np.full((len(s), *SHAPE), np.nan, np.float32)
+            ok = s >= 0
+            if ok.any():
+                out[ok] = cache.gather(s[ok], r[ok], names)
+            yield out
+        return
+    with OnTheFly(manifest_df, pipeline, workers=workers) as otf:
+        expected = 0
+        for pos, x in otf.batches(np.arange(n), batch_size):
+            b = pos[0] // batch_size if len(pos) else None
+            start = b * batch_size
+            while expected < start:  # whole batches that failed entirely
+                yield np.full((min(batch_size, n - expected), *SHAPE), np.nan, np.float32)
+                expected += batch_size
+            buf = np.full((min(batch_size, n - start), *SHAPE), np.nan, np.float32)
+            buf[pos - start] = x
+            yield buf
+            expected = start + batch_size
+        while expected < n:
+            yield np.full((min(batch_size, n - expected), *SHAPE), np.nan, np.float32)
+            expected += batch_size
+        if otf.failures:
+            log.warning("%d examples could not be decoded; their tensors are NaN",
+                        len(otf.failures))
+
+
+def load_tensors(manifest_df: pd.DataFrame, pipeline, **kwargs) -> np.ndarray:
+    """All of :func:`predict_tensors` in one float32 array (for small sets)."""
+    parts = list(predict_tensors(manifest_df, pipeline, **kwargs))
+    return np.concatenate(parts) if parts else np.zeros((0, *SHAPE), np.float32)

@@ -1,0 +1,96 @@
+"""The reference CNN of DESIGN.md and its regularized variants."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from dicomml.models.registry import register
+
+__all__ = ["reference_cnn", "output_layer"]
+
+
+def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> layers.Layer:
+    """The head: ``Dense(n_classes, softmax)`` for classification, ``Dense(1, linear)`` for
+    regression. It is always computed in ``float32`` (needed under mixed precision)."""
+    if task == "regression":
+        return layers.Dense(1, activation="linear", name="output", dtype=dtype)
+    return layers.Dense(n_classes, activation="softmax", name="output", dtype=dtype)
+
+
+def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
+                  *, l2: float = 0.0, dropout: float = 0.0, batch_norm: bool = False,
+                  dense_units: int = 128, filters=(32, 64, 128),
+                  name: str = "reference_cnn") -> keras.Model:
+    """The reference CNN (DESIGN.md, "The reference CNN").
+
+    ``Input → [Conv2D(f, 3×3, relu) → MaxPool 2×2] for f in (32, 64, 128) → Flatten →
+    Dense(128, relu) → Dense(n_classes, softmax)`` (regression: ``Dense(1, linear)``).
+    With the defaults it is exactly the reference; the keyword arguments add regularization.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(rows, columns, channels)``, ``(224, 224, 3)`` for dicomml tensors.
+    n_classes : int
+        Softmax outputs (ignored for regression).
+    task : {"classification", "regression"}
+    l2 : float
+        L2 weight penalty on every Conv2D and Dense kernel (0: none).
+    dropout : float
+        Dropout rate before the hidden Dense layer and before the output (0: none).
+    batch_norm : bool
+        Insert ``BatchNormalization`` after each convolution (before the ReLU).
+    dense_units : int
+        Width of the hidden Dense layer (128 in the reference).
+    filters : tuple of int
+        Filters of the three convolutions (32, 64, 128 in the reference).
+
+    Returns
+    -------
+    keras.Model
+        Not compiled.
+    """
+    reg = keras.regularizers.L2(l2) if l2 else None
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    for i, f in enumerate(filters, start=1):
+        if batch_norm:
+            x = layers.Conv2D(f, (3, 3), use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(x)
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.Activation("relu", name=f"relu{i}")(x)
+        else:
+            x = layers.Conv2D(f, (3, 3), activation="relu", kernel_regularizer=reg,
+                              name=f"conv{i}")(x)
+        x = layers.MaxPooling2D((2, 2), name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout1")(x)
+    x = layers.Dense(dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout2")(x)
+    outputs = output_layer(n_classes, task)(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register("reference_cnn")
+def _reference(input_shape=(224, 224, 3), n_classes=2, task="classification", **kw):
+    return reference_cnn(input_shape, n_classes, task, **kw)
+
+
+@register("reference_cnn_l2")
+def _reference_l2(input_shape=(224, 224, 3), n_classes=2, task="classification", l2=1e-4, **kw):
+    return reference_cnn(input_shape, n_classes, task, l2=l2, name="reference_cnn_l2", **kw)
+
+
+@register("reference_cnn_dropout")
+def _reference_dropout(input_shape=(224, 224, 3), n_classes=2, task="classification",
+                       dropout=0.5, **kw):
+    return reference_cnn(input_shape, n_classes, task, dropout=dropout,
+                         name="reference_cnn_dropout", **kw)
+
+
+@register("reference_cnn_bn")
+def _reference_bn(input_shape=(224, 224, 3), n_classes=2, task="classification", **kw):
+    kw.setdefault("batch_norm", True)
+    return reference_cnn(input_shape, n_classes, task, name="reference_cnn_bn", **kw)
