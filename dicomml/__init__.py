@@ -25,8 +25,11 @@ _LAZY = {
     "Pipeline": "dicomml.preprocess",
     "PreprocessConfig": "dicomml.preprocess",
     "DicommlError": "dicomml.errors",
-    "evaluate_run": "dicomml.evaluate",
-    "predict": "dicomml.evaluate",
+    "evaluate_run": "dicomml.evaluate.evaluation",
+    "predict": "dicomml.evaluate.predict",
+    "Trainer": "dicomml.train",
+    "load_config": "dicomml.train",
+    "run_demo": "dicomml.demo",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     except DicommlError as e:
         print(f"dicomml {args.verb}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except FileNotFoundError as e:
+        print(f"dicomml {args.verb}: error: no such file or folder: {e.filename}",
+              file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"dicomml {args.verb}: interrupted; run it again to resume", file=sys.stderr)
         return 130

@@ -48,6 +48,10 @@ def run(args) -> int:
                           "UID remapping consistent)")
     if not args.inputs and not args.table:
         raise ConfigError("nothing to do: give DICOM inputs IN... and/or --table CSV")
+    from dicomml.cli._common import require_paths
+
+    require_paths(args.inputs)
+    require_paths([args.table] if args.table else [], "table")
     status = 0
     if args.inputs:
         res = deidentify(args.inputs, args.out, key=key, shift_dates=not args.keep_dates,

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from dicomml.cli._common import require_paths
+
+    require_paths(args.paths)
     with pacs_from_args(args) as pacs:
         res = pacs.store(args.paths, progress=not args.no_progress)
     print(f"stored {len(res.stored)} instances on {pacs.endpoint}")

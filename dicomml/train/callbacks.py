@@ -106,9 +106,6 @@ class RunState(keras.callbacks.Callback):
 
 def plot_history(rows: list[dict], path: str) -> None:
     """Loss and metric curves (train and validation) per epoch, written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     from dicomml._atomic import atomic_write_bytes
