@@ -26,7 +26,7 @@ _LAZY = {
     "PreprocessConfig": "dicomml.preprocess",
     "DicommlError": "dicomml.errors",
     "evaluate_run": "dicomml.evaluate.evaluation",
-    "predict": "dicomml.evaluate.predict",
+    "predict": "dicomml.evaluate.prediction",
     "Trainer": "dicomml.train",
     "load_config": "dicomml.train",
     "run_demo": "dicomml.demo",

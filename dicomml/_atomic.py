@@ -10,7 +10,7 @@ from typing import IO, Iterator
 
 from dicomml.errors import OutputError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_join"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_join", "safe_name"]
 
 
 @contextlib.contextmanager
@@ -62,21 +62,42 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+def safe_name(part: str, limit: int = 200) -> str:
+    """One path component that is safe whatever ``part`` holds.
+
+    ASCII letters, digits, ``.``, ``_`` and ``-`` are kept; every other character
+    (separators, NUL, control characters, non-ASCII) becomes ``_``; leading and trailing dots
+    are dropped (no ``..``, no hidden files); the result is at most ``limit`` characters. When
+    anything had to change, a short hash of the original is appended (before a short
+    extension such as ``.dcm``), so two different hostile values never share a file name.
+    DICOM UIDs (digits and dots, at most 64 characters) pass unchanged.
+    """
+    s = str(part)
+    clean = "".join(c if (c.isascii() and (c.isalnum() or c in "._-")) else "_" for c in s)
+    clean = clean.strip(".") or "_"
+    if clean == s and len(clean) <= limit:
+        return clean
+    import hashlib
+
+    digest = hashlib.sha1(s.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    stem, dot, ext = clean.rpartition(".")
+    if not dot or not stem or len(ext) > 8 or not ext.isalnum():
+        stem, ext = clean, ""
+    tail = f"-{digest}" + (f".{ext}" if ext else "")
+    return stem[:max(1, limit - len(tail))] + tail
+
+
 def safe_join(root: str | os.PathLike, *parts: str) -> Path:
     """Join ``parts`` under ``root`` so that the result can never leave ``root``.
 
-    Each part is reduced to a safe file name: separators, ``..``, NUL and control
-    characters are replaced. Use it for any path derived from DICOM content
+    Each part is reduced to a safe file name by :func:`safe_name`: separators, ``..``, NUL
+    and control characters are replaced. Use it for any path derived from DICOM content
     (UIDs, DICOMDIR file IDs, descriptions).
     """
     root = Path(root)
-    clean = []
-    for p in parts:
-        s = "".join(c if (c.isalnum() or c in "._-") else "_" for c in str(p))
-        s = s.strip(".") or "_"
-        clean.append(s[:200])
-    out = root.joinpath(*clean)
+    out = root.joinpath(*(safe_name(p) for p in parts))
     resolved_root = root.resolve()
-    if resolved_root not in out.resolve().parents and out.resolve() != resolved_root:
+    resolved = out.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
         raise OutputError(f"refusing to write outside {root}: {out}")
     return out

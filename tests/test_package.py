@@ -100,3 +100,34 @@ def test_version_and_lazy_names():
         if name == "__version__":
             continue
         assert getattr(dicomml, name) is not None, name
+
+
+def _lazy_tables():
+    import importlib
+
+    for py in sorted(PKG.rglob("__init__.py")):
+        name = ".".join(py.relative_to(ROOT).parent.parts)
+        mod = importlib.import_module(name)
+        table = getattr(mod, "_LAZY", None)
+        if table:
+            yield name, py.parent, table
+
+
+def test_lazy_names_are_not_shadowed_by_submodules():
+    """A lazily exported function must not share its name with a submodule: importing the
+    submodule would bind the module object to the package attribute and hide the function."""
+    clashes = []
+    for name, folder, table in _lazy_tables():
+        for attr in table:
+            if (folder / f"{attr}.py").exists() or (folder / attr / "__init__.py").exists():
+                clashes.append(f"{name}.{attr}")
+    assert not clashes, clashes
+
+
+def test_lazy_names_point_at_their_defining_module():
+    import importlib
+
+    for name, _folder, table in _lazy_tables():
+        for attr, module in table.items():
+            obj = getattr(importlib.import_module(module), attr)
+            assert obj is not None, f"{name}.{attr}"

@@ -88,7 +88,7 @@ def test_import_dicomml_does_not_import_tensorflow():
 
 
 def test_api_names_survive_submodule_imports():
-    code = ("import dicomml.evaluate.predict, dicomml.evaluate.evaluation, dicomml\n"
+    code = ("import dicomml.evaluate.prediction, dicomml.evaluate.evaluation, dicomml\n"
             "assert callable(dicomml.predict), dicomml.predict\n"
             "assert callable(dicomml.evaluate_run), dicomml.evaluate_run\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -51,7 +51,7 @@ def run(args) -> int:
     from dicomml.cli._common import require_paths
 
     require_paths(args.inputs)
-    require_paths([args.table] if args.table else [], "table")
+    require_paths(args.table, "table")
     status = 0
     if args.inputs:
         res = deidentify(args.inputs, args.out, key=key, shift_dates=not args.keep_dates,

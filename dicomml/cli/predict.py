@@ -74,7 +74,7 @@ def run(args) -> int:
     if args.path is None:
         print("dicomml predict: error: give PATH (a DICOM folder or file)", file=sys.stderr)
         return 2
-    from dicomml.evaluate.predict import predict
+    from dicomml.evaluate.prediction import predict
 
     result = predict(args.run_dir, args.path, args.out, threshold=args.threshold,
                      write_sr=not args.no_sr, write_sc=not args.no_sc,
@@ -88,10 +88,10 @@ def add_remote_arguments(parser) -> None:
     """Options of ``dicomml predict`` that predict a study on a PACS (see :func:`cli_source`).
 
     Adds ``--study UID``, ``--no-store`` and the PACS options of
-    :func:`dicomml.pacs.connect.add_pacs_arguments` (``--dicomweb URL`` or ``--aet/--host/
+    :func:`dicomml.pacs.connection.add_pacs_arguments` (``--dicomweb URL`` or ``--aet/--host/
     --port``, timeouts, retries).
     """
-    from dicomml.pacs.connect import add_pacs_arguments
+    from dicomml.pacs.connection import add_pacs_arguments
 
     parser.add_argument("--study", metavar="UID", default=None,
                         help="with --dicomweb (or --aet/--host/--port): predict this study "
@@ -109,7 +109,7 @@ def pacs_source(args) -> int | None:
     """
     if not getattr(args, "study", None):
         return None
-    from dicomml.pacs.connect import pacs_from_args
+    from dicomml.pacs.connection import pacs_from_args
 
     from dicomml.pacs.remote import predict_remote
 

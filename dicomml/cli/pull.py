@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dicomml.pacs.connect import add_pacs_arguments, pacs_from_args
+from dicomml.pacs.connection import add_pacs_arguments, pacs_from_args
 
 HELP = "copy a study from a PACS (DICOMweb WADO-RS or DIMSE C-GET) into a folder; resumable"
 EXAMPLE = """example:

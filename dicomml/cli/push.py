@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dicomml.pacs.connect import add_pacs_arguments, pacs_from_args
+from dicomml.pacs.connection import add_pacs_arguments, pacs_from_args
 
 HELP = "send DICOM files or folders to a PACS (DICOMweb STOW-RS or DIMSE C-STORE)"
 EXAMPLE = """example:

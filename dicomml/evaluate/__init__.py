@@ -22,11 +22,11 @@ _LAZY = {
     "aggregate_studies": "dicomml.evaluate.aggregate",
     "evaluate_predictions": "dicomml.evaluate.evaluation",
     "evaluate_run": "dicomml.evaluate.evaluation",
-    "gradcam": "dicomml.evaluate.gradcam",
-    "find_gradcam_layer": "dicomml.evaluate.gradcam",
-    "save_gradcam_png": "dicomml.evaluate.gradcam",
-    "predict": "dicomml.evaluate.predict",
-    "PredictResult": "dicomml.evaluate.predict",
+    "gradcam": "dicomml.evaluate.grad_cam",
+    "find_gradcam_layer": "dicomml.evaluate.grad_cam",
+    "save_gradcam_png": "dicomml.evaluate.grad_cam",
+    "predict": "dicomml.evaluate.prediction",
+    "PredictResult": "dicomml.evaluate.prediction",
 }
 
 __all__ = sorted(_LAZY)

@@ -335,7 +335,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
 
         plot_training_curves(run_dir / "history.csv", run_dir / "plots" / "training_curves.png")
     if reports and task != "regression":
-        from dicomml.evaluate.predict import write_study_reports
+        from dicomml.evaluate.prediction import write_study_reports
 
         how = normalize_aggregation(aggregation)[0]
         thr_r = metrics[f"study_{how}"].get("threshold", {}).get("value")

@@ -17,6 +17,7 @@ _LAZY = {
     "open_index": "dicomml.io.index",
     "default_db_path": "dicomml.io.index",
     "read_image": "dicomml.io.pixels",
+    "read_images": "dicomml.io.isolated",
     "read_series": "dicomml.io.volume",
     "resample": "dicomml.io.volume",
     "to_sitk": "dicomml.io.volume",

@@ -10,15 +10,98 @@ import contextlib
 import io
 import logging
 import os
+import re
+import threading
 import warnings
 from typing import Iterator
 
 from dicomml.errors import InvalidDicomError, NotDicomError
 from dicomml.io._read_fast import parse_light
 
-__all__ = ["load_dataset", "quiet_pydicom"]
+__all__ = ["load_dataset", "quiet_pydicom", "describe_error", "shown_uid", "shown_cs"]
 
 log = logging.getLogger("dicomml.io")
+
+
+class _DropWhileReading(logging.Filter):
+    """Drops the ``pydicom`` logger's records while a dicomml read is running.
+
+    pydicom logs (and warns) about invalid values *quoting the value*, e.g. a corrupted
+    (0010,0010) Patient's Name swallowed into a UI element: such records must never reach
+    the user's logs. Only their number is kept.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.active = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.active:
+            self.dropped += 1
+            return False
+        return True
+
+
+_FILTER = _DropWhileReading()
+
+
+@contextlib.contextmanager
+def _pydicom_log_muted() -> Iterator[None]:
+    logger = logging.getLogger("pydicom")
+    with _FILTER.lock:
+        if _FILTER.active == 0:
+            logger.addFilter(_FILTER)
+        _FILTER.active += 1
+    try:
+        yield
+    finally:
+        with _FILTER.lock:
+            _FILTER.active -= 1
+            if _FILTER.active == 0:
+                logger.removeFilter(_FILTER)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
+
+
+def describe_error(e: BaseException, limit: int = 160) -> str:
+    """``"TypeName: message"`` of a third-party error with every quoted value removed.
+
+    pydicom's messages can quote element values (a corrupted file may put a patient's name
+    anywhere); dicomml's messages never repeat them: quoted text becomes ``'…'`` and the
+    message is cut at ``limit`` characters. Tags such as ``(0002,0000)`` are kept.
+    """
+    text = _QUOTED.sub("'…'", str(e)).replace("\n", " ")
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+_UID_RE = re.compile(r"[0-9][0-9.]{0,63}")
+_CS_RE = re.compile(r"[A-Z0-9_ ]{1,16}")
+
+
+def shown_uid(value, missing: str = "unknown") -> str:
+    """A UI value as it may appear in a message: itself when it is a valid UID, else a
+    placeholder. A corrupted file can swallow a patient's name into any element; a message
+    only ever repeats values that cannot hold one."""
+    if value is None or value == "":
+        return missing
+    s = str(value).strip("\x00 ")
+    return s if _UID_RE.fullmatch(s) else "(invalid UID)"
+
+
+def shown_cs(value, missing: str = "unknown") -> str:
+    """A CS value (Modality, Photometric Interpretation...) for a message, or a placeholder
+    when it is not a valid code string (see :func:`shown_uid`)."""
+    if value is None or value == "":
+        return missing
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        return "\\".join(shown_cs(v) for v in list(value)[:4])
+    s = str(value).strip()
+    return s if _CS_RE.fullmatch(s) else "(invalid code string)"
 
 
 @contextlib.contextmanager
@@ -27,9 +110,10 @@ def quiet_pydicom() -> Iterator[None]:
 
     Real files are full of small deviations (a DS value with too many characters, a wrong
     VR); reading tolerates them (highdicom's habit: "when reading, tolerate small
-    deviations") and only fails where an assumption really breaks.
+    deviations") and only fails where an assumption really breaks. pydicom's own log records
+    (which quote values) are dropped meanwhile.
     """
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _pydicom_log_muted():
         warnings.simplefilter("always")
         yield
     if caught:
@@ -83,18 +167,20 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
                     f"{path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
                     "(0008,0016) SOP Class UID or (7FE0,0010) Pixel Data when read as a bare "
                     "dataset).") from None
-            # Make sure every element parses (force=True defers errors to access time).
-            for _ in ds:
-                pass
+        # Make sure every element parses now (pydicom converts values lazily: a corrupt
+        # value would otherwise raise a bare pydicom error at first access).
+        for _ in ds:
+            pass
+        for _ in getattr(ds, "file_meta", None) or ():
+            pass
     except NotDicomError:
         raise
-    except (PydicomInvalid, EOFError, OSError, ValueError, KeyError, TypeError,
-            OverflowError, IndexError, NotImplementedError) as e:
+    except Exception as e:  # noqa: BLE001 - the parser meets arbitrary bytes: any error
         if not part10 and len(data) < 132:
             raise NotDicomError(f"{path}: not a DICOM file ({len(data)} bytes, no 'DICM' "
                                 "prefix at byte 128).") from e
         raise InvalidDicomError(
-            f"{path}: cannot parse the DICOM data set ({type(e).__name__}: {e}); the file is "
+            f"{path}: cannot parse the DICOM data set ({describe_error(e)}); the file is "
             "truncated or corrupt. Re-export or re-transfer it.") from e
     return ds, len(data)
 

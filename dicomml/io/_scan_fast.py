@@ -43,6 +43,7 @@ _INT_TEXT_VRS = {b"IS"}
 _INT_BIN_VRS = {b"US": "<H", b"SS": "<h"}
 #: Tags of the Index whose data-dictionary VR is US (the other integers are IS).
 _US_TAGS = frozenset({0x00280002, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280103})
+_SHORT_VRS = frozenset(v for v in _VRS if v not in _LONG_VRS)
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
@@ -148,6 +149,8 @@ def _walk(r: _Reader, pos: int, explicit: bool, stop: int, keep) -> int:
 
     The hot loop of the scan: element headers are unpacked straight from the cached block.
     """
+    if explicit:
+        return _walk_explicit(r, pos, stop, keep)
     size = r.size
     last = -1
     data, base = r.data, r.base
@@ -207,6 +210,65 @@ def _walk(r: _Reader, pos: int, explicit: bool, stop: int, keep) -> int:
     return pos
 
 
+def _walk_explicit(r: _Reader, pos: int, stop: int, keep) -> int:
+    """:func:`_walk` for explicit VR: the same checks, in the order of the common case."""
+    size = r.size
+    last = -1
+    data, base = r.data, r.base
+    dlen = len(data)
+    unpack = _EXPL.unpack_from
+    short_vrs, long_vrs = _SHORT_VRS, _LONG_VRS
+    while pos < size:
+        off = pos - base
+        if off < 0 or off + 12 > dlen:  # the header is not (all) in the cached block
+            if size - pos < 8:
+                raise _Truncated(pos)
+            r.get(pos, min(12, size - pos), pos)
+            data, base = r.data, r.base
+            dlen = len(data)
+            off = pos - base
+        group, elem, vr, length = unpack(data, off)
+        tag = (group << 16) | elem
+        if tag > stop:
+            return pos
+        if tag <= last or group == 0xFFFE:
+            raise Fallback
+        last = tag
+        if vr in short_vrs:
+            vstart = pos + 8
+        elif vr in long_vrs:
+            if off + 12 > dlen:
+                raise _Truncated(pos)
+            length = _I.unpack_from(data, off + 8)[0]
+            vstart = pos + 12
+            if length == _UNDEFINED:
+                if vr != b"SQ" and vr != b"UN":
+                    raise Fallback
+                if tag in keep:
+                    raise Fallback
+                pos = _skip_sequence(r, vstart, vr != b"UN", pos)
+                data, base = r.data, r.base
+                dlen = len(data)
+                continue
+        else:
+            raise Fallback
+        end = vstart + length
+        if end > size:
+            raise _Truncated(pos)
+        if tag in keep:
+            if length > MAX_VALUE:
+                raise Fallback
+            voff = vstart - base
+            if voff >= 0 and end - base <= dlen:
+                keep[tag] = (vr, data[voff:voff + length])
+            else:
+                keep[tag] = (vr, r.get(vstart, length, pos))
+                data, base = r.data, r.base
+                dlen = len(data)
+        pos = end
+    return pos
+
+
 def check_rest(r: _Reader, pos: int, explicit: bool) -> None:
     """Check that the rest of the file is complete: raise :class:`Skip` when truncated.
 
@@ -250,6 +312,28 @@ def _text(raw: bytes) -> list[str]:
     return raw.decode("ascii").split("\\")
 
 
+_MISS = object()
+#: Normalized values by (tag, VR, raw bytes), shared by the files one process reads.
+_VALUE_CACHE: dict = {}
+_CACHE_ITEMS = 4096
+_CACHE_VALUE_BYTES = 256
+
+
+def _value(kind: str, vr: bytes | None, data: bytes):
+    """The row value of one raw value (``vr`` None only for text kinds in implicit VR)."""
+    if kind == "int":
+        if vr in _INT_TEXT_VRS:
+            return normalize_strings("int", _text(data))
+        if vr in _INT_BIN_VRS:
+            if len(data) < 2 or len(data) % 2:
+                raise Fallback
+            return struct.unpack_from(_INT_BIN_VRS[vr], data)[0]
+        raise Fallback
+    if vr is not None and vr not in _TEXT_VRS[kind]:
+        raise Fallback
+    return normalize_strings(kind, _text(data))
+
+
 def read_fast(path: str, size: int, mtime: float):
     """Read the Index row of ``path`` (``size`` bytes) or raise :class:`Fallback` / Skip."""
     if size == 0:
@@ -287,36 +371,34 @@ def read_fast(path: str, size: int, mtime: float):
         check_rest(r, pos, explicit)
     values = {}
     pixel_rep = None
+    cache = _VALUE_CACHE
     for tag, (name, kind) in TAGS.items():
         item = raw[tag]
         if item is None:
             values[name] = None
             continue
         vr, data = item
-        if kind == "int":
-            if vr is None:  # implicit VR: the data dictionary's VR
-                if tag == 0x00280120:  # (0028,0120) is US or SS by (0028,0103)
-                    if pixel_rep is None:
-                        raise Fallback
-                    vr = b"SS" if pixel_rep == 1 else b"US"
-                elif tag in _US_TAGS:
-                    vr = b"US"
-                else:
-                    vr = b"IS"
-            if vr in _INT_TEXT_VRS:
-                v = normalize_strings("int", _text(data))
-            elif vr in _INT_BIN_VRS:
-                if len(data) < 2 or len(data) % 2:
+        if vr is None and kind == "int":  # implicit VR: the data dictionary's VR
+            if tag == 0x00280120:  # (0028,0120) is US or SS by (0028,0103)
+                if pixel_rep is None:
                     raise Fallback
-                v = struct.unpack_from(_INT_BIN_VRS[vr], data)[0]
+                vr = b"SS" if pixel_rep == 1 else b"US"
+            elif tag in _US_TAGS:
+                vr = b"US"
             else:
-                raise Fallback
-            if tag == 0x00280103:
-                pixel_rep = v
-        else:
-            if vr is not None and vr not in _TEXT_VRS[kind]:
-                raise Fallback
-            v = normalize_strings(kind, _text(data))
+                vr = b"IS"
+        # Most values repeat from file to file (UIDs of the series, orientation, spacing,
+        # rescale...): their normalized value is remembered (immutable: str/int/float/tuple).
+        key = (tag, vr, data)
+        v = cache.get(key, _MISS)
+        if v is _MISS:
+            v = _value(kind, vr, data)
+            if len(data) <= _CACHE_VALUE_BYTES:
+                if len(cache) >= _CACHE_ITEMS:
+                    cache.clear()
+                cache[key] = v
+        if tag == 0x00280103:
+            pixel_rep = v
         values[name] = v
     msc = meta[0x00020002]
     msi = meta[0x00020003]

@@ -6,10 +6,11 @@ Each batch of worker results is one transaction, so a crash loses only the batch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
@@ -93,17 +94,16 @@ class Store:
         if not paths:
             return 0
         c = self.con
-        c.execute("BEGIN")
-        for p in paths:
-            old = c.execute("SELECT series_instance_uid FROM instances WHERE path=?",
-                            (p,)).fetchone()
-            if old is not None:
-                self.affected.add(old[0])
-            c.execute("DELETE FROM instances WHERE path=?", (p,))
-            c.execute("DELETE FROM skipped WHERE path=?", (p,))
-            c.execute("DELETE FROM files WHERE path=?", (p,))
-            c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (p,))
-        c.execute("COMMIT")
+        with self.transaction():
+            for p in paths:
+                old = c.execute("SELECT series_instance_uid FROM instances WHERE path=?",
+                                (p,)).fetchone()
+                if old is not None:
+                    self.affected.add(old[0])
+                c.execute("DELETE FROM instances WHERE path=?", (p,))
+                c.execute("DELETE FROM skipped WHERE path=?", (p,))
+                c.execute("DELETE FROM files WHERE path=?", (p,))
+                c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (p,))
         return len(paths)
 
     # -- results -------------------------------------------------------------------------
@@ -115,9 +115,7 @@ class Store:
         Rows whose SOP Instance UID is new go in with a few bulk statements; the others
         (duplicates, DICOMDIRs) one by one.
         """
-        c = self.con
-        c.execute("BEGIN")
-        try:
+        with self.transaction():
             rows = [r for r in results if r[0] == "row"]
             for res in results:
                 if res[0] != "row":
@@ -126,9 +124,29 @@ class Store:
                     self._put_skip(path, size, mtime_ns, category, reason, status, None)
             if rows:
                 self._put_rows(rows)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One SQLite transaction: committed whole or rolled back whole.
+
+        A full or read-only disk (or any SQLite error) becomes an
+        :class:`~dicomml.errors.OutputError` naming the Index; what earlier transactions
+        committed stays, so a rerun resumes (WAL journal: the file stays consistent).
+        """
+        c = self.con
+        try:
+            c.execute("BEGIN")
+            yield
             c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
+        except BaseException as e:
+            if c.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    c.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise OutputError(
+                    f"cannot write the Index {self.db_path}: {e}. Free some disk space or "
+                    "pass --db on a writable disk with room; a rerun resumes where this scan "
+                    "stopped.") from e
             raise
 
     def _select_in(self, sql: str, values: list) -> list[tuple]:
@@ -221,27 +239,26 @@ class Store:
         uids = set(self.affected)
         uids.update(u for (u,) in c.execute(
             "SELECT DISTINCT series_instance_uid FROM instances WHERE series_key IS NULL"))
-        c.execute("BEGIN")
-        sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
-        for uid in uids:
-            if uid is None:
-                cur = c.execute(sel + "series_instance_uid IS NULL")
-            else:
-                cur = c.execute(sel + "series_instance_uid = ?", (uid,))
-            rows = []
-            for rec in cur.fetchall():
-                d = dict(zip(_SPLIT_COLS, rec))
-                if d["image_orientation"] is not None:
-                    from dicomml.io.index import decode_array
+        with self.transaction():
+            sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
+            for uid in uids:
+                if uid is None:
+                    cur = c.execute(sel + "series_instance_uid IS NULL")
+                else:
+                    cur = c.execute(sel + "series_instance_uid = ?", (uid,))
+                rows = []
+                for rec in cur.fetchall():
+                    d = dict(zip(_SPLIT_COLS, rec))
+                    if d["image_orientation"] is not None:
+                        from dicomml.io.index import decode_array
 
-                    d["image_orientation"] = decode_array(d["image_orientation"])
-                rows.append(d)
-            keys = series_keys(rows)
-            c.executemany("UPDATE instances SET series_key=? WHERE path=?",
-                          [(k, p) for p, k in keys.items()])
-        c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
-                  (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
-        c.execute("COMMIT")
+                        d["image_orientation"] = decode_array(d["image_orientation"])
+                    rows.append(d)
+                keys = series_keys(rows)
+                c.executemany("UPDATE instances SET series_key=? WHERE path=?",
+                              [(k, p) for p, k in keys.items()])
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
+                      (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
         self.affected.clear()
 
     def orphan_duplicates(self) -> list[tuple[str, int, int]]:

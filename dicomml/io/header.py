@@ -244,6 +244,35 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
 #: pydicom seeks over values longer than this instead of reading them (huge declared lengths).
 _DEFER = 1 << 16
 
+
+class _Bounded:
+    """A binary file whose ``read(n)`` never asks for more than what is left of it.
+
+    ``BufferedReader.read(n)`` allocates ``n`` bytes before reading: a corrupted (or hostile)
+    element length of 0xFFFFFFF0 would make pydicom allocate 4 GiB for a 10 kB file. Reads are
+    capped at the bytes left before ``size``.
+    """
+
+    __slots__ = ("_f", "_size", "name")
+
+    def __init__(self, f, size: int):
+        self._f = f
+        self._size = size
+        self.name = getattr(f, "name", None)
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._f.tell())
+        return self._f.read(left if n is None or n < 0 or n > left else n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
 def _sanitize(msg: str) -> str:
     """Drop quoted substrings (they may hold element values) and cut the message short."""
     import re
@@ -273,7 +302,8 @@ def read_header_pydicom(path: str, size: int | None = None, mtime: float | None 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with open(path, "rb") as fp:
+            with open(path, "rb") as raw_fp:
+                fp = _Bounded(raw_fp, size)
                 ds = read_partial(fp, stop_when=_after_max_tag, defer_size=_DEFER, force=True,
                                   specific_tags=list(TAGS))
                 if fp.tell() > size:  # pydicom sought past the end over a declared length

@@ -24,24 +24,32 @@ returned for the next stage.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from struct import unpack
 
 import numpy as np
 
 from dicomml.errors import (
     DecodeError,
+    DicommlError,
     InvalidDicomError,
     MissingAttributeError,
     NoPixelDataError,
     UnsupportedTransferSyntaxError,
 )
-from dicomml.io._read_dataset import load_dataset, quiet_pydicom
+from dicomml.io._read_dataset import (
+    describe_error,
+    load_dataset,
+    quiet_pydicom,
+    shown_cs,
+    shown_uid,
+)
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
 from dicomml.io.types import VOILUT, Image, Window
 
-__all__ = ["read_image", "image_from_dataset", "decode_stored", "frame_rescale",
-           "to_modality", "padding_mask", "windows_of", "voi_luts_of", "frame_geometry"]
+__all__ = ["read_image", "image_from_dataset", "decode_stored", "plugin_order",
+           "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
+           "windows_of", "voi_luts_of", "frame_geometry"]
 
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -50,7 +58,8 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 # ----------------------------------------------------------------------------- public API
 def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
-               modality_lut: bool | None = None) -> Image:
+               modality_lut: bool | None = None, isolate: bool = False,
+               decoders: Sequence[str] | None = None, timeout: float | None = None) -> Image:
     """Read one instance (single- or multi-frame) with its pixels in modality units.
 
     Parameters
@@ -63,6 +72,21 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
         ``True``: the modality transform must be applied (raise
         :class:`~dicomml.errors.MissingAttributeError` if the file has none);
         ``None`` (default): apply it if present; ``False``: never (stored values as float32).
+    isolate : bool
+        Decode in a child process (default False: in this process). Some codecs are C
+        libraries that abort the whole process on a corrupt stream (e.g. GDCM on a JPEG
+        Baseline file with a few bad bytes: SIGABRT, no exception). With ``isolate=True`` such
+        a crash raises :class:`~dicomml.errors.DecoderCrashedError` naming the file and its
+        (0002,0010) Transfer Syntax UID; the caller survives. For many files use
+        :func:`dicomml.io.read_images`.
+    decoders : sequence of str, optional
+        pydicom decoding plugins to try, in this order (e.g. ``("pylibjpeg", "gdcm")``).
+        Default: the ``DICOMML_DECODERS`` environment variable (comma-separated) if set,
+        else every installed plugin with GDCM last. GDCM is never tried after another
+        plugin found the stream corrupt (it may abort the process on such streams).
+    timeout : float, optional
+        With ``isolate=True``: seconds before a stuck decoder is killed (then
+        :class:`~dicomml.errors.DecoderCrashedError` too). Default: no limit.
 
     Returns
     -------
@@ -74,6 +98,8 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
     NotDicomError, InvalidDicomError, NoPixelDataError, MissingAttributeError,
     UnsupportedTransferSyntaxError, DecodeError
         Each naming the file and the attribute.
+    DecoderCrashedError
+        ``isolate=True`` and the decoder killed its process (or ran past ``timeout``).
 
     Examples
     --------
@@ -83,17 +109,38 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
     ((1, 128, 128), 'float32', 'CT')
     """
     path = os.fspath(path)
+    if isolate:
+        from dicomml.io.isolated import read_image_isolated
+
+        return read_image_isolated(path, frames=frames, modality_lut=modality_lut,
+                                   decoders=decoders, timeout=timeout)
     with quiet_pydicom():
         ds, _ = load_dataset(path)
-        return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut)
+        try:
+            return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
+                                      decoders=decoders)
+        except (DicommlError, IndexError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
+            raise corrupt_value_error(path, e) from e
+
+
+def corrupt_value_error(where, e: BaseException) -> InvalidDicomError:
+    """The :class:`InvalidDicomError` for an unexpected error while interpreting a data set
+    (a corrupt value that pydicom could parse but that makes no sense); no value is quoted."""
+    return InvalidDicomError(
+        f"{where}: cannot interpret the data set ({describe_error(e)}); an attribute of the "
+        "Image Pixel module ((0028,xxxx)) or the pixel data is probably corrupt. Re-export "
+        "or re-transfer the file.")
 
 
 def image_from_dataset(ds, path: str | None = None, *, frames=None,
-                       modality_lut: bool | None = None) -> Image:
+                       modality_lut: bool | None = None,
+                       decoders: Sequence[str] | None = None) -> Image:
     """Build an :class:`Image` from an already parsed pydicom Dataset (see :func:`read_image`)."""
     n_total = _n_frames(ds, path)
     index = _frame_index(frames, n_total, path)
-    stored, pi = decode_stored(ds, path, frames=index)
+    stored, pi = decode_stored(ds, path, frames=index, decoders=decoders)
     color = stored.ndim == 4
     idx = range(n_total) if index is None else index
     first = idx[0] if len(idx) else 0
@@ -124,21 +171,22 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
 
 
 # ----------------------------------------------------------------------------- decoding
-def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = None):
+def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = None,
+                  decoders: Sequence[str] | None = None):
     """Return ``(stored, photometric)``: the stored values of the requested frames.
 
     ``stored`` has shape (frames, rows, columns) or (frames, rows, columns, 3), the integer
     dtype of the pixel data (float for (7FE0,0008)/(7FE0,0009)); ``photometric`` is the
     (0028,0004) value that describes it (``"RGB"`` after YBR or palette conversion).
     Identical to pydicom's ``Dataset.pixel_array`` (native data is read with
-    ``numpy.frombuffer``; the result is bit-identical).
+    ``numpy.frombuffer``; the result is bit-identical). ``decoders``: see :func:`read_image`.
     """
-    where = path or _str(ds.get("SOPInstanceUID")) or "<dataset>"
+    where = path or shown_uid(ds.get("SOPInstanceUID"), "<dataset>")
     keyword = next((k for k in _PIXEL_TAGS if k in ds), None)
     if keyword is None:
         raise NoPixelDataError(
-            f"{where}: no (7FE0,0010) Pixel Data (SOP Class {ds.get('SOPClassUID', 'unknown')},"
-            f" Modality {ds.get('Modality', 'unknown')}); this object is not an image "
+            f"{where}: no (7FE0,0010) Pixel Data (SOP Class {shown_uid(ds.get('SOPClassUID'))},"
+            f" Modality {shown_cs(ds.get('Modality'))}); this object is not an image "
             "(SR, RT structure set, presentation state, key object...). Skip it.")
     for kw, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)"),
                     ("BitsAllocated", "(0028,0100)"), ("SamplesPerPixel", "(0028,0002)"),
@@ -163,7 +211,7 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
 
             arr, pi = convert_color_space(arr, "YBR_FULL", "RGB"), "RGB"
     else:
-        arr, pi = _decode_pydicom(ds, where, ts, n, frames, keyword)
+        arr, pi = _decode_pydicom(ds, where, ts, n, frames, keyword, decoders)
     if pi == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
@@ -229,7 +277,24 @@ def _within_bits(arr: np.ndarray, stored_bits: int, signed: bool) -> bool:
     return bool(arr.max() < (1 << stored_bits))
 
 
-def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str):
+def plugin_order(available: Sequence[str], decoders: Sequence[str] | None = None) -> list[str]:
+    """The pydicom decoding plugins to try, in order (see ``decoders`` in :func:`read_image`).
+
+    ``decoders`` (or, when None, the comma-separated ``DICOMML_DECODERS`` environment
+    variable) lists plugin names; those not installed for the transfer syntax are left out.
+    Default: ``available`` with "gdcm" moved last.
+    """
+    if decoders is None:
+        env = os.environ.get("DICOMML_DECODERS", "").strip()
+        decoders = [d for d in (x.strip() for x in env.split(",")) if d] if env else None
+    if decoders is None:
+        return [p for p in available if p != "gdcm"] + [p for p in available if p == "gdcm"]
+    if isinstance(decoders, str):
+        decoders = [decoders]
+    return [d for d in decoders if d in available]
+
+
+def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str, decoders=None):
     from pydicom.pixels import get_decoder
     from pydicom.pixels.utils import as_pixel_options
 
@@ -242,6 +307,8 @@ def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str):
             expected = _expected_bytes(ds, n)
             if len(ds.PixelData) < expected:
                 raise _truncated(ds, where, len(ds.PixelData), expected, n)
+        else:
+            _check_codestreams(ds, where, n, uid_name)
     ds = _with_transfer_syntax(ds, ts)
     decoder = get_decoder(ts)
     opts = as_pixel_options(ds)
@@ -249,7 +316,11 @@ def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str):
     # support the stream (NotImplementedError) or none is installed: GDCM aborts the whole
     # process (SIGABRT) on some corrupt streams where the other plugins raise.
     available = list(decoder.available_plugins)
-    plugins = [p for p in available if p != "gdcm"] + [p for p in available if p == "gdcm"]
+    plugins = plugin_order(available, decoders) if available else []
+    if available and not plugins:
+        raise UnsupportedTransferSyntaxError(
+            f"{where}: none of the decoders {list(decoders or [])} chosen (decoders= or "
+            f"DICOMML_DECODERS) decodes {uid_name}; installed for it: {available}.")
     plugins = plugins or [""]  # native syntaxes: pydicom's built-in decoder, no plugin
     errors: list[str] = []
     corrupt = False
@@ -279,6 +350,65 @@ def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str):
     if arr.ndim == 3 and int(ds.SamplesPerPixel) > 1:
         arr = arr[np.newaxis]
     return arr, pi
+
+
+def _codestream_size(frag: bytes) -> tuple[int, int] | None:
+    """(height, width) declared by a JPEG / JPEG-LS SOF or a JPEG 2000 SIZ marker segment at
+    the start of ``frag``; None when the fragment starts neither (ISO/IEC 10918-1 B.2.2,
+    14495-1 C.2.2, 15444-1 A.5.1)."""
+    if frag[:2] == b"\xff\xd8":  # SOI: walk the marker segments up to a SOF
+        pos = 2
+        while pos + 9 <= len(frag) and pos < 65536:
+            if frag[pos] != 0xFF:
+                return None
+            marker = frag[pos + 1]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF, 0xF7):
+                height, width = unpack(">HH", frag[pos + 5:pos + 9])
+                return height, width
+            pos += 2 + unpack(">H", frag[pos + 2:pos + 4])[0]
+        return None
+    at = frag.find(b"\xff\x4f\xff\x51", 0, 256)  # SOC + SIZ (raw codestream or in a JP2 box)
+    if at < 0 or len(frag) < at + 24:
+        return None
+    xsiz, ysiz, xo, yo = unpack(">IIII", frag[at + 8:at + 24])
+    return max(0, ysiz - yo), max(0, xsiz - xo)
+
+
+def _check_codestreams(ds, where: str, n: int, uid_name: str) -> None:
+    """Refuse encapsulated pixel data whose codestreams declare more than the header.
+
+    A decoder allocates what the codestream's SOF / SIZ marker declares: a corrupted JPEG 2000
+    SIZ of 60000×60000 in a 3 kB file made a decoder take 9 GB. Each fragment that starts a
+    codestream must declare at most (0028,0010) Rows × (0028,0011) Columns, and there must
+    be at least (0028,0008) Number of Frames fragments (PS3.5 A.4: a frame is one or more
+    fragments).
+    """
+    from pydicom.encaps import generate_fragments
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    count = -1  # the first item is the Basic Offset Table
+    try:
+        for frag in generate_fragments(ds.PixelData):
+            count += 1
+            size = _codestream_size(frag) if count else None
+            if size is not None and size[0] * size[1] > rows * cols:
+                raise DecodeError(
+                    f"{where}: the compressed stream ({uid_name}) of fragment {count} declares "
+                    f"{size[0]}×{size[1]} pixels but (0028,0010) Rows × (0028,0011) Columns "
+                    f"is {rows}×{cols}; the stream or the header is corrupt. The file was not "
+                    "decoded (it could need far more memory than the header says).")
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom's item parser on corrupt bytes
+        raise DecodeError(f"{where}: the encapsulated (7FE0,0010) Pixel Data ({uid_name}) "
+                          f"cannot be split into fragments ({describe_error(e)}); the file is "
+                          "truncated or corrupt.") from e
+    if count < n:
+        raise InvalidDicomError(
+            f"{where}: (0028,0008) Number of Frames is {n} but the encapsulated (7FE0,0010) "
+            f"Pixel Data ({uid_name}) holds only {max(count, 0)} fragment(s); each frame needs "
+            "at least one. The file is truncated or the attribute is wrong.")
 
 
 def _decode_with(decoder, ds, frames, n, plugin, opts):
@@ -545,7 +675,7 @@ def _n_frames(ds, where: str | None = None) -> int:
         n = int(value or 1)
     except (TypeError, ValueError) as e:
         raise InvalidDicomError(
-            f"{where or _str(ds.get('SOPInstanceUID')) or 'dataset'}: (0028,0008) Number of "
+            f"{where or shown_uid(ds.get('SOPInstanceUID'), 'dataset')}: (0028,0008) Number of "
             f"Frames is not an integer ({e}); the number of frames in the pixel data is "
             "unknown. Fix the attribute (e.g. dcmodify) and read again.") from e
     return max(n, 1)

@@ -11,12 +11,14 @@ reported.
 
 Workers
 -------
-``workers=0`` or ``1`` reads in this process. More workers are local processes forked
-from this one when that is safe (Linux, no other thread, TensorFlow not loaded): header
-parsing is pure Python, and a forked worker starts in milliseconds where a fresh
-interpreter needs about half a second of imports. Otherwise, and for any ``executor``
-given (a :mod:`dicomml.parallel` executor, e.g. a Dask cluster), the chunks go through
-:mod:`dicomml.parallel`. Small jobs (one chunk) always run in this process.
+``workers=0`` or ``1`` reads in this process. With ``workers=N > 1``, when forking is
+safe (Linux, no other thread, TensorFlow not loaded), N - 1 local processes are forked
+from this one and this process reads chunks too whenever no result is waiting to be
+stored: header parsing is pure Python, and a forked worker starts in milliseconds where a
+fresh interpreter needs about half a second of imports. Otherwise N worker processes of
+:mod:`dicomml.parallel` are used (started with ``preload=["dicomml.io.scanner"]`` before
+the folder is walked, so that their start-up overlaps the walk), as is any ``executor``
+given (e.g. a Dask cluster). Small jobs (one chunk) always run in this process.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomml.errors import ConfigError
-from dicomml.io._scan_store import db_values
+from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, encode_array
 from dicomml.io.files import FileEntry, walk_files
 from dicomml.io.header import Skip, read_header
 
@@ -147,6 +149,35 @@ def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tup
     return out
 
 
+#: JSON text of the array columns by tuple identity, ``id(value) -> (value, text)``: the
+#: struct reader returns the very same tuple for a repeated raw value (orientation,
+#: spacing, windows), and holding it keeps its id from being reused. Identity, not
+#: equality: (0.0,) == (-0.0,) but their JSON differs. Bounded: cleared when full.
+_ARRAY_TEXT: dict = {}
+
+
+def _db_values(row: dict) -> tuple:
+    """:func:`dicomml.io._scan_store.db_values`, with the JSON of repeated arrays remembered."""
+    values = []
+    cache = _ARRAY_TEXT
+    for col in INSTANCE_COLUMNS:
+        v = row.get(col)
+        if v is not None and col in ARRAY_COLUMNS:
+            hit = cache.get(id(v))
+            if hit is not None and hit[0] is v:
+                v = hit[1]
+            else:
+                text = encode_array(v)
+                if len(cache) >= 4096:
+                    cache.clear()
+                cache[id(v)] = (v, text)
+                v = text
+        elif col == "is_image":
+            v = int(bool(v))
+        values.append(v)
+    return tuple(values)
+
+
 def _scan_items(items, fast, out) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,7 +185,7 @@ def _scan_items(items, fast, out) -> None:
             try:
                 row = read_header(path, size, mtime_ns, fast=fast)
                 refs = _dicomdir_refs(path) if row["object_kind"] == "dicomdir" else None
-                out.append(("row", path, size, mtime_ns, db_values(row), refs))
+                out.append(("row", path, size, mtime_ns, _db_values(row), refs))
             except Skip as s:
                 out.append(("skip", path, size, mtime_ns, s.category, s.reason))
             except Exception as e:  # a reader bug must not stop the batch
@@ -175,13 +206,19 @@ class _ForkedProcesses:
     scanning a few thousand files. The processes are started at construction, before any
     progress-bar thread exists. A worker that dies fails its chunk (recorded, retried by
     the next scan) instead of being isolated item by item as dicomml.parallel does.
+
+    With ``local=True`` this process reads chunks too whenever no worker result is waiting
+    to be stored (it has nothing else to do then): ``workers`` processes are forked for
+    ``workers + 1`` readers. On a busy machine extra processes get little CPU, and this
+    keeps the parallel scan from being slower than the in-process one.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, local: bool = False):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers
+        self.local = local
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
         # gc.freeze: the workers' garbage collector then leaves the parent's objects alone,
         # so their memory pages stay shared instead of being copied on write.
@@ -202,7 +239,17 @@ class _ForkedProcesses:
             if len(pending) >= ahead:
                 break
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            done = [f for f in pending if f.done()] if self.local else ()
+            if not done:
+                nxt = next(it, None) if self.local else None
+                if nxt is not None:  # nothing to store yet: read a chunk here
+                    try:
+                        result = fn(nxt)
+                    except Exception as e:  # noqa: BLE001 - as a worker's failure
+                        result = e
+                    yield nxt, result
+                    continue
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 chunk = pending.pop(fut)
                 try:
@@ -237,11 +284,22 @@ class _InProcess:
 def _make_executor(workers: int, n_items: int):
     if workers <= 1 or n_items <= CHUNK_SIZE:
         return _InProcess()
-    if _fork_is_safe():
-        return _ForkedProcesses(workers)
+    return _start_executor(workers)
+
+
+def _start_executor(workers: int):
+    """Worker processes, started now (forked, or through :mod:`dicomml.parallel`).
+
+    :func:`scan` calls this before walking the folder, so that the workers' start-up
+    (about half a second of imports when they cannot be forked) overlaps the walk.
+    """
+    if _fork_is_safe():  # this process reads too: one process fewer to fork
+        return _ForkedProcesses(workers - 1, local=True)
     from dicomml.parallel import get_executor
 
-    return get_executor(kind="processes", workers=workers)
+    ex = get_executor(kind="processes", workers=workers, preload=["dicomml.io.scanner"])
+    ex.start()
+    return ex
 
 
 def _default_workers() -> int:
@@ -271,7 +329,8 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     db : path, optional
         The Index file; default :func:`dicomml.io.index.default_db_path` (user cache).
     workers : int, optional
-        Worker processes; 0 or 1 reads in this process; default: the usable CPUs.
+        Processes reading headers, this one included (see the module docs); 0 or 1
+        reads in this process only; default: the usable CPUs.
     executor : object, optional
         A :mod:`dicomml.parallel` executor (e.g. a Dask one) to use instead; it is not
         closed.
@@ -306,7 +365,10 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more. Received: workers={workers}")
     store = Store(db_path, root)
+    started = None  # worker processes started before the walk
     try:
+        if executor is None and workers > 1:
+            started = _start_executor(workers)
         exclude = frozenset(db_path + s for s in ("", "-wal", "-shm", "-journal"))
         known = store.known()
         found: dict[str, FileEntry] = {}
@@ -326,12 +388,21 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         if unreadable:
             store.write([("skip", u.path, 0, 0, "unreadable", u.reason, "retry")
                          for u in unreadable])
-        n_read = _read_all(store, todo, workers, executor, progress, fast)
+        if started is not None and len(todo) <= CHUNK_SIZE:  # a small job: read here
+            started.close()
+            started = None
+        n_read = _read_all(store, todo, workers, executor if started is None else started,
+                           progress, fast)
+        if started is not None:
+            started.close()
+            started = None
         orphans = [o for o in store.orphan_duplicates() if o[0] in found]
         n_read += _read_all(store, orphans, 0, None, False, fast)
         store.update_series_keys()
         skipped = tuple(tuple(r) for r in store.current_skipped())
     finally:
+        if started is not None:
+            started.close()
         store.close()
     with Index(db_path) as idx:
         summary = idx.summary()

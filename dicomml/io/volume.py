@@ -47,15 +47,17 @@ import numpy as np
 
 from dicomml.errors import (
     ConfigError,
+    DecodeError,
     DicommlError,
     NoPixelDataError,
     NotDicomError,
     SeriesError,
 )
 from dicomml.io import geometry as geo
-from dicomml.io._read_dataset import load_dataset, quiet_pydicom
+from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
 from dicomml.io.pixels import (
     _n_frames,
+    corrupt_value_error,
     _rescale_into,
     decode_stored,
     frame_geometry,
@@ -132,7 +134,7 @@ def _load(path: str):
         return None, ("unreadable", e)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         return None, ("ignored", f"{path}: no (7FE0,0010) Pixel Data "
-                                 f"(SOP Class {ds.get('SOPClassUID', 'unknown')})")
+                                 f"(SOP Class {shown_uid(ds.get('SOPClassUID'))})")
     return ds, None
 
 
@@ -146,7 +148,8 @@ def _map(fn, items, workers):
 # ----------------------------------------------------------------------------- main
 def read_series(x, *, strict: bool = False, workers: int | None = None,
                 series_uid: str | None = None, index=None,
-                modality_lut: bool | None = None) -> Volume:
+                modality_lut: bool | None = None, isolate: bool = False, executor=None,
+                decoders=None) -> Volume:
     """Read one series into a Volume ordered along the slice normal (see the module docs).
 
     Parameters
@@ -160,14 +163,28 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         unreadable slice) instead of recording it in ``Volume.issues``.
     workers : int, optional
         Threads that read, decode and convert files (file I/O, codecs and numpy release the
-        GIL). Default: ``min(4, os.cpu_count())``; 1 reads sequentially. The result does
-        not depend on it.
+        GIL); 1 reads sequentially. Default: ``min(4, os.cpu_count())`` threads to decode
+        compressed (encapsulated) pixel data, one thread for the rest: parsing headers is
+        pure Python (it holds the GIL) and converting native pixel data is bound by memory
+        (threads measured slower, see ``bench/README.md``, section *read*). The result
+        does not depend on it.
     series_uid : str, optional
         Choose one (0020,000E) Series Instance UID when the input holds several.
     index : dicomml.io.Index, optional
         Resolves a series key.
     modality_lut : bool or None
         As in :func:`~dicomml.io.read_image`.
+    isolate : bool
+        Decode compressed (encapsulated) pixel data in worker processes
+        (:mod:`dicomml.io.isolated`): a slice whose C decoder aborts or crashes its process
+        is left out with an ``unreadable`` issue "decoder crashed (transfer syntax ...)"
+        (``strict=True``: :class:`~dicomml.errors.DecoderCrashedError`) and this process
+        survives. Native pixel data is read here (no C codec is involved). Default False.
+    executor : dicomml.parallel.Executor, optional
+        With ``isolate=True``: where to decode; default a local pool of ``workers``
+        processes, closed at the end.
+    decoders : sequence of str, optional
+        pydicom decoding plugins in order (see :func:`~dicomml.io.read_image`).
 
     Returns
     -------
@@ -180,14 +197,61 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         No image in the input, several series, colour images, or (strict) any issue.
     """
     paths, _ = _resolve_paths(x, index)
+    native_workers = workers
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
+        native_workers = 1
     with quiet_pydicom():
         return _read_series(paths, strict=strict, workers=workers, series_uid=series_uid,
-                            modality_lut=modality_lut)
+                            modality_lut=modality_lut, isolate=isolate, executor=executor,
+                            decoders=decoders, native_workers=native_workers)
 
 
-def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
+def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
+    """Stored values of the encapsulated files, decoded in worker processes:
+    ``{i: (stored, photometric) | error}`` (a crash gives a DecoderCrashedError)."""
+    from pydicom.uid import UID
+
+    from dicomml.io.isolated import crash_error
+    from dicomml.io.pixels import _transfer_syntax
+    from dicomml.parallel import WorkerCrashed, chunked, get_executor
+
+    todo = [i for i, ds in enumerate(datasets) if UID(_transfer_syntax(ds)).is_encapsulated]
+    if not todo:
+        return {}
+    own = executor is None
+    if own:
+        executor = get_executor("processes", workers=max(1, min(workers or 1, len(todo))))
+    out: dict = {}
+    items = [(i, (files[i], decoders)) for i in todo]
+    try:
+        size = max(1, min(8, len(items) // max(1, executor.workers)))
+        for chunk, result in executor.map_chunks(_stored_of_items, chunked(items, size)):
+            if isinstance(result, WorkerCrashed):
+                out[chunk[0][0]] = crash_error(files[chunk[0][0]], result)
+            elif isinstance(result, list):
+                out.update(zip((i for i, _ in chunk), result))
+            else:
+                for i, _ in chunk:
+                    out[i] = DecodeError(f"{files[i]}: decoding failed in the worker process "
+                                         f"({result}).")
+    finally:
+        if own:
+            executor.close()
+    return out
+
+
+def _stored_of_items(chunk: list) -> list:
+    """Worker function: ``[(i, (path, decoders)), ...]`` -> stored values or errors."""
+    from dicomml.io.isolated import stored_chunk
+
+    return stored_chunk([item for _, item in chunk])
+
+
+def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=False,
+                 executor=None, decoders=None, native_workers=None) -> Volume:
+    if native_workers is None:
+        native_workers = workers
     issues: list[SeriesIssue] = []
     ignored: list[str] = []
 
@@ -199,7 +263,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
                               "the series anyway and get the problem in Volume.issues)")
         issues.append(SeriesIssue(kind, detail))
 
-    loaded = _map(_load, paths, workers)
+    loaded = _map(_load, paths, native_workers)
     datasets: list = []
     files: list[str] = []
     for path, (ds, why) in zip(paths, loaded):
@@ -212,8 +276,11 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
         datasets.append(ds)
         files.append(path)
     if not datasets:
+        unreadable = [i.detail for i in issues]
         raise SeriesError(f"no image instances among the {len(paths)} file(s) given "
-                          f"({len(ignored)} ignored: not DICOM or no (7FE0,0010) Pixel Data).")
+                          f"({len(ignored)} ignored: not DICOM or no (7FE0,0010) Pixel Data"
+                          f"{': ' + _short(ignored, 3) if ignored else ''}"
+                          f"{'; unreadable: ' + _short(unreadable, 3) if unreadable else ''}).")
 
     # -- one series
     by_series: dict[str, list[int]] = {}
@@ -234,13 +301,27 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
     files = [files[i] for i in chosen]
 
     # -- decode stored values (threads: file I/O and codecs release the GIL)
+    done = _decode_isolated(datasets, files, decoders, workers, executor) if isolate else {}
+
     def decode(i):
+        if i in done:
+            return done[i]
         try:
-            return decode_stored(datasets[i], files[i])
+            return decode_stored(datasets[i], files[i], decoders=decoders)
         except (DicommlError, IndexError) as e:
             return e
+        except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
+            return corrupt_value_error(files[i], e)
 
-    decoded = _map(decode, list(range(len(datasets))), workers)
+    from pydicom.uid import UID
+
+    from dicomml.io.pixels import _transfer_syntax
+
+    compressed = workers > native_workers and any(
+        i not in done and UID(_transfer_syntax(ds)).is_encapsulated
+        for i, ds in enumerate(datasets))
+    decoded = _map(decode, list(range(len(datasets))),
+                   workers if compressed else native_workers)
     keep_files = []
     for i, d in enumerate(decoded):
         if isinstance(d, NoPixelDataError):
@@ -249,7 +330,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
             fail_or_record("unreadable", f"{d} — the slice is left out", d)
         elif d[0].ndim == 4:
             raise SeriesError(f"{files[i]}: colour image ((0028,0004) Photometric "
-                              f"Interpretation {d[1]}); read_series assembles grayscale "
+                              f"Interpretation {shown_cs(d[1])}); read_series assembles grayscale "
                               "volumes only; use read_image.")
         else:
             keep_files.append(i)
@@ -348,7 +429,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut) -> Volume:
             if m is not None:
                 mask[k] = m[0]
 
-    _map(fill, list(range(len(slices))), workers)
+    _map(fill, list(range(len(slices))), native_workers)
     multi = any(_n_frames(datasets[s.file]) > 1 for s in slices)
     ps = frame_geometry(ds0, [slices[0].frame])[2] or (1.0, 1.0)
     return Volume(
@@ -386,16 +467,14 @@ def _majority(slices, key, kind, describe, fail_or_record, datasets):
 
 def _image_type(ds) -> str:
     it = ds.get("ImageType")
-    if isinstance(it, str):
-        return it or "orientation differs"
-    return "\\".join(str(v) for v in it) if it else "orientation differs"
+    return shown_cs(it, "orientation differs")
 
 
 def _describe_series(by_series, datasets) -> str:
     parts = []
     for uid, idx in by_series.items():
         ds = datasets[idx[0]]
-        parts.append(f"{uid or '<no (0020,000E)>'} ({ds.get('Modality', '?')}, "
+        parts.append(f"{shown_uid(uid, '<no (0020,000E)>')} ({shown_cs(ds.get('Modality'), '?')}, "
                      f"{len(idx)} instance(s))")
     return "; ".join(parts)
 

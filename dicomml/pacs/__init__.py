@@ -21,7 +21,7 @@ _LAZY = {
     "RetryPolicy": "dicomml.pacs._retry",
     "DicomwebPacs": "dicomml.pacs.dicomweb",
     "DimsePacs": "dicomml.pacs.dimse",
-    "connect": "dicomml.pacs.connect",
+    "connect": "dicomml.pacs.connection",
     "predict_remote": "dicomml.pacs.remote",
     "deidentify": "dicomml.pacs.deid",
     "deidentify_table": "dicomml.pacs.deid",

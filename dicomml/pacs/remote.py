@@ -28,7 +28,7 @@ class RemotePrediction:
     """What :func:`predict_remote` did: the retrieval, the prediction, the store."""
 
     retrieved: RetrieveResult
-    prediction: object  # dicomml.evaluate.predict.PredictResult
+    prediction: object  # dicomml.evaluate.prediction.PredictResult
     stored: StoreResult | None
 
 
@@ -89,7 +89,7 @@ def predict_remote(run_dir: str | os.PathLike, pacs: Pacs | str, study_uid: str,
                                   progress=progress, **predict_kwargs)
     out_dir = Path(out_dir)
     retrieved = pacs.retrieve(study_uid, out_dir / "retrieved", progress=progress)
-    from dicomml.evaluate import predict
+    from dicomml.evaluate.prediction import predict
 
     study_dir = safe_join(out_dir / "retrieved", study_uid)
     prediction = predict(run_dir, study_dir, out_dir, progress=progress, **predict_kwargs)

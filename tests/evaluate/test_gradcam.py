@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dicomml.errors import ConfigError  # noqa: E402
-from dicomml.evaluate.gradcam import (_features_and_predictions, find_gradcam_layer,  # noqa: E402
+from dicomml.evaluate.grad_cam import (_features_and_predictions, find_gradcam_layer,  # noqa: E402
                                       gradcam, save_gradcam_png)
 
 SIZE = 48

@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 pytest.importorskip("keras")
 
 from dicomml.evaluate.evaluation import evaluate_run  # noqa: E402
-from dicomml.evaluate.predict import predict  # noqa: E402
+from dicomml.evaluate.prediction import predict  # noqa: E402
 from dicomml.report.sr import read_sr  # noqa: E402
 from tests.evaluate.runfolder import (copy_run, dicom_folder, reference_probabilities,  # noqa: E402
                                       shared_run, source_instances)

@@ -10,7 +10,7 @@ import pytest
 from dicomml.errors import ConfigError, DicommlError
 from dicomml.pacs import DicomwebPacs, DimsePacs, PacsError, RetryPolicy
 from dicomml.pacs._retry import TransientError, call_with_retry
-from dicomml.pacs.connect import connect
+from dicomml.pacs.connection import connect
 
 
 def free_port() -> int:

@@ -235,9 +235,17 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
         summary.append({"study_instance_uid": study_uid, "finding": classes[finding_idx],
                         "probability": prob, "present": bool(present), "n_images": len(rows)})
         if write_sr:
-            sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
-            sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
-            sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
+            try:
+                sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
+                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
+            except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
+                # e.g. invalid UIDs in the sources, which a valid SR cannot reference
+                log.warning("no SR for a study of %d image(s) (%s): %s", len(rows),
+                            os.path.basename(paths[0]), type(e).__name__)
+                skipped.append({"path": paths[0], "reason": "SR not written: the sources "
+                                f"cannot be referenced ({type(e).__name__}: {e})"})
+            else:
+                sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
         if write_sc and present:
             best = getattr(row, "best_index")
             sc = _heatmap_sc(model, run.pipeline, examples.loc[best], finding_idx, skipped)
@@ -257,7 +265,7 @@ def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
     """The Grad-CAM Secondary Capture of one example; ``None`` (and a skip) if impossible."""
     import pydicom
 
-    from dicomml.evaluate.gradcam import gradcam
+    from dicomml.evaluate.grad_cam import gradcam
     from dicomml.report.overlay import heatmap_overlay
     from dicomml.report.sc import build_heatmap_sc
 
