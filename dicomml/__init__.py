@@ -6,7 +6,7 @@ first use.
 
 from __future__ import annotations
 
-import importlib
+from dicomml._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,16 +32,4 @@ _LAZY = {
     "run_demo": "dicomml.demo",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dicomml' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=("__version__",))

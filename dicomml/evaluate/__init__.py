@@ -7,7 +7,7 @@ TensorFlow is imported by Grad-CAM and by prediction, on first use.
 
 from __future__ import annotations
 
-import importlib
+from dicomml._lazy import lazy_exports
 
 _LAZY = {
     # metrics (numpy)
@@ -29,16 +29,4 @@ _LAZY = {
     "PredictResult": "dicomml.evaluate.prediction",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dicomml.evaluate' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=())

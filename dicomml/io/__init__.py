@@ -6,7 +6,7 @@ is cheap in worker processes.
 
 from __future__ import annotations
 
-import importlib
+from dicomml._lazy import lazy_exports
 
 from dicomml.io.types import VOILUT, Image, SeriesIssue, Volume, Window
 
@@ -24,12 +24,5 @@ _LAZY = {
     "from_sitk": "dicomml.io.volume",
 }
 
-__all__ = ["Image", "Volume", "Window", "VOILUT", "SeriesIssue", *sorted(_LAZY)]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dicomml.io' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__, _LAZY, eager=("Image", "Volume", "Window", "VOILUT", "SeriesIssue"))

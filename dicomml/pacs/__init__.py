@@ -11,7 +11,7 @@ Never imports TensorFlow; the client libraries load on first use.
 
 from __future__ import annotations
 
-import importlib
+from dicomml._lazy import lazy_exports
 
 _LAZY = {
     "PacsError": "dicomml.pacs.errors",
@@ -29,16 +29,4 @@ _LAZY = {
     "DeidResult": "dicomml.pacs.deid",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dicomml.pacs' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=())

@@ -6,7 +6,7 @@ an SR or SC is built or read).
 
 from __future__ import annotations
 
-import importlib
+from dicomml._lazy import lazy_exports
 
 _LAZY = {
     "AlgorithmInfo": "dicomml.report.sr",
@@ -22,16 +22,4 @@ _LAZY = {
     "write_json": "dicomml.report.tables",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dicomml.report' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=())
