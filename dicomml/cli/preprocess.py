@@ -10,6 +10,7 @@ HELP = "preprocess images into the resumable tensor cache (uint8/float16 shards)
 EXAMPLE = """example:
   dicomml preprocess --config sample_dicom/train.toml
   dicomml preprocess sample_dicom/head_ct_task --cache /tmp/cache --workers 2
+  dicomml preprocess sample_dicom/head_ct_task --cache /tmp/cache --dask-local 2
 
 With --config, the examples are those of the training configuration (labels joined, slices
 selected) and the cache is its data.cache; otherwise every image frame under SOURCE (a
@@ -24,11 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", metavar="FILE",
                    help="TOML file with a [preprocess] table (without --config)")
     p.add_argument("--db", metavar="FILE", help="Index database for SOURCE (default: user cache)")
-    p.add_argument("--workers", type=int, help="worker processes (default: every CPU)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="a Dask scheduler (tcp://host:8786) instead of local processes")
     p.add_argument("--failed-csv", metavar="FILE", help="write the files that failed here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from dicomml.parallel import add_executor_arguments
+
+    add_executor_arguments(p)
 
 
 def _examples_from_source(args):
@@ -76,10 +77,10 @@ def run(args) -> int:
         raise ConfigError("no cache folder: set data.cache in the configuration or --cache DIR")
     pipeline = Pipeline(pcfg)
     cache = TensorCache.for_pipeline(cache_dir, pipeline)
-    if args.scheduler:
-        from dicomml.parallel import get_executor
+    if args.scheduler or args.dask_local or args.item_timeout:
+        from dicomml.parallel import executor_from_args
 
-        executor = get_executor("dask", workers, scheduler=args.scheduler)
+        executor = executor_from_args(args)
     else:
         executor = make_executor("processes", workers)
     try:

@@ -86,11 +86,18 @@ def augment_batches(ds, augment, seed: int = 0):
 def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
                   task: str = "classification", n_classes: int = 2, batch_size: int = 32,
                   shuffle: bool = False, seed: int = 0, drop_remainder: bool = False,
-                  prefetch: bool = True, augment=()):
+                  prefetch: bool = True, augment=(), repeat: bool = False):
     """A ``tf.data.Dataset`` of batches read from ``cache``.
 
     ``augment`` (names of :data:`AUGMENTATIONS`) applies seeded random flips / rotations
     per image, for training.
+
+    ``repeat=True`` gives an endless dataset, epoch after epoch (for ``fit`` with
+    ``steps_per_epoch``). With ``shuffle`` the order of epoch ``e`` is then the stateless
+    permutation ``tf.random.experimental.stateless_shuffle(range(n), seed=(seed, e))``: it
+    depends on nothing but ``seed`` and ``e``, not on how many iterators were created nor on
+    the graph rewrites of ``tf.distribute`` (a stateful ``shuffle`` reshuffles per iterator,
+    and Keras creates different numbers of them with and without a distribution strategy).
 
     Examples that are not cached (failed to decode) are left out with a warning; use
     ``cache.locate`` to see which.
@@ -122,10 +129,24 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
         x = tf.cast(x, tf.float32)
         return x / tf.constant(255.0, tf.float32) if raw == np.uint8 else x
 
-    ds = tf.data.Dataset.from_tensor_slices(np.arange(len(rows), dtype=np.int64))
-    if shuffle:
-        ds = ds.shuffle(max(1, len(rows)), seed=int(seed), reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    n = len(rows)
+    if repeat and shuffle:
+        seed_t = tf.constant(int(seed), tf.int64)
+
+        def epoch(e):
+            perm = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                            seed=tf.stack([seed_t, e]))
+            return tf.data.Dataset.from_tensor_slices(perm).batch(
+                int(batch_size), drop_remainder=drop_remainder)
+
+        ds = tf.data.Dataset.counter(dtype=tf.int64).flat_map(epoch)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(np.arange(n, dtype=np.int64))
+        if shuffle:
+            ds = ds.shuffle(max(1, n), seed=int(seed), reshuffle_each_iteration=True)
+        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+        if repeat:
+            ds = ds.repeat()
     ydim = None if y is None else y.shape[1]
 
     def tf_gather(idx):

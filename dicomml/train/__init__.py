@@ -15,13 +15,14 @@ The run folder (``RUN_DIR/``) written by :meth:`Trainer.fit`:
 
 from __future__ import annotations
 
-import importlib
+from dicomml._lazy import lazy_exports
 
 _LAZY = {
     "Trainer": "dicomml.train.trainer",
     "TrainResult": "dicomml.train.trainer",
     "class_weights": "dicomml.train.trainer",
     "prepare_manifest": "dicomml.train.trainer",
+    "is_chief": "dicomml.train.trainer",
     "RunConfig": "dicomml.train.config",
     "DataConfig": "dicomml.train.config",
     "ModelConfig": "dicomml.train.config",
@@ -31,12 +32,4 @@ _LAZY = {
     "load_run": "dicomml.train.run",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dicomml.train' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=())

@@ -125,7 +125,9 @@ class TrainConfig:
     mixed_precision : {"auto", "on", "off"}
         "auto": policy ``mixed_float16`` when a GPU is visible; the output layer stays float32.
     strategy : {"default", "mirrored", "multi_worker_mirrored"}
-        ``tf.distribute`` strategy; the multi-worker one reads ``TF_CONFIG``.
+        ``tf.distribute`` strategy; the multi-worker one reads ``TF_CONFIG`` (see
+        :mod:`dicomml.train.trainer`, "Scaling out"). ``batch_size`` is then the global
+        batch, split across the replicas.
     monitor : str
         Best-checkpoint metric, e.g. ``"val_loss"`` (min) or ``"val_auc"`` (max).
     early_stopping_patience, reduce_lr_patience : int

@@ -3,6 +3,48 @@
 It writes the run folder (see :mod:`dicomml.train`) and resumes after an interruption: every
 epoch saves the model with its optimizer state to ``checkpoints/`` and a re-run continues at
 the next epoch.
+
+Scaling out (``[train] strategy``)
+----------------------------------
+``"default"``
+    One device (the first GPU, else the CPU).
+``"mirrored"``
+    ``tf.distribute.MirroredStrategy``: synchronous data parallelism over the GPUs of this
+    machine; without a GPU, over the logical CPU devices when the CPU was split with
+    ``tf.config.set_logical_device_configuration`` before TensorFlow initialized (useful
+    only to test a configuration on a laptop).
+``"multi_worker_mirrored"``
+    ``tf.distribute.MultiWorkerMirroredStrategy``: one process per machine (or per
+    process on one machine), all started with the same configuration and a ``TF_CONFIG``
+    environment variable naming the cluster and the process's own place in it, e.g. for
+    the second of two workers::
+
+        TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                    "task": {"type": "worker", "index": 1}}'
+
+    Every worker must see the same files (data, Index, cache) at the same paths: scan and
+    fill the cache first (``dicomml scan``, ``dicomml preprocess``), or let each worker do
+    it (the cache's shards are named by content and written atomically, so concurrent fills
+    write identical files).
+
+In every strategy ``train.batch_size`` is the **global** batch: each of the R replicas
+computes ``batch_size / R`` examples of the same global batch, the gradients are summed
+across replicas and the loss is scaled by ``1 / R`` (Keras), so the run follows the
+single-device run step for step (same seed, same data, same global batch) up to the order
+of floating-point additions. The examples are sharded by data (each worker builds the same
+seeded pipeline and keeps its part of every global batch: ``AutoShardPolicy.DATA``), so
+nothing depends on how the cache's shards are spread over files. Two exceptions:
+``BatchNormalization`` normalizes with per-replica statistics (use
+``synchronized=True`` for identical results) and dropout draws different masks per replica
+(so do ``train.augment`` draws). From the cache, epoch ``e`` visits the training examples in
+the order ``stateless_shuffle(seed, e)`` (see :func:`dicomml.data.tfdata.cache_dataset`),
+whatever the strategy. Keras 3 cannot run ``fit`` under ``MultiWorkerMirroredStrategy`` as
+released; :mod:`dicomml.train._compat` patches it for the duration of ``fit``.
+
+The chief (worker 0, or the task of type ``"chief"``) writes the run folder; every other
+worker writes the same files into a temporary folder that is deleted at the end, as the
+TensorFlow multi-worker guide recommends (saving may involve every worker). A re-run of all
+workers resumes from the chief's ``checkpoints/state.json``.
 """
 
 from __future__ import annotations
@@ -10,8 +52,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import json
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +70,8 @@ from dicomml.errors import ConfigError
 from dicomml.train.config import RunConfig, load_config
 from dicomml.train.toml_io import write_toml
 
-__all__ = ["Trainer", "TrainResult", "class_weights", "env_cap", "prepare_manifest"]
+__all__ = ["Trainer", "TrainResult", "class_weights", "env_cap", "prepare_manifest",
+           "is_chief"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +113,30 @@ def _workers(n: int) -> int | None:
     return None if n is None or int(n) < 0 else int(n)
 
 
+def is_chief(tf_config: str | None = None) -> bool:
+    """Whether this process writes the run folder under ``TF_CONFIG`` (default: the
+    environment variable).
+
+    True without ``TF_CONFIG``, for the task of type ``"chief"``, and for worker 0 of a
+    cluster without a ``"chief"`` task (the ``MultiWorkerMirroredStrategy`` convention).
+    """
+    raw = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+    if not raw.strip():
+        return True
+    try:
+        conf = json.loads(raw)
+        task = conf.get("task") or {}
+        kind, index = task.get("type"), int(task.get("index", 0))
+        cluster = conf.get("cluster") or {}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ConfigError("the environment variable TF_CONFIG is not valid JSON of the form "
+                          '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                          f'"worker", "index": 0}}: fix or unset it ({e})') from e
+    if kind in (None, "chief"):
+        return True
+    return kind == "worker" and index == 0 and "chief" not in cluster
+
+
 def prepare_manifest(cfg: RunConfig, *, progress: bool = True) -> tuple[Manifest, str]:
     """Scan (or open) the Index, join it with the labels, select slices and split.
 
@@ -100,7 +170,11 @@ def prepare_manifest(cfg: RunConfig, *, progress: bool = True) -> tuple[Manifest
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` produced."""
+    """What :meth:`Trainer.fit` produced.
+
+    ``history`` is the run's ``history.csv`` (read before a non-chief worker's temporary
+    folder is deleted); ``model`` is the trained Keras model (the last epoch's weights).
+    """
 
     run_dir: str
     manifest: pd.DataFrame
@@ -108,6 +182,7 @@ class TrainResult:
     failed: pd.DataFrame
     epochs_run: int
     resumed_from: int | None
+    model: object = None
 
 
 class Trainer:
@@ -137,14 +212,37 @@ class Trainer:
         return self.config.replace(data=changes)
 
     def _strategy(self):
+        """The ``tf.distribute`` strategy of ``train.strategy`` (see the module docstring).
+
+        Created before any other TensorFlow operation: ``MultiWorkerMirroredStrategy``
+        configures the collective ops at start-up.
+        """
         import tensorflow as tf
 
         s = self.config.train.strategy
         if s == "mirrored":
-            return tf.distribute.MirroredStrategy()
+            if tf.config.list_logical_devices("GPU"):
+                return tf.distribute.MirroredStrategy()
+            cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+            return tf.distribute.MirroredStrategy(devices=cpus if len(cpus) > 1 else None)
         if s == "multi_worker_mirrored":
+            if not os.environ.get("TF_CONFIG", "").strip():
+                log.warning("train.strategy is multi_worker_mirrored but TF_CONFIG is not "
+                            "set: training on this process alone")
             return tf.distribute.MultiWorkerMirroredStrategy()
         return tf.distribute.get_strategy()
+
+    @staticmethod
+    def _distribute(ds, strategy):
+        """Shard by data (every worker keeps its part of each global batch)."""
+        import tensorflow as tf
+
+        if ds is None or strategy.num_replicas_in_sync == 1:
+            return ds
+        opts = tf.data.Options()
+        opts.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(opts)
 
     def _compile(self, model, task: str, n_classes: int):
         import keras
@@ -176,7 +274,7 @@ class Trainer:
             def mk(ex, y, sh):
                 return cache_dataset(cache, ex, targets=y, task=task, n_classes=n_classes,
                                      batch_size=t.batch_size, shuffle=sh, seed=t.seed,
-                                     augment=t.augment if sh else ())
+                                     augment=t.augment if sh else (), repeat=True)
         else:
             from dicomml.data.tfdata import OnTheFly
 
@@ -184,15 +282,14 @@ class Trainer:
                 otf = stack.enter_context(OnTheFly(ex, pipeline, workers=_workers(d.workers)))
                 return otf.dataset(targets=y, task=task, n_classes=n_classes,
                                    batch_size=t.batch_size, shuffle=sh, seed=t.seed,
-                                   augment=t.augment if sh else ())
+                                   augment=t.augment if sh else ()).repeat()
         train_ds = mk(tr, ytr, True)
         val_ds = mk(va, yva, False) if len(va) else None
         n_batches = (-(-len(tr) // t.batch_size), -(-len(va) // t.batch_size))
         # Keras warns when a dataset of unknown length (a generator) ends, or when a capped
-        # number of steps runs past a finite one: repeat both datasets and give fit() the
-        # steps. Each repetition reshuffles the training examples.
-        train_ds = train_ds.repeat()
-        val_ds = val_ds.repeat() if val_ds is not None else None
+        # number of steps runs past a finite one: both datasets are endless (repeated) and
+        # fit() gets the steps. Each repetition reshuffles the training examples; from the
+        # cache, epoch e's order depends only on (seed, e), with or without tf.distribute.
         return train_ds, val_ds, ytr, n_batches
 
     def _fill_cache(self, m: Manifest, pipeline, progress) -> pd.DataFrame:
@@ -205,7 +302,34 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def fit(self, run_dir, *, progress: bool = True) -> TrainResult:
-        """Run (or resume) the training into ``run_dir``; see the module docstring."""
+        """Run (or resume) the training into ``run_dir``; see the module docstring.
+
+        Under ``strategy = "multi_worker_mirrored"`` every worker calls ``fit`` with the same
+        configuration and ``run_dir``; only the chief writes ``run_dir``.
+        """
+        import keras
+        import tensorflow as tf
+
+        t = self.config.train
+        strategy = self._strategy()  # first: the multi-worker one configures TensorFlow
+        keras.utils.set_random_seed(int(t.seed))
+        if t.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        run_dir = os.path.abspath(os.fspath(run_dir))
+        chief = t.strategy != "multi_worker_mirrored" or is_chief()
+        if chief:
+            os.makedirs(run_dir, exist_ok=True)
+            return self._fit(run_dir, run_dir, strategy, progress)
+        scratch = tempfile.mkdtemp(prefix="dicomml-worker-")
+        try:  # a non-chief worker writes into a scratch folder, deleted at the end
+            res = self._fit(scratch, run_dir, strategy, False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        res.run_dir = run_dir
+        return res
+
+    def _fit(self, run_dir: str, state_dir: str, strategy, progress) -> TrainResult:
+        """:meth:`fit` writing into ``run_dir`` and resuming from ``state_dir``'s state."""
         import keras
         import tensorflow as tf
 
@@ -213,12 +337,7 @@ class Trainer:
         from dicomml.preprocess import Pipeline
         from dicomml.train.callbacks import RunState, plot_history, read_state
 
-        run_dir = os.path.abspath(os.fspath(run_dir))
-        os.makedirs(run_dir, exist_ok=True)
         t = self.config.train
-        keras.utils.set_random_seed(int(t.seed))
-        if t.deterministic:
-            tf.config.experimental.enable_op_determinism()
 
         manifest, db = prepare_manifest(self.config, progress=progress)
         resolved = self._resolved(manifest, db)
@@ -249,7 +368,7 @@ class Trainer:
 
         epochs = env_cap("KERAS_MAX_EPOCHS", t.epochs)
         steps = env_cap("KERAS_MAX_STEPS_PER_EPOCH", t.steps_per_epoch) or None
-        state = read_state(run_dir)
+        state = read_state(state_dir)
         initial_epoch, resumed = 0, None
         policy = keras.mixed_precision.global_policy().name
         use_mp = t.mixed_precision == "on" or (t.mixed_precision == "auto"
@@ -260,16 +379,17 @@ class Trainer:
                 stack.callback(keras.mixed_precision.set_global_policy, policy)
             train_ds, val_ds, ytr, (n_tr, n_va) = self._datasets(
                 train_df, pipeline, task, n_classes, stack)
+            train_ds = self._distribute(train_ds, strategy)
+            val_ds = self._distribute(val_ds, strategy)
             tr_steps = min(n_tr, steps) if steps else n_tr
             va_steps = min(n_va, steps) if steps else n_va
-            strategy = self._strategy()
             with strategy.scope():
                 if state is not None:
-                    ck = os.path.join(run_dir, "checkpoints", state["checkpoint"])
+                    ck = os.path.join(state_dir, "checkpoints", state["checkpoint"])
                     model = keras.saving.load_model(ck, compile=True)
                     initial_epoch = resumed = int(state["epoch"]) + 1
                     print(f"dicomml train: resuming after epoch {initial_epoch} "
-                          f"from {os.path.relpath(ck, run_dir)}", file=sys.stderr)
+                          f"from {os.path.relpath(ck, state_dir)}", file=sys.stderr)
                 else:
                     model = build_model(resolved.model.name, input_shape=(
                         pipeline.config.size, pipeline.config.size, 3),
@@ -297,7 +417,10 @@ class Trainer:
             cw = (class_weights(ytr, n_classes, t.class_weights, manifest.classes)
                   if task == "classification" else None)
             if initial_epoch < epochs:
-                with contextlib.redirect_stdout(sys.stderr):
+                from dicomml.train._compat import multi_worker_fit_patches
+
+                with contextlib.redirect_stdout(sys.stderr), \
+                        multi_worker_fit_patches(model, strategy, train_ds.element_spec):
                     model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                               initial_epoch=initial_epoch, steps_per_epoch=tr_steps,
                               validation_steps=va_steps if val_ds is not None else None,
@@ -312,7 +435,8 @@ class Trainer:
             plot_history(rows, os.path.join(run_dir, "plots", "training_curves.png"))
         hist = pd.read_csv(os.path.join(run_dir, "history.csv")) if rows else pd.DataFrame()
         return TrainResult(run_dir, manifest.df[MANIFEST_COLUMNS], hist, failed,
-                           epochs_run=max(0, epochs - initial_epoch), resumed_from=resumed)
+                           epochs_run=max(0, epochs - initial_epoch), resumed_from=resumed,
+                           model=model)
 
 
 def _shuffle_train_labels(df: pd.DataFrame, seed: int) -> pd.DataFrame:
