@@ -65,7 +65,7 @@ _TASK = """
 {n_patients} patients (`P001` ... one folder, one study, one series each), {n_files} CT
 slices of {size}x{size} pixels in JPEG-LS Lossless. `head_ct_task/labels.csv` has the columns
 `StudyInstanceUID,label` with `label` = `haemorrhage` ({n_pos} studies) or `normal`
-({n_neg}). In a positive study every slice cuts a 60-90 HU blob (5-25 mm) in the brain
+({n_neg}). In a positive study every slice cuts a 70-90 HU blob (10-30 mm) in the brain
 parenchyma; head size, shape, rotation, skull thickness, ventricles, noise and slice
 spacing follow the same distributions in both classes. Split by patient (one study per
 patient) when evaluating.
@@ -138,6 +138,10 @@ def _is_previous_sample(path: Path) -> bool:
             and README_MARKER in readme.read_text(encoding="utf-8", errors="replace"))
 
 
+#: Files kept by hand in the export folder that a regeneration preserves.
+HAND_WRITTEN = ("train.toml",)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -156,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exp = write_sample(tmp / "new", seed=args.seed)
         n = len(exp.instances)
+        for name in HAND_WRITTEN:  # files kept by hand beside the generated ones
+            if (out / name).is_file():
+                shutil.copy2(out / name, tmp / "new" / name)
         if out.exists():
             old = tmp / "old"
             out.rename(old)

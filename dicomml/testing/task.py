@@ -1,7 +1,7 @@
 """A learnable head-CT classification task: haemorrhage-like hyperdensity versus normal.
 
 Each study is a few axial slices of one patient's head. Half of the patients carry a
-haemorrhage-like blob (60-90 HU, 5-25 mm, irregular, inside the brain parenchyma) that every
+haemorrhage-like blob (70-90 HU, 10-30 mm, irregular, inside the brain parenchyma) that every
 slice of the study cuts (its extent varies from slice to slice). Everything that is not the
 lesion - head size, shape, rotation, skull thickness, ventricles, noise, slice spacing, number
 of slices, matrix - is drawn from the same distributions for both classes, so no global cue
@@ -34,6 +34,9 @@ HEAD_TASK_WINDOWS = ((40.0, 80.0, "BRAIN"), (80.0, 200.0, "SUBDURAL"),
                      (600.0, 2800.0, "BONE"))
 #: The two values of the ``label`` column.
 LABELS = ("haemorrhage", "normal")
+#: Range of the lesion diameter (mm) and of its attenuation (HU), drawn per patient.
+LESION_DIAMETER = (10.0, 30.0)
+LESION_HU = (70.0, 90.0)
 
 
 def _lesion(rng: np.random.Generator, a: HeadAnatomy, diameter: float) -> Lesion:
@@ -67,7 +70,7 @@ def write_head_ct_task(
     out_dir: str | os.PathLike, *, n_patients: int = 48,
     seed: int | np.random.Generator = 0,
     slices: tuple[int, int] = (5, 8), rows: int = 256, columns: int = 256,
-    noise: tuple[float, float] = (8.0, 15.0), positive_fraction: float = 0.5,
+    noise: tuple[float, float] = (6.0, 12.0), positive_fraction: float = 0.5,
     transfer_syntax=ExplicitVRLittleEndian, folder_format: str = "P%03d",
     labels_name: str = "labels.csv",
 ) -> Path:
@@ -79,11 +82,13 @@ def write_head_ct_task(
 
     Each study has ``slices`` (inclusive range) axial slices over a 240 mm field of view,
     stored like :func:`write_ct_series` (``uint16``, HU + 1024, Rescale Intercept -1024) with
-    the windows :data:`HEAD_TASK_WINDOWS`. For every patient a lesion size (5-25 mm) is
-    drawn; slices are spread over the central 75 % of that lesion's height, so slice spacing
-    has the same distribution in both classes and, for positives, every slice cuts the
-    lesion. Positives get the lesion (60-90 HU, irregular ellipsoid, restricted to grey and
-    white matter); negatives get the same geometry without it.
+    the windows :data:`HEAD_TASK_WINDOWS`. For every patient a lesion diameter
+    (:data:`LESION_DIAMETER`, 10-30 mm) is drawn; slices are spread over the central 75 % of
+    that lesion's height, so slice spacing has the same distribution in both classes and, for
+    positives, every slice cuts the lesion. Positives get the lesion (:data:`LESION_HU`,
+    70-90 HU, irregular ellipsoid, restricted to grey and white matter); negatives get the
+    same geometry without it. Acute intraparenchymal blood is 50-100 HU against 20-45 HU for
+    brain; the range is kept clear of the brain so that a 34-patient training split suffices.
 
     Parameters
     ----------
@@ -93,7 +98,8 @@ def write_head_ct_task(
         Same seed, same bytes. Each patient's anatomy, UIDs and noise derive from ``seed``
         and the patient's index.
     noise : (float, float)
-        Range of the per-study Gaussian noise standard deviation in HU.
+        Range of the per-study Gaussian noise standard deviation in HU (drawn for every
+        patient, whatever its class).
     positive_fraction : float
         Fraction of haemorrhage studies (rounded; the labels are shuffled).
     """
@@ -117,9 +123,9 @@ def write_head_ct_task(
         patient = make_patient(prng)
         study = make_study(prng, description="CT HEAD WITHOUT CONTRAST")
         anatomy = random_anatomy("head", prng)
-        diameter = float(prng.uniform(5.0, 25.0))
+        diameter = float(prng.uniform(*LESION_DIAMETER))
         lesion = _lesion(prng, anatomy, diameter)
-        value = float(prng.uniform(60.0, 90.0))
+        value = float(prng.uniform(*LESION_HU))
         sigma = float(prng.uniform(*noise))
         n_slices = int(prng.integers(slices[0], slices[1] + 1))
         if is_pos[k]:
