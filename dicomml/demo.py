@@ -150,7 +150,7 @@ def _study_reports(run_dir: Path, reports_dir: Path, metrics: dict):
     """SRs and Grad-CAM SCs of the test studies, from the run's ``predictions.csv``."""
     import pandas as pd
 
-    from dicomml.evaluate.predict import write_study_reports
+    from dicomml.evaluate.prediction import write_study_reports
     from dicomml.evaluate.runio import load_run, prob_columns
     from dicomml.report.tables import write_csv
 
