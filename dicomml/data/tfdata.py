@@ -41,7 +41,7 @@ def encode_targets(targets, task: str, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[t.astype(np.int64)]
 
 
-def augment_batches(ds, augment, seed: int = 0):
+def augment_batches(ds, augment, seed: int = 0, start: int = 0):
     """Map ``ds`` (batches ``x`` or ``(x, y)``) through random per-image flips / rot90.
 
     Parameters
@@ -49,7 +49,12 @@ def augment_batches(ds, augment, seed: int = 0):
     augment : sequence of str
         Names from :data:`AUGMENTATIONS`; empty → ``ds`` unchanged.
     seed : int
-        Seeds a ``tf.random.Generator``: the same seed gives the same augmentations.
+        The draws of batch ``b`` (counting from ``start``) are stateless functions of
+        ``(seed, b)`` (``tf.random.stateless_uniform``): the same seed gives the same
+        augmentations, whatever iterators were created before, and a dataset resumed at
+        batch ``b`` (``start=b``, after ``skip(b)``) draws what an uninterrupted one draws.
+    start : int
+        Number of the first batch of ``ds`` (the batches skipped before it).
     """
     import tensorflow as tf
 
@@ -62,31 +67,38 @@ def augment_batches(ds, augment, seed: int = 0):
                           f"Received: augment={list(augment)!r}")
     if not augment:
         return ds
-    gen = tf.random.Generator.from_seed(int(seed) + 104729)
+    seed_t = tf.constant(int(seed) + 104729, tf.int64)
 
-    def one(x):
+    def one(b, x):
         n = tf.shape(x)[0]
+
+        def draw(k):  # one stream per (batch, augmentation)
+            return tf.random.stateless_uniform([n], seed=tf.stack([seed_t, 3 * b + k])) < 0.5
+
         if "flip_lr" in augment:
-            f = gen.uniform([n]) < 0.5
+            f = draw(0)
             x = tf.where(f[:, None, None, None], tf.reverse(x, axis=[2]), x)
         if "flip_ud" in augment:
-            f = gen.uniform([n]) < 0.5
+            f = draw(1)
             x = tf.where(f[:, None, None, None], tf.reverse(x, axis=[1]), x)
         if "rot90" in augment:
-            f = gen.uniform([n]) < 0.5  # a transpose with the flips gives all 8 symmetries
+            f = draw(2)  # a transpose with the flips gives all 8 symmetries
             x = tf.where(f[:, None, None, None], tf.transpose(x, [0, 2, 1, 3]), x)
         return x
 
-    def fn(*el):
-        return (one(el[0]), *el[1:]) if len(el) > 1 else one(el[0])
+    def fn(b, el):
+        if isinstance(el, tuple):
+            return (one(b, el[0]), *el[1:])
+        return one(b, el)
 
-    return ds.map(fn, num_parallel_calls=1)
+    return ds.enumerate(start=int(start)).map(fn, num_parallel_calls=1)
 
 
 def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
                   task: str = "classification", n_classes: int = 2, batch_size: int = 32,
                   shuffle: bool = False, seed: int = 0, drop_remainder: bool = False,
-                  prefetch: bool = True, augment=(), repeat: bool = False):
+                  prefetch: bool = True, augment=(), repeat: bool = False,
+                  skip_batches: int = 0):
     """A ``tf.data.Dataset`` of batches read from ``cache``.
 
     ``augment`` (names of :data:`AUGMENTATIONS`) applies seeded random flips / rotations
@@ -98,6 +110,11 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
     depends on nothing but ``seed`` and ``e``, not on how many iterators were created nor on
     the graph rewrites of ``tf.distribute`` (a stateful ``shuffle`` reshuffles per iterator,
     and Keras creates different numbers of them with and without a distribution strategy).
+
+    ``skip_batches`` starts the dataset that many batches in (cheaply: before any tensor is
+    read), with the augmentation draws of those batch numbers: a training run resumed at
+    epoch ``k`` of ``s`` steps passes ``skip_batches=k * s`` and sees what the uninterrupted
+    run saw from then on.
 
     Examples that are not cached (failed to decode) are left out with a warning; use
     ``cache.locate`` to see which.
@@ -147,6 +164,8 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
         ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
         if repeat:
             ds = ds.repeat()
+    if skip_batches:
+        ds = ds.skip(int(skip_batches))
     ydim = None if y is None else y.shape[1]
 
     def tf_gather(idx):
@@ -160,7 +179,7 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
         return decode_tf(x), yy
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = augment_batches(ds, augment, seed)
+    ds = augment_batches(ds, augment, seed, start=skip_batches)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 
 
@@ -243,24 +262,47 @@ class OnTheFly:
                 nxt += 1
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
-                shuffle=False, seed=0, augment=()):
-        """A ``tf.data.Dataset`` over :meth:`batches`; reshuffled each epoch when
-        ``shuffle`` (a seeded generator advanced per epoch)."""
+                shuffle=False, seed=0, augment=(), repeat: bool = False,
+                skip_batches: int = 0):
+        """A ``tf.data.Dataset`` over :meth:`batches`.
+
+        Without ``repeat``: one pass, reshuffled at each new iteration when ``shuffle`` (a
+        seeded generator advanced per pass). With ``repeat``: endless, epoch ``e`` in the
+        order ``numpy.random.default_rng((seed, e)).permutation(n)`` when ``shuffle``, so
+        that it depends on nothing but ``seed`` and ``e``; ``skip_batches`` then starts that
+        many batches in (whole epochs skipped for free, the rest decoded and dropped), with
+        the augmentation draws of those batch numbers (see :func:`augment_batches`).
+        """
         import tensorflow as tf
 
         y = None if targets is None else encode_targets(targets, task, n_classes)
         rng = np.random.default_rng(seed)
         n = len(self.paths)
+        n_batches = max(1, -(-n // int(batch_size)))
 
-        def gen():
-            order = rng.permutation(n) if shuffle else np.arange(n)
+        def gen(e=None):
+            if not shuffle:
+                order = np.arange(n)
+            elif e is None:
+                order = rng.permutation(n)
+            else:
+                order = np.random.default_rng((int(seed), int(e))).permutation(n)
             for pos, x in self.batches(order, batch_size):
                 yield (x, y[pos]) if y is not None else x
 
         xs = tf.TensorSpec((None, *SHAPE), tf.float32)
         sig = xs if y is None else (xs, tf.TensorSpec((None, y.shape[1]), tf.float32))
-        ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-        return augment_batches(ds, augment, seed).prefetch(2)
+        skip = int(skip_batches) if repeat else 0
+        if repeat:
+            first, rest = divmod(skip, n_batches)
+            ds = tf.data.Dataset.counter(start=first, dtype=tf.int64).flat_map(
+                lambda e: tf.data.Dataset.from_generator(gen, output_signature=sig,
+                                                         args=(e,)))
+            if rest:
+                ds = ds.skip(rest)
+        else:
+            ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+        return augment_batches(ds, augment, seed, start=skip).prefetch(2)
 
     def close(self) -> None:
         if self._ex is not None:

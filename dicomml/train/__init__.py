@@ -9,7 +9,13 @@ The run folder (``RUN_DIR/``) written by :meth:`Trainer.fit`:
 * ``unmatched_labels.csv``, ``unlabeled_images.csv``, ``failed.csv`` — what was left out;
 * ``model.keras`` — the best checkpoint (``train.monitor``), saved atomically;
 * ``history.csv`` — epoch, loss, metrics, val_* (the CSVLogger format);
-* ``checkpoints/`` — ``epoch-NNNN.keras`` (model + optimizer) and ``state.json`` for resume;
+* ``checkpoints/`` — ``epoch-NNNN.keras`` (model + optimizer) and ``state.json`` for resume
+  (last epoch, best value, learning rate, the early-stopping / learning-rate-schedule
+  counters, whether early stopping ended the run, the history). A run killed at any point
+  (even with SIGKILL) and re-run ends with the same history, checkpoints and ``model.keras``
+  as an uninterrupted one (bit for bit on the CPU with ``train.deterministic``): the
+  data order and the ``train.augment`` draws depend only on ``(seed, epoch, batch)``, the
+  layers' random state (dropout) is reset from ``(seed, epoch)`` at each epoch start;
 * ``logs/`` — TensorBoard; ``plots/training_curves.png``.
 """
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from dicomml._atomic import atomic_write_text
 
-__all__ = ["RunState", "save_model_atomic", "read_state", "plot_history"]
+__all__ = ["RunState", "save_model_atomic", "read_state", "plot_history", "EpochSeeds",
+           "ResumableEarlyStopping", "ResumableReduceLROnPlateau"]
 
 
 def save_model_atomic(model: keras.Model, path: str) -> None:
@@ -53,26 +54,113 @@ def _history_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+class _Resumable:
+    """Mixin: a Keras callback whose counters survive a resume.
+
+    ``state()`` returns the attributes named by ``STATE`` (JSON-ready); the ``resume``
+    dictionary given to the constructor is put back after ``on_train_begin`` (where Keras
+    resets them), so a run resumed at epoch ``k`` continues counting as the uninterrupted
+    run did.
+    """
+
+    STATE: tuple = ()
+
+    def __init__(self, *args, resume: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resume = dict(resume or {})
+
+    def state(self) -> dict:
+        out = {}
+        for k in self.STATE:
+            v = getattr(self, k, None)
+            out[k] = None if v is None else (_clean(v) if k == "best" else int(v))
+        return out
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for k in self.STATE:
+            if self._resume.get(k) is not None:
+                setattr(self, k, self._resume[k])
+
+
+class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` whose ``wait``/``best``/``best_epoch`` survive a
+    resume."""
+
+    STATE = ("wait", "best", "best_epoch", "stopped_epoch")
+
+
+class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    """``keras.callbacks.ReduceLROnPlateau`` whose ``wait``/``best``/``cooldown_counter``
+    survive a resume (the reduced learning rate itself is in the optimizer's checkpoint)."""
+
+    STATE = ("wait", "best", "cooldown_counter")
+
+
+def seed_generators(model) -> list:
+    """The ``keras.random.SeedGenerator`` objects of ``model``'s layers (dropout...), in
+    layer order."""
+    out = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        out.extend(getattr(layer, "_seed_generators", ()) or ())
+    return out
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """At each epoch start, set the layers' random state from ``(seed, epoch)`` alone.
+
+    Keras does not save a ``SeedGenerator``'s state in ``.keras`` files (a loaded model's
+    dropout draws start elsewhere), so a resumed run would draw other dropout masks than the
+    uninterrupted one. Epoch ``e`` therefore starts every seed generator ``k`` at the state
+    ``[hash(seed, e, k), 0]`` and reseeds the global generators with
+    ``keras.utils.set_random_seed(seed + e)``, in every run.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        keras.utils.set_random_seed((self.seed + int(epoch)) % (2 ** 32))
+        for k, sg in enumerate(seed_generators(self.model)):
+            ss = np.random.SeedSequence([self.seed % (2 ** 32), int(epoch), k])
+            first = int(ss.generate_state(1, np.uint32)[0] >> 1)  # below 2**31 (int32 ok)
+            dtype = keras.backend.standardize_dtype(sg.state.dtype)
+            sg.state.assign(np.array([first, 0], dtype=dtype))
+
+
 class RunState(keras.callbacks.Callback):
     """Each epoch: keep the best model, write ``history.csv``, save the resume state.
 
     Order at the end of epoch ``e`` (each write atomic): the best model to
     ``RUN_DIR/model.keras`` when ``monitor`` improved; the full model with its optimizer
     state to ``checkpoints/epoch-<e>.keras``; ``checkpoints/state.json`` (last finished
-    epoch, best value, history rows) pointing at it; ``history.csv`` (the CSVLogger format:
-    ``epoch`` then the sorted metric names); finally the previous epoch file is deleted.
-    A run killed at any point resumes from the newest state, whose checkpoint exists.
+    epoch, best value, history rows, the learning rate, the counters of the ``resumables``
+    callbacks, whether training was stopped early) pointing at it; ``history.csv`` (the
+    CSVLogger format: ``epoch`` then the sorted metric names); finally the previous epoch
+    file is deleted. A run killed at any point resumes from the newest state, whose
+    checkpoint exists. Put it after the other callbacks, so that their end-of-epoch
+    updates are in the state it saves.
     """
 
     def __init__(self, run_dir: str, monitor: str = "val_loss", history: list | None = None,
-                 best: float | None = None):
+                 best: float | None = None, resumables: dict | None = None):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
         self.mode = "max" if any(s in monitor for s in ("auc", "acc")) else "min"
         self.rows = list(history or [])
         self.best = best
-        os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        self.resumables = dict(resumables or {})
+        ck = os.path.join(run_dir, "checkpoints")
+        os.makedirs(ck, exist_ok=True)
+        for folder in (ck, run_dir):  # temporary files of a save that was killed
+            for f in os.listdir(folder):
+                if f.startswith(".") and f.endswith(".tmp.keras"):
+                    try:
+                        os.unlink(os.path.join(folder, f))
+                    except OSError:
+                        pass
 
     def _improved(self, value) -> bool:
         if value is None:
@@ -96,7 +184,11 @@ class RunState(keras.callbacks.Callback):
         name = f"epoch-{epoch:04d}.keras"
         save_model_atomic(self.model, os.path.join(ck, name))
         state = {"epoch": int(epoch), "checkpoint": name, "monitor": self.monitor,
-                 "best": self.best, "history": self.rows}
+                 "best": self.best,
+                 "learning_rate": None if lr is None else _clean(lr),
+                 "stopped": bool(getattr(self.model, "stop_training", False)),
+                 "callbacks": {k: cb.state() for k, cb in self.resumables.items()},
+                 "history": self.rows}
         atomic_write_text(os.path.join(ck, "state.json"), json.dumps(state, indent=1))
         atomic_write_text(os.path.join(self.run_dir, "history.csv"), _history_csv(self.rows))
         for f in os.listdir(ck):

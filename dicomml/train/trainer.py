@@ -2,7 +2,12 @@
 
 It writes the run folder (see :mod:`dicomml.train`) and resumes after an interruption: every
 epoch saves the model with its optimizer state to ``checkpoints/`` and a re-run continues at
-the next epoch.
+the next epoch, with every other piece of training state restored so that it ends as the
+uninterrupted run would: the callbacks' counters and best values and the learning rate
+(``state.json``), the training batches (the finished epochs' batches are skipped, so epoch
+``e`` sees the same examples in the same order with the same augmentation draws) and the
+layers' random state (:class:`~dicomml.train.callbacks.EpochSeeds`). A run that early
+stopping ended is not continued.
 
 Scaling out (``[train] strategy``)
 ----------------------------------
@@ -263,7 +268,10 @@ class Trainer:
         model.compile(optimizer=opt(learning_rate=t.learning_rate), loss=loss, metrics=metrics)
         return model
 
-    def _datasets(self, df: pd.DataFrame, pipeline, task: str, n_classes: int, stack):
+    def _datasets(self, df: pd.DataFrame, pipeline, task: str, n_classes: int, stack,
+                  skip_batches: int = 0):
+        """Endless training and validation datasets; the training one starts
+        ``skip_batches`` batches in (a resumed run: the batches the finished epochs used)."""
         d, t = self.config.data, self.config.train
         tr, va = df[df["split"] == "train"], df[df["split"] == "val"]
         ytr, yva = tr["target"].to_numpy(), va["target"].to_numpy()
@@ -274,7 +282,8 @@ class Trainer:
             def mk(ex, y, sh):
                 return cache_dataset(cache, ex, targets=y, task=task, n_classes=n_classes,
                                      batch_size=t.batch_size, shuffle=sh, seed=t.seed,
-                                     augment=t.augment if sh else (), repeat=True)
+                                     augment=t.augment if sh else (), repeat=True,
+                                     skip_batches=skip_batches if sh else 0)
         else:
             from dicomml.data.tfdata import OnTheFly
 
@@ -282,14 +291,17 @@ class Trainer:
                 otf = stack.enter_context(OnTheFly(ex, pipeline, workers=_workers(d.workers)))
                 return otf.dataset(targets=y, task=task, n_classes=n_classes,
                                    batch_size=t.batch_size, shuffle=sh, seed=t.seed,
-                                   augment=t.augment if sh else ()).repeat()
+                                   augment=t.augment if sh else (), repeat=True,
+                                   skip_batches=skip_batches if sh else 0)
         train_ds = mk(tr, ytr, True)
         val_ds = mk(va, yva, False) if len(va) else None
         n_batches = (-(-len(tr) // t.batch_size), -(-len(va) // t.batch_size))
         # Keras warns when a dataset of unknown length (a generator) ends, or when a capped
         # number of steps runs past a finite one: both datasets are endless (repeated) and
         # fit() gets the steps. Each repetition reshuffles the training examples; from the
-        # cache, epoch e's order depends only on (seed, e), with or without tf.distribute.
+        # cache, epoch e's order depends only on (seed, e), with or without tf.distribute,
+        # and a resumed run skips the batches of the finished epochs (same order, same
+        # augmentation draws as the uninterrupted run).
         return train_ds, val_ds, ytr, n_batches
 
     def _fill_cache(self, m: Manifest, pipeline, progress) -> pd.DataFrame:
@@ -335,7 +347,9 @@ class Trainer:
 
         from dicomml.models import build_model
         from dicomml.preprocess import Pipeline
-        from dicomml.train.callbacks import RunState, plot_history, read_state
+        from dicomml.train.callbacks import (EpochSeeds, ResumableEarlyStopping,
+                                             ResumableReduceLROnPlateau, RunState,
+                                             plot_history, read_state)
 
         t = self.config.train
 
@@ -370,6 +384,12 @@ class Trainer:
         steps = env_cap("KERAS_MAX_STEPS_PER_EPOCH", t.steps_per_epoch) or None
         state = read_state(state_dir)
         initial_epoch, resumed = 0, None
+        if state is not None:
+            initial_epoch = resumed = int(state["epoch"]) + 1
+            if state.get("stopped"):  # early stopping ended the run: nothing more to do
+                epochs = min(epochs, initial_epoch)
+        n_tr_batches = -(-int((train_df["split"] == "train").sum()) // t.batch_size)
+        skip = initial_epoch * (min(n_tr_batches, steps) if steps else n_tr_batches)
         policy = keras.mixed_precision.global_policy().name
         use_mp = t.mixed_precision == "on" or (t.mixed_precision == "auto"
                                                and tf.config.list_physical_devices("GPU"))
@@ -378,7 +398,7 @@ class Trainer:
                 keras.mixed_precision.set_global_policy("mixed_float16")
                 stack.callback(keras.mixed_precision.set_global_policy, policy)
             train_ds, val_ds, ytr, (n_tr, n_va) = self._datasets(
-                train_df, pipeline, task, n_classes, stack)
+                train_df, pipeline, task, n_classes, stack, skip_batches=skip)
             train_ds = self._distribute(train_ds, strategy)
             val_ds = self._distribute(val_ds, strategy)
             tr_steps = min(n_tr, steps) if steps else n_tr
@@ -387,7 +407,8 @@ class Trainer:
                 if state is not None:
                     ck = os.path.join(state_dir, "checkpoints", state["checkpoint"])
                     model = keras.saving.load_model(ck, compile=True)
-                    initial_epoch = resumed = int(state["epoch"]) + 1
+                    if state.get("learning_rate") is not None:  # also in the optimizer
+                        model.optimizer.learning_rate = float(state["learning_rate"])
                     print(f"dicomml train: resuming after epoch {initial_epoch} "
                           f"from {os.path.relpath(ck, state_dir)}", file=sys.stderr)
                 else:
@@ -399,21 +420,29 @@ class Trainer:
                                  t.monitor.removeprefix("val_"),
                                  history=state["history"] if state else None,
                                  best=state["best"] if state else None)
-            callbacks = [run_state]
+            # Every piece of training state is restored at a resume: weights, optimizer and
+            # learning rate (checkpoint), the callbacks' counters and best values
+            # (state.json), the data order and augmentation draws (skip_batches), the
+            # layers' random state (EpochSeeds: a function of seed and epoch in every run).
+            saved = (state or {}).get("callbacks", {})
+            callbacks = [EpochSeeds(t.seed)]
             mon = run_state.monitor
             if t.reduce_lr_patience:
-                callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+                run_state.resumables["reduce_lr"] = ResumableReduceLROnPlateau(
                     monitor=mon, factor=t.reduce_lr_factor, patience=t.reduce_lr_patience,
-                    min_lr=t.min_lr, mode=run_state.mode))
+                    min_lr=t.min_lr, mode=run_state.mode, resume=saved.get("reduce_lr"))
             if t.early_stopping_patience:
-                callbacks.append(keras.callbacks.EarlyStopping(
-                    monitor=mon, patience=t.early_stopping_patience, mode=run_state.mode))
+                run_state.resumables["early_stopping"] = ResumableEarlyStopping(
+                    monitor=mon, patience=t.early_stopping_patience, mode=run_state.mode,
+                    resume=saved.get("early_stopping"))
+            callbacks += list(run_state.resumables.values())
             if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
                 log.warning("train.tensorboard is on but the tensorboard package is not "
                             "installed; no TensorBoard logs (pip install tensorboard)")
             elif t.tensorboard:
                 callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
                                                              write_graph=False))
+            callbacks.append(run_state)  # last: it saves the others' end-of-epoch state
             cw = (class_weights(ytr, n_classes, t.class_weights, manifest.classes)
                   if task == "classification" else None)
             if initial_epoch < epochs:
