@@ -28,6 +28,17 @@ _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "study_instanc
                "object_kind", "rows", "columns", "image_orientation", "instance_number")
 
 
+#: Distinct (study, rows, columns, orientation text) among a series' images.
+_N_GROUPS_SQL = ("SELECT COUNT(DISTINCT quote(study_instance_uid) || '|' || quote(rows) || '|' "
+                 "|| quote(columns) || '|' || quote(image_orientation)) FROM instances "
+                 "WHERE series_instance_uid = ? AND object_kind = 'image'")
+#: The keys of series_keys() for a series with at most one group of images.
+_ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'image' "
+                  "THEN series_instance_uid ELSE series_instance_uid || ':' || "
+                  "COALESCE(NULLIF(object_kind, ''), 'other') END "
+                  "WHERE series_instance_uid = ?")
+
+
 def db_values(row: dict) -> tuple:
     """An Index row as the tuple of ``instances`` values (JSON arrays, 0/1, no key yet)."""
     values = []
@@ -240,8 +251,21 @@ class Store:
         uids.update(u for (u,) in c.execute(
             "SELECT DISTINCT series_instance_uid FROM instances WHERE series_key IS NULL"))
         with self.transaction():
-            sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
+            # Fast path, in SQL: a series whose images all share study, size and the exact
+            # same orientation text is one group, so every image keeps the plain key (the
+            # rule of series_keys); only series that may split are grouped in Python.
+            slow = []
             for uid in uids:
+                if uid is None:
+                    slow.append(uid)
+                    continue
+                (n,) = c.execute(_N_GROUPS_SQL, (uid,)).fetchone()
+                if n <= 1:
+                    c.execute(_ONE_GROUP_SQL, (uid,))
+                else:
+                    slow.append(uid)
+            sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
+            for uid in slow:
                 if uid is None:
                     cur = c.execute(sel + "series_instance_uid IS NULL")
                 else:
