@@ -31,7 +31,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterato
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -48,6 +48,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+#: Mode of a new file under the process's umask, read once: os.umask can only be read by
+#: setting it, which is not safe while other threads create files.
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -11,6 +11,9 @@ IDs, birth dates or accession numbers.
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 __all__ = [
     "DicommlError",
     "NotDicomError",
@@ -24,6 +27,8 @@ __all__ = [
     "ConfigError",
     "PreprocessError",
     "OutputError",
+    "closest",
+    "did_you_mean",
 ]
 
 
@@ -73,3 +78,18 @@ class PreprocessError(DicommlError, ValueError):
 
 class OutputError(DicommlError, OSError):
     """An output could not be written (read-only or full disk, unsafe path)."""
+
+
+def closest(word: object, candidates: Iterable, *, n: int = 1,
+            cutoff: float = 0.6) -> list[str]:
+    """The candidates closest to ``word`` (case-insensitive), best first, spelled as given."""
+    by_lower = {str(c).lower(): str(c) for c in candidates}
+    return [by_lower[m] for m in
+            difflib.get_close_matches(str(word).lower(), list(by_lower), n=n, cutoff=cutoff)]
+
+
+def did_you_mean(word: object, candidates: Iterable, *, n: int = 1,
+                 cutoff: float = 0.6) -> str:
+    """``" Did you mean 'x'?"`` for the closest candidate(s), or ``""`` when none is close."""
+    close = closest(word, candidates, n=n, cutoff=cutoff)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

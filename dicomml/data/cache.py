@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import io
 import json
 import logging
 import os
@@ -111,11 +110,10 @@ def _reason(e: BaseException) -> str:
 
 def _write_shard(folder: str, name: str, keys: list, arrays: list, failures: list,
                  dtype: str) -> None:
-    data = (np.stack(arrays) if arrays else np.zeros((0, *SHAPE), dtype=dtype)).astype(dtype)
+    data = (np.stack(arrays).astype(dtype, copy=False) if arrays
+            else np.zeros((0, *SHAPE), dtype=dtype))
     with atomic_write(os.path.join(folder, name + ".npy")) as f:
-        buf = io.BytesIO()
-        np.save(buf, data, allow_pickle=False)
-        f.write(buf.getbuffer())
+        np.save(f, data, allow_pickle=False)
     index = {"version": 1, "dtype": dtype, "shape": list(data.shape),
              "keys": [[k[0], int(k[1])] for k in keys], "failed": failures}
     atomic_write_text(os.path.join(folder, name + ".json"), json.dumps(index))

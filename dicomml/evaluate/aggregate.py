@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, did_you_mean
 
 __all__ = ["AGGREGATIONS", "aggregate_studies", "normalize_aggregation"]
 
@@ -32,10 +32,7 @@ def normalize_aggregation(how) -> tuple[str, ...]:
     for h in items:
         h = str(h).strip().lower()
         if h not in AGGREGATIONS:
-            import difflib
-
-            close = difflib.get_close_matches(h, AGGREGATIONS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(h, AGGREGATIONS)
             raise ConfigError(f"unknown aggregation {h!r}; expected one of {AGGREGATIONS}."
                               f"{hint} Received: aggregation={how!r}")
         if h not in out:

@@ -272,18 +272,11 @@ def _fork_is_safe() -> bool:
             and "tensorflow" not in sys.modules)
 
 
-class _InProcess:
-    def map_chunks(self, fn, chunks, *, progress=None):
-        for c in chunks:
-            yield c, fn(c)
-
-    def close(self):
-        pass
-
-
 def _make_executor(workers: int, n_items: int):
     if workers <= 1 or n_items <= CHUNK_SIZE:
-        return _InProcess()
+        from dicomml.parallel import get_executor
+
+        return get_executor("inprocess")
     return _start_executor(workers)
 
 

@@ -36,7 +36,6 @@ Unreadable slices (truncated, corrupt, undecodable): ``strict=True`` raises; len
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +51,7 @@ from dicomml.errors import (
     NoPixelDataError,
     NotDicomError,
     SeriesError,
+    did_you_mean,
 )
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
@@ -564,8 +564,7 @@ def resample(volume: Volume, spacing, interpolator: str = "linear",
 
     key = str(interpolator).lower()
     if key not in _INTERPOLATORS:
-        close = difflib.get_close_matches(key, list(_INTERPOLATORS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(key, _INTERPOLATORS)
         raise ConfigError(f"unknown interpolator {interpolator!r}; expected one of "
                           f"{sorted(_INTERPOLATORS)}.{hint} Received: interpolator="
                           f"{interpolator!r}")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, did_you_mean
 
 __all__ = ["register", "get_builder", "available_models"]
 
@@ -38,7 +37,6 @@ def get_builder(name: str) -> Callable:
     key = str(name).lower().strip()
     if key in _REGISTRY:
         return _REGISTRY[key]
-    close = difflib.get_close_matches(key, _REGISTRY, n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(key, _REGISTRY, n=3, cutoff=0.5)
     raise ConfigError(f"unknown model name.{hint} Expected one of {available_models()}. "
                       f"Received: name={name!r}")

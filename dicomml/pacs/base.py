@@ -9,7 +9,6 @@ whose file is missing: an interrupted retrieval resumes where it stopped.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -22,7 +21,7 @@ import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from dicomml._atomic import safe_join
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, closest
 from dicomml.pacs._retry import RetryPolicy, call_with_retry
 
 __all__ = ["Pacs", "RetrieveResult", "StoreResult", "InstanceRef", "LEVELS", "RETURN_KEYS",
@@ -51,7 +50,7 @@ def _normalize_level(level: str) -> str:
     if lv == "image":
         lv = "instance"
     if lv not in LEVELS:
-        hint = difflib.get_close_matches(lv, LEVELS, n=1)
+        hint = closest(lv, LEVELS)
         raise ConfigError(f"unknown query level {level!r}; expected one of {', '.join(LEVELS)}"
                           + (f" (did you mean {hint[0]!r}?)" if hint else "")
                           + f". Received: level={level!r}")

@@ -82,9 +82,8 @@ Command-line verbs add ``--workers N | --scheduler tcp://HOST:8786 | --dask-loca
 
 from __future__ import annotations
 
-import difflib
 
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, did_you_mean
 from dicomml.parallel._base import Executor, ExecutorError, InProcessExecutor, default_workers
 from dicomml.parallel._cli import add_executor_arguments, executor_from_args
 from dicomml.parallel._processes import ProcessExecutor
@@ -143,8 +142,7 @@ def get_executor(kind: str = "processes", workers: int | None = None,
     name = str(getattr(kind, "value", kind)).strip().lower().replace("-", "").replace("_", "")
     name = {"process": "processes", "local": "processes", "serial": "inprocess"}.get(name, name)
     if name not in KINDS:
-        close = difflib.get_close_matches(str(kind), KINDS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(kind, KINDS)
         raise ConfigError(f"unknown executor kind; expected one of {list(KINDS)}.{hint} "
                           f"Received: kind={kind!r}")
     if scheduler is not None and name != "dask":

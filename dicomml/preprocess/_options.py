@@ -8,11 +8,11 @@ with a "did you mean" suggestion on a typo.
 
 from __future__ import annotations
 
-import difflib
 import enum
 from typing import TypeVar
 
 from dicomml.errors import ConfigError, PreprocessError
+from dicomml.errors import did_you_mean as _did_you_mean
 
 __all__ = [
     "VOILUTFunction",
@@ -70,14 +70,7 @@ E = TypeVar("E", bound=enum.Enum)
 
 def did_you_mean(word: str, candidates) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(str(word).lower(), [str(c).lower() for c in candidates],
-                                      n=1, cutoff=0.5)
-    if not close:
-        return ""
-    for c in candidates:
-        if str(c).lower() == close[0]:
-            return f" Did you mean {str(c)!r}?"
-    return ""  # pragma: no cover - close[0] always comes from candidates
+    return _did_you_mean(word, candidates, cutoff=0.5)
 
 
 def choose(value: str | enum.Enum, enum_cls: type[E], what: str) -> E:

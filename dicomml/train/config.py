@@ -11,14 +11,13 @@ default filled in, absolute paths) is written to ``RUN_DIR/config.toml``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from dicomml.data.slices import SliceSelection
 from dicomml.data.split import SplitConfig
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, did_you_mean
 from dicomml.train.toml_io import load_toml
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "RunConfig", "load_config"]
@@ -28,8 +27,7 @@ def _check_keys(table: Mapping, cls, where: str, extra=()) -> None:
     known = {f.name for f in dataclasses.fields(cls)} | set(extra)
     for k in table:
         if k not in known:
-            close = difflib.get_close_matches(k, sorted(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(k, sorted(known))
             raise ConfigError(f"unknown setting {k!r} in [{where}]; known: {sorted(known)}."
                               f"{hint}")
 
