@@ -19,7 +19,7 @@ Values are NUL-terminated strings; tags of VR ``DS``/``FD``/``FL`` become floats
 ``NumberOfImagesInMosaic`` (mosaic tiles), ``SliceNormalVector`` (mosaic slice direction),
 ``B_value`` and ``DiffusionGradientDirection`` (diffusion).
 
-Functions here never raise on malformed input except :func:`parse_csa`, which raises
+Only :func:`parse` and :func:`csa_header` raise on malformed input: :class:`CSAError`, an
 :class:`~dicomml.errors.InvalidDicomError` naming what is wrong.
 """
 
@@ -29,16 +29,22 @@ import struct
 
 from dicomml.errors import InvalidDicomError
 
-__all__ = ["parse_csa", "csa_header", "csa_value", "mosaic_images", "image_type_values", "CSA_IMAGE", "CSA_SERIES"]
+__all__ = ["CSAError", "CREATOR", "parse", "csa_header", "csa_value", "number_of_images_in_mosaic",
+           "mosaic_images", "image_type_values", "CSA_IMAGE", "CSA_SERIES"]
 
 #: Element offsets (low byte) of the two headers inside the ``SIEMENS CSA HEADER`` block.
 CSA_IMAGE = 0x10
 CSA_SERIES = 0x20
-_CREATOR = "SIEMENS CSA HEADER"
+#: The private creator of the CSA header block in group 0029.
+CREATOR = "SIEMENS CSA HEADER"
 #: More tags or items than this is a corrupt header (real ones hold ~100 tags, ≤ 6 items).
 _MAX_COUNT = 1000
 _FLOAT_VRS = {"DS", "FD", "FL"}
 _INT_VRS = {"IS", "SL", "SS", "UL", "US"}
+
+
+class CSAError(InvalidDicomError):
+    """The bytes are not a readable CSA header (truncated, counts out of range)."""
 
 
 def _text(raw: bytes) -> str:
@@ -46,7 +52,7 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("latin-1")
 
 
-def parse_csa(data: bytes) -> dict[str, list]:
+def parse(data: bytes) -> dict[str, list]:
     """Decode one CSA header value into ``{tag name: [values]}``.
 
     Parameters
@@ -62,8 +68,9 @@ def parse_csa(data: bytes) -> dict[str, list]:
 
     Raises
     ------
-    InvalidDicomError
-        Truncated data, implausible counts or item lengths.
+    CSAError
+        (an :class:`~dicomml.errors.InvalidDicomError`) Truncated data, implausible counts
+        or item lengths.
 
     Examples
     --------
@@ -71,7 +78,7 @@ def parse_csa(data: bytes) -> dict[str, list]:
     >>> item = struct.pack("<4i", 4, 4, 77, 4) + b"2.5\\0"
     >>> tag = (b"B_value".ljust(64, b"\\0") + struct.pack("<i4s3i", 1, b"DS", 3, 1, 77)
     ...        + item)
-    >>> parse_csa(b"SV10\\4\\3\\2\\1" + struct.pack("<2I", 1, 77) + tag)
+    >>> parse(b"SV10\\4\\3\\2\\1" + struct.pack("<2I", 1, 77) + tag)
     {'B_value': [2.5]}
     """
     data = bytes(data)
@@ -82,14 +89,14 @@ def parse_csa(data: bytes) -> dict[str, list]:
         n_tags, _ = struct.unpack_from("<2I", data, ptr)
         ptr += 8
         if not 0 < n_tags <= _MAX_COUNT:
-            raise InvalidDicomError(f"CSA header: implausible number of tags {n_tags}")
+            raise CSAError(f"CSA header: implausible number of tags {n_tags}")
         first_n_items = 0
         for tag_no in range(n_tags):
             name, vm, vr, _, n_items, _ = struct.unpack_from("<64si4s3i", data, ptr)
             ptr += 84
             name, vr = _text(name).strip(), _text(vr).strip()
             if not 0 <= n_items <= _MAX_COUNT:
-                raise InvalidDicomError(f"CSA header: tag {name!r} has {n_items} items")
+                raise CSAError(f"CSA header: tag {name!r} has {n_items} items")
             if tag_no == 1:
                 first_n_items = n_items
             n_values = vm if vm > 0 else n_items
@@ -100,7 +107,7 @@ def parse_csa(data: bytes) -> dict[str, list]:
                 length = x1 if csa2 else x0 - first_n_items
                 if length < 0 or ptr + length > len(data):
                     if csa2:
-                        raise InvalidDicomError(f"CSA header: item {item_no} of tag {name!r} "
+                        raise CSAError(f"CSA header: item {item_no} of tag {name!r} "
                                                 f"runs past the end ({length} bytes)")
                     break
                 raw = data[ptr:ptr + length]
@@ -110,7 +117,7 @@ def parse_csa(data: bytes) -> dict[str, list]:
                     values.append(_convert(text, vr))
             out[name] = values
     except struct.error as e:
-        raise InvalidDicomError(f"CSA header truncated ({len(data)} bytes): {e}") from None
+        raise CSAError(f"CSA header truncated ({len(data)} bytes): {e}") from None
     return out
 
 
@@ -137,13 +144,13 @@ def csa_header(ds, which: int = CSA_IMAGE) -> dict[str, list] | None:
         creator = ds.get((0x0029, block))
         if creator is None:
             continue
-        if str(creator.value).strip() != _CREATOR:
+        if str(creator.value).strip() != CREATOR:
             continue
         elem = ds.get((0x0029, (block << 8) | which))
         if elem is None or not elem.value:
             return None
         value = elem.value
-        return parse_csa(value if isinstance(value, (bytes, bytearray)) else bytes(value))
+        return parse(value if isinstance(value, (bytes, bytearray)) else bytes(value))
     return None
 
 
@@ -153,6 +160,22 @@ def csa_value(header: dict | None, name: str, default=None):
         return default
     values = header.get(name) or []
     return values[0] if values else default
+
+
+def number_of_images_in_mosaic(raw: bytes | None) -> int | None:
+    """``NumberOfImagesInMosaic`` of a raw CSA image header value, or None when absent,
+    unreadable or not positive (for the scanner, which reads the raw element)."""
+    if not raw:
+        return None
+    try:
+        n = csa_value(parse(raw), "NumberOfImagesInMosaic")
+    except CSAError:
+        return None
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
 
 
 def image_type_values(ds) -> list[str]:

@@ -78,7 +78,7 @@ def test_synthetic_csa2_types_and_empty_values():
             [b"0.5\0", b"0\0", b"-0.5\0"]) + _tag(b"ImaComments", b"LT", [b"hi\0"])
             + _tag(b"Empty", b"DS", [], vm=0))
     data = b"SV10\4\3\2\1" + struct.pack("<2I", 4, 77) + body
-    assert csa.parse_csa(data) == {"B_value": [1000], "SliceNormalVector": [0.5, 0.0, -0.5],
+    assert csa.parse(data) == {"B_value": [1000], "SliceNormalVector": [0.5, 0.0, -0.5],
                                    "ImaComments": ["hi"], "Empty": []}
 
 
@@ -86,9 +86,16 @@ def test_synthetic_csa2_types_and_empty_values():
 def test_truncated_header_raises_invalid_dicom(cut):
     data = b"SV10\4\3\2\1" + struct.pack("<2I", 1, 77) + _tag(b"B_value", b"IS", [b"1000\0"])
     with pytest.raises(InvalidDicomError, match="CSA header"):
-        csa.parse_csa(data[:cut])
+        csa.parse(data[:cut])
+
+
+def test_number_of_images_in_mosaic_of_raw_bytes():
+    ds = pydicom.dcmread(dataset("dcm_qa_ts") / "In" / "1.dcm", stop_before_pixels=True)
+    assert csa.number_of_images_in_mosaic(ds[0x0029, 0x1010].value) == 35
+    assert csa.number_of_images_in_mosaic(None) is None
+    assert csa.number_of_images_in_mosaic(b"SV10garbage") is None
 
 
 def test_implausible_counts_raise():
     with pytest.raises(InvalidDicomError, match="number of tags"):
-        csa.parse_csa(b"SV10\4\3\2\1" + struct.pack("<2I", 10**6, 77))
+        csa.parse(b"SV10\4\3\2\1" + struct.pack("<2I", 10**6, 77))
