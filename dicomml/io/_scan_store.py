@@ -29,11 +29,15 @@ _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
 _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
                "instance_number", "duplicate_of", *SPLIT_COLUMNS)
 
-#: Distinct values of the split columns (exact text) among a series' images: one means
-#: that :func:`dicomml.io.series.series_keys` makes one group of them.
-_N_GROUPS_SQL = ("SELECT COUNT(DISTINCT " + " || '|' || ".join(
-    f"quote({c})" for c in ("duplicate_of", *SPLIT_COLUMNS)) + ") FROM instances "
-    "WHERE series_instance_uid = ? AND object_kind = 'image'")
+#: Whether a series' images differ in a split column (exact value) from its first image;
+#: when none does, :func:`dicomml.io.series.series_keys` makes one group of them. Stops at
+#: the first image that differs.
+_SPLITS_SQL = (
+    "SELECT EXISTS(SELECT 1 FROM instances i, (SELECT " + ", ".join(
+        ("duplicate_of", *SPLIT_COLUMNS)) + " FROM instances WHERE series_instance_uid = ?1 "
+    "AND object_kind = 'image' LIMIT 1) f WHERE i.series_instance_uid = ?1 AND "
+    "i.object_kind = 'image' AND (" + " OR ".join(
+        f"i.{c} IS NOT f.{c}" for c in ("duplicate_of", *SPLIT_COLUMNS)) + "))")
 #: The keys of series_keys() for a series with at most one group of images.
 _ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'image' "
                   "THEN series_instance_uid ELSE series_instance_uid || ':' || "
@@ -94,6 +98,8 @@ class Store:
             raise OutputError(f"cannot open the Index {self.db_path} for writing: {e}. Pass "
                               "--db with a writable file (not a non-Index file).") from e
         self.affected: set[str | None] = set()
+        #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
+        self._dup_sops: list[str] | None = None
 
     def _drop_all(self) -> None:
         for (name,) in self.con.execute(
@@ -225,10 +231,14 @@ class Store:
     def duplicates_to_read(self) -> list[tuple[str, int, int]]:
         """Skipped copies whose SOP Instance UID must be decided again: ``(path, size,
         mtime_ns)`` to read again (their twin changed, disappeared or was added)."""
-        sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
+        sops = self._dup_sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
         return [tuple(r) for r in self._select_in(
             "SELECT s.path, f.size, f.mtime_ns FROM skipped s JOIN files f ON f.path = s.path "
             "WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) ORDER BY s.path", sops)]
+
+    def forget_candidates(self) -> None:
+        """Make :meth:`resolve_duplicates` look the candidates up again."""
+        self._dup_sops = None
 
     def resolve_duplicates(self) -> None:
         """Decide every SOP Instance UID that several indexed files hold (one transaction).
@@ -243,7 +253,10 @@ class Store:
         """
         c = self.con
         with self.transaction():
-            sops = [u for (u,) in c.execute(_DUP_CANDIDATES_SQL)]
+            sops = self._dup_sops
+            if sops is None:
+                sops = [u for (u,) in c.execute(_DUP_CANDIDATES_SQL)]
+            self._dup_sops = None
             for sop in sops:
                 members = c.execute(
                     "SELECT i.path, i.series_instance_uid, f.size, f.mtime_ns FROM instances i "
@@ -286,11 +299,11 @@ class Store:
                 if uid is None:
                     slow.append(uid)
                     continue
-                (n,) = c.execute(_N_GROUPS_SQL, (uid,)).fetchone()
-                if n <= 1:
-                    c.execute(_ONE_GROUP_SQL, (uid,))
-                else:
+                (splits,) = c.execute(_SPLITS_SQL, (uid,)).fetchone()
+                if splits:
                     slow.append(uid)
+                else:
+                    c.execute(_ONE_GROUP_SQL, (uid,))
             sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
             for uid in slow:
                 if uid is None:

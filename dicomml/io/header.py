@@ -95,6 +95,7 @@ FIELDS: tuple[tuple[str, int, str], ...] = (
 )
 
 TAGS: dict[int, tuple[str, str]] = {tag: (name, kind) for name, tag, kind in FIELDS}
+_FIELD_NAMES = tuple(name for name, _tag, _kind in FIELDS)
 
 #: Private values read for the derived columns: tag -> (name, kind, private creator tag,
 #: creator). Only the first private block (gggg,0010) / (gggg,10xx) is looked at; "bytes"
@@ -276,8 +277,9 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
     """Assemble an Index row from normalized values; raise :class:`Skip` when unusable."""
     row: dict[str, Any] = {"path": path, "size": size, "mtime": mtime,
                            "transfer_syntax_uid": transfer_syntax_uid}
-    for name, _tag, _kind in FIELDS:
-        row[name] = values.get(name)
+    get = values.get
+    for name in _FIELD_NAMES:
+        row[name] = get(name)
     if row["sop_class_uid"] is None:
         row["sop_class_uid"] = meta_sop_class
     kind = object_kind(row["sop_class_uid"], row["rows"], row["columns"])
@@ -291,7 +293,9 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
             and _creator(values, 0x0019100C):
         row["diffusion_bvalue"] = float(values["siemens_bvalue"])
     row["mosaic_images"] = 0
-    if is_mosaic(row["image_type"]) and _creator(values, 0x00291010):
+    image_type = row["image_type"]
+    if image_type and "MOSAIC" in image_type and is_mosaic(image_type) \
+            and _creator(values, 0x00291010):
         from dicomml.io.csa import number_of_images_in_mosaic
 
         row["mosaic_images"] = number_of_images_in_mosaic(values.get("csa_image")) or 0
