@@ -143,7 +143,8 @@ class Skip(Exception):
     Categories: "empty file", "not DICOM", "bare preamble", "truncated header" (cut
     before the last attribute the Index reads), "truncated data" (cut later, e.g. in
     (7FE0,0010) Pixel Data; not checked for big endian or deflated files), "no SOP
-    Instance UID", "duplicate SOP Instance UID", "invalid DICOM", "unreadable",
+    Instance UID", "duplicate copy" (decided by the scan, see
+    :mod:`dicomml.io._scan_store`), "invalid DICOM", "unreadable",
     "scan failed" (a worker failed: read again by the next scan).
     """
 
