@@ -47,6 +47,7 @@ __all__ = [
     "MAX_TAG",
     "is_mosaic",
     "functional_group_values",
+    "dataset_values",
 ]
 
 #: (column, tag, kind). ``kind`` says how a value is normalized: "ui" (UID), "text"
@@ -325,11 +326,12 @@ _FRAME_VALUES = (
 )
 
 
-def functional_group_values(path: str) -> dict[str, Any]:
+def functional_group_values(source) -> dict[str, Any]:
     """Index values of an enhanced multi-frame object from its functional groups.
 
-    Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence with
-    pydicom (no pixel data) and returns the columns of :data:`_FRAME_VALUES` whose value
+    Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence of
+    ``source`` (a path, read with pydicom without pixel data, or a pydicom Dataset) and
+    returns the columns of :data:`_FRAME_VALUES` whose value
     is the same in every frame (shared, or per-frame and constant): (0018,9082) Effective
     Echo Time, (0008,9208) Complex Image Component, (0018,9087) Diffusion b-value,
     (0020,9128) Temporal Position Index, (0020,9056) Stack ID. ``frames_per_position`` is
@@ -343,8 +345,8 @@ def functional_group_values(path: str) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=[0x52009229, 0x52009230])
+            ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(
+                source, stop_before_pixels=True, specific_tags=[0x52009229, 0x52009230])
             shared = ds.get("SharedFunctionalGroupsSequence") or [None]
             frames = ds.get("PerFrameFunctionalGroupsSequence") or []
             out: dict[str, Any] = {}
@@ -367,6 +369,28 @@ def functional_group_values(path: str) -> dict[str, Any]:
             return out
     except Exception:  # noqa: BLE001 - a broken functional group only loses these values
         return {}
+
+
+def dataset_values(ds, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The Index values of a pydicom Dataset, normalized as the scan stores them.
+
+    For callers that hold datasets rather than Index rows, e.g. to apply
+    :func:`dicomml.io.series.same_series` to the files :func:`read_series
+    <dicomml.io.volume.read_series>` reads. Top-level attributes of :data:`FIELDS`
+    (``names``: only these columns), then for enhanced objects the constant
+    functional-group values where the top level has none (:func:`functional_group_values`).
+    """
+    wanted = FIELDS if names is None else [f for f in FIELDS if f[0] in names]
+    out: dict[str, Any] = {}
+    for name, tag, kind in wanted:
+        elem = ds.get(tag)
+        out[name] = None if elem is None else normalize_pydicom(kind, elem.value)
+    sop_class = out.get("sop_class_uid") or normalize_pydicom("ui", ds.get("SOPClassUID"))
+    if sop_class in FUNCTIONAL_GROUP_CLASSES:
+        for name, value in functional_group_values(ds).items():
+            if name in out and out[name] is None:
+                out[name] = value
+    return out
 
 
 def _group_value(group, seq: str, attr: str, kind: str) -> Any:
