@@ -19,7 +19,8 @@ multi-valued numbers ((0020,0032), (0020,0037), (0028,0030), (0028,1050), (0028,
 An empty or unparseable value is ``None``. Top-level attributes are read by both readers;
 for enhanced multi-frame objects (:data:`FUNCTIONAL_GROUP_CLASSES`) the values that the
 series split needs and that are constant over the frames (echo time, complex image
-component, b-value, temporal position, stack) are taken from the functional groups by
+component, b-value, temporal position, stack, orientation, pixel spacing) are taken
+from the functional groups by
 :func:`functional_group_values` (pydicom, no pixel data) when the top level lacks them.
 """
 
@@ -323,6 +324,8 @@ _FRAME_VALUES = (
     ("diffusion_bvalue", "MRDiffusionSequence", "DiffusionBValue"),
     ("temporal_position", "FrameContentSequence", "TemporalPositionIndex"),
     ("stack_id", "FrameContentSequence", "StackID"),
+    ("image_orientation", "PlaneOrientationSequence", "ImageOrientationPatient"),
+    ("pixel_spacing", "PixelMeasuresSequence", "PixelSpacing"),
 )
 
 
@@ -334,7 +337,8 @@ def functional_group_values(source) -> dict[str, Any]:
     returns the columns of :data:`_FRAME_VALUES` whose value
     is the same in every frame (shared, or per-frame and constant): (0018,9082) Effective
     Echo Time, (0008,9208) Complex Image Component, (0018,9087) Diffusion b-value,
-    (0020,9128) Temporal Position Index, (0020,9056) Stack ID. ``frames_per_position`` is
+    (0020,9128) Temporal Position Index, (0020,9056) Stack ID, (0020,0037) Image
+    Orientation (Patient) and (0028,0030) Pixel Spacing. ``frames_per_position`` is
     the number of frames divided by the number of distinct (0020,0032) Image Position
     (Patient) of the Plane Position Sequence (rounded down; None without positions): the
     number of volumes in the object. A file that cannot be read gives ``{}`` (the
