@@ -194,13 +194,16 @@ class Store:
         scan by :meth:`resolve_duplicates`, whatever order the files came in."""
         c = self.con
         paths = [r[1] for r in rows]
-        for _path, uid in self._select_in(
+        changed = []  # files indexed before: their old series and references go
+        for path, uid in self._select_in(
                 "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
             self.affected.add(uid)
+            changed.append((path,))
         c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
         refs = [r for r in rows if r[5] is not None]
+        c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?",
+                      changed + [(r[1],) for r in refs])
         if refs:
-            c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?", [(r[1],) for r in refs])
             c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
                           [(r[1], p, uid) for r in refs for p, uid in r[5]])
         c.executemany(_INSERT, [r[4] for r in rows])
