@@ -47,10 +47,10 @@ _ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'im
 #: scan (no series key yet) and held by several files, or skipped copies left without an
 #: indexed twin.
 _DUP_CANDIDATES_SQL = (
-    "SELECT sop_instance_uid FROM instances WHERE sop_instance_uid IN "
-    "(SELECT sop_instance_uid FROM instances WHERE series_key IS NULL) "
-    "GROUP BY sop_instance_uid HAVING COUNT(*) > 1 "
-    "UNION SELECT s.sop_instance_uid FROM skipped s JOIN files f ON f.path = s.path "
+    "SELECT d.sop FROM (SELECT sop_instance_uid AS sop FROM instances GROUP BY 1 "
+    "HAVING COUNT(*) > 1) d WHERE EXISTS (SELECT 1 FROM instances i WHERE "
+    "i.sop_instance_uid = d.sop AND i.series_key IS NULL) "
+    "UNION SELECT s.sop_instance_uid FROM skipped s CROSS JOIN files f ON f.path = s.path "
     "WHERE f.status = 'dup' AND (s.sop_instance_uid IN (SELECT sop_instance_uid FROM "
     "instances WHERE series_key IS NULL) OR NOT EXISTS (SELECT 1 FROM instances i "
     "WHERE i.sop_instance_uid = s.sop_instance_uid))")
@@ -236,8 +236,9 @@ class Store:
         mtime_ns)`` to read again (their twin changed, disappeared or was added)."""
         sops = self._dup_sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
         return [tuple(r) for r in self._select_in(
-            "SELECT s.path, f.size, f.mtime_ns FROM skipped s JOIN files f ON f.path = s.path "
-            "WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) ORDER BY s.path", sops)]
+            "SELECT s.path, f.size, f.mtime_ns FROM skipped s CROSS JOIN files f "
+            "ON f.path = s.path WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) "
+            "ORDER BY s.path", sops)]
 
     def forget_candidates(self) -> None:
         """Make :meth:`resolve_duplicates` look the candidates up again."""

@@ -324,9 +324,9 @@ class Index:
         with other content, the first file included).
         """
         q = self._con.execute
-        patients, studies, instances = q(
-            "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT study_instance_uid), COUNT(*) "
-            "FROM instances").fetchone()
+        patients, studies, instances, conflicts = q(
+            "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT study_instance_uid), COUNT(*), "
+            "COALESCE(SUM(conflict), 0) FROM instances").fetchone()
         images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
                            "WHERE is_image").fetchone()
         by_modality = dict(q(
@@ -340,7 +340,6 @@ class Index:
         referenced, missing = q(
             "SELECT COUNT(*), COALESCE(SUM(i.path IS NULL), 0) FROM dicomdir_refs r "
             "LEFT JOIN instances i ON i.path = r.path").fetchone()
-        conflicts = q("SELECT COUNT(*) FROM instances WHERE conflict").fetchone()[0]
         return {"patients": patients, "studies": studies, "series": series,
                 "conflicting_duplicates": conflicts,
                 "instances": instances, "images": images,
