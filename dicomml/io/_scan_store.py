@@ -98,6 +98,10 @@ class Store:
             raise OutputError(f"cannot open the Index {self.db_path} for writing: {e}. Pass "
                               "--db with a writable file (not a non-Index file).") from e
         self.affected: set[str | None] = set()
+        # A first scan into an empty Index has no earlier rows or skips to replace: the
+        # per-row look-ups of _put_rows are left out until something is there.
+        self._rows_before, self._skips_before = self.con.execute(
+            "SELECT EXISTS(SELECT 1 FROM instances), EXISTS(SELECT 1 FROM skipped)").fetchone()
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
         self._dup_sops: list[str] | None = None
 
@@ -195,14 +199,17 @@ class Store:
         c = self.con
         paths = [r[1] for r in rows]
         changed = []  # files indexed before: their old series and references go
-        for path, uid in self._select_in(
-                "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
-            self.affected.add(uid)
-            changed.append((path,))
-        c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
+        if self._rows_before:
+            for path, uid in self._select_in(
+                    "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
+                self.affected.add(uid)
+                changed.append((path,))
+        if self._skips_before:
+            c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
         refs = [r for r in rows if r[5] is not None]
-        c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?",
-                      changed + [(r[1],) for r in refs])
+        if changed or refs:
+            c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?",
+                          changed + [(r[1],) for r in refs])
         if refs:
             c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
                           [(r[1], p, uid) for r in refs for p, uid in r[5]])
@@ -220,6 +227,7 @@ class Store:
 
     def _put_skip(self, path, size, mtime_ns, category, reason, status, sop_uid) -> None:
         c = self.con
+        self._skips_before = 1  # a later row of this path replaces this skip
         self._forget_instance(path)
         c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (path,))
         c.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
