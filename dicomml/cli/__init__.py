@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dicomml {args.verb}: error: no such file or folder: {e.filename}",
               file=sys.stderr)
         return EXIT_ERROR
+    except OSError as e:  # e.g. a read-only or full output folder a verb did not wrap
+        where = f" {e.filename}" if e.filename else ""
+        print(f"dicomml {args.verb}: error: cannot write or read{where}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"dicomml {args.verb}: interrupted; run it again to resume", file=sys.stderr)
         return 130

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicomml._atomic import safe_join
+from dicomml._atomic import ensure_writable_dir, safe_join
 from dicomml.errors import ConfigError
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",
@@ -162,7 +162,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         threshold = 0.5 if threshold is None else threshold
     threshold = float(threshold)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir, "prediction output folder", " (--out DIR)")
 
     with tempfile.TemporaryDirectory(prefix="dicomml-predict-") as tmp:
         res = scan(inputs, Path(tmp) / "index.sqlite", progress=progress, workers=workers)

@@ -30,6 +30,7 @@ from struct import unpack
 import numpy as np
 
 from dicomml.errors import (
+    FATAL,
     DecodeError,
     DicommlError,
     InvalidDicomError,
@@ -119,9 +120,9 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
         try:
             return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
                                       decoders=decoders)
-        except (DicommlError, IndexError):
+        except (DicommlError, IndexError, *FATAL):
             raise
-        except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
+        except BaseException as e:  # noqa: BLE001 - a corrupt value can break any step
             raise corrupt_value_error(path, e) from e
 
 
@@ -333,7 +334,9 @@ def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str, decod
             break
         except NotImplementedError as e:
             errors.append(f"{plugin}: {str(e).strip()[:200]}")
-        except Exception as e:  # noqa: BLE001 - codecs raise anything; re-raised typed
+        except BaseException as e:  # noqa: BLE001 - codecs raise anything (a Rust codec
+            if isinstance(e, FATAL):  # panics with a BaseException); re-raised typed
+                raise
             corrupt = True
             errors.append(f"{plugin}: {type(e).__name__}: {str(e).strip()[:200]}")
     if result is None:
