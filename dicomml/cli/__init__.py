@@ -88,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     except OSError as e:  # e.g. a read-only or full output folder a verb did not wrap
-        where = f" {e.filename}" if e.filename else ""
-        print(f"dicomml {args.verb}: error: cannot write or read{where}: "
-              f"{e.strerror or e}", file=sys.stderr)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"dicomml {args.verb}: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"dicomml {args.verb}: interrupted; run it again to resume", file=sys.stderr)
