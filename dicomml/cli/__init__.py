@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from dicomml.privacy import install
+
+    install()  # every warning and log record is scrubbed of quoted values (PHI)
     try:
         return int(args._run(args))
     except DicommlError as e:

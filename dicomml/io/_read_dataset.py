@@ -20,6 +20,7 @@ import warnings
 from typing import Iterator
 
 from dicomml.errors import InvalidDicomError, NotDicomError
+from dicomml.privacy import scrub
 from dicomml.io._read_fast import NestingTooDeep, parse_light
 from dicomml.io.guards import DEFER_SIZE, MMAP_FROM, nesting_error
 
@@ -68,9 +69,6 @@ def _pydicom_log_muted() -> Iterator[None]:
                 logger.removeFilter(_FILTER)
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
-
-
 def describe_error(e: BaseException, limit: int = 160) -> str:
     """``"TypeName: message"`` of a third-party error with every quoted value removed.
 
@@ -78,7 +76,7 @@ def describe_error(e: BaseException, limit: int = 160) -> str:
     anywhere); dicomml's messages never repeat them: quoted text becomes ``'…'`` and the
     message is cut at ``limit`` characters. Tags such as ``(0002,0000)`` are kept.
     """
-    text = _QUOTED.sub("'…'", str(e)).replace("\n", " ")
+    text = scrub(e).replace("\n", " ")
     if len(text) > limit:
         text = text[:limit] + "…"
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
