@@ -8,7 +8,8 @@ action        what :func:`apply_profile` does
 ============  ==========================================================================
 X             removed
 Z             zero length (Patient ID: a keyed pseudonym, a dummy that Z allows)
-D             a dummy value consistent with the VR (a sequence: its items are processed)
+D             a dummy value consistent with the VR (a sequence: its items are processed,
+              as for every combined code below)
 U             the UID replaced by its keyed remapping (the same everywhere, every run)
 K             kept
 X/Z, Z/D,     the least destructive choice that keeps every IOD valid without knowing
@@ -50,6 +51,9 @@ _DUMMY = {"AE": "ANONYMIZED", "AS": "000Y", "CS": "ANONYMIZED", "DA": "19000101"
           "FL": 0.0, "FD": 0.0, "SL": 0, "SS": 0, "UL": 0, "US": 0, "SV": 0, "UV": 0,
           "OB": b"\x00\x00", "OW": b"\x00\x00", "UN": b"\x00\x00", "OD": b"\x00" * 8,
           "OF": b"\x00" * 4, "OL": b"\x00" * 4, "OV": b"\x00" * 8, "AT": 0}
+#: X/Z sequences that are Type 2 where they occur, so Z (an empty sequence), not X:
+#: (0040,0555) Acquisition Context Sequence (PS3.3 C.7.6.14, C.8.x).
+_TYPE2_SEQUENCES = frozenset({0x00400555})
 _NAME_TOKEN = re.compile(r"\S+\^\S*")
 
 
@@ -153,13 +157,16 @@ def _basic(ds, elem, action, options, remap_uid, pseudonym, date_offset, secrets
             new = [remap_uid(str(v)) for v in vals]
             elem.value = new if elem.VM > 1 else new[0]
     elif vr == "SQ":
-        if action in ("D", "X/Z/U*"):
-            _items(elem, ds, options, remap_uid, pseudonym, date_offset, secrets)
-        elif "Z" in action:
+        if action == "X/Z" and int(elem.tag) not in _TYPE2_SEQUENCES:
+            del ds[elem.tag]  # an empty Type 3 sequence is invalid: X
+        elif action in ("Z", "X/Z"):
             elem.value = Sequence()
-        else:  # X/D on a sequence: a dummy sequence means nothing; removed
-            del ds[elem.tag]
-    elif action == "Z" or action == "X/Z" or empty:
+        else:  # D, X/D, Z/D, X/Z/D, X/Z/U*: kept, its items de-identified (a "dummy"
+            # sequence that keeps the IOD valid where the sequence is required)
+            _items(elem, ds, options, remap_uid, pseudonym, date_offset, secrets)
+    elif empty and action == "X/D":  # no value: not a Type 1 attribute, so X
+        del ds[elem.tag]
+    elif action in ("Z", "X/Z") or (empty and action != "D"):
         elem.value = pseudonym(str(elem.value)) if (int(elem.tag) == 0x00100020
                                                     and not empty) else ""
     elif int(elem.tag) == 0x00100020:
