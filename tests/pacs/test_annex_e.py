@@ -42,33 +42,24 @@ def _table() -> dict[int, dict]:
 
 
 def _samples() -> list[Path]:
-    import pydicom.data
+    """The sample files of pydicom and pydicom-data (as the read_image tests list them) that
+    are DICOM objects with their three UIDs."""
+    from tests.io.test_read_image import _sample_files
 
-    roots = [Path(pydicom.data.__file__).parent / "test_files"]
-    try:
-        import data_store
-
-        roots.append(Path(data_store.__file__).parent / "data")
-    except ImportError:  # pragma: no cover - pydicom-data is a test dependency
-        pass
     found = []
-    for root in roots:
-        for p in sorted(root.rglob("*")):
-            if not p.is_file() or p.suffix in (".py", ".pyc", ".txt", ".json", ".gz", ".bz2",
-                                               ".zip", ".xml", ".icc", ".dump"):
-                continue
-            if p.stat().st_size > 60_000_000 or p.name == "DICOMDIR":
-                continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ds = pydicom.dcmread(p, stop_before_pixels=True)
-                    usable = all(ds.get(k) for k in ("SOPInstanceUID", "StudyInstanceUID",
-                                                     "SeriesInstanceUID"))
-            except Exception:  # noqa: BLE001 - not DICOM
-                continue
-            if usable:
-                found.append(p)
+    for p in _sample_files():
+        if p.stat().st_size > 60_000_000 or p.name == "DICOMDIR":
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                usable = all(ds.get(k) for k in ("SOPInstanceUID", "StudyInstanceUID",
+                                                 "SeriesInstanceUID"))
+        except Exception:  # noqa: BLE001 - not DICOM
+            continue
+        if usable:
+            found.append(p)
     return found
 
 
