@@ -188,11 +188,23 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None) ->
             counts[outcome] += 1
             if p in valid and outcome not in ("ok", "exit 0"):
                 lost.append(f"{folder.name}/{p.name}: {outcome}")
-    return {"counts": dict(counts), "lost": lost, "others": others[:20]}
+    return {"counts": dict(counts), "lost": lost, "others": others[:20], "rss_mib": _hwm()}
+
+
+def _hwm() -> float:
+    """Peak RSS (MiB) of this process since its exec: /proc VmHWM (ru_maxrss would also count
+    the parent's pages at fork time)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_target(target: str, cases: list[Path], scratch: Path, run_dir: Path | None) -> dict:
-    """One process for ``target``; its peak RSS from ``wait4``."""
+    """One process for ``target`` (its peak RSS is measured inside it: decoding workers it
+    starts, for preprocess and predict, are processes of their own)."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import bench_fuzz as b; "
             "print('RESULT' + json.dumps(b._worker(sys.argv[2], json.loads(sys.argv[3]), "
             "sys.argv[4], sys.argv[5] or None)))")
@@ -202,16 +214,12 @@ def run_target(target: str, cases: list[Path], scratch: Path, run_dir: Path | No
                              json.dumps([str(c) for c in cases]), str(scratch),
                              str(run_dir or "")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    rss = usage.ru_maxrss / 1024
+    out, _ = proc.communicate()
     line = next((x for x in out.splitlines() if x.startswith("RESULT")), None)
     result = json.loads(line[6:]) if line else {"counts": {"crash": 1}, "lost": [],
-                                                 "others": [f"exit {proc.returncode}"]}
-    result.update(target=target, seconds=time.monotonic() - t0, rss_mib=rss,
-                  exit=proc.returncode)
+                                                 "others": [f"exit {proc.returncode}"],
+                                                 "rss_mib": float("nan")}
+    result.update(target=target, seconds=time.monotonic() - t0, exit=proc.returncode)
     return result
 
 

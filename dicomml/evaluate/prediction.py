@@ -28,6 +28,7 @@ import pandas as pd
 
 from dicomml._atomic import ensure_writable_dir, safe_join
 from dicomml.errors import ConfigError
+from dicomml.io.guards import DEFER_SIZE
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",
            "write_study_reports"]
@@ -236,7 +237,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                         "probability": prob, "present": bool(present), "n_images": len(rows)})
         if write_sr:
             try:
-                sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
+                sources = [pydicom.dcmread(q, stop_before_pixels=True, defer_size=DEFER_SIZE)
+                           for q in paths]
                 sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
                 # e.g. invalid UIDs in the sources, which a valid SR cannot reference
@@ -271,7 +273,7 @@ def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
 
     path, frame = str(example["path"]), int(example["frame"])
     try:
-        source = pydicom.dcmread(path, stop_before_pixels=True)
+        source = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_SIZE)
         tensor = pipeline.from_path(path, frame)
         heat = gradcam(model, tensor, class_index=class_index)
         n_frames = int(source.get("NumberOfFrames", 1) or 1)

@@ -196,3 +196,20 @@ def test_read_only_cache_is_one_line_exit_2(tmp_path, capsys):
     finally:
         if proc.returncode == 0:
             subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+def test_cli_maps_an_unwrapped_os_error_to_one_line(tmp_path, capsys, monkeypatch):
+    """The dispatcher's safety net: an OSError a verb did not wrap is one line, exit 2."""
+    import errno
+
+    from dicomml.cli import main
+    from dicomml.cli import show as show_verb
+
+    def read_only(args):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out"))
+
+    monkeypatch.setattr(show_verb, "run", read_only)
+    status = main(["show", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert "Read-only file system" in err[0] and str(tmp_path / "out") in err[0]
