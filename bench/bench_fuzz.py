@@ -142,6 +142,10 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None) ->
     from dicomml.preprocess import Pipeline, PreprocessConfig
 
     pipe = Pipeline(PreprocessConfig())
+    if target == "predict":  # start-up (TensorFlow, Keras) is not the first case's time
+        import keras  # noqa: F401
+
+        import dicomml.evaluate.prediction  # noqa: F401
     for c, folder in enumerate(map(Path, cases)):
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         hostile = [p for p in files if not p.name.startswith("valid_")]
