@@ -10,7 +10,8 @@ from typing import IO, Iterator
 
 from dicomml.errors import OutputError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_join", "safe_name"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_join", "safe_name",
+           "ensure_writable_dir"]
 
 
 @contextlib.contextmanager
@@ -42,6 +43,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterato
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder",
+                        hint: str = "") -> Path:
+    """Create ``folder`` if needed and prove it writable (a temporary file is created and
+    removed), before any work is done; :class:`OutputError` naming it otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"cannot write the {what} {folder}: {e.strerror or e}. Choose a "
+                          f"writable folder with free space{hint}.") from e
+    return folder
 
 
 def _umask() -> int:

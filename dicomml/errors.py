@@ -27,6 +27,8 @@ __all__ = [
     "ConfigError",
     "PreprocessError",
     "OutputError",
+    "FATAL",
+    "is_own_failure",
     "closest",
     "did_you_mean",
 ]
@@ -78,6 +80,30 @@ class PreprocessError(DicommlError, ValueError):
 
 class OutputError(DicommlError, OSError):
     """An output could not be written (read-only or full disk, unsafe path)."""
+
+
+#: The exceptions that keep their meaning everywhere: per-item isolation catches every other
+#: ``BaseException`` (a Rust panic surfaces as ``pyo3_runtime.PanicException``, which derives
+#: from ``BaseException`` only) and re-raises these. Use as
+#: ``except BaseException as e: if isinstance(e, FATAL): raise``.
+FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def is_own_failure(exc: BaseException) -> bool:
+    """True when ``exc`` is the fault of the item being processed, so that recording it as
+    that item's failure (and not retrying it) is right.
+
+    False for what says nothing about the item: an :class:`OutputError` or any other
+    ``OSError`` about an output (full disk, read-only folder), ``MemoryError``, and the
+    :data:`FATAL` exceptions. An ``OSError`` with a file name is the input's own only when
+    it is a missing or unreadable input (``FileNotFoundError``, ``IsADirectoryError``);
+    permission and space errors may be transient and are retried by a later run.
+    """
+    if isinstance(exc, FATAL) or isinstance(exc, (OutputError, MemoryError)):
+        return False
+    if isinstance(exc, OSError):
+        return isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError))
+    return True
 
 
 def closest(word: object, candidates: Iterable, *, n: int = 1,

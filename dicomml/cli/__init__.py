@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from dicomml.privacy import install
+
+    install()  # every warning and log record is scrubbed of quoted values (PHI)
     try:
         return int(args._run(args))
     except DicommlError as e:
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"dicomml {args.verb}: error: no such file or folder: {e.filename}",
               file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # e.g. a read-only or full output folder a verb did not wrap
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"dicomml {args.verb}: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"dicomml {args.verb}: interrupted; run it again to resume", file=sys.stderr)

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep dates and times instead of shifting them")
     parser.add_argument("--keep-patient-characteristics", action="store_true",
                         help="keep (0010,0040) sex, (0010,1010) age, size and weight")
+    parser.add_argument("--clean-descriptors", action="store_true",
+                        help="keep descriptions (Study/Series Description...) that hold no "
+                             "identifying value (PS3.15 E.3 Clean Descriptors Option)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace outputs that exist from an earlier run")
     parser.add_argument("--table", metavar="CSV", action="append", default=[],
                         help="also remap the UID/ID columns of this CSV (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="report, write nothing")
@@ -56,6 +61,7 @@ def run(args) -> int:
     if args.inputs:
         res = deidentify(args.inputs, args.out, key=key, shift_dates=not args.keep_dates,
                          retain_patient_characteristics=args.keep_patient_characteristics,
+                         clean_descriptors=args.clean_descriptors, overwrite=args.overwrite,
                          dry_run=args.dry_run)
         print(f"de-identified {len(res.written)} files into {args.out}"
               + (f"; manifest {res.manifest}" if res.manifest else " (dry run)"))
@@ -63,6 +69,9 @@ def run(args) -> int:
             print(f"{len(res.burned_in)} images declare Burned In Annotation = YES "
                   "(see the BurnedInAnnotation column): review their pixels", file=sys.stderr)
             status = 1
+        if res.duplicates:
+            print(f"{len(res.duplicates)} inputs duplicate the SOP Instance UID of another "
+                  "input and were left out (see below)", file=sys.stderr)
         if res.skipped:
             print(f"skipped {len(res.skipped)} inputs:", file=sys.stderr)
             for path, reason in res.skipped[:50]:

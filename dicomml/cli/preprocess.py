@@ -89,8 +89,11 @@ def run(args) -> int:
         executor.close()
     print(f"cache {cache.folder}: {rep.requested} examples, {rep.already_cached} already "
           f"cached, {rep.computed} computed in {rep.shards_written} shards ({cache.dtype}), "
-          f"{len(rep.failed)} failed")
-    if len(rep.failed):
+          f"{len(rep.failed)} failed" + (f", {len(rep.not_cached)} not computed (retried by "
+                                          "the next run)" if len(rep.not_cached) else ""))
+    for r in rep.not_cached.head(20).itertuples():
+        print(f"  not computed {r.path} frame {r.frame}: {r.reason}", file=sys.stderr)
+    if len(rep.failed) or len(rep.not_cached):
         if args.failed_csv:
             atomic_write_text(args.failed_csv, rep.failed.to_csv(index=False))
         for r in rep.failed.head(20).itertuples():

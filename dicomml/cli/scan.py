@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="FILE", default=None,
                         help="Index file (default: in the user cache folder, "
                              "$XDG_CACHE_HOME/dicomml/index-<hash>.sqlite)")
+    parser.add_argument("--replace", action="store_true",
+                        help="--db may hold the Index of another folder: replace it")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object instead of the text summary")
     parser.add_argument("--no-progress", action="store_true",
@@ -101,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
         from dicomml.parallel import executor_from_args
 
         with executor_from_args(args) as ex:
-            result = scan(args.path, args.db, executor=ex, progress=progress)
+            result = scan(args.path, args.db, executor=ex, progress=progress,
+                          replace=args.replace)
     else:
-        result = scan(args.path, args.db, workers=args.workers, progress=progress)
+        result = scan(args.path, args.db, workers=args.workers, progress=progress,
+                      replace=args.replace)
     if args.json:
         out = result.to_dict()
         out["series_notes"] = [{"series_key": k, "note": n} for k, n in series_notes(result)]

@@ -110,8 +110,13 @@ def _read(path: str):
     row = read_header(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
-                             specific_tags=[0x00281055])
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=[0x00281055])
+        except RecursionError:  # thousands of nested sequences
+            from dicomml.io.guards import nesting_error
+
+            raise nesting_error(path, None) from None
     return row, ds
 
 

@@ -17,8 +17,14 @@ error ≤ 2⁻¹¹). Tensors are read back as ``float32``.
 Resumability. A shard is complete when its ``.json`` index exists; the ``.npy`` is written
 first, each file atomically (temporary file + rename). A run killed at any moment (even with
 SIGKILL) leaves only complete shards and temporary files; the next :meth:`TensorCache.fill`
-computes only the keys that no complete shard holds. Files that fail to decode are recorded in
-their shard's index (path and reason) and never retried unless asked.
+computes only the keys that no complete shard holds; the temporary files a killed run left
+behind are removed by the next fill (one fill at a time holds the folder's ``.lock``).
+
+Failures. A failure that is the file's own (it does not decode, its header is corrupt, its
+decoder kills the worker when run alone) is recorded in its shard's index (path and reason)
+and never retried unless asked. A failure that says nothing about the file (the cache
+cannot be written: full disk, read-only folder; a worker function that failed as a whole;
+``MemoryError``) is never recorded: the keys stay missing and the next fill computes them.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from dicomml._atomic import atomic_write, atomic_write_text
-from dicomml.errors import ConfigError
+from dicomml._atomic import atomic_write, atomic_write_text, ensure_writable_dir
+from dicomml.errors import FATAL, ConfigError, OutputError, is_own_failure
 
 __all__ = ["TensorCache", "storage_dtype_for", "encode", "decode", "FillReport",
            "pipeline_hash", "preprocess_one", "make_executor"]
@@ -125,19 +131,65 @@ def _fill_chunk(folder: str, pipeline, dtype: str, chunk: list) -> dict:
     A chunk holding the whole shard writes it and returns counts; a partial chunk (one item
     re-run alone after a worker crash) returns its tensor for the parent to write.
     """
-    keys, arrays, failures = [], [], []
+    keys, arrays, failures, transient = [], [], [], []
     for _shard, _size, path, sop, frame in chunk:
         try:
             arrays.append(encode(preprocess_one(pipeline, path, frame), dtype))
             keys.append((sop, int(frame)))
-        except Exception as e:  # noqa: BLE001 - every failure is recorded, never fatal
-            failures.append({"sop_instance_uid": sop, "frame": int(frame), "path": path,
-                             "reason": _reason(e)})
+        except BaseException as e:  # noqa: BLE001 - every failure is recorded, never fatal
+            if isinstance(e, FATAL):
+                raise
+            (failures if is_own_failure(e) else transient).append(
+                {"sop_instance_uid": sop, "frame": int(frame), "path": path,
+                 "reason": _reason(e)})
     shard, size = chunk[0][0], chunk[0][1]
     if len(chunk) == size:
         _write_shard(folder, shard, keys, arrays, failures, dtype)
-        return {"written": shard, "ok": len(keys), "failed": failures}
-    return {"written": None, "keys": keys, "arrays": arrays, "failed": failures}
+        return {"written": shard, "ok": len(keys), "failed": failures, "transient": transient}
+    return {"written": None, "keys": keys, "arrays": arrays, "failed": failures,
+            "transient": transient}
+
+
+def _records(items: list, reason: str) -> list[dict]:
+    return [{"sop_instance_uid": it[3], "frame": int(it[4]), "path": it[2], "reason": reason}
+            for it in items]
+
+
+def clean_orphans(folder: str) -> int:
+    """Remove the temporary shard files (``.shard-*.tmp``) that a killed fill left in
+    ``folder``; call it only while holding the folder's lock. Returns how many."""
+    n = 0
+    for tmp in glob.glob(os.path.join(glob.escape(folder), ".shard-*.tmp")):
+        try:
+            os.unlink(tmp)
+            n += 1
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the temporary file %s: %s", tmp, e)
+    return n
+
+
+class _FolderLock:
+    """An advisory ``flock`` on ``folder/.lock``; ``held`` is False when another fill holds it
+    (then nothing is cleaned, the fill still runs: shards are written atomically)."""
+
+    def __init__(self, folder: str):
+        self.held = False
+        self._fd = None
+        try:
+            import fcntl
+
+            self._fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.held = True
+        except (ImportError, OSError):
+            pass
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
 
 
 @dataclass
@@ -149,6 +201,10 @@ class FillReport:
     computed: int
     failed: pd.DataFrame
     shards_written: int
+    #: Examples not computed for a reason that is not theirs (see the module docstring);
+    #: not recorded, the next fill retries them. Same columns as ``failed``.
+    not_cached: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["sop_instance_uid", "frame", "path", "reason"]))
 
 
 class TensorCache:
@@ -247,11 +303,27 @@ class TensorCache:
             A tqdm bar on stderr counted in examples.
         retry_failed : bool
             Recompute examples that failed before (default: keep the recorded failure).
+
+        Raises
+        ------
+        OutputError
+            The cache folder cannot be created or written (read-only, full disk), checked
+            before anything is computed; or shards could not be written during the run
+            (what was written is kept, the rest is computed by the next fill).
         """
         if pipeline_hash(pipeline) != self.config_hash:
             raise ConfigError("this cache belongs to another preprocessing configuration "
                               f"({self.config_hash}); use TensorCache.for_pipeline()")
-        os.makedirs(self.folder, exist_ok=True)
+        ensure_writable_dir(self.folder, "tensor cache", " (--cache DIR or data.cache)")
+        lock = _FolderLock(self.folder)
+        try:
+            if lock.held and clean_orphans(self.folder):
+                log.info("removed temporary files of an interrupted fill in %s", self.folder)
+            return self._fill(examples, pipeline, workers, executor, progress, retry_failed)
+        finally:
+            lock.release()
+
+    def _fill(self, examples, pipeline, workers, executor, progress, retry_failed):
         self.refresh()
         entries, failed = self.index
         keys = self._keys(examples)
@@ -267,40 +339,55 @@ class TensorCache:
             name = f"shard-{ident}"
             chunks.append([(name, len(part), r.path, r.sop_instance_uid, int(r.frame))
                            for r in part])
-        all_failed = []
-        written = 0
+        written, transient = 0, []
         if chunks:
             fn = functools.partial(_fill_chunk, self.folder, pipeline, self.dtype)
-            written, all_failed = self._run(fn, chunks, workers, executor, progress)
+            written, transient = self._run(fn, chunks, workers, executor, progress)
         self.refresh()
         entries, failed = self.index
-        fails = [failed[k] for k in failed
-                 if k in set(zip(keys["sop_instance_uid"], keys["frame"]))]
+        wanted = set(zip(keys["sop_instance_uid"], keys["frame"]))
+        fails = [failed[k] for k in failed if k in wanted]
+        columns = ["sop_instance_uid", "frame", "path", "reason"]
+        unwritable = [t for t in transient if "OutputError" in t["reason"]
+                      or "No space left" in t["reason"]]
+        if unwritable:
+            raise OutputError(
+                f"{len(unwritable)} of {len(todo)} examples could not be stored in "
+                f"{self.folder} ({unwritable[0]['reason']}); {written} shards were written "
+                "and are kept. Free space (or make the folder writable) and run again: only "
+                "the missing examples are computed.")
         return FillReport(requested=len(keys), already_cached=len(keys) - len(todo),
                           computed=len(todo), shards_written=written,
-                          failed=pd.DataFrame(fails, columns=["sop_instance_uid", "frame",
-                                                              "path", "reason"]))
+                          failed=pd.DataFrame(fails, columns=columns),
+                          not_cached=pd.DataFrame(transient, columns=columns))
 
     def _run(self, fn, chunks, workers, executor, progress):
         ex = make_executor(executor, workers) if isinstance(executor, str) else executor
         own = isinstance(executor, str)
+        from dicomml.parallel import WorkerCrashed
+
         partial: dict[int, list] = {}
-        written, failures = 0, []
+        written, transient = 0, []
         try:
             for out in ex.map_chunks(fn, chunks, progress=progress, desc="cache"):
                 res = out.result
-                if out.ok and res["written"]:
-                    written += 1
-                    failures.extend(res["failed"])
-                    continue
-                # An item re-run alone after a crash, or a chunk whose fn raised.
                 items = out.chunk
                 if out.ok:
+                    transient.extend(res["transient"])
+                if out.ok and res["written"]:
+                    written += 1
+                    continue
+                if not out.ok and not (out.isolated and isinstance(res, WorkerCrashed)):
+                    # fn failed as a whole (e.g. the shard could not be written): nothing
+                    # is known about the files; they stay uncached and are retried.
+                    transient.extend(_records(items, str(res)))
+                    if not out.isolated:
+                        continue
+                    got = ([], [], [])
+                elif out.ok:  # an item re-run alone after its chunk crashed
                     got = (res["keys"], res["arrays"], res["failed"])
-                else:
-                    got = ([], [], [{"sop_instance_uid": it[3], "frame": int(it[4]),
-                                     "path": it[2], "reason": str(getattr(res, "reason", res))}
-                                    for it in items])
+                else:  # it killed its worker again, alone: its own failure
+                    got = ([], [], _records(items, res.reason))
                 acc = partial.setdefault(out.index, [[], [], [], 0])
                 acc[0].extend(got[0])
                 acc[1].extend(got[1])
@@ -310,13 +397,12 @@ class TensorCache:
                     order = np.argsort([f"{k[0]}/{k[1]}" for k in acc[0]], kind="stable")
                     _write_shard(self.folder, items[0][0], [acc[0][i] for i in order],
                                  [acc[1][i] for i in order], acc[2], self.dtype)
-                    failures.extend(acc[2])
                     written += 1
                     del partial[out.index]
         finally:
             if own:
                 ex.close()
-        return written, failures
+        return written, transient
 
     # -- read -----------------------------------------------------------------------------
     def _mmap(self, shard: str) -> np.ndarray:

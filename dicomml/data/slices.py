@@ -10,12 +10,15 @@ frame order.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from dicomml.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SliceSelection", "parse_vector", "order_slices", "expand_frames", "select_slices"]
 
@@ -134,10 +137,23 @@ def order_slices(instances: pd.DataFrame) -> pd.DataFrame:
 
 def expand_frames(instances: pd.DataFrame) -> pd.DataFrame:
     """One row per frame: repeats each instance ``number_of_frames`` times with ``frame``
-    = 0, 1, ... (a missing or zero (0028,0008) Number of Frames counts as 1)."""
+    = 0, 1, ... (a missing or zero (0028,0008) Number of Frames counts as 1).
+
+    A Number of Frames that the file's real size cannot hold (a corrupt or hostile header,
+    see :func:`dicomml.io.guards.declared_frames_fit`) counts as 1 too: that one example
+    then fails to read with the error naming the attribute, instead of billions of rows."""
+    from dicomml.io.guards import declared_frames_fit
+
     nf = (pd.to_numeric(instances["number_of_frames"], errors="coerce")
           if "number_of_frames" in instances else pd.Series(1, index=instances.index))
-    nf = nf.fillna(1).clip(lower=1).astype(int)
+    nf = nf.fillna(1).clip(lower=1)
+    fits = declared_frames_fit(instances)
+    if not fits.all():
+        log.warning("%d file(s) declare more frames in (0028,0008) Number of Frames than "
+                    "their size can hold; one example each (which will fail to read)",
+                    int((~fits).sum()))
+        nf = nf.where(fits, 1)
+    nf = nf.astype(int)
     rep = instances.loc[instances.index.repeat(nf.values)].copy()
     rep["frame"] = np.concatenate([np.arange(n) for n in nf.values]) if len(nf) else []
     rep["frame"] = rep["frame"].astype(int)

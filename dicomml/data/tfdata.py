@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dicomml.data.cache import SHAPE, TensorCache, make_executor, preprocess_one
+from dicomml.errors import FATAL
 
 __all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
            "AUGMENTATIONS", "augment_batches"]
@@ -191,7 +192,9 @@ def _compute_batch(pipeline, chunk: list) -> tuple[list, np.ndarray, list]:
         try:
             arrays.append(preprocess_one(pipeline, path, frame))
             pos.append(p)
-        except Exception as e:  # noqa: BLE001 - recorded, never fatal
+        except BaseException as e:  # noqa: BLE001 - recorded, never fatal (a Rust panic too)
+            if isinstance(e, FATAL):
+                raise
             failures.append({"position": p, "path": path, "frame": int(frame),
                              "reason": f"{type(e).__name__}: {e}"})
     x = np.stack(arrays) if arrays else np.zeros((0, *SHAPE), np.float32)

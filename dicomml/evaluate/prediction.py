@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicomml._atomic import safe_join
+from dicomml._atomic import ensure_writable_dir, safe_join
 from dicomml.errors import ConfigError
+from dicomml.io.guards import DEFER_SIZE
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",
            "write_study_reports"]
@@ -162,7 +163,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         threshold = 0.5 if threshold is None else threshold
     threshold = float(threshold)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir, "prediction output folder", " (--out DIR)")
 
     with tempfile.TemporaryDirectory(prefix="dicomml-predict-") as tmp:
         res = scan(inputs, Path(tmp) / "index.sqlite", progress=progress, workers=workers)
@@ -236,7 +237,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                         "probability": prob, "present": bool(present), "n_images": len(rows)})
         if write_sr:
             try:
-                sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
+                sources = [pydicom.dcmread(q, stop_before_pixels=True, defer_size=DEFER_SIZE)
+                           for q in paths]
                 sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
                 # e.g. invalid UIDs in the sources, which a valid SR cannot reference
@@ -271,7 +273,7 @@ def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
 
     path, frame = str(example["path"]), int(example["frame"])
     try:
-        source = pydicom.dcmread(path, stop_before_pixels=True)
+        source = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_SIZE)
         tensor = pipeline.from_path(path, frame)
         heat = gradcam(model, tensor, class_index=class_index)
         n_frames = int(source.get("NumberOfFrames", 1) or 1)

@@ -2,6 +2,9 @@
 
 The file is read once into memory and parsed from a ``BytesIO``: one system call instead of
 many small buffered reads, and the source file is opened read-only and never modified.
+A file larger than :data:`dicomml.io.guards.MMAP_FROM` is memory-mapped instead, and parsed
+with elements over :data:`dicomml.io.guards.DEFER_SIZE` deferred: only the pages of what is
+used are read (a 2 GB private OB element costs nothing).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import mmap
 import os
 import re
 import threading
@@ -16,7 +20,9 @@ import warnings
 from typing import Iterator
 
 from dicomml.errors import InvalidDicomError, NotDicomError
-from dicomml.io._read_fast import parse_light
+from dicomml.privacy import scrub
+from dicomml.io._read_fast import NestingTooDeep, parse_light
+from dicomml.io.guards import DEFER_SIZE, MMAP_FROM, nesting_error
 
 __all__ = ["load_dataset", "quiet_pydicom", "describe_error", "shown_uid", "shown_cs"]
 
@@ -63,9 +69,6 @@ def _pydicom_log_muted() -> Iterator[None]:
                 logger.removeFilter(_FILTER)
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|b'[^']*'")
-
-
 def describe_error(e: BaseException, limit: int = 160) -> str:
     """``"TypeName: message"`` of a third-party error with every quoted value removed.
 
@@ -73,7 +76,7 @@ def describe_error(e: BaseException, limit: int = 160) -> str:
     anywhere); dicomml's messages never repeat them: quoted text becomes ``'…'`` and the
     message is cut at ``limit`` characters. Tags such as ``(0002,0000)`` are kept.
     """
-    text = _QUOTED.sub("'…'", str(e)).replace("\n", " ")
+    text = scrub(e).replace("\n", " ")
     if len(text) > limit:
         text = text[:limit] + "…"
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -146,35 +149,44 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
 
     path = os.fspath(path)
     with open(path, "rb") as f:
-        data = f.read()
+        size = os.fstat(f.fileno()).st_size
+        data = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > MMAP_FROM
+                else f.read())
     if not data:
         raise NotDicomError(f"{path}: the file is empty (0 bytes); it is not a DICOM file.")
     part10 = len(data) >= 132 and data[128:132] == b"DICM"
     if fast and part10 and not stop_before_pixels:
-        light = parse_light(data)
+        try:
+            light = parse_light(data)
+        except NestingTooDeep:
+            raise nesting_error(path) from None
         if light is not None:
             return light, len(data)
+    # A large file is parsed from its path, large values deferred (read when used).
+    source = (lambda: path) if isinstance(data, mmap.mmap) else (lambda: io.BytesIO(data))
+    opts = {"stop_before_pixels": stop_before_pixels, "defer_size": DEFER_SIZE}
     try:
         try:
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+            ds = dcmread(source(), **opts)
         except PydicomInvalid:
             if part10:
                 raise
             # No preamble: accept a bare dataset only if it looks like one.
-            ds = dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=True)
+            ds = dcmread(source(), force=True, **opts)
             if not _looks_like_dicom(ds):
                 raise NotDicomError(
                     f"{path}: not a DICOM file (no 'DICM' prefix at byte 128 and no "
                     "(0008,0016) SOP Class UID or (7FE0,0010) Pixel Data when read as a bare "
                     "dataset).") from None
         # Make sure every element parses now (pydicom converts values lazily: a corrupt
-        # value would otherwise raise a bare pydicom error at first access).
-        for _ in ds:
-            pass
-        for _ in getattr(ds, "file_meta", None) or ():
-            pass
+        # value would otherwise raise a bare pydicom error at first access); deferred
+        # (large) values stay unread.
+        _convert_all(ds)
+        _convert_all(getattr(ds, "file_meta", None))
     except NotDicomError:
         raise
+    except RecursionError:
+        raise nesting_error(path, None) from None
     except Exception as e:  # noqa: BLE001 - the parser meets arbitrary bytes: any error
         if not part10 and len(data) < 132:
             raise NotDicomError(f"{path}: not a DICOM file ({len(data)} bytes, no 'DICM' "
@@ -182,7 +194,20 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
         raise InvalidDicomError(
             f"{path}: cannot parse the DICOM data set ({describe_error(e)}); the file is "
             "truncated or corrupt. Re-export or re-transfer it.") from e
-    return ds, len(data)
+    if isinstance(data, mmap.mmap):
+        data.close()  # pydicom read from the path
+    return ds, size
+
+
+def _convert_all(ds) -> None:
+    """Convert every top-level raw element of ``ds`` except the deferred ones."""
+    if ds is None:
+        return
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag, keep_deferred=True)
+        if getattr(elem, "value", True) is None and getattr(elem, "length", 0):
+            continue  # deferred: read (and checked by pydicom) when it is used
+        ds[tag]
 
 
 def _looks_like_dicom(ds) -> bool:

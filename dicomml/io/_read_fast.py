@@ -20,7 +20,13 @@ from __future__ import annotations
 from struct import error as StructError
 from struct import Struct, unpack_from
 
-__all__ = ["LightDataset", "parse_light", "NEEDED"]
+from dicomml.io.guards import MAX_NESTING
+
+__all__ = ["LightDataset", "parse_light", "NEEDED", "NestingTooDeep"]
+
+
+class NestingTooDeep(ValueError):
+    """Sequences nested deeper than :data:`dicomml.io.guards.MAX_NESTING` levels."""
 
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -176,9 +182,18 @@ def _int(s: str) -> int:
 
 
 def parse_light(data: bytes) -> LightDataset | None:
-    """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it."""
+    """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it.
+
+    Raises
+    ------
+    NestingTooDeep
+        Undefined-length sequences nested more than ``MAX_NESTING`` levels (the caller
+        reports it; pydicom would only hit Python's recursion limit).
+    """
     try:
         return _parse(data)
+    except NestingTooDeep:
+        raise
     except (StructError, ValueError, IndexError, UnicodeDecodeError):
         return None
 
@@ -256,8 +271,10 @@ def _parse(data: bytes) -> LightDataset | None:
     return light
 
 
-def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
+def _skip_undefined(data: bytes, pos: int, explicit: bool, depth: int = 1) -> int:
     """Position after an undefined-length sequence value that starts at ``pos``."""
+    if depth > MAX_NESTING:
+        raise NestingTooDeep(f"sequences nested more than {MAX_NESTING} levels deep")
     end = len(data)
     while pos + 8 <= end:
         group, elem = unpack_from("<HH", data, pos)
@@ -271,11 +288,11 @@ def _skip_undefined(data: bytes, pos: int, explicit: bool) -> int:
         if length != 0xFFFFFFFF:
             pos += length
             continue
-        pos = _skip_item(data, pos, explicit)
+        pos = _skip_item(data, pos, explicit, depth)
     raise ValueError("sequence without delimiter")
 
 
-def _skip_item(data: bytes, pos: int, explicit: bool) -> int:
+def _skip_item(data: bytes, pos: int, explicit: bool, depth: int) -> int:
     end = len(data)
     while pos + 8 <= end:
         group, elem = unpack_from("<HH", data, pos)
@@ -294,7 +311,7 @@ def _skip_item(data: bytes, pos: int, explicit: bool) -> int:
             length = unpack_from("<I", data, pos + 4)[0]
             pos += 8
         if length == 0xFFFFFFFF:
-            pos = _skip_undefined(data, pos, explicit)
+            pos = _skip_undefined(data, pos, explicit, depth + 1)
         else:
             pos += length
     raise ValueError("item without delimiter")

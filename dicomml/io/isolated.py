@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
-from dicomml.errors import DecoderCrashedError, DicommlError, InvalidDicomError
+from dicomml.errors import FATAL, DecoderCrashedError, DicommlError, InvalidDicomError
 
 __all__ = ["read_images", "read_image_isolated", "crash_error", "read_chunk", "stored_chunk"]
 
@@ -34,7 +34,9 @@ def _guarded(path: str, fn):
         return fn()
     except (DicommlError, OSError, IndexError) as e:
         return e
-    except Exception as e:  # noqa: BLE001 - returned as a typed error, never fatal
+    except BaseException as e:  # noqa: BLE001 - returned as a typed error, never fatal
+        if isinstance(e, FATAL):
+            raise
         from dicomml.io._read_dataset import describe_error
 
         return InvalidDicomError(

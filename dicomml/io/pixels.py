@@ -30,6 +30,7 @@ from struct import unpack
 import numpy as np
 
 from dicomml.errors import (
+    FATAL,
     DecodeError,
     DicommlError,
     InvalidDicomError,
@@ -45,6 +46,7 @@ from dicomml.io._read_dataset import (
     shown_uid,
 )
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
+from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, Window
 
 __all__ = ["read_image", "image_from_dataset", "decode_stored", "plugin_order",
@@ -119,9 +121,9 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
         try:
             return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
                                       decoders=decoders)
-        except (DicommlError, IndexError):
+        except (DicommlError, IndexError, *FATAL):
             raise
-        except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
+        except BaseException as e:  # noqa: BLE001 - a corrupt value can break any step
             raise corrupt_value_error(path, e) from e
 
 
@@ -144,7 +146,7 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
     color = stored.ndim == 4
     idx = range(n_total) if index is None else index
     first = idx[0] if len(idx) else 0
-    rescale = None if color else frame_rescale(ds, idx)
+    rescale = None if color else frame_rescale(ds, idx, where=path)
     mask = None if color else padding_mask(stored, ds)
     pixels = to_modality(stored, ds, rescale, modality_lut=modality_lut, path=path)
     positions, orientations, spacing, thickness = frame_geometry(ds, idx)
@@ -157,7 +159,7 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
         extra["stored_photometric_interpretation"] = ds.get("PhotometricInterpretation")
     return Image(
         pixels=pixels, path=path, photometric_interpretation=pi, padding_mask=mask,
-        windows=windows_of(ds, first), voi_luts=voi_luts_of(ds, first),
+        windows=windows_of(ds, first, where=path), voi_luts=voi_luts_of(ds, first),
         modality=ds.get("Modality"),
         sop_class_uid=_str(ds.get("SOPClassUID")),
         sop_instance_uid=_str(ds.get("SOPInstanceUID")),
@@ -309,6 +311,7 @@ def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str, decod
                 raise _truncated(ds, where, len(ds.PixelData), expected, n)
         else:
             _check_codestreams(ds, where, n, uid_name)
+            check_decode_budget(ds, where, n if frames is None else len(frames), uid_name)
     ds = _with_transfer_syntax(ds, ts)
     decoder = get_decoder(ts)
     opts = as_pixel_options(ds)
@@ -333,7 +336,9 @@ def _decode_pydicom(ds, where: str, ts: str, n: int, frames, keyword: str, decod
             break
         except NotImplementedError as e:
             errors.append(f"{plugin}: {str(e).strip()[:200]}")
-        except Exception as e:  # noqa: BLE001 - codecs raise anything; re-raised typed
+        except BaseException as e:  # noqa: BLE001 - codecs raise anything (a Rust codec
+            if isinstance(e, FATAL):  # panics with a BaseException); re-raised typed
+                raise
             corrupt = True
             errors.append(f"{plugin}: {type(e).__name__}: {str(e).strip()[:200]}")
     if result is None:
@@ -425,7 +430,7 @@ def _decode_with(decoder, ds, frames, n, plugin, opts):
 
 
 # ----------------------------------------------------------------------------- modality LUT
-def frame_rescale(ds, frames: Iterable[int]):
+def frame_rescale(ds, frames: Iterable[int], *, where: str | None = None):
     """Per-frame ``(slopes, intercepts, rescale_type)`` or None when the file has no rescale.
 
     Reads (0028,1053) Rescale Slope / (0028,1052) Rescale Intercept / (0028,1054) Rescale
@@ -433,10 +438,18 @@ def frame_rescale(ds, frames: Iterable[int]):
     Transformation Sequence of the (5200,9230) Per-Frame or (5200,9229) Shared Functional
     Groups (PS3.3 C.7.6.16.2.9). ``slopes`` and ``intercepts`` are float64 arrays with one
     value per requested frame.
+
+    Raises
+    ------
+    InvalidDicomError
+        A slope or intercept is NaN or infinite (named with its tag; ``where`` names the
+        file).
     """
     frames = list(frames)
+    where = where or shown_uid(ds.get("SOPInstanceUID"), "<dataset>")
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        s, i = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        s = finite(ds.RescaleSlope, "(0028,1053)", "Rescale Slope", where)
+        i = finite(ds.RescaleIntercept, "(0028,1052)", "Rescale Intercept", where)
         return (np.full(len(frames), s), np.full(len(frames), i),
                 _str(ds.get("RescaleType")))
     shared = _fg_item(ds.get("SharedFunctionalGroupsSequence"), 0,
@@ -454,6 +467,8 @@ def frame_rescale(ds, frames: Iterable[int]):
         slopes.append(float(item.RescaleSlope))
         intercepts.append(float(item.RescaleIntercept))
         rtype = rtype or _str(item.get("RescaleType"))
+    check_finite(slopes, "(0028,1053)", "Rescale Slope (functional groups)", where)
+    check_finite(intercepts, "(0028,1052)", "Rescale Intercept (functional groups)", where)
     return np.asarray(slopes), np.asarray(intercepts), rtype
 
 
@@ -556,7 +571,7 @@ def _as_stored(value, bits: int, signed: bool) -> int | None:
 
 
 # ----------------------------------------------------------------------------- VOI
-def windows_of(ds, frame: int = 0) -> tuple[Window, ...]:
+def windows_of(ds, frame: int = 0, *, where: str | None = None) -> tuple[Window, ...]:
     """Every (0028,1050) Window Center / (0028,1051) Window Width pair (PS3.3 C.11.2.1.2).
 
     With (0028,1055) Window Center & Width Explanation and (0028,1056) VOI LUT Function
@@ -572,6 +587,9 @@ def windows_of(ds, frame: int = 0) -> tuple[Window, ...]:
             return ()
     centers = _floats(src.get("WindowCenter"))
     widths = _floats(src.get("WindowWidth"))
+    where = where or shown_uid(ds.get("SOPInstanceUID"), "<dataset>")
+    check_finite(centers, "(0028,1050)", "Window Center", where)
+    check_finite(widths, "(0028,1051)", "Window Width", where)
     expl = src.get("WindowCenterWidthExplanation")
     expl = [] if expl is None else ([str(expl)] if isinstance(expl, str) else
                                     [str(e) for e in expl])

@@ -324,7 +324,7 @@ def _chunks(items: list, workers: int) -> list[list]:
 
 def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
          workers: int | None = None, executor: Any = None, progress: bool = True,
-         fast: bool = True) -> ScanResult:
+         fast: bool = True, replace: bool = False) -> ScanResult:
     """Index the DICOM files under ``root`` (headers only) into an SQLite Index.
 
     Parameters
@@ -345,6 +345,9 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     fast : bool
         Use the struct header reader with pydicom as fallback (default); ``False`` reads
         with pydicom only.
+    replace : bool
+        ``db`` may be the Index of another folder: its content is replaced by this scan
+        (default: refused, see :func:`dicomml.io.index_check.check_index_target`).
 
     Returns
     -------
@@ -353,12 +356,14 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     Raises
     ------
     ConfigError
-        ``root`` does not exist.
+        ``root`` does not exist; ``db`` is not a dicomml Index, or is the Index of another
+        folder (without ``replace``).
     OutputError
         The Index cannot be written.
     """
     from dicomml.io._scan_store import Store
     from dicomml.io.index import Index, default_db_path
+    from dicomml.io.index_check import check_index_target
 
     t0 = time.perf_counter()
     root = os.path.abspath(os.fspath(root))
@@ -370,6 +375,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         workers = _default_workers()
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more. Received: workers={workers}")
+    check_index_target(db_path, root, replace=replace)
     store = Store(db_path, root)
     started = None  # worker processes started before the walk
     try:

@@ -161,15 +161,18 @@ class StoreItem:
 
 
 def collect_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Expand files and folders (recursively, sorted) into file paths."""
+    """Expand files and folders into file paths: folders are walked as the scan walks them
+    (:func:`dicomml.io.files.walk_files`: sorted, symbolic links followed, each folder
+    once); hidden files (``.name``) and unreadable entries are left out."""
+    from dicomml.io.files import FileEntry, walk_files
+
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                for f in sorted(files):
-                    if not f.startswith("."):
-                        yield Path(root) / f
+            for entry in walk_files(p):
+                if isinstance(entry, FileEntry) and not os.path.basename(
+                        entry.path).startswith("."):
+                    yield Path(entry.path)
         else:
             yield p
 

@@ -1,25 +1,27 @@
 """De-identification for anything that leaves a site (PS3.15 Annex E).
 
-Wraps the maintained library **dicognito** (which replaces names, IDs, UIDs, addresses and
-shifts dates) and completes it towards the Basic Application Level Confidentiality Profile
-(PS3.15 E.2, Table E.1-1):
+The Basic Application Level Confidentiality Profile (PS3.15 E.2), attribute by attribute from
+Table E.1-1 (:mod:`dicomml.pacs.annex_e`, which lists the actions), with its options:
 
-* every (0008,0018)-like UID is remapped **consistently within a project key**: the same input
-  UID gives the same output UID for every file and every run with that key (so references
-  inside SRs, Referenced SOP Sequences and Frame of Reference stay consistent), while SOP Class
-  and Transfer Syntax UIDs are kept;
-* dates and times are shifted by one key-dependent offset (``shift_dates=True``, option
+* every UID of the table (action U) is remapped **consistently within a project key**: the
+  same input UID gives the same output UID for every file and every run with that key (so
+  references inside SRs, Referenced SOP Sequences and Frame of Reference stay consistent),
+  while SOP Class and Transfer Syntax UIDs are kept; (0010,0020) Patient ID becomes a keyed
+  pseudonym (:func:`remap_id`), so the studies of one patient stay together;
+* dates are shifted back by one key-dependent number of days (``shift_dates=True``, option
   "Retain Longitudinal Temporal Information with Modified Dates", CID 7050 code 113107), or
-  kept (``shift_dates=False``, "... Full Dates", 113106);
-* (0010,0030) Patient's Birth Date is emptied; private elements and the attributes of
-  :data:`REMOVE` are removed; (0010,0040) Patient's Sex is emptied and (0010,1010) Patient's
-  Age, (0010,1020) Size and (0010,1030) Weight are removed unless
-  ``retain_patient_characteristics=True`` (113108);
+  kept (``shift_dates=False``, "... Full Dates", 113106); a value that is not a valid date
+  gets the Basic action, so a malformed date (a birth date "1971-02-03") never stops a file;
+* Type 1 attributes whose action allows a dummy (X/D, X/Z/D, Z/D) keep a dummy value, so the
+  output stays a valid instance of its IOD; (0008,0060) Modality is never touched;
+* ``retain_patient_characteristics=True`` keeps sex, age, size, weight... (113108);
+  ``clean_descriptors=True`` keeps descriptions (Study / Series Description, Protocol Name,
+  ...) that hold no identifying value (Clean Descriptors Option, 113105), else removes them;
 * (0012,0062) Patient Identity Removed = YES, (0012,0063) De-identification Method and
   (0012,0064) De-identification Method Code Sequence are set, (0028,0303) Longitudinal
   Temporal Information Modified says whether dates moved;
-* a final scan blanks any text element that still holds an original patient name, ID, birth
-  date or accession number.
+* a final scan blanks any remaining free-text element that still holds an original patient
+  name, ID, birth date or accession number.
 
 Pixel data is copied unchanged. Images that declare (0028,0301) Burned In Annotation = YES are
 flagged (a logged warning and a column of the manifest): their pixels may show identifiers,
@@ -29,6 +31,7 @@ which this profile does not remove (PS3.15 E.3.1 Clean Pixel Data Option).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import os
@@ -41,7 +44,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicomml._atomic import atomic_write_bytes, atomic_write_text, safe_join
-from dicomml.errors import ConfigError
+from dicomml.errors import FATAL, ConfigError
+from dicomml.pacs.annex_e import ProfileOptions, apply_profile
+from dicomml.pacs.annex_e_table import TABLE
 from dicomml.pacs.base import collect_files
 
 __all__ = ["deidentify", "deidentify_dataset", "deidentify_table", "remap_uid", "remap_id",
@@ -49,37 +54,32 @@ __all__ = ["deidentify", "deidentify_dataset", "deidentify_table", "remap_uid", 
 
 log = logging.getLogger("dicomml.pacs")
 
-#: Attributes removed (action X of PS3.15 Table E.1-1) that dicognito leaves in place.
-REMOVE = (
-    "PatientBirthTime", "OtherPatientNames", "OtherPatientIDsSequence", "PatientBirthName",
-    "PatientMotherBirthName", "EthnicGroup", "AdditionalPatientHistory", "PatientComments",
-    "MedicalAlerts", "Allergies", "CountryOfResidence", "RegionOfResidence", "PatientState",
-    "PregnancyStatus", "SmokingStatus", "ImageComments", "StudyComments",
-    "RequestAttributesSequence", "DeviceSerialNumber", "PerformedProcedureStepDescription",
-    "RequestedProcedureDescription", "ReasonForStudy", "AdmittingDiagnosesDescription",
-    "AdmittingDiagnosesCodeSequence", "InterpretationText", "IssuerOfPatientID",
-    "ReferencedPatientSequence", "ReferencedStudySequence", "ModifiedAttributesSequence",
-    "OriginalAttributesSequence", "PatientAddress", "MilitaryRank", "InstitutionAddress",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "PersonAddress",
-    "PersonTelephoneNumbers", "ResponsiblePerson", "ResponsiblePersonRole",
-    "DerivationDescription", "FrameComments", "ProtocolName", "PatientInsurancePlanCodeSequence",
-    "PerformedLocation", "ScheduledProcedureStepLocation", "AcquisitionComments",
-)
-#: Patient characteristics removed unless retained (PS3.15 E.3.6); (0010,0040) Patient's Sex
-#: is emptied instead (action Z: it is Type 2 in the Patient module).
-CHARACTERISTICS = ("PatientAge", "PatientSize", "PatientWeight")
-#: Text VRs checked by the final scan for surviving identifiers.
-_TEXT_VRS = {"LO", "LT", "PN", "SH", "ST", "UT", "UC", "DA", "DT", "AE", "CS"}
+
+def _keyword(tag: int) -> str | None:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or None
+
+
+#: Keywords of the attributes the Basic Profile removes (action X of PS3.15 Table E.1-1).
+REMOVE = tuple(k for k in (_keyword(t) for t, row in TABLE.items() if row[1] == "X") if k)
+#: Free-text VRs checked by the final scan for surviving identifiers.
+_TEXT_VRS = {"LO", "LT", "PN", "SH", "ST", "UT", "UC"}
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def _randomizer(key: str):
-    from dicognito.randomizer import Randomizer
-
     if not key or not isinstance(key, str):
         raise ConfigError("de-identification needs a non-empty project key (a secret string "
                           "kept at the site) for consistent UID remapping. Received: key="
                           f"{'<empty>' if not key else type(key).__name__}")
+    return _keyed(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: str):
+    from dicognito.randomizer import Randomizer
+
     return Randomizer(key)
 
 
@@ -110,30 +110,22 @@ class DeidResult:
         Outputs whose (0028,0301) Burned In Annotation is YES: review their pixels.
     manifest : Path or None
         ``deid_manifest.csv``: one row per output (file, new UIDs, burned-in flag).
+    duplicates : list of (Path, Path)
+        ``(input, first input)``: inputs with the (0008,0018) SOP Instance UID of an earlier
+        input (the same output file); left out, never written over the first. Also in
+        ``skipped``.
     """
 
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     burned_in: list[Path] = field(default_factory=list)
     manifest: Path | None = None
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)
 
 
-def _make_anonymizer(key: str, shift_dates: bool):
-    from dicognito.anonymizer import Anonymizer
-    from dicognito.element_anonymizer import ElementAnonymizer
-
-    _randomizer(key)  # validates the key
-    anonymizer = Anonymizer(seed=key)
-    if not shift_dates:
-        class _KeepDates(ElementAnonymizer):
-            def __call__(self, dataset, data_element):
-                return data_element.VR in ("DA", "DT", "TM")
-
-            def describe_actions(self):
-                yield "Keep DA, DT and TM values"
-
-        anonymizer.add_element_handler(_KeepDates())
-    return anonymizer
+def date_offset(key: str) -> int:
+    """Days every date is moved back under ``key`` (62 to 730, the same for every file)."""
+    return 62 + _randomizer(key).get_ints_from_ranges("dicomml-date-offset", 669)[0]
 
 
 def _identifiers(ds: Dataset) -> set[str]:
@@ -156,7 +148,8 @@ def _identifiers(ds: Dataset) -> set[str]:
 
 
 def _scrub(ds: Dataset, secrets: set[str]) -> int:
-    """Blank text elements equal to, or (for values of 4+ characters) containing, a secret."""
+    """Blank free-text elements equal to, or (for secrets of 4+ characters) containing, a
+    secret. Coded values (CS: Modality...), UIDs, dates and numbers are never touched."""
     long = [s for s in secrets if len(s) >= 4]
     hits = 0
     for elem in list(ds):
@@ -183,40 +176,25 @@ def _code(value: str, meaning: str) -> Dataset:
 
 def deidentify_dataset(ds: Dataset, *, key: str, shift_dates: bool = True,
                        retain_patient_characteristics: bool = False,
-                       _anonymizer=None) -> tuple[Dataset, bool]:
+                       clean_descriptors: bool = False) -> tuple[Dataset, bool]:
     """De-identify one dataset; return ``(new_dataset, burned_in)``. The input is not modified.
 
-    See the module docstring for the actions (PS3.15 Annex E).
+    See the module docstring for the actions (PS3.15 Annex E, Table E.1-1).
     """
     import copy
 
+    _randomizer(key)  # validates the key
     out = copy.deepcopy(ds)
     secrets = _identifiers(out)
     burned = str(out.get("BurnedInAnnotation", "")).strip().upper() == "YES"
-    anonymizer = _anonymizer or _make_anonymizer(key, shift_dates)
-    if not hasattr(out, "file_meta"):
-        out.file_meta = pydicom.dataset.FileMetaDataset()
-    anonymizer.anonymize(out)
-    out.remove_private_tags()
-    remove = list(REMOVE) + ([] if retain_patient_characteristics else list(CHARACTERISTICS))
-
-    def strip(d: Dataset) -> None:
-        for kw in remove:
-            if kw in d:
-                del d[kw]
-        for elem in d:
-            if elem.VR == "SQ":
-                for item in elem.value or []:
-                    strip(item)
-
-    strip(out)
-    if "PatientBirthDate" in out:
-        out.PatientBirthDate = ""
-    if "PatientSex" in out and not retain_patient_characteristics:
-        out.PatientSex = ""
+    options = ProfileOptions(shift_dates=shift_dates,
+                             retain_patient_characteristics=retain_patient_characteristics,
+                             clean_descriptors=clean_descriptors)
+    apply_profile(out, options=options, remap_uid=lambda u: remap_uid(u, key),
+                  pseudonym=lambda v: remap_id(v, key), date_offset=date_offset(key),
+                  secrets=secrets)
     _scrub(out, secrets)
     out.PatientIdentityRemoved = "YES"
-    methods = ["DICOMML Basic Profile (dicognito)"]
     codes = [_code("113100", "Basic Application Confidentiality Profile")]
     if shift_dates:
         codes.append(_code("113107", "Retain Longitudinal Temporal Information Modified Dates "
@@ -228,17 +206,27 @@ def deidentify_dataset(ds: Dataset, *, key: str, shift_dates: bool = True,
         out.LongitudinalTemporalInformationModified = "UNMODIFIED"
     if retain_patient_characteristics:
         codes.append(_code("113108", "Retain Patient Characteristics Option"))
-    out.DeidentificationMethod = methods
+    if clean_descriptors:
+        codes.append(_code("113105", "Clean Descriptors Option"))
+    out.DeidentificationMethod = ["DICOMML Basic Profile (PS3.15 Table E.1-1)"]
     out.DeidentificationMethodCodeSequence = Sequence(codes)
+    old_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+    meta = pydicom.dataset.FileMetaDataset()
+    for kw in ("MediaStorageSOPClassUID", "TransferSyntaxUID"):
+        if kw in old_meta:
+            setattr(meta, kw, old_meta[kw].value)
     if "SOPInstanceUID" in out:
-        out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+        meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    out.file_meta = meta
     return out, burned
 
 
 def deidentify(in_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *, key: str,
                shift_dates: bool = True, retain_patient_characteristics: bool = False,
+               clean_descriptors: bool = False, overwrite: bool = False,
                dry_run: bool = False) -> DeidResult:
-    """De-identify DICOM files (folders recursively) into ``out_dir``; sources are untouched.
+    """De-identify DICOM files (folders recursively, symbolic links followed as by the scan)
+    into ``out_dir``; sources are untouched.
 
     Parameters
     ----------
@@ -251,10 +239,16 @@ def deidentify(in_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike
         Project key: the same key maps the same UID (and Patient ID) to the same new value
         across files and runs; keep it secret at the site.
     shift_dates : bool
-        Shift every DA/DT (and paired TM) by one key-dependent offset (62 to 730 days back);
-        False keeps dates (PS3.15 E.3.6).
+        Shift every DA/DT by one key-dependent offset (62 to 730 days back); False keeps
+        dates (PS3.15 E.3.6).
     retain_patient_characteristics : bool
-        Keep (0010,0040) sex, (0010,1010) age, (0010,1020) size, (0010,1030) weight.
+        Keep (0010,0040) sex, (0010,1010) age, (0010,1020) size, (0010,1030) weight...
+    clean_descriptors : bool
+        Keep descriptions that hold no identifying value (Clean Descriptors Option).
+    overwrite : bool
+        Replace output files that already exist (from an earlier run). Without it such an
+        input is skipped and reported. Two inputs of one SOP Instance UID are never written
+        over each other: the second is reported as a duplicate.
     dry_run : bool
         Do everything but write.
 
@@ -262,13 +256,16 @@ def deidentify(in_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike
     -------
     DeidResult
     """
-    anonymizer = _make_anonymizer(key, shift_dates)
+    _randomizer(key)
+    from dicomml.io.guards import DEFER_SIZE
+
     out_dir = Path(out_dir)
     result = DeidResult()
     rows = []
+    first_of: dict[Path, Path] = {}
     for path in collect_files(in_paths):
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(path, defer_size=DEFER_SIZE)
         except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
             result.skipped.append((path, f"not DICOM ({type(e).__name__})"))
             log.warning("skipped a file that is not DICOM (%s)", type(e).__name__)
@@ -282,8 +279,10 @@ def deidentify(in_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike
             new, burned = deidentify_dataset(
                 ds, key=key, shift_dates=shift_dates,
                 retain_patient_characteristics=retain_patient_characteristics,
-                _anonymizer=anonymizer)
-        except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
+                clean_descriptors=clean_descriptors)
+        except BaseException as e:  # noqa: BLE001 - one bad file never stops the batch
+            if isinstance(e, FATAL):
+                raise
             # Only the exception type: its message may quote an identifying value.
             result.skipped.append((path, f"de-identification failed ({type(e).__name__}); "
                                          "the file has a malformed value"))
@@ -292,6 +291,16 @@ def deidentify(in_paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike
             continue
         dest = safe_join(out_dir, new.StudyInstanceUID, new.SeriesInstanceUID,
                          f"{new.SOPInstanceUID}.dcm")
+        if dest in first_of:
+            result.duplicates.append((path, first_of[dest]))
+            result.skipped.append((path, f"duplicate of {first_of[dest]}: the same (0008,0018) "
+                                         "SOP Instance UID; not written over it"))
+            continue
+        first_of[dest] = path
+        if dest.exists() and not overwrite:
+            result.skipped.append((path, f"{dest} exists (from an earlier run); pass "
+                                         "--overwrite to replace it"))
+            continue
         if burned:
             log.warning("SOP Instance UID %s declares (0028,0301) Burned In Annotation = YES: "
                         "its pixels may show identifiers; review or exclude it",

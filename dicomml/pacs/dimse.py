@@ -113,6 +113,7 @@ class DimsePacs(Pacs):
         except OSError as e:
             raise TransientError(f"cannot connect to {self.endpoint}: "
                                  f"{e.strerror or type(e).__name__}") from e
+        _one_line_records("pynetdicom")  # its loggers exist once it is imported
         ae = AE(ae_title=self.calling_aet)
         for attr in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
             setattr(ae, attr, self.timeout)
@@ -217,12 +218,19 @@ class DimsePacs(Pacs):
         contexts.insert(0, (GetModel, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
         errors: list[str] = []
 
+        unsolicited: list[str] = []
+
         def on_store(event):
-            sop = str(event.request.AffectedSOPInstanceUID)
+            try:
+                sop = str(event.request.AffectedSOPInstanceUID)
+            except Exception:  # noqa: BLE001 - a malformed request: refused, never a traceback
+                return 0xC000  # Error: cannot understand
             ref = by_sop.get(sop)
             if ref is None:
-                ds = event.dataset
-                ref = InstanceRef(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), sop)
+                # Not requested (a PACS may send other instances, even of other studies):
+                # refused, never written.
+                unsolicited.append(sop)
+                return 0xA700  # Refused: out of resources
             path = instance_path(out_dir, ref)
             try:
                 atomic_write_bytes(path, event.encoded_dataset(include_meta=True))
@@ -258,6 +266,9 @@ class DimsePacs(Pacs):
                                     f"with status 0x{code:04X}")
         finally:
             _close(assoc)
+        if unsolicited:
+            log.warning("%s sent %d instance(s) that were not requested during C-GET; they "
+                        "were refused and not written", self.endpoint, len(unsolicited))
         if errors:
             raise PacsError("; ".join(errors[:3]) + " (check the output folder)")
 
@@ -326,6 +337,28 @@ class DimsePacs(Pacs):
 
             raise PacsError(_rejected_message(self.endpoint, failures), failures=failures)
         return result
+
+
+class _OneLine(logging.Filter):
+    """Drops the traceback of a record (pynetdicom logs handler exceptions with one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+_ONE_LINE = _OneLine()
+
+
+def _one_line_records(prefix: str) -> None:
+    """Attach :class:`_OneLine` to logger ``prefix`` and every existing child of it."""
+    names = [prefix] + [n for n in logging.root.manager.loggerDict if n.startswith(prefix + ".")]
+    for name in names:
+        lg = logging.getLogger(name)
+        if _ONE_LINE not in lg.filters:
+            lg.addFilter(_ONE_LINE)
 
 
 def _close(assoc) -> None:

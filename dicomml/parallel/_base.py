@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sized
 from typing import Any, Callable, Iterable, Iterator
 
-from dicomml.errors import ConfigError, DicommlError
+from dicomml.errors import FATAL, ConfigError, DicommlError
 from dicomml.parallel._results import ChunkFailed, Outcome
 
 __all__ = ["Executor", "InProcessExecutor", "ExecutorError", "default_workers"]
@@ -212,6 +212,8 @@ class InProcessExecutor(Executor):
             chunk = list(chunk)
             try:
                 result = fn(chunk)
-            except Exception as e:  # noqa: BLE001 - Ctrl-C and SystemExit keep their meaning
+            except BaseException as e:  # noqa: BLE001 - a Rust panic is a BaseException
+                if isinstance(e, FATAL):  # Ctrl-C and SystemExit keep their meaning
+                    raise
                 result = ChunkFailed.from_exception(e)
             yield Outcome(chunk, result, index)

@@ -56,6 +56,9 @@ def worker_main(conn, preload: tuple[str, ...] = ()) -> None:
     # Ctrl-C reaches the whole process group: the parent decides, workers carry on until
     # it terminates them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from dicomml.privacy import install  # what a worker logs or warns is scrubbed too
+
+    install()
     for name in preload:
         try:
             importlib.import_module(name)

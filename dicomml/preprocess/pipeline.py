@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dicomml.errors import ConfigError, DicommlError
+from dicomml.errors import FATAL, ConfigError, DicommlError
 from dicomml.io.types import VOILUT, Image, Volume, Window
 from dicomml.preprocess._options import (Mode, Normalization, PreprocessError,
                                          VOILUTFunction)
@@ -207,7 +207,9 @@ def _step(name: str, x, where: str):
                       f"{np.shape(x)}, range {_range(x)}): {e}")
         err._dicomml_step = True
         raise err from e
-    except Exception as e:
+    except BaseException as e:  # noqa: BLE001 - a Rust panic is a BaseException
+        if isinstance(e, FATAL):
+            raise
         err = PreprocessError(f"preprocess step '{name}' failed on {where} (input shape "
                               f"{np.shape(x)}, range {_range(x)}): {type(e).__name__}: {e}")
         err._dicomml_step = True

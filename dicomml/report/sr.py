@@ -107,16 +107,34 @@ def _prepared_sources(sources: Sequence[Dataset]) -> list[Dataset]:
             raise ConfigError(
                 f"source {ds.SOPInstanceUID} belongs to another study ({ds.StudyInstanceUID} "
                 f"!= {study}); build one SR per study")
-        if all(kw in ds for kw in _PATIENT_STUDY_TYPE2):
+        # A malformed date (a birth date "1971-02-03") cannot be copied into a valid SR:
+        # it is copied empty (these are Type 2) rather than losing the study's SR.
+        bad = [kw for kw in ("PatientBirthDate", "StudyDate")
+               if kw in ds and ds[kw].value not in (None, "") and not _is_da(ds[kw].value)]
+        if all(kw in ds for kw in _PATIENT_STUDY_TYPE2) and not bad:
             out.append(ds)
             continue
         c = Dataset()  # a new top level: we only add missing elements, never to the input
         c.update(ds)
+        for kw in bad:
+            del c[kw]  # the element object is shared with the input: never changed
         for kw in _PATIENT_STUDY_TYPE2:
             if kw not in c:
                 setattr(c, kw, None)
         out.append(c)
     return out
+
+
+def _is_da(value) -> bool:
+    """True for a valid (0010,0030)-style DA value ``YYYYMMDD`` (PS3.5 6.2)."""
+    s = str(value).strip()
+    if len(s) != 8 or not s.isdigit():
+        return False
+    try:
+        _dt.date(int(s[:4]), int(s[4:6]), int(s[6:]))
+    except ValueError:
+        return False
+    return True
 
 
 def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: float,

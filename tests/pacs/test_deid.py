@@ -221,16 +221,18 @@ def test_key_is_required(tmp_path):
         deidentify([], tmp_path, key="")
 
 
-def test_malformed_value_skips_only_that_file(sources, tmp_path):
+def test_malformed_date_never_skips_the_file(sources, tmp_path):
+    """A value that is not a date cannot be shifted: it gets the Basic action (Z), and the
+    file is written (issue 14: a malformed birth date skipped the whole file)."""
     import warnings
 
     ds = pydicom.dcmread(sources["ct"][1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pydicom: invalid DA value
-        ds.StudyDate = "2017-02-3x"  # not a DA value: dicognito cannot shift it
+        ds.StudyDate = "2017-02-3x"  # not a DA value: it cannot be shifted
+        ds.PatientBirthDate = "1971-02-03"
         ds.save_as(tmp_path / "bad.dcm")
         res = deidentify([tmp_path / "bad.dcm", sources["ct"][2]], tmp_path / "out", key="k")
-    assert len(res.written) == 1
-    ((path, reason),) = res.skipped
-    assert path == tmp_path / "bad.dcm" and "de-identification failed" in reason
-    assert "2017" not in reason
+        assert len(res.written) == 2 and not res.skipped
+        new = pydicom.dcmread(res.written[0])
+    assert new.StudyDate == "" and new.PatientBirthDate == ""
