@@ -448,7 +448,8 @@ class InputContract:
             fails = np.isfinite(lo) & np.isfinite(hi) & ~ok
             yield "value_range", fails, lambda i: (
                 f"stored values can only be {lo[i]:g}..{hi[i]:g} after (0028,1052)/(0028,1053) "
-                f"Rescale; the run's windows {_listing(_fmt(w) for w in self.windows)} do not "
+                f"Rescale; the run's windows {', '.join(f'{a:g}..{b:g}' for a, b in self.windows)} "
+                f"do not "
                 "cover them: every pixel would become one constant")
 
 
