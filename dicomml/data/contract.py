@@ -446,11 +446,11 @@ class InputContract:
             for wlo, whi in self.windows:
                 ok |= (hi >= wlo) & (lo <= whi)
             fails = np.isfinite(lo) & np.isfinite(hi) & ~ok
+            wins = ", ".join(f"{a:g}..{b:g}" for a, b in self.windows)
             yield "value_range", fails, lambda i: (
                 f"stored values can only be {lo[i]:g}..{hi[i]:g} after (0028,1052)/(0028,1053) "
-                f"Rescale; the run's windows {', '.join(f'{a:g}..{b:g}' for a, b in self.windows)} "
-                f"do not "
-                "cover them: every pixel would become one constant")
+                f"Rescale; the run's windows {wins} do not cover them: every pixel would "
+                "become one constant")
 
 
 def window_ranges(preprocess) -> tuple:

@@ -8,9 +8,10 @@ own: **tolerate on read, validate on write**. :func:`source_view` copies from a 
 only what a result object needs (patient, study and series identification, the image
 library's descriptors) and checks every value against its VR (PS3.5 6.2):
 
-* Type 1 UIDs ((0020,000D), (0020,000E), (0008,0016), (0008,0018)) must be valid: without
-  them nothing can be referenced, so a :class:`~dicomml.errors.InvalidDicomError` names the
-  attribute;
+* Type 1 UIDs ((0020,000D), (0020,000E), (0008,0016), (0008,0018)) must be present:
+  without them nothing can be referenced, so a :class:`~dicomml.errors.InvalidDicomError`
+  names the attribute; an invalid one is referenced as it is (that is how the PACS knows
+  the instance), with a note;
 * Type 2 patient / study attributes that are malformed are written empty, and a note says
   which attribute was dropped and why;
 * geometry comes from the top level, else from the (5200,9229) Shared or (5200,9230)
@@ -180,19 +181,24 @@ def source_view(ds: Dataset, *, frame: int = 0, where: str = "") -> SourceView:
     Raises
     ------
     InvalidDicomError
-        A Type 1 UID is missing or invalid (the message names it).
+        A Type 1 UID is missing (the message names it).
     """
     out = Dataset()
     notes = []
     name = where or "source"
     for kw, tag in _UIDS:
         v = _str(ds, kw)
-        if not v or not UID(v).is_valid:
+        if not v:
             raise InvalidDicomError(
-                f"{name}: {kw} {tag} is {'missing' if not v else 'not a valid UID'}; an "
-                "SR can only reference instances with valid UIDs. Fix the source or "
-                "leave it out")
+                f"{name}: {kw} {tag} is missing; a result object can only reference "
+                "instances that have it. Fix the source or leave it out")
+        if not UID(v).is_valid:  # referenced as the PACS knows it, and said so
+            notes.append(f"{name}: {kw} {tag} is not a valid UID (PS3.5 9.1); the result "
+                         "references it as it is")
         setattr(out, kw, v)
+    po = _values(ds, "PatientOrientation") or []
+    if len(po) == 2 and all(str(v).strip() for v in po):  # e.g. L\\PF, as real files write
+        out.PatientOrientation = [str(v).strip() for v in po]
     charset = ds.get("SpecificCharacterSet")
     if charset:
         out.SpecificCharacterSet = charset
