@@ -29,7 +29,7 @@ series and every image the model cannot see is listed in DIR/skipped.csv with it
 Writes DIR/predictions.csv, DIR/skipped.csv, DIR/SR_<StudyInstanceUID>.dcm (DICOM
 Comprehensive 3D SR, TID 1500) for every study with a prediction, and for every positive
 study DIR/GRADCAM_<StudyInstanceUID>.dcm (Secondary Capture) and, when the source has
-plane geometry, DIR/GRADCAM_PM_<StudyInstanceUID>.dcm (Parametric Map). Source files are
+plane geometry, DIR/PM_GRADCAM_<StudyInstanceUID>.dcm (Parametric Map). Source files are
 never modified.
 Exit status: 0 done, 1 done but something was skipped (see DIR/skipped.csv), 2 error."""
 

@@ -18,7 +18,7 @@ study, a Grad-CAM heatmap of its highest-scoring image on the source image's geo
 
 Output names are ``DIR/predictions.csv``, ``DIR/skipped.csv``,
 ``DIR/SR_<StudyInstanceUID>.dcm``, ``DIR/GRADCAM_<StudyInstanceUID>.dcm`` (Secondary
-Capture) and ``DIR/GRADCAM_PM_<StudyInstanceUID>.dcm`` (Parametric Map), built with
+Capture) and ``DIR/PM_GRADCAM_<StudyInstanceUID>.dcm`` (Parametric Map), built with
 :func:`dicomml._atomic.safe_join`. The threshold is, by default, the run's operating point
 (:func:`run_threshold`: ``metrics.json``'s ``operating_point``, else its study-level
 threshold, else 0.5). Regression runs write predictions only (no coded finding).
@@ -59,7 +59,7 @@ class PredictResult:
 
     predictions_csv: Path
     sr_paths: tuple[Path, ...] = ()
-    #: Grad-CAM objects: Secondary Captures and Parametric Maps.
+    #: Grad-CAM Secondary Captures (``GRADCAM_<study>.dcm``).
     sc_paths: tuple[Path, ...] = ()
     #: Rows of :data:`~dicomml.evaluate.selection.SKIP_COLUMNS` (``path``, ``rule``,
     #: ``reason``...) for every file, series, image or study that was not used.
@@ -75,6 +75,8 @@ class PredictResult:
     #: Source attributes that were malformed and left out of the result objects.
     notes: tuple[str, ...] = field(default=(), repr=False)
     operating_point: dict = field(default_factory=dict, repr=False)
+    #: Grad-CAM Parametric Maps (``PM_GRADCAM_<study>.dcm``).
+    pm_paths: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -89,7 +91,8 @@ class PredictResult:
                 "outputs": {"predictions": str(self.predictions_csv),
                             "skipped": str(self.skipped_csv) if self.skipped_csv else None,
                             "sr": [str(p) for p in self.sr_paths],
-                            "heatmaps": [str(p) for p in self.sc_paths]}}
+                            "heatmaps": [str(p) for p in (*self.sc_paths,
+                                                          *self.pm_paths)]}}
 
 
 def operating_point(run_dir, aggregation: str = "max") -> dict:
@@ -329,8 +332,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     table = _decision_columns(table, summary, examples, sel.forced, reasons, threshold, how,
                               task, cols)
     csv_path = write_csv(out_dir / "predictions.csv", table)
-    return PredictResult(csv_path, tuple(sr_paths), tuple(sc_paths), tuple(skipped),
-                         n_studies=len(summary), studies=tuple(summary),
+    pm_paths = tuple(p for p in sc_paths if p.name.startswith("PM_"))
+    sc_paths = tuple(p for p in sc_paths if not p.name.startswith("PM_"))
+    return PredictResult(csv_path, tuple(sr_paths), sc_paths, tuple(skipped),
+                         n_studies=len(summary), studies=tuple(summary), pm_paths=pm_paths,
                          skipped_csv=_write_skipped(out_dir, skipped), notes=tuple(notes),
                          **common)
 
@@ -373,7 +378,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     examples, indexed like ``examples`` (``path``, ``frame``). ``forced`` maps the Series
     Instance UIDs predicted outside the input contract to the rule they failed (their SRs
     say so). Returns ``(sr_paths, sc_paths, studies)`` where ``studies`` are per-study
-    summaries (with the pseudonymous ``study_key`` that messages use).
+    summaries (with the pseudonymous ``study_key`` that messages use); ``sc_paths`` holds
+    the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``).
     """
     import pydicom
 
@@ -426,7 +432,7 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                              where=f"study {key}", forced=bool(rules))
             for kind, obj in made:
                 name = f"GRADCAM_{study_uid}.dcm" if kind == "sc" else \
-                    f"GRADCAM_PM_{study_uid}.dcm"
+                    f"PM_GRADCAM_{study_uid}.dcm"
                 sc_paths.append(_write(obj, safe_join(out_dir, name)))
     return sr_paths, sc_paths, summary
 
