@@ -96,23 +96,19 @@ class PredictResult:
 
 
 def operating_point(run_dir, aggregation: str = "max") -> dict:
-    """The run's operating point: ``metrics.json``'s ``operating_point`` (written by
-    ``evaluate``), else the threshold of level ``study_<aggregation>`` (or ``image``);
-    ``{}`` when the run has not been evaluated."""
+    """The run's operating point (:func:`dicomml.evaluate.evaluation.operating_point` of its
+    ``metrics.json``; the level ``study_<aggregation>`` when evaluate stored none); ``{}``
+    when the run has not been evaluated."""
+    from dicomml.evaluate.evaluation import operating_point as _from_metrics
+
     path = Path(run_dir) / "metrics.json"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    op = metrics.get("operating_point") or {}
-    if op.get("threshold") is not None:
-        return dict(op)
-    for level in (f"study_{aggregation}", "image"):
-        t = (metrics.get(level) or {}).get("threshold", {})
-        if t.get("value") is not None:
-            return {"threshold": float(t["value"]), "level": level,
-                    "method": t.get("method"), "chosen_on": t.get("chosen_on")}
-    return {}
+    if not metrics.get("meta", {}).get("operating_point"):
+        metrics.setdefault("meta", {})["aggregation"] = [aggregation]
+    return _from_metrics(metrics)
 
 
 def run_threshold(run_dir, aggregation: str) -> float | None:
