@@ -316,3 +316,27 @@ def test_real_ct_samples_get_an_sr_each_or_a_reasoned_skip(shared, tmp_path):
         if read_sr(p).study_instance_uid.count(".") > 2:  # valid UIDs: dciodvfy-clean
             errors, out = dciodvfy_errors(p)
             assert errors == [], (p.name, out)
+
+
+def test_an_undecodable_image_is_skipped_with_the_decoders_reason(shared, mixed, tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    src = sorted(mixed.by_name("head_ct").paths)
+    data = tmp_path / "in"
+    data.mkdir()
+    for p in src:
+        (data / p.name).write_bytes(p.read_bytes())
+    ds = pydicom.dcmread(src[0])
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 this is not a JPEG 2000 codestream" * 4])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.save_as(data / src[0].name, enforce_file_format=True)
+    res = predict(shared, data, tmp_path / "out", threshold=0.0, workers=0, progress=False,
+                  write_sc=False)
+    (bad,) = [k for k in res.skipped if k["level"] == "image"]
+    assert bad["rule"] == "unreadable" and bad["path"] == str(data / src[0].name)
+    assert bad["reason"].startswith("frame 0 could not be read: ") and len(bad["reason"]) > 40
+    assert len(res.sr_paths) == 1  # the study's other images still make its SR
+    pred = pd.read_csv(res.predictions_csv, keep_default_na=False)
+    assert (pred.loc[pred["prob_haemorrhage"] == "", "reason"] == bad["reason"]).all()
