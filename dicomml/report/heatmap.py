@@ -155,10 +155,17 @@ def build_heatmap_sc(source: Dataset, image, heat_src: np.ndarray, preprocess, *
     for kw in ("ImageOrientationPatient", "PatientOrientation"):
         if kw not in ref and kw in geo:
             setattr(ref, kw, geo[kw])
+    from dicomml.report.sc import patient_orientation
+
+    orientation = patient_orientation(ref)
+    # highdicom accepts one letter per direction; real files (and PS3.3 C.7.6.1.1.1) also
+    # combine them, e.g. L\PF: build with the main letters, then write the real values
+    ref.PatientOrientation = [v[:1] for v in orientation]
     sc = _sc(ref, pixels, frame_numbers=[frame + 1] if n_frames > 1 else None,
              derivation=(f"Grad-CAM heatmap (0..1, jet colour bar at the right) over the "
                          f"source frame {frame + 1} at its own resolution, {how}; "
                          f"{label.lower()}"))
+    sc.PatientOrientation = list(orientation)
     sc.BurnedInAnnotation = "YES"
     if "PixelSpacing" in geo:
         sc.PixelSpacing = [f"{v:.6g}" for v in geo["PixelSpacing"]]
@@ -191,8 +198,19 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
         value_range=(0.0, 1.0), slope=1.0, intercept=0.0)
     src = Dataset()
     src.update(ref)
-    src.NumberOfFrames = 1
-    src.FrameOfReferenceUID = ref.FrameOfReferenceUID
+    n_frames = int(source.get("NumberOfFrames", 1) or 1)
+    groups = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+    if n_frames > 1 or any(g in source for g in groups):  # enhanced: keep its frame layout
+        src.NumberOfFrames = n_frames
+        for g in groups:
+            if g in source:
+                src[g] = source[g]
+    else:
+        src.NumberOfFrames = 1
+        for k, v in geo.items():  # also when incomplete for the SR's image library
+            setattr(src, k, v)
+        if "SliceThickness" not in src:
+            src.SliceThickness = None  # Type 2: unknown
     pm = hd.pm.ParametricMap(
         source_images=[src], pixel_array=np.asarray(heat_src, np.float32)[None],
         series_instance_uid=generate_uid(), series_number=9003,
@@ -203,8 +221,8 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
         pixel_measures=measures, plane_orientation=orientation, plane_positions=[position],
         content_label="GRADCAM",
-        content_description=("Grad-CAM heatmap, not for diagnostic use"
-                              + (", FORCED outside the input contract" if forced else "")),
+        content_description=("Grad-CAM, not for diagnostic use"
+                             + (", FORCED outside input contract" if forced else "")),
         series_description="dicomml Grad-CAM map")
     # (0020,0060) Laterality is Type 2C in the General Series module: copy or send empty.
     pm.Laterality = source.get("Laterality") or None
@@ -219,18 +237,29 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
 
 def build_heatmap_objects(source: Dataset, image, heat: np.ndarray, preprocess, *,
                           frame: int = 0, where: str = "", forced: bool = False,
-                          skipped: list | None = None) -> list:
+                          errors: list | None = None) -> list:
     """``[("pm", ParametricMap), ("sc", SecondaryCapture)]`` of a tensor heatmap.
 
     ``image`` is the :class:`~dicomml.io.Image` of the source frame (``read_image(path,
-    frames=[frame])``), ``heat`` the (size, size) Grad-CAM of its tensor.
+    frames=[frame])``), ``heat`` the (size, size) Grad-CAM of its tensor. The two objects
+    are built independently: with ``errors`` (a list), one that cannot be built is left
+    out and ``(kind, exception)`` appended; without, the exception is raised.
     """
     spacing = image.pixel_spacing
     heat_src = to_source_grid(heat, image.pixels.shape[1:3], preprocess, spacing)
     out = []
-    pm = build_heatmap_pm(source, heat_src, frame=frame, where=where, forced=forced)
-    if pm is not None:
-        out.append(("pm", pm))
-    out.append(("sc", build_heatmap_sc(source, image, heat_src, preprocess, frame=frame,
-                                       where=where, forced=forced)))
+    for kind, build in (("pm", lambda: build_heatmap_pm(source, heat_src, frame=frame,
+                                                         where=where, forced=forced)),
+                        ("sc", lambda: build_heatmap_sc(source, image, heat_src, preprocess,
+                                                         frame=frame, where=where,
+                                                         forced=forced))):
+        try:
+            obj = build()
+        except Exception as e:  # noqa: BLE001 - reported by the caller, the other goes on
+            if errors is None:
+                raise
+            errors.append((kind, e))
+            continue
+        if obj is not None:
+            out.append((kind, obj))
     return out

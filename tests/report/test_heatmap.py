@@ -63,3 +63,69 @@ def test_sc_pixels_keep_the_source_grid_and_carry_the_label():
     banner = px[48:]
     assert banner.max() > 200 and 0.02 < (banner > 0).mean() < 0.5  # white text on black
     assert len(LABEL) > 10
+
+
+@pytest.mark.tool
+@pytest.mark.parametrize("name, frame", [("CT_small.dcm", 0), ("eCT_Supplemental.dcm", 1),
+                                         ("J2K_pixelrep_mismatch.dcm", 0)])
+def test_heatmap_objects_of_real_files(name, frame, tmp_path):
+    """PM and SC of real sources (enhanced CT: geometry and frame from the functional
+    groups; Patient Orientation L\\PF) are dciodvfy-clean and read back by highdicom."""
+    import highdicom as hd
+    import pydicom
+
+    from dicomml.io import read_image
+    from dicomml.report.heatmap import build_heatmap_objects
+    from dicomml.report.sources import geometry
+    from dicomml.report.sr import write_sr
+    from tests.conftest import testdata
+    from tests.report.helpers import dciodvfy_errors
+
+    path = testdata(name)
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    image = read_image(path, frames=[frame])
+    heat = np.zeros((224, 224), np.float32)
+    heat[80:140, 90:150] = 1.0
+    objs = dict(build_heatmap_objects(source, image, heat, PreprocessConfig(), frame=frame))
+    assert set(objs) == {"pm", "sc"}
+    for kind, obj in objs.items():
+        out = write_sr(obj, tmp_path / f"{kind}.dcm")
+        errors, text = dciodvfy_errors(out)
+        assert errors == [], text
+        back = hd.imread(out)
+        assert back.SOPInstanceUID == obj.SOPInstanceUID
+    pm = hd.imread(tmp_path / "pm.dcm")
+    assert pm.pixel_array.shape == image.pixels.shape[1:3]
+    geo = geometry(source, frame)
+    got = pm.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    np.testing.assert_allclose([float(v) for v in got.ImagePositionPatient],
+                               geo["ImagePositionPatient"], atol=1e-4)
+    ref = pm.ReferencedImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    if int(source.get("NumberOfFrames", 1)) > 1:
+        assert int(ref.ReferencedFrameNumber) == frame + 1
+    sc = pydicom.dcmread(tmp_path / "sc.dcm")
+    assert sc.BurnedInAnnotation == "YES"
+    assert sc.Rows == image.pixels.shape[1] + 14
+
+
+def test_heatmap_objects_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    from tests.conftest import testdata
+
+    path = testdata("CT_small.dcm")
+    code = ("import numpy as np, pydicom, sys\n"
+            "from dicomml.io import read_image\n"
+            "from dicomml.preprocess import PreprocessConfig\n"
+            "from dicomml.report.heatmap import build_heatmap_objects\n"
+            f"ds = pydicom.dcmread({path!r})\n"
+            f"objs = build_heatmap_objects(ds, read_image({path!r}), "
+            "np.ones((224, 224)), PreprocessConfig())\n"
+            "assert [k for k, _ in objs] == ['pm', 'sc']\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    assert "dicomml.report.heatmap" in out
+    assert not [m for m in out if m == "tensorflow" or m.startswith(("tensorflow.", "keras"))]
