@@ -13,7 +13,7 @@ for every row without a probability) → per study, the aggregated probability (
 by default) and the decision at the run's **operating point** → one Comprehensive 3D SR
 per study with a probability (:func:`dicomml.report.sr.build_sr`) and, for each positive
 study, a Grad-CAM heatmap of its highest-scoring image on the source image's geometry
-(:mod:`dicomml.report.heatmap`). Every skip is a row of ``skipped.csv``
+(:mod:`dicomml.evaluate.heatmaps`, :mod:`dicomml.report.heatmap`). Every skip is a row of ``skipped.csv``
 (:data:`dicomml.evaluate.selection.SKIP_COLUMNS`).
 
 Output names are ``DIR/predictions.csv``, ``DIR/skipped.csv``,
@@ -350,8 +350,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     csv_path = write_csv(out_dir / "predictions.csv", table)
     pm_paths = tuple(p for p in sc_paths if p.name.startswith("PM_"))
     sc_paths = tuple(p for p in sc_paths if not p.name.startswith("PM_"))
+    n_studies = len(summary) if task != "regression" else \
+        int(table.loc[~bad, "study_instance_uid"].nunique())
     return PredictResult(csv_path, tuple(sr_paths), sc_paths, tuple(skipped),
-                         n_studies=len(summary), studies=tuple(summary), pm_paths=pm_paths,
+                         n_studies=n_studies, studies=tuple(summary), pm_paths=pm_paths,
                          skipped_csv=_write_skipped(out_dir, skipped), notes=tuple(notes),
                          **common)
 
@@ -492,7 +494,7 @@ def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, wher
 
     from dicomml.evaluate.grad_cam import gradcam
     from dicomml.io import read_image
-    from dicomml.report.heatmap import build_heatmap_objects
+    from dicomml.evaluate.heatmaps import heatmap_objects
 
     path, frame = str(example["path"]), int(example["frame"])
     source = None
@@ -502,7 +504,7 @@ def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, wher
         tensor = pipeline(image, 0)
         heat = gradcam(model, tensor, class_index=class_index)
         errors: list = []
-        made = build_heatmap_objects(source, image, heat, pipeline.config, frame=frame,
+        made = heatmap_objects(source, image, heat, pipeline.config, frame=frame,
                                      where=where, forced=forced, errors=errors)
     except Exception as e:  # noqa: BLE001 - recorded and reported, never fatal to the batch
         made, errors = [], [("heatmap", e)]

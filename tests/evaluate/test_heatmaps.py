@@ -1,4 +1,5 @@
-"""Heatmaps on the source geometry: the inverse of the run's resize, the SC picture."""
+"""Heatmaps on the source geometry: the inverse of the run's resize, the display, the DICOM
+objects (Parametric Map, Secondary Capture) of real files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 
 from dicomml.preprocess import PreprocessConfig
 from dicomml.preprocess.resize import resize_planes
-from dicomml.report.heatmap import LABEL, display_frame, heatmap_sc_pixels, to_source_grid
+from dicomml.evaluate.heatmaps import display_frame, to_source_grid
+from dicomml.report.heatmap import LABEL, heatmap_sc_pixels
 
 
 @pytest.mark.parametrize("shape, resize, fov", [((100, 60), "pad", None),
@@ -75,7 +77,7 @@ def test_heatmap_objects_of_real_files(name, frame, tmp_path):
     import pydicom
 
     from dicomml.io import read_image
-    from dicomml.report.heatmap import build_heatmap_objects
+    from dicomml.evaluate.heatmaps import heatmap_objects
     from dicomml.report.sources import geometry
     from dicomml.report.sr import write_sr
     from tests.conftest import testdata
@@ -86,7 +88,7 @@ def test_heatmap_objects_of_real_files(name, frame, tmp_path):
     image = read_image(path, frames=[frame])
     heat = np.zeros((224, 224), np.float32)
     heat[80:140, 90:150] = 1.0
-    objs = dict(build_heatmap_objects(source, image, heat, PreprocessConfig(), frame=frame))
+    objs = dict(heatmap_objects(source, image, heat, PreprocessConfig(), frame=frame))
     assert set(objs) == {"pm", "sc"}
     for kind, obj in objs.items():
         out = write_sr(obj, tmp_path / f"{kind}.dcm")
@@ -119,13 +121,13 @@ def test_heatmap_objects_do_not_import_tensorflow():
     code = ("import numpy as np, pydicom, sys\n"
             "from dicomml.io import read_image\n"
             "from dicomml.preprocess import PreprocessConfig\n"
-            "from dicomml.report.heatmap import build_heatmap_objects\n"
+            "from dicomml.evaluate.heatmaps import heatmap_objects\n"
             f"ds = pydicom.dcmread({path!r})\n"
-            f"objs = build_heatmap_objects(ds, read_image({path!r}), "
+            f"objs = heatmap_objects(ds, read_image({path!r}), "
             "np.ones((224, 224)), PreprocessConfig())\n"
             "assert [k for k, _ in objs] == ['pm', 'sc']\n"
             "print('\\n'.join(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True).stdout.split()
-    assert "dicomml.report.heatmap" in out
+    assert "dicomml.report.heatmap" in out and "dicomml.evaluate.heatmaps" in out
     assert not [m for m in out if m == "tensorflow" or m.startswith(("tensorflow.", "keras"))]
