@@ -13,8 +13,8 @@ for every row without a probability) → per study, the aggregated probability (
 by default) and the decision at the run's **operating point** → one Comprehensive 3D SR
 per study with a probability (:func:`dicomml.report.sr.build_sr`) and, for each positive
 study, a Grad-CAM heatmap of its highest-scoring image on the source image's geometry
-(:mod:`dicomml.evaluate.heatmaps`, :mod:`dicomml.report.heatmap`). Every skip is a row of ``skipped.csv``
-(:data:`dicomml.evaluate.selection.SKIP_COLUMNS`).
+(:mod:`dicomml.evaluate.heatmaps`, :mod:`dicomml.report.heatmap`). Every skip is a row of
+``skipped.csv`` (:data:`dicomml.evaluate.selection.SKIP_COLUMNS`).
 
 Output names are ``DIR/predictions.csv``, ``DIR/skipped.csv``,
 ``DIR/SR_<StudyInstanceUID>.dcm``, ``DIR/GRADCAM_<StudyInstanceUID>.dcm`` (Secondary
