@@ -30,7 +30,7 @@ from dicomml._atomic import safe_join
 from dicomml.errors import ConfigError
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",
-           "write_study_reports"]
+           "write_study_reports", "result_uids"]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _algorithm(run, threshold, how):
 def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
             write_sr: bool = True, write_sc: bool = True, aggregation: str = "max",
             batch_size: int = 32, workers: int | None = None,
-            progress: bool = True) -> PredictResult:
+            progress: bool = True, uid_key: str | None = None) -> PredictResult:
     """Predict new studies and write ``predictions.csv``, one SR per study and Grad-CAM SCs.
 
     Parameters
@@ -140,6 +140,11 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         Write the SRs / the Grad-CAM Secondary Captures of positive studies.
     aggregation : {"max", "mean"}
         How image probabilities make the study's.
+    uid_key : str, optional
+        When given, the Series and SOP Instance UIDs of each SR and SC derive from
+        (``uid_key``, Study Instance UID) (:func:`result_uids`), so that writing the results
+        of a study again (e.g. after a crash) gives the same UIDs and a PACS replaces rather
+        than duplicates them; new UIDs otherwise.
 
     Returns
     -------
@@ -194,19 +199,21 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     good = table[~bad].assign(patient_key=examples.loc[~bad, "patient_key"].to_numpy())
     sr_paths, sc_paths, summary = write_study_reports(
         out_dir, run, model, examples, good, threshold=threshold, aggregation=how,
-        write_sr=write_sr, write_sc=write_sc, skipped=skipped)
+        write_sr=write_sr, write_sc=write_sc, skipped=skipped, uid_key=uid_key)
     return PredictResult(csv_path, tuple(sr_paths), tuple(sc_paths), tuple(skipped),
                          n_studies=len(summary), threshold=threshold, studies=tuple(summary))
 
 
 def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.DataFrame, *,
                         threshold: float, aggregation: str = "max", write_sr: bool = True,
-                        write_sc: bool = True, skipped: list | None = None):
+                        write_sc: bool = True, skipped: list | None = None,
+                        uid_key: str | None = None):
     """One SR per study of ``table`` and a Grad-CAM SC per positive study, into ``out_dir``.
 
     ``table`` holds the probability columns and ``study_instance_uid`` of the decoded
     examples, indexed like ``examples`` (``path``, ``frame``). Returns
     ``(sr_paths, sc_paths, studies)`` where ``studies`` are per-study summaries.
+    ``uid_key``: see :func:`predict`.
     """
     import pydicom
 
@@ -237,7 +244,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
         if write_sr:
             try:
                 sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
-                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
+                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
+                               **result_uids(uid_key, study_uid, "SR"))
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
                 # e.g. invalid UIDs in the sources, which a valid SR cannot reference
                 log.warning("no SR for a study of %d image(s) (%s): %s", len(rows),
@@ -248,20 +256,37 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                 sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
         if write_sc and present:
             best = getattr(row, "best_index")
-            sc = _heatmap_sc(model, run.pipeline, examples.loc[best], finding_idx, skipped)
+            sc = _heatmap_sc(model, run.pipeline, examples.loc[best], finding_idx, skipped,
+                             **result_uids(uid_key, study_uid, "SC"))
             if sc is not None:
                 sc_paths.append(_write(sc, safe_join(out_dir, f"GRADCAM_{study_uid}.dcm")))
     return sr_paths, sc_paths, summary
 
 
-def _build_sr(sources, finding, prob, present, algorithm):
+def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
+    """``series_instance_uid`` / ``sop_instance_uid`` of a study's ``kind`` result object.
+
+    Derived (PS3.5 B.2, :func:`pydicom.uid.generate_uid` with entropy sources) from
+    ``uid_key`` (e.g. the run and model version), the Study Instance UID and ``kind``
+    (``"SR"``, ``"SC"``); empty (new random UIDs) when ``uid_key`` is None.
+    """
+    if uid_key is None:
+        return {}
+    from pydicom.uid import generate_uid
+
+    src = ["dicomml-result", str(uid_key), str(study_uid), kind]
+    return {"series_instance_uid": generate_uid(entropy_srcs=[*src, "series"]),
+            "sop_instance_uid": generate_uid(entropy_srcs=[*src, "instance"])}
+
+
+def _build_sr(sources, finding, prob, present, algorithm, **uids):
     from dicomml.report.sr import build_sr
 
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
-                    present=bool(present), algorithm=algorithm)
+                    present=bool(present), algorithm=algorithm, **uids)
 
 
-def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
+def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list, **uids):
     """The Grad-CAM Secondary Capture of one example; ``None`` (and a skip) if impossible."""
     import pydicom
 
@@ -276,7 +301,7 @@ def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
         heat = gradcam(model, tensor, class_index=class_index)
         n_frames = int(source.get("NumberOfFrames", 1) or 1)
         return build_heatmap_sc(source, heatmap_overlay(tensor, heat),
-                                frame_numbers=[frame + 1] if n_frames > 1 else None)
+                                frame_numbers=[frame + 1] if n_frames > 1 else None, **uids)
     except Exception as e:  # noqa: BLE001 - recorded and reported, never fatal to the batch
         log.warning("no Grad-CAM image for %s frame %d: %s", os.path.basename(path), frame, e)
         skipped.append({"path": path, "reason": f"Grad-CAM image not written: {e}"})
