@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spool size beyond which instances are refused (default: 20)")
     parser.add_argument("--max-concurrent", type=int, metavar="N",
                         help="studies inferred or sent at once (default: 2)")
+    parser.add_argument("--max-associations", type=int, metavar="N",
+                        help="associations received at once (default: 32)")
     parser.add_argument("--retention-hours", type=float, metavar="H",
                         help="delete finished studies from the spool after H hours "
                              "(default: 24)")
@@ -67,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 _OPTIONS = ("run_dir", "ae_title", "port", "bind", "spool", "send_to", "allowed_aets",
             "sop_classes", "transfer_syntaxes", "stable_seconds", "max_instance_mb",
-            "max_spool_gb", "max_concurrent", "retention_hours", "send_timeout_hours",
+            "max_spool_gb", "max_concurrent", "max_associations", "retention_hours", "send_timeout_hours",
             "threshold", "write_sc")
 
 

@@ -118,6 +118,9 @@ class ServeConfig:
         instances are refused with C-STORE status 0xA700 (Refused: Out of Resources).
     max_concurrent : int
         Studies inferred or sent at once.
+    max_associations : int
+        Associations received at once (more are rejected, transient: "local limit
+        exceeded", PS3.8 7.1.1.9).
     retention_hours : float
         Spool and work folders of finished studies are deleted after this long.
     send_timeout_hours : float
@@ -140,6 +143,7 @@ class ServeConfig:
     max_instance_mb: float = 512.0
     max_spool_gb: float = 20.0
     max_concurrent: int = 2
+    max_associations: int = 32
     retention_hours: float = 24.0
     send_timeout_hours: float = 24.0
     threshold: float | None = None
@@ -164,9 +168,9 @@ class ServeConfig:
                      "send_timeout_hours"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
-        if int(self.max_concurrent) < 1:
-            raise ConfigError(f"max_concurrent must be >= 1. Received: "
-                              f"max_concurrent={self.max_concurrent}")
+        for name in ("max_concurrent", "max_associations"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
         set_(self, "spool", Path(self.spool) if self.spool else default_spool(self.ae_title))
         set_(self, "destinations", tuple(parse_destination(d) for d in self.send_to))
 

@@ -69,7 +69,7 @@ class StoreSCP:
         ae = AE(ae_title=self.config.ae_title)
         ae.require_called_aet = True
         ae.require_calling_aet = list(self.config.allowed_aets)
-        ae.maximum_associations = max(10, 4 * self.config.max_concurrent)
+        ae.maximum_associations = int(self.config.max_associations)
         for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
             setattr(ae, attr, 60)
         ts = list(self.config.transfer_syntaxes)

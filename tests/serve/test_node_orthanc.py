@@ -96,15 +96,14 @@ def test_orthanc_sends_a_study_and_gets_one_sr_back(running_orthanc, node, tmp_p
 @pytest.mark.slow
 def test_twenty_concurrent_senders(running_orthanc, node, tmp_path):
     studies = [ct_study(tmp_path, seed=200 + i) for i in range(20)]
-    rcs: list[int] = []
-    threads = [threading.Thread(target=lambda p=p: rcs.append(storescu(running_orthanc,
-                                                                       p).returncode))
+    done: list = []
+    threads = [threading.Thread(target=lambda p=p: done.append(storescu(running_orthanc, p)))
                for p in studies]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert rcs == [0] * 20
+    assert [r.returncode for r in done] == [0] * 20, [r.stderr for r in done if r.returncode]
     keys = {study_key(_uids(p)[0]) for p in studies}
     wait_for(lambda: all(node.states().get(k) == "done" for k in keys), 600, "20 studies")
     for p in studies:
