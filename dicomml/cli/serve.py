@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 _OPTIONS = ("run_dir", "ae_title", "port", "bind", "spool", "send_to", "allowed_aets",
             "sop_classes", "transfer_syntaxes", "stable_seconds", "max_instance_mb",
-            "max_spool_gb", "max_concurrent", "max_associations", "retention_hours", "send_timeout_hours",
-            "threshold", "write_sc")
+            "max_spool_gb", "max_concurrent", "max_associations", "retention_hours",
+            "send_timeout_hours", "threshold", "write_sc")
 
 
 def config_from_args(args):

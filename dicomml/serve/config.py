@@ -63,7 +63,9 @@ class Destination:
     port: int = 0
 
     def __str__(self) -> str:
-        return self.url if self.kind == "dicomweb" else f"dimse://{self.aet}@{self.host}:{self.port}"
+        if self.kind == "dicomweb":
+            return self.url
+        return f"dimse://{self.aet}@{self.host}:{self.port}"
 
     def client(self, calling_aet: str, timeout: float = 30.0):
         """A :mod:`dicomml.pacs` client for it (one attempt per call: the node retries)."""

@@ -130,45 +130,39 @@ class Node:
         return Path(self.config.spool) / "work" / key
 
     def infer(self, uid: str) -> None:
-        """Decide the series, predict the eligible ones, record the outputs (→ sending)."""
+        """Predict the study (the run's input contract picks its series), record the
+        decision for every series and the outputs (→ sending; no result: done)."""
         from dicomml.evaluate.prediction import predict
-        from dicomml.io import scan
-        from dicomml.serve.eligibility import series_decisions
 
         row = self.queue.study(uid)
         key = row["key"]
         work = self._work_dir(key)
         shutil.rmtree(work, ignore_errors=True)
-        every, chosen = work / "received", work / "input"
-        every.mkdir(parents=True)
-        chosen.mkdir()
+        received = work / "received"  # exactly the recorded instances (no stray files)
+        received.mkdir(parents=True)
         for i, inst in enumerate(self.queue.instances(uid)):
-            _link(inst["path"], every / f"{i:06d}.dcm")
-        res = scan(every, work / "index.sqlite", progress=False, workers=0)
-        with res.index() as idx:
-            series, instances = idx.series(), idx.instances()
-        decisions = series_decisions(self.config.run_dir, self.run_config, series)
-        keep = {d["series_key"] for d in decisions if d["eligible"]}
-        files = instances.loc[instances["series_key"].isin(keep), "path"]
-        for i, p in enumerate(files):
-            _link(p, chosen / f"{i:06d}.dcm")
-        if not keep:
-            log.warning("study %s: no eligible series (%s); no result", key,
-                        "; ".join(d["reason"] for d in decisions) or "nothing readable")
-            self.queue.finish(uid, "done", decisions=decisions, outcome="ineligible")
-            return
+            _link(inst["path"], received / f"{i:06d}.dcm")
         t0 = time.monotonic()
-        result = predict(self.config.run_dir, chosen, work / "out",
+        result = predict(self.config.run_dir, received, work / "out",
                          threshold=self.config.threshold, aggregation=self.config.aggregation,
                          write_sc=self.config.write_sc, workers=0, progress=False,
                          uid_key=self.run_id)
-        outputs = [str(p) for p in (*result.sr_paths, *result.sc_paths)]
+        decisions = [{"series": s.get("series_instance_uid", ""),
+                      **{k: s.get(k) for k in ("modality", "n_instances", "decision", "rule",
+                                               "reason")}} for s in result.series]
+        if not any(d["decision"] in ("predict", "forced") for d in decisions):
+            log.warning("study %s: no series meets the run's input contract (%s); no result",
+                        key, "; ".join(f"{d['modality']}: {d['reason']}" for d in decisions)
+                        or "nothing readable")
+            self.queue.finish(uid, "done", decisions=decisions, outcome="ineligible")
+            return
         if not result.sr_paths:
             why = "; ".join(s["reason"] for s in result.skipped[:3]) or "no image predicted"
             raise RuntimeError(f"no SR could be made ({why})")
-        s = result.studies[0] if result.studies else {}
-        outcome = (f"{s.get('finding')}: {'present' if s.get('present') else 'absent'} "
-                   f"p={s.get('probability', float('nan')):.3f}")
+        outputs = [str(p) for p in (*result.sr_paths, *result.sc_paths, *result.pm_paths)]
+        s = result.studies[0]
+        outcome = (f"{s['finding']}: {'present' if s['present'] else 'absent'} "
+                   f"p={s['probability']:.3f}")
         log.info("study %s inferred in %.1f s: %s", key, time.monotonic() - t0, outcome)
         self.queue.to_sending(uid, decisions, outputs, outcome)
 

@@ -14,14 +14,15 @@ are sent again (their result UIDs are deterministic, so the PACS replaces, not d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["JobQueue", "STATES", "study_key"]
+from dicomml.evaluate.prediction import study_key
+
+__all__ = ["JobQueue", "STATES"]
 
 STATES = ("receiving", "complete", "inferring", "sending", "done", "failed")
 
@@ -62,11 +63,6 @@ CREATE TABLE IF NOT EXISTS events (
     t REAL NOT NULL, key TEXT, level TEXT, message TEXT
 );
 """
-
-
-def study_key(study_uid: str) -> str:
-    """The pseudonymous key of a study in logs and status: 12 hex digits of a SHA-256."""
-    return hashlib.sha256(str(study_uid).encode()).hexdigest()[:12]
 
 
 class JobQueue:
@@ -271,7 +267,8 @@ class JobQueue:
 
     def mark_purged(self, study_uid: str) -> None:
         self._tx(lambda con: (
-            con.execute("UPDATE studies SET purged = 1, bytes = 0 WHERE study_uid = ?", (study_uid,)),
+            con.execute("UPDATE studies SET purged = 1, bytes = 0 WHERE study_uid = ?",
+                        (study_uid,)),
             con.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))))
 
     def status(self, n_recent: int = 20) -> dict:
@@ -285,7 +282,8 @@ class JobQueue:
                 "key": r["key"], "state": r["state"], "outcome": r["outcome"],
                 "reason": r["reason"], "n_instances": r["n_instances"],
                 "attempts": r["attempts"], "latency_s": r["latency"],
-                "decisions": [{k: d.get(k) for k in ("series", "eligible", "rule", "reason")}
+                "decisions": [{k: d.get(k) for k in ("modality", "n_instances", "decision",
+                                                     "rule", "reason")}
                               for d in json.loads(r["decisions"] or "[]")],
             } for r in self._con.execute("SELECT * FROM studies ORDER BY last_received DESC "
                                          "LIMIT ?", (n_recent,))]

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from dicomml._atomic import atomic_write_bytes
 from dicomml.pacs.base import InstanceRef, instance_path
-from dicomml.serve.queue import JobQueue, study_key
+from dicomml.evaluate.prediction import study_key
+from dicomml.serve.queue import JobQueue
 
 __all__ = ["StoreSCP", "SUCCESS", "OUT_OF_RESOURCES", "CANNOT_UNDERSTAND"]
 

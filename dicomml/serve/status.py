@@ -20,7 +20,7 @@ def _queue(spool) -> JobQueue:
 def status(spool) -> dict:
     """Counts per state, spool size, last errors, latencies and the latest studies.
 
-    Studies are named by pseudonymous keys (:func:`dicomml.serve.queue.study_key`).
+    Studies are named by pseudonymous keys (:func:`dicomml.evaluate.prediction.study_key`).
     """
     q = _queue(spool)
     try:

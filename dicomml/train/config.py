@@ -2,8 +2,9 @@
 
 Tables: ``[data]`` (with ``[data.slices]``), ``[split]``, ``[preprocess]`` (exactly
 ``PreprocessConfig.to_dict()``), ``[model]`` (``name`` + builder keyword arguments) and
-``[train]``. Every default comes from the reference setup of DESIGN.md (Adam, learning
-rate 1e-3, categorical cross-entropy or MSE, accuracy, batch 32, 10 epochs). Relative paths
+``[train]``, and optionally ``[contract]`` (overrides of the learned input contract,
+:meth:`dicomml.data.contract.InputContract.with_overrides`). Every default comes from the
+reference setup of DESIGN.md (Adam, learning rate 1e-3, categorical cross-entropy or MSE, accuracy, batch 32, 10 epochs). Relative paths
 are resolved against the configuration file's folder; the resolved configuration (every
 default filled in, absolute paths) is written to ``RUN_DIR/config.toml``.
 """
@@ -201,6 +202,8 @@ class RunConfig:
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: ``[contract]``: overrides of the input contract learned from the training set.
+    contract: Mapping[str, Any] = field(default_factory=dict)
 
     def preprocess_config(self):
         """The :class:`dicomml.preprocess.PreprocessConfig` of ``[preprocess]``."""
@@ -218,16 +221,19 @@ class RunConfig:
         if isinstance(self.train.class_weights, Mapping):
             train["class_weights"] = {str(k): float(v)
                                       for k, v in self.train.class_weights.items()}
-        return {"data": data, "split": self.split.to_dict(),
-                "preprocess": self.preprocess_config().to_dict(),
-                "model": self.model.to_dict(), "train": train}
+        out = {"data": data, "split": self.split.to_dict(),
+               "preprocess": self.preprocess_config().to_dict(),
+               "model": self.model.to_dict(), "train": train}
+        if self.contract:
+            out["contract"] = dict(self.contract)
+        return out
 
     def replace(self, **tables) -> "RunConfig":
         """A copy with some tables' fields replaced: ``cfg.replace(train={"epochs": 2})``."""
         new = {}
         for name, changes in tables.items():
             cur = getattr(self, name)
-            if name == "preprocess":
+            if name in ("preprocess", "contract"):
                 new[name] = {**dict(cur), **changes}
             elif name == "model":
                 ch = dict(changes)
@@ -256,7 +262,11 @@ class RunConfig:
         _check_keys(train, TrainConfig, "train")
         cfg = cls(data=DataConfig(**data), split=SplitConfig(**split),
                   preprocess=dict(d.get("preprocess", {})), model=ModelConfig(name, model),
-                  train=TrainConfig(**train))
+                  train=TrainConfig(**train), contract=dict(d.get("contract", {})))
+        if cfg.contract:  # an unknown or malformed override fails now, not after training
+            from dicomml.data.contract import InputContract
+
+            InputContract().with_overrides(cfg.contract)
         # validate now, and keep the canonical form (every default filled in)
         cfg = dataclasses.replace(cfg, preprocess=cfg.preprocess_config().to_dict())
         if not cfg.data.labels:

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from dicomml.report.sr import read_sr
-from dicomml.serve.queue import study_key
+from dicomml.evaluate.prediction import study_key
 from tests.evaluate.runfolder import shared_run
 from tests.pacs.orthanc import orthanc, running_orthanc  # noqa: F401 - fixtures
 from tests.serve.harness import (NodeProcess, orthanc_send, results_in, storescu, upload,

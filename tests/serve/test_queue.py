@@ -6,7 +6,8 @@ import pytest
 
 from dicomml.errors import ConfigError
 from dicomml.serve.config import ServeConfig, load_serve_toml, parse_destination
-from dicomml.serve.queue import JobQueue, study_key
+from dicomml.evaluate.prediction import study_key
+from dicomml.serve.queue import JobQueue
 
 
 def _add(q, study, sop, now, series="1.2.3.1"):
