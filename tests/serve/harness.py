@@ -120,7 +120,7 @@ def storescu(orthanc_unused, paths, *, timeout: float = 120) -> subprocess.Compl
 
 
 def results_in(orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
-    """``{"SR": [...], "SC": [...]}``: dicomml's result objects in the study in Orthanc."""
+    """``{"SR": [...], "SC": [...], "PM": [...]}``: dicomml's results in the study in Orthanc."""
     ids = rest(orthanc, "/tools/lookup", study_uid.encode(), method="POST")
     ids = [i["ID"] for i in ids if i["Type"] == "Study"]
     out: dict[str, list[pydicom.Dataset]] = {}
@@ -128,8 +128,10 @@ def results_in(orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
         return out
     for series in rest(orthanc, f"/studies/{ids[0]}/series"):
         tags = series["MainDicomTags"]
+        desc = tags.get("SeriesDescription", "")
         mod = ("SR" if tags.get("Modality") == "SR" else
-               "SC" if tags.get("SeriesDescription") == "dicomml Grad-CAM" else "")
+               "SC" if desc == "dicomml Grad-CAM" else "PM" if desc == "dicomml Grad-CAM map"
+               else "")
         if mod:
             for inst in series["Instances"]:
                 req = urllib.request.Request(f"{orthanc.rest}/instances/{inst}/file")

@@ -42,7 +42,6 @@ def _uids(paths) -> tuple[str, set[str]]:
 def _check_one_result(orthanc, study_uid: str, sources: set[str]) -> None:
     res = results_in(orthanc, study_uid)
     assert len(res.get("SR", [])) == 1, {k: len(v) for k, v in res.items()}
-    assert len(res.get("SC", [])) <= 1
     sr = res["SR"][0]
     import tempfile
 
@@ -51,6 +50,9 @@ def _check_one_result(orthanc, study_uid: str, sources: set[str]) -> None:
         content = read_sr(f.name)
     assert content.study_instance_uid == study_uid
     assert {sop for _, sop in content.references} == sources
+    # a heatmap (Secondary Capture and Parametric Map) for a positive study only, once
+    n = 1 if content.present else 0
+    assert (len(res.get("SC", [])), len(res.get("PM", []))) == (n, n), res.keys()
 
 
 @pytest.fixture
@@ -62,12 +64,23 @@ def node(running_orthanc, run, tmp_path):
         n.kill()
 
 
-def test_orthanc_sends_a_study_and_gets_one_sr_back(running_orthanc, node, tmp_path):
+def test_orthanc_sends_a_study_and_gets_one_sr_back(running_orthanc, run, tmp_path):
+    # threshold 0: every study is positive, so its heatmaps are sent too
+    node = NodeProcess(run, tmp_path / "spool", running_orthanc, extra=("--threshold", "0"))
+    node.start()
+    try:
+        _one_study_then_mr(running_orthanc, node, tmp_path)
+    finally:
+        node.kill()
+
+
+def _one_study_then_mr(running_orthanc, node, tmp_path):
     paths = ct_study(tmp_path, seed=101)
     study_uid, sources = _uids(paths)
     orthanc_send(running_orthanc, upload(running_orthanc, paths))
     wait_for(lambda: node.states().get(study_key(study_uid)) == "done", 180, "the study")
     _check_one_result(running_orthanc, study_uid, sources)
+    assert len(results_in(running_orthanc, study_uid)["SC"]) == 1
     # an MR study is not for a CT model: no result, the decision recorded
     from dicomml.testing import write_mr_series
 
@@ -78,7 +91,8 @@ def test_orthanc_sends_a_study_and_gets_one_sr_back(running_orthanc, node, tmp_p
     assert results_in(running_orthanc, mr_uid).get("SR") is None
     st = {s["key"]: s for s in node.status()["studies"]}[study_key(mr_uid)]
     assert st["outcome"] == "ineligible"
-    assert [d["eligible"] for d in st["decisions"]] == [False]
+    assert [(d["decision"], d["modality"], d["rule"]) for d in st["decisions"]] == [
+        ("skipped", "MR", "modality")], st["decisions"]
     assert "MR" in st["decisions"][0]["reason"]
     # sending the first study again changes nothing in Orthanc (same result UIDs)
     assert storescu(running_orthanc, paths).returncode == 0
