@@ -10,7 +10,8 @@ Measures
    (what the node does per study), and once on all the studies together (batched).
 
 Orthanc runs in a private network namespace (needs root, as the tests); the model is the
-tiny run of ``tests/evaluate/runfolder.py``. Usage::
+tiny run of ``tests/evaluate/runfolder.py`` with its input contract widened to 512x512
+images. Usage::
 
     nice -n 5 python bench/bench_serve.py                  # 40 x 512², 20 x 10 x 512²
     nice -n 5 python bench/bench_serve.py --repeats 1 --senders 8
@@ -68,25 +69,31 @@ def bench(args) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="dicomml-bench-serve-"))
     run = make_run(tmp / "model")
+    # the tiny run is trained on 64x64 images; accept 512x512 CT too, as a [contract]
+    # override in the training TOML would (the model sees 224x224 either way)
+    from dicomml.data.contract import InputContract
+
+    InputContract.from_run_dir(run).with_overrides(
+        {"pixel_spacing": (0.2, 6.0), "rows": (32, 1024), "columns": (32, 1024)}).write(run)
     with orthanc_in_netns() as orthanc:
         node = NodeProcess(run, tmp / "spool", orthanc, stable=args.stable,
                            extra=("--max-concurrent", str(args.concurrent)))
         node.start()
         try:
             warm = _ct(tmp, 1, 3, 64)  # loads TensorFlow and the model once
-            storescu(orthanc, warm)
+            storescu(warm)
             _wait_sr(orthanc, _study_uid(warm))
             lat = []
             for r in range(args.repeats):
                 paths = _ct(tmp, 10 + r, args.slices, args.size)
-                rc = storescu(orthanc, paths)
+                rc = storescu(paths)
                 t_last = time.monotonic()
                 assert rc.returncode == 0, rc.stderr
                 lat.append(_wait_sr(orthanc, _study_uid(paths)) - t_last - args.stable)
             studies = [_ct(tmp, 100 + i, args.tp_slices, args.size)
                        for i in range(args.senders)]
             t0 = time.monotonic()
-            threads = [threading.Thread(target=storescu, args=(orthanc, p)) for p in studies]
+            threads = [threading.Thread(target=storescu, args=(p,)) for p in studies]
             for t in threads:
                 t.start()
             for t in threads:

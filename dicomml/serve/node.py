@@ -56,9 +56,6 @@ class Node:
         self.config = config
         Path(config.spool).mkdir(parents=True, exist_ok=True)
         self.run_id = run_identity(config.run_dir)
-        from dicomml.train.toml_io import load_toml
-
-        self.run_config = load_toml(Path(config.run_dir) / "config.toml")
         self.queue = JobQueue(config.queue_path)
         self.scp = StoreSCP(config, self.queue)
         self._stop = threading.Event()
@@ -81,9 +78,9 @@ class Node:
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         self.scp.start()
-        log.warning("listening as %s on %s:%d; spool %s; results to %s", self.config.ae_title,
-                    self.config.bind, self.config.port, self.config.spool,
-                    ", ".join(map(str, self.config.destinations)) or "the spool only")
+        log.info("listening as %s on %s:%d; spool %s; results to %s", self.config.ae_title,
+                 self.config.bind, self.config.port, self.config.spool,
+                 ", ".join(map(str, self.config.destinations)) or "the spool only")
         pool = ThreadPoolExecutor(self.config.max_concurrent, thread_name_prefix="serve")
         try:
             while not self._stop.is_set():
@@ -93,7 +90,7 @@ class Node:
             self.scp.stop()
             pool.shutdown(wait=True)
             self.queue.close()
-            log.warning("stopped; %s", "in-flight work finished")
+            log.info("stopped; the work in progress is finished")
 
     def tick(self, pool) -> None:
         """One round: completions, new jobs for free slots, retention clean-up."""

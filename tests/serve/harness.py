@@ -28,10 +28,11 @@ class NodeProcess:
     """``dicomml serve RUN ...`` with its stderr in ``SPOOL/../node.log``."""
 
     def __init__(self, run_dir: Path, spool: Path, orthanc, *, stable: float = 1.0,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), send_to: str | None = None):
+        dest = send_to or f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
         self.args = [sys.executable, "-m", "dicomml.cli", "serve", str(run_dir),
                      "--ae", NODE_AET, "--port", str(NODE_PORT), "--spool", str(spool),
-                     "--send-to", f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}",
+                     "--send-to", dest,
                      "--allow-aet", orthanc.aet, "--allow-aet", "STORESCU",
                      "--stable-seconds", str(stable), "--log-level", "INFO", *extra]
         self.spool = Path(spool)
@@ -112,7 +113,7 @@ def orthanc_send(orthanc, study_id: str) -> None:
     rest(orthanc, "/modalities/dicomml/store", {"Resources": [study_id], "Synchronous": True})
 
 
-def storescu(orthanc_unused, paths, *, timeout: float = 120) -> subprocess.CompletedProcess:
+def storescu(paths, *, timeout: float = 120) -> subprocess.CompletedProcess:
     """dcmtk's storescu sends files to the node as AE STORESCU."""
     return subprocess.run(["storescu", "-aet", "STORESCU", "-aec", NODE_AET, "127.0.0.1",
                            str(NODE_PORT), *map(str, paths)], capture_output=True, text=True,

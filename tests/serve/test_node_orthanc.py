@@ -86,7 +86,7 @@ def _one_study_then_mr(running_orthanc, node, tmp_path):
 
     mr = write_mr_series(tmp_path / "mr", seed=5, n_slices=3, rows=64, columns=64)
     mr_uid, _ = _uids(mr)
-    assert storescu(running_orthanc, mr).returncode == 0
+    assert storescu(mr).returncode == 0
     wait_for(lambda: node.states().get(study_key(mr_uid)) == "done", 120, "the MR study")
     assert results_in(running_orthanc, mr_uid).get("SR") is None
     st = {s["key"]: s for s in node.status()["studies"]}[study_key(mr_uid)]
@@ -95,7 +95,7 @@ def _one_study_then_mr(running_orthanc, node, tmp_path):
         ("skipped", "MR", "modality")], st["decisions"]
     assert "MR" in st["decisions"][0]["reason"]
     # sending the first study again changes nothing in Orthanc (same result UIDs)
-    assert storescu(running_orthanc, paths).returncode == 0
+    assert storescu(paths).returncode == 0
     time.sleep(3)
     _check_one_result(running_orthanc, study_uid, sources)
     # SIGTERM drains and exits 0; nothing identifying in the log
@@ -108,10 +108,25 @@ def _one_study_then_mr(running_orthanc, node, tmp_path):
 
 
 @pytest.mark.slow
+def test_results_by_stow_rs(running_orthanc, run, tmp_path):
+    node = NodeProcess(run, tmp_path / "spool", running_orthanc, extra=("--threshold", "0"),
+                       send_to=running_orthanc.url)
+    node.start()
+    try:
+        paths = ct_study(tmp_path, seed=111)
+        study_uid, sources = _uids(paths)
+        assert storescu(paths).returncode == 0
+        wait_for(lambda: node.states().get(study_key(study_uid)) == "done", 180, "the study")
+    finally:
+        node.kill()
+    _check_one_result(running_orthanc, study_uid, sources)
+
+
+@pytest.mark.slow
 def test_twenty_concurrent_senders(running_orthanc, node, tmp_path):
     studies = [ct_study(tmp_path, seed=200 + i) for i in range(20)]
     done: list = []
-    threads = [threading.Thread(target=lambda p=p: done.append(storescu(running_orthanc, p)))
+    threads = [threading.Thread(target=lambda p=p: done.append(storescu(p)))
                for p in studies]
     for t in threads:
         t.start()
@@ -130,7 +145,7 @@ def test_orthanc_down_while_sending_is_retried_and_stored_once(running_orthanc, 
     paths = ct_study(tmp_path, seed=301)
     study_uid, sources = _uids(paths)
     key = study_key(study_uid)
-    assert storescu(running_orthanc, paths).returncode == 0
+    assert storescu(paths).returncode == 0
     running_orthanc.stop()
     try:
         wait_for(lambda: (node.status()["studies"][0]["attempts"] or 0) >= 2, 240,
@@ -154,7 +169,7 @@ def test_sigkill_at_any_moment_then_every_study_has_one_sr(running_orthanc, run,
 
     def send_all():
         for i in list(pending):
-            if storescu(running_orthanc, studies[i], timeout=60).returncode == 0:
+            if storescu(studies[i], timeout=60).returncode == 0:
                 pending.remove(i)
 
     try:

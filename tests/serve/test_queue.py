@@ -84,3 +84,50 @@ def test_destinations_and_toml(tmp_path):
         load_serve_toml(tmp_path / "bad.toml")
     with pytest.raises(ConfigError, match="AE title"):
         ServeConfig(run_dir="r", ae_title="A" * 17)
+
+
+def test_retention_cleans_finished_studies_only(tmp_path):
+    from dicomml.serve.node import Node
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('[data]\nmodality = "CT"\n', encoding="utf-8")
+    (run / "model.keras").write_bytes(b"not loaded by the clean-up")
+    node = Node(ServeConfig(run_dir=run, spool=tmp_path / "spool", retention_hours=1))
+    q = node.queue
+    dirs = {}
+    for study in ("1.7", "1.8"):
+        d = node.scp.root / study / "1.1"
+        d.mkdir(parents=True)
+        (d / "x.dcm").write_bytes(b"x")
+        dirs[study] = d.parent
+        _add(q, study, f"{study}.1", now=0)
+    q.complete_quiet(0, now=1)
+    ((done, _),) = q.claim(1, now=1)  # one → inferring, the other stays complete
+    other = ({"1.7", "1.8"} - {done}).pop()
+    q.finish(done, "done")
+    import time
+
+    assert node.clean(now=time.time() + 1800) == 0  # within the retention
+    assert node.clean(now=time.time() + 3601) == 1
+    assert not dirs[done].exists() and dirs[other].exists()
+    assert q.study(done)["purged"] == 1 and q.spool_bytes() == 100
+    q.close()
+
+
+def test_status_verb_prints_json_without_uids(tmp_path, capsys):
+    import json
+
+    from dicomml.cli import main
+
+    q = JobQueue(tmp_path / "spool" / "queue.sqlite")
+    _add(q, "1.2.826.0.1.99", "1.2.826.0.1.99.1", now=0)
+    q.close()
+    assert main(["serve", "--status", "--spool", str(tmp_path / "spool")]) == 0
+    out = capsys.readouterr().out
+    st = json.loads(out)
+    assert st["counts"]["receiving"] == 1 and st["spool_bytes"] == 100
+    assert "1.2.826.0.1.99" not in out
+    assert main(["serve", "--trigger", "1.2.826.0.1.99", "--spool",
+                 str(tmp_path / "spool")]) == 0
+    assert main(["serve", "--status", "--spool", str(tmp_path / "nowhere")]) == 2

@@ -121,3 +121,29 @@ def test_storescu_is_refused_for_unknown_ae_and_accepted_for_a_known_one(scp, to
                         text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert len(_spooled(scp)) == 1
+
+
+def test_full_spool_refuses_new_instances_and_keeps_what_it_accepted(tmp_path):
+    from pydicom.uid import generate_uid
+
+    path = testdata("CT_small.dcm")  # ~39 kB: one fits in 60 kB, two do not
+    cfg = ServeConfig(run_dir=tmp_path / "run", port=_free_port(), spool=tmp_path / "spool",
+                      max_spool_gb=60e3 / 2**30)
+    q = JobQueue(cfg.queue_path)
+    node = StoreSCP(cfg, q)
+    node.start()
+    try:
+        first, second = pydicom.dcmread(path), pydicom.dcmread(path)
+        second.SOPInstanceUID = generate_uid()
+        assoc = _assoc(node, calling="ANY")
+        try:
+            assert assoc.send_c_store(first).Status == 0x0000
+            assert assoc.send_c_store(second).Status == 0xA700
+        finally:
+            assoc.release()
+        files = _spooled(node)
+        assert [pydicom.dcmread(f).SOPInstanceUID for f in files] == [first.SOPInstanceUID]
+        assert "spool is full" in q.status()["last_errors"][0]["message"]
+    finally:
+        node.stop()
+        q.close()
