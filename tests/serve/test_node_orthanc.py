@@ -64,6 +64,7 @@ def node(running_orthanc, run, tmp_path):
         n.kill()
 
 
+@pytest.mark.slow
 def test_orthanc_sends_a_study_and_gets_one_sr_back(running_orthanc, run, tmp_path):
     # threshold 0: every study is positive, so its heatmaps are sent too
     node = NodeProcess(run, tmp_path / "spool", running_orthanc, extra=("--threshold", "0"))
