@@ -60,9 +60,25 @@ def roc_band(y_true, score, groups=None, *, n_resamples: int = 200, seed: int = 
     return fgrid, lo, hi
 
 
+def _operating_point(ax, t, s, threshold, kind: str) -> None:
+    """Mark the operating point: the rates of ``score >= threshold`` (binary)."""
+    pred = s >= float(threshold)
+    pos = t.astype(bool)
+    tpr = float((pred & pos).sum() / max(pos.sum(), 1))
+    fpr = float((pred & ~pos).sum() / max((~pos).sum(), 1))
+    ppv = float((pred & pos).sum() / pred.sum()) if pred.any() else 1.0
+    x, y = (fpr, tpr) if kind == "roc" else (tpr, ppv)
+    ax.plot([x], [y], marker="o", ms=8, color="red", ls="none",
+            label=f"operating point (threshold {float(threshold):.3g})")
+
+
 def plot_roc(y_true, prob, path, *, groups=None, classes: Sequence[str] | None = None,
-             n_resamples: int = 200, seed: int = 0, title: str = "ROC") -> Path:
-    """ROC curve (binary: with a 95% cluster-bootstrap band; multi-class: one-vs-rest)."""
+             n_resamples: int = 200, seed: int = 0, title: str = "ROC",
+             threshold: float | None = None) -> Path:
+    """ROC curve (binary: with a 95% cluster-bootstrap band; multi-class: one-vs-rest).
+
+    ``threshold`` (binary): the operating point is marked on the curve.
+    """
     p = np.asarray(prob, dtype=np.float64)
     t = np.asarray(y_true, dtype=np.int64)
     fig = _figure()
@@ -74,6 +90,8 @@ def plot_roc(y_true, prob, path, *, groups=None, classes: Sequence[str] | None =
             ax.fill_between(fgrid, lo, hi, alpha=0.25, label="95% CI (bootstrap by patient)")
         fpr, tpr, _ = M.roc_curve(t, s)
         ax.plot(fpr, tpr, lw=2, label=f"AUC = {M.roc_auc(t, s):.3f}")
+        if threshold is not None:
+            _operating_point(ax, t, s, threshold, "roc")
     else:
         names = classes or [str(k) for k in range(p.shape[1])]
         for k in range(p.shape[1]):
@@ -87,8 +105,11 @@ def plot_roc(y_true, prob, path, *, groups=None, classes: Sequence[str] | None =
 
 
 def plot_pr(y_true, prob, path, *, classes: Sequence[str] | None = None,
-            title: str = "Precision-recall") -> Path:
-    """Precision-recall curve(s) with the average precision in the legend."""
+            title: str = "Precision-recall", threshold: float | None = None) -> Path:
+    """Precision-recall curve(s) with the average precision in the legend.
+
+    ``threshold`` (binary): the operating point is marked on the curve.
+    """
     p = np.asarray(prob, dtype=np.float64)
     t = np.asarray(y_true, dtype=np.int64)
     fig = _figure()
@@ -99,6 +120,8 @@ def plot_pr(y_true, prob, path, *, classes: Sequence[str] | None = None,
         ax.step(rec, prec, where="post", lw=2, label=f"AP = {M.pr_auc(t, s):.3f}")
         if t.size:
             ax.axhline(t.mean(), ls="--", color="gray", lw=1, label="prevalence")
+        if threshold is not None:
+            _operating_point(ax, t, s, threshold, "pr")
     else:
         names = classes or [str(k) for k in range(p.shape[1])]
         for k in range(p.shape[1]):

@@ -96,23 +96,19 @@ class PredictResult:
 
 
 def operating_point(run_dir, aggregation: str = "max") -> dict:
-    """The run's operating point: ``metrics.json``'s ``operating_point`` (written by
-    ``evaluate``), else the threshold of level ``study_<aggregation>`` (or ``image``);
-    ``{}`` when the run has not been evaluated."""
+    """The run's operating point (:func:`dicomml.evaluate.evaluation.operating_point` of its
+    ``metrics.json``; the level ``study_<aggregation>`` when evaluate stored none); ``{}``
+    when the run has not been evaluated."""
+    from dicomml.evaluate.evaluation import operating_point as _from_metrics
+
     path = Path(run_dir) / "metrics.json"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    op = metrics.get("operating_point") or {}
-    if op.get("threshold") is not None:
-        return dict(op)
-    for level in (f"study_{aggregation}", "image"):
-        t = (metrics.get(level) or {}).get("threshold", {})
-        if t.get("value") is not None:
-            return {"threshold": float(t["value"]), "level": level,
-                    "method": t.get("method"), "chosen_on": t.get("chosen_on")}
-    return {}
+    if not metrics.get("meta", {}).get("operating_point"):
+        metrics.setdefault("meta", {})["aggregation"] = [aggregation]
+    return _from_metrics(metrics)
 
 
 def run_threshold(run_dir, aggregation: str) -> float | None:
@@ -208,13 +204,29 @@ def _input_instances(inputs, tmp: str, *, progress: bool, workers) -> tuple[pd.D
     return instances, [skip_row("file", "unreadable", r, path=p) for p, r in res.skipped]
 
 
-def _unreadable_reason(pipeline, path: str, frame: int) -> str:
-    """Why an example gave no tensor: the pipeline's own error, read again in-process."""
-    try:
-        pipeline.from_path(path, frame)
-    except Exception as e:  # noqa: BLE001 - we only want its message
-        return f"frame {frame} could not be read or preprocessed: {e}"
-    return f"frame {frame} could not be read or preprocessed (in a worker process)"
+def _unreadable_reasons(pipeline, rows: list[tuple[str, int]], workers) -> list[str]:
+    """Why examples gave no tensor: each file read again **isolated** (a decoder that
+    crashes kills a worker, not this process), then its frame preprocessed here."""
+    from dicomml.io import read_images
+
+    paths = list(dict.fromkeys(p for p, _ in rows))
+    isolate = workers != 0  # with workers=0 the batch decoded in this process already
+    read = dict(read_images(paths, isolate=isolate, workers=min(len(paths), workers or 2),
+                            progress=False))
+    out = []
+    for path, frame in rows:
+        image = read.get(path)
+        if isinstance(image, BaseException) or image is None:
+            out.append(f"frame {frame} could not be read: {_message(image)}"
+                       if image is not None else f"frame {frame} could not be read")
+            continue
+        try:
+            pipeline(image, frame)
+        except Exception as e:  # noqa: BLE001 - we only want its message
+            out.append(f"frame {frame} could not be preprocessed: {_message(e)}")
+        else:
+            out.append(f"frame {frame} could not be read or preprocessed in a worker process")
+    return out
 
 
 def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
@@ -306,6 +318,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     probs, status = predict_examples(model, examples, run.pipeline, batch_size=batch_size,
                                      workers=workers, progress=progress, return_status=True)
     reasons = np.full(len(examples), "", dtype=object)
+    failed = np.flatnonzero(status == "unreadable")
+    why_failed = dict(zip(failed, _unreadable_reasons(
+        run.pipeline, [(str(examples["path"].iat[i]), int(examples["frame"].iat[i]))
+                       for i in failed], workers))) if len(failed) else {}
     for i in np.flatnonzero(status != ""):
         path, frame = str(examples["path"].iat[i]), int(examples["frame"].iat[i])
         if status[i] == "constant":
@@ -313,7 +329,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
                                      "to one constant value (its windows do not cover the "
                                      "image's values); no probability")
         else:
-            rule, why = "unreadable", _unreadable_reason(run.pipeline, path, frame)
+            rule, why = "unreadable", why_failed[i]
         reasons[i] = why
         skipped.append(skip_row("image", rule, why, path=path,
                                 study=examples["study_instance_uid"].iat[i],

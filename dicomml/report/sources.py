@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
@@ -50,6 +52,8 @@ PATIENT_STUDY = (
 _UIDS = (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
          ("SOPClassUID", "(0008,0016)"), ("SOPInstanceUID", "(0008,0018)"))
 _CROSS_SECTIONAL = ("CT", "MR", "PT")
+_TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UI", "UR", "UT")
 _PROJECTION = ("CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA")
 
 
@@ -63,19 +67,55 @@ class SourceView:
 
 
 def _values(ds: Dataset, kw: str) -> list | None:
-    """The values of ``kw`` (a list), or None when absent / unreadable (e.g. UN bytes)."""
+    """The values of ``kw`` (a list), or None when absent / unreadable.
+
+    A value still raw from the file (or read as UN) is decoded here as text, without
+    pydicom's value conversion: that would warn and log a malformed value (e.g. a birth
+    date), and a log line must never hold a patient's data.
+    """
+    tag = tag_for_keyword(kw)
     try:
-        v = ds.get(kw)
-    except Exception:  # noqa: BLE001 - a value pydicom cannot convert is just "unreadable"
+        elem = ds.get_item(tag) if tag is not None and tag in ds else None
+    except Exception:  # noqa: BLE001 - an element pydicom cannot even find is unreadable
         return None
+    if elem is None:
+        return None
+    v = elem.value
+    if isinstance(elem, RawDataElement):
+        vr = dictionary_VR(tag) if elem.VR in (None, "UN") else elem.VR
+        if vr in _TEXT_VRS and isinstance(v, bytes):
+            v = _decode(ds, v, vr)
+        else:  # binary numbers, sequences: pydicom's conversion (no text to leak)
+            try:
+                v = ds.get(kw)
+            except Exception:  # noqa: BLE001 - an unconvertible value is unreadable
+                return None
     if v is None:
         return None
     if isinstance(v, bytes):
         try:
-            v = v.decode("ascii").strip(" \x00").split("\\")
+            v = v.decode("ascii")
         except UnicodeDecodeError:
             return None
+    if isinstance(v, str):
+        v = v.strip(" \x00").split("\\") if v.strip(" \x00") else []
+        if not v:
+            return None
     return list(v) if isinstance(v, (list, tuple, MultiValue)) else [v]
+
+
+def _decode(ds: Dataset, raw: bytes, vr: str) -> str:
+    """Text of a raw value: (0008,0005) Specific Character Set for the VRs it applies to
+    (PS3.5 6.1.2.3), else ASCII; never pydicom's validation (which logs the value)."""
+    if vr in ("PN", "LO", "SH", "LT", "ST", "UC", "UT"):
+        from pydicom.charset import convert_encodings, decode_bytes
+
+        try:
+            enc = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+            return decode_bytes(raw, enc, {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C})
+        except Exception:  # noqa: BLE001 - an unknown character set: bytes as Latin-1
+            pass
+    return raw.decode("latin-1")
 
 
 def _str(ds: Dataset, kw: str) -> str | None:

@@ -23,6 +23,7 @@ from dicomml.evaluate.prediction import predict  # noqa: E402
 from dicomml.report.sr import read_sr  # noqa: E402
 from dicomml.testing.mixed import write_mixed_export  # noqa: E402
 from tests.evaluate.runfolder import shared_run  # noqa: E402
+from tests.pacs.orthanc import orthanc  # noqa: E402,F401 - fixture
 from tests.report.helpers import dciodvfy_errors  # noqa: E402
 
 NAMES = ["localizer", "rendering_3d", "ct_monochrome1", "ct_out_of_window",
@@ -220,3 +221,122 @@ def test_index_database_as_input(shared, mixed, tmp_path):
                   progress=False, write_sc=False)
     assert out.ok and out.n_studies == 1 and len(out.sr_paths) == 1
     assert np.isfinite(pd.read_csv(out.predictions_csv)["prob_haemorrhage"]).all()
+
+
+@pytest.mark.tool
+@pytest.mark.slow
+def test_results_round_trip_through_orthanc(orthanc, result, mixed, tmp_path):  # noqa: F811
+    """Orthanc stores the SR, the Secondary Capture and the Parametric Map, returns them."""
+    import highdicom as hd
+
+    from dicomml.pacs import DicomwebPacs
+    from dicomml.pacs.remote import store_results
+
+    head = mixed.by_name("head_ct")
+    pacs = DicomwebPacs(orthanc.url, timeout=30, retries=1)
+    pacs.store(list(head.paths))
+    objects = [*result.sr_paths, *result.sc_paths, *result.pm_paths]
+    stored = store_results(pacs, objects, head.study_instance_uid, progress=False)
+    sent = {str(pydicom.dcmread(p).SOPInstanceUID) for p in objects}
+    assert set(stored.stored) == sent
+    back = pacs.retrieve(head.study_instance_uid, tmp_path / "back", progress=False)
+    got = {}
+    for p in back.fetched:
+        ds = pydicom.dcmread(p)
+        got[str(ds.SOPInstanceUID)] = p
+    assert sent <= set(got)
+    for p in objects:
+        uid = str(pydicom.dcmread(p).SOPInstanceUID)
+        again = hd.imread(got[uid]) if "SR_" not in p.name else hd.sr.srread(got[uid])
+        assert again.SOPInstanceUID == uid
+    assert read_sr(got[str(pydicom.dcmread(result.sr_paths[0]).SOPInstanceUID)]) \
+        .study_instance_uid == head.study_instance_uid
+
+
+#: pydicom's and pydicom-data's CT image files (CT Image Storage and Enhanced CT).
+REAL_CT = ["CT_small.dcm", "J2K_pixelrep_mismatch.dcm", "bad_sequence.dcm",
+           "eCT_Supplemental.dcm", "explicit_VR-UN.dcm", "693_J2KI.dcm", "693_J2KR.dcm",
+           "693_UNCI.dcm", "693_UNCR.dcm", "2062", "6293"]
+
+
+@pytest.mark.tool
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # bad_sequence.dcm's UIDs
+def test_real_ct_samples_get_an_sr_each_or_a_reasoned_skip(shared, tmp_path):
+    """Real files: enhanced CT (geometry in functional groups), Patient Orientation L\\PF,
+    UN elements, a malformed birth date; outside the tiny run's contract, so forced."""
+    import shutil
+
+    from tests.conftest import testdata
+
+    data = tmp_path / "real"
+    data.mkdir()
+    for k, name in enumerate(REAL_CT):
+        shutil.copy(testdata(name), data / f"{k:02d}_{name}")
+    # a malformed optional attribute, as real exports have them
+    bad = data / "99_bad_birth_date.dcm"
+    ds = pydicom.dcmread(testdata("CT_small.dcm"))
+    ds.PatientBirthDate = "19010203"  # made malformed in the bytes below, as writers do
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.3"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(bad)
+    raw = bad.read_bytes()
+    assert raw.count(b"19010203") == 1
+    bad.write_bytes(raw.replace(b"19010203", b"19XX0203"))
+    studies = {}
+    for p in data.iterdir():
+        studies.setdefault(str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID),
+                           []).append(p.name)
+
+    plain = predict(shared, data, tmp_path / "plain", workers=0, progress=False)
+    assert plain.sr_paths == () and all(s["decision"] == "skipped" for s in plain.series)
+    assert all(s["rule"] and s["reason"] for s in plain.series)  # listed, with the rule
+
+    res = predict(shared, data, tmp_path / "out", threshold=0.0, workers=0, progress=False,
+                  force=True, write_sc=False)
+    with_sr = {read_sr(p).study_instance_uid for p in res.sr_paths}
+    reasons = {k["study_instance_uid"]: k["reason"] for k in res.skipped
+               if k["level"] == "study"}
+    for study, names in studies.items():
+        assert study in with_sr or reasons.get(study), (names, res.skipped)
+    for reason in reasons.values():  # never an exception name alone
+        assert len(reason) > 40 and not reason.rstrip(")").endswith("Error")
+    enhanced = str(pydicom.dcmread(testdata("eCT_Supplemental.dcm"),
+                                   stop_before_pixels=True).StudyInstanceUID)
+    assert enhanced in with_sr
+    birth = "1.2.826.0.1.3680043.8.498.1"
+    assert birth in with_sr
+    note = [n for n in res.notes if "PatientBirthDate (0010,0030)" in n]
+    assert note and note[0].startswith("study ") and "19XX" not in note[0]
+    sr = pydicom.dcmread(next(p for p in res.sr_paths if birth in p.name))
+    assert sr.PatientBirthDate == ""
+    for p in res.sr_paths:
+        if read_sr(p).study_instance_uid.count(".") > 2:  # valid UIDs: dciodvfy-clean
+            errors, out = dciodvfy_errors(p)
+            assert errors == [], (p.name, out)
+
+
+def test_an_undecodable_image_is_skipped_with_the_decoders_reason(shared, mixed, tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    src = sorted(mixed.by_name("head_ct").paths)
+    data = tmp_path / "in"
+    data.mkdir()
+    for p in src:
+        (data / p.name).write_bytes(p.read_bytes())
+    ds = pydicom.dcmread(src[0])
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 this is not a JPEG 2000 codestream" * 4])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.save_as(data / src[0].name, enforce_file_format=True)
+    res = predict(shared, data, tmp_path / "out", threshold=0.0, workers=0, progress=False,
+                  write_sc=False)
+    (bad,) = [k for k in res.skipped if k["level"] == "image"]
+    assert bad["rule"] == "unreadable" and bad["path"] == str(data / src[0].name)
+    assert bad["reason"].startswith("frame 0 could not be read: ") and len(bad["reason"]) > 40
+    assert len(res.sr_paths) == 1  # the study's other images still make its SR
+    pred = pd.read_csv(res.predictions_csv, keep_default_na=False)
+    assert (pred.loc[pred["prob_haemorrhage"] == "", "reason"] == bad["reason"]).all()
