@@ -57,11 +57,18 @@ class Node:
         Path(config.spool).mkdir(parents=True, exist_ok=True)
         self.run_id = run_identity(config.run_dir)
         self.queue = JobQueue(config.queue_path)
-        self.scp = StoreSCP(config, self.queue)
+        self.scp = StoreSCP(config, self.queue, own=self.is_own_result)
         self._stop = threading.Event()
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         self._last_clean = 0.0
+
+    def is_own_result(self, study_uid: str, series_uid: str) -> bool:
+        """Whether a series is one of this run's results for the study (SR, SC, PM)."""
+        from dicomml.evaluate.prediction import result_uids
+
+        return any(result_uids(self.run_id, study_uid, kind)["series_instance_uid"]
+                   == series_uid for kind in ("SR", "SC", "PM"))
 
     # -- life cycle --------------------------------------------------------------------
     def stop(self) -> None:

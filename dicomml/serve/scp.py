@@ -13,7 +13,9 @@ What it accepts:
 
 An accepted instance is written atomically to ``SPOOL/studies/<Study>/<Series>/<SOP>.dcm``
 (:func:`dicomml.pacs.base.instance_path`), then recorded in the queue; only then does the SCP
-answer 0x0000 Success. An instance already received is answered Success and stored once.
+answer 0x0000 Success. An instance already received is answered Success and stored once;
+so is one of the node's own results coming back (a PACS routing the whole study to the node
+again), which is not stored at all.
 """
 
 from __future__ import annotations
@@ -51,11 +53,14 @@ class StoreSCP:
     ----------
     config : dicomml.serve.config.ServeConfig
     queue : JobQueue
+    own : callable, optional
+        ``own(study_uid, series_uid) -> bool``: True for the node's own result series.
     """
 
-    def __init__(self, config, queue: JobQueue):
+    def __init__(self, config, queue: JobQueue, own=None):
         self.config = config
         self.queue = queue
+        self.own = own
         self.root = Path(config.spool) / "studies"
         self.max_bytes = int(config.max_instance_mb * 2**20)
         self.max_spool = int(config.max_spool_gb * 2**30)
@@ -121,6 +126,8 @@ class StoreSCP:
             return CANNOT_UNDERSTAND
         if self.queue.has_instance(ref.sop_uid):
             return SUCCESS  # received before: stored once
+        if self.own is not None and self.own(ref.study_uid, ref.series_uid):
+            return SUCCESS  # our own result sent back to us: not an input
         path = instance_path(self.root, ref)
         try:
             atomic_write_bytes(path, event.encoded_dataset(include_meta=True))

@@ -82,6 +82,10 @@ def _one_study_then_mr(running_orthanc, node, tmp_path):
     wait_for(lambda: node.states().get(study_key(study_uid)) == "done", 180, "the study")
     _check_one_result(running_orthanc, study_uid, sources)
     assert len(results_in(running_orthanc, study_uid)["SC"]) == 1
+    # Orthanc routes the whole study (sources + our SR, SC, PM) back: nothing to do
+    orthanc_send(running_orthanc, upload(running_orthanc, paths[:1]))
+    row = {s["key"]: s for s in node.status()["studies"]}[study_key(study_uid)]
+    assert (row["state"], row["n_instances"]) == ("done", len(paths))
     # an MR study is not for a CT model: no result, the decision recorded
     from dicomml.testing import write_mr_series
 
