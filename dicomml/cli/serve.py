@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transfer-syntax", dest="transfer_syntaxes", metavar="UID",
                         action="append", help="accepted transfer syntax UID (repeatable; "
                         "default: uncompressed, RLE, JPEG, JPEG-LS, JPEG 2000)")
+    parser.add_argument("--poll", metavar="URL", help="also poll this DICOMweb PACS for new "
+                        "studies (QIDO-RS) and retrieve them (WADO-RS)")
+    parser.add_argument("--poll-seconds", type=float, metavar="S",
+                        help="time between two polls (default: 30)")
     parser.add_argument("--stable-seconds", type=float, metavar="S",
                         help="quiet period after which a study is complete (default: 10)")
     parser.add_argument("--max-instance-mb", type=float, metavar="MB",
@@ -70,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _OPTIONS = ("run_dir", "ae_title", "port", "bind", "spool", "send_to", "allowed_aets",
             "sop_classes", "transfer_syntaxes", "stable_seconds", "max_instance_mb",
             "max_spool_gb", "max_concurrent", "max_associations", "retention_hours",
-            "send_timeout_hours", "threshold", "write_sc")
+            "send_timeout_hours", "poll", "poll_seconds", "threshold", "write_sc")
 
 
 def config_from_args(args):

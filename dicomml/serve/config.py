@@ -128,6 +128,10 @@ class ServeConfig:
     send_timeout_hours : float
         How long a study's results are retried (exponential back-off up to a minute)
         before the study fails.
+    poll : str
+        A DICOMweb URL to poll for new studies (QIDO-RS, then WADO-RS); empty: none.
+    poll_seconds : float
+        Time between two polls.
     threshold, aggregation, write_sc
         Passed to :func:`dicomml.evaluate.predict`.
     """
@@ -148,6 +152,8 @@ class ServeConfig:
     max_associations: int = 32
     retention_hours: float = 24.0
     send_timeout_hours: float = 24.0
+    poll: str = ""
+    poll_seconds: float = 30.0
     threshold: float | None = None
     aggregation: str = "max"
     write_sc: bool = True
@@ -167,7 +173,7 @@ class ServeConfig:
         if not 0 < int(self.port) < 65536:
             raise ConfigError(f"port must be in 1..65535. Received: port={self.port!r}")
         for name in ("stable_seconds", "max_instance_mb", "max_spool_gb", "retention_hours",
-                     "send_timeout_hours"):
+                     "send_timeout_hours", "poll_seconds"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
         for name in ("max_concurrent", "max_associations"):

@@ -85,6 +85,10 @@ class Node:
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
         self.scp.start()
+        poller = None
+        if self.config.poll:
+            poller = threading.Thread(target=self._poll, name="serve-poll", daemon=True)
+            poller.start()
         log.info("listening as %s on %s:%d; spool %s; results to %s", self.config.ae_title,
                  self.config.bind, self.config.port, self.config.spool,
                  ", ".join(map(str, self.config.destinations)) or "the spool only")
@@ -95,6 +99,8 @@ class Node:
                 self._stop.wait(_TICK)
         finally:
             self.scp.stop()
+            if poller is not None:
+                poller.join(timeout=120)
             pool.shutdown(wait=True)
             self.queue.close()
             log.info("stopped; the work in progress is finished")
@@ -113,6 +119,23 @@ class Node:
         if now - self._last_clean > 60:
             self._last_clean = now
             self.clean(now)
+
+    def _poll(self) -> None:
+        """Poll the configured DICOMweb PACS every ``poll_seconds`` until stopped."""
+        from dicomml.pacs.errors import PacsError
+        from dicomml.serve.poll import DicomwebPoller
+
+        poller = DicomwebPoller(self.config.poll, self.queue, self.scp.root,
+                                self.is_own_result, self.scp.max_spool)
+        while not self._stop.is_set():
+            try:
+                n = poller.poll_once()
+                if n:
+                    log.info("polling: %d new instance(s)", n)
+            except PacsError as e:
+                log.warning("polling %s failed: %s", self.config.poll, e)
+                self.queue.log_event("", "WARNING", f"polling failed: {e}")
+            self._stop.wait(self.config.poll_seconds)
 
     def _job(self, uid: str, kind: str) -> None:
         try:

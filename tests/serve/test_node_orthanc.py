@@ -128,6 +128,26 @@ def test_results_by_stow_rs(running_orthanc, run, tmp_path):
 
 
 @pytest.mark.slow
+def test_polling_a_dicomweb_pacs(running_orthanc, run, tmp_path):
+    running_orthanc.clear()  # only this study to poll
+    paths = ct_study(tmp_path, seed=121)
+    study_uid, sources = _uids(paths)
+    upload(running_orthanc, paths)  # in the PACS; nobody sends it to the node
+    node = NodeProcess(run, tmp_path / "spool", running_orthanc,
+                       extra=("--poll", running_orthanc.url, "--poll-seconds", "1"))
+    node.start()
+    try:
+        key = study_key(study_uid)
+        wait_for(lambda: node.states().get(key) == "done", 180, "the polled study")
+        time.sleep(4)  # more polls see our results in the study: they are not inputs
+        row = {s["key"]: s for s in node.status()["studies"]}[key]
+        assert (row["state"], row["n_instances"]) == ("done", len(paths))
+    finally:
+        node.kill()
+    _check_one_result(running_orthanc, study_uid, sources)
+
+
+@pytest.mark.slow
 def test_twenty_concurrent_senders(running_orthanc, node, tmp_path):
     studies = [ct_study(tmp_path, seed=200 + i) for i in range(20)]
     done: list = []
