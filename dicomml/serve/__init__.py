@@ -1,6 +1,7 @@
 """dicomml.serve: dicomml as a DICOM node.
 
-A C-STORE SCP receives studies into a spool; a study with no new instance for a quiet period
+A C-STORE SCP receives studies into a spool (optionally also polled from a DICOMweb PACS,
+:mod:`dicomml.serve.poll`); a study with no new instance for a quiet period
 (or triggered) is complete; its series are checked against the run's input contract; the
 eligible ones are predicted, and the SR and heatmaps are stored back (C-STORE or STOW-RS)
 with retries. A persistent SQLite queue makes every study finish exactly once across

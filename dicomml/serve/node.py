@@ -2,7 +2,8 @@
 results back to the PACS, driven by the persistent :class:`~dicomml.serve.queue.JobQueue`.
 
 One loop (the calling thread) marks quiet studies complete, hands jobs to a bounded pool of
-``max_concurrent`` threads, and cleans the spool after the retention period. A job infers a
+``max_concurrent`` threads, and cleans the spool after the retention period; with ``poll``
+a thread polls a DICOMweb PACS (:class:`~dicomml.serve.poll.DicomwebPoller`). A job infers a
 study (:func:`dicomml.evaluate.predict` on its eligible series, result UIDs derived from the
 study, the run and the model: :func:`dicomml.evaluate.prediction.result_uids`) and sends
 the SR and heatmaps to every destination; a failed send is retried with exponential
