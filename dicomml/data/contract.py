@@ -325,14 +325,21 @@ class InputContract:
     def instance_failures(self, instances: pd.DataFrame) -> pd.DataFrame:
         """Per row: the first rule it fails (``rule``, "" if none) and the ``reason``."""
         df = instances.reset_index(drop=True)
-        n = len(df)
-        rule = np.full(n, "", dtype=object)
-        reason = np.full(n, "", dtype=object)
-        for name, fails, why in self._checks(df):
-            new = fails & (rule == "")
-            rule[new] = name
-            reason[new] = [why(i) for i in np.flatnonzero(new)]
+        code, whys = self._rule_codes(df)
+        rule = np.array(("", *RULES), dtype=object)[code + 1]
+        reason = [whys[c](i) if c >= 0 else "" for i, c in enumerate(code)]
         return pd.DataFrame({"rule": rule, "reason": reason}, index=instances.index)
+
+    def _rule_codes(self, df: pd.DataFrame) -> tuple[np.ndarray, dict]:
+        """Per row the index in :data:`RULES` of the first rule failed (-1: none), and the
+        reason function of each rule (called only for the rows a message needs)."""
+        code = np.full(len(df), -1, dtype=np.int64)
+        whys = {}
+        for name, fails, why in self._checks(df):
+            k = RULES.index(name)
+            code[fails & (code < 0)] = k
+            whys[k] = why
+        return code, whys
 
     def check(self, series_df: pd.DataFrame) -> list[SeriesDecision]:
         """One :class:`SeriesDecision` per series of ``series_df``.
@@ -348,28 +355,29 @@ class InputContract:
             raise ConfigError("InputContract.check needs a series_key or "
                               "series_instance_uid column. Received: columns="
                               f"{list(df.columns)}")
-        fail = self.instance_failures(df)
-        n_col = df["n_instances"] if "n_instances" in df else None
+        code, whys = self._rule_codes(df)
+        groups, keys = pd.factorize(df[key].astype(str), sort=False)
+        big = len(RULES)
+        first = pd.Series(np.where(code < 0, big, code)).groupby(groups).min().to_numpy()
+        rows_of = pd.Series(np.arange(len(df))).groupby(groups).indices
+        n_col = df["n_instances"].to_numpy() if "n_instances" in df else None
+        cols = {c: df[c].to_numpy() if c in df else None
+                for c in ("study_instance_uid", "series_instance_uid", "modality")}
         out = []
-        for skey, idx in df.groupby(df[key].astype(str), sort=False).groups.items():
-            first = df.loc[idx[0]]
-            common = {"study_instance_uid": _text(first.get("study_instance_uid")),
-                      "series_instance_uid": _text(first.get("series_instance_uid")),
-                      "modality": _text(first.get("modality")),
-                      "n_instances": int(n_col.loc[idx].sum()) if n_col is not None
-                      else len(idx)}
-            f = fail.loc[idx]
-            bad = f[f["rule"] != ""]
-            if bad.empty:
-                out.append(SeriesDecision(skey, True, **common))
+        for g, skey in enumerate(keys):
+            idx = rows_of[g]
+            i0 = idx[0]
+            common = {c: _text(v[i0]) if v is not None else "" for c, v in cols.items()}
+            common["n_instances"] = int(n_col[idx].sum()) if n_col is not None else len(idx)
+            k = int(first[g])
+            if k == big:
+                out.append(SeriesDecision(str(skey), True, **common))
                 continue
-            order = {r: i for i, r in enumerate(RULES)}
-            r = min(bad["rule"], key=order.__getitem__)
-            rows = bad[bad["rule"] == r]
-            why = rows["reason"].iloc[0]
+            hit = idx[code[idx] == k]
+            why = whys[k](int(hit[0]))
             if len(idx) > 1:
-                why += f" ({len(rows)} of {len(idx)} instances)"
-            out.append(SeriesDecision(skey, False, r, why, **common))
+                why += f" ({len(hit)} of {len(idx)} instances)"
+            out.append(SeriesDecision(str(skey), False, RULES[k], why, **common))
         return out
 
     def _checks(self, df: pd.DataFrame):
@@ -391,7 +399,7 @@ class InputContract:
         if "is_image" in df:
             v = df["is_image"].fillna(True).astype(bool).to_numpy()
             kind = text("object_kind", upper=False)
-            yield "image", ~v, lambda i: (
+            yield "image", ~v, lambda i, kind=kind: (
                 "not an image (object kind "
                 f"{kind.iat[i] if kind is not None else 'unknown'!r}); the model reads images")
         for rule, name, allowed, attr, upper in (
@@ -410,36 +418,44 @@ class InputContract:
         s = text("body_part_examined")
         if s is not None and self.body_parts:
             fails = ((s != "") & ~s.isin(self.body_parts)).to_numpy()
-            yield "body_part", fails, lambda i: (
+            yield "body_part", fails, lambda i, s=s: (
                 f"(0018,0015) Body Part Examined is {s.iat[i]!r}; the model was trained on "
                 f"{_listing(self.body_parts)}")
         c = col("image_type")
         if c is not None:
-            types = [_image_type(v) for v in c]
+            types = _per_unique(c, _image_type)
             excl = set(self.excluded_image_types)
-            fails = np.array([bool(t) and ((bool(self.image_types) and t[0] not in
-                                            self.image_types) or bool(excl & set(t)))
-                              for t in types], dtype=bool)
-            yield "image_type", fails, lambda i: (
+            fails = _per_unique(c, lambda v: bool(t := _image_type(v)) and (
+                (bool(self.image_types) and t[0] not in self.image_types)
+                or bool(excl & set(t))), dtype=bool)
+            yield "image_type", fails, lambda i, types=types, excl=excl: (
                 f"(0008,0008) Image Type is '{chr(92).join(types[i])}'; the model takes "
                 f"{_listing(self.image_types) if self.image_types else 'any'} images, "
                 f"never {_listing(sorted(excl & set(types[i])) or self.excluded_image_types)}")
         if self.pixel_spacing is not None and "pixel_spacing" in df:
             lo, hi = self.pixel_spacing
-            sp = [_floats(v) for v in df["pixel_spacing"]]
-            fails = np.array([bool(v) and (min(v) < lo or max(v) > hi) for v in sp], bool)
-            yield "pixel_spacing", fails, lambda i: (
+            sp = _per_unique(df["pixel_spacing"], _floats)
+            fails = _per_unique(df["pixel_spacing"], lambda v: bool(f := _floats(v)) and (
+                min(f) < lo or max(f) > hi), dtype=bool)
+            yield "pixel_spacing", fails, lambda i, sp=sp, lo=lo, hi=hi: (
                 f"(0028,0030) Pixel Spacing is {_fmt(sp[i])} mm; the model was trained on "
                 f"{lo:g}-{hi:g} mm")
+        matrix = []
         for name, tag in (("rows", "(0028,0010) Rows"), ("columns", "(0028,0011) Columns")):
             rng = getattr(self, name)
             if rng is None or name not in df:
                 continue
             v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
-            fails = np.isfinite(v) & ((v < rng[0]) | (v > rng[1]))
-            yield "matrix", fails, (lambda i, v=v, tag=tag, rng=rng:
-                                    f"{tag} is {int(v[i])}; the model was trained on "
-                                    f"{rng[0]}-{rng[1]}")
+            matrix.append((np.isfinite(v) & ((v < rng[0]) | (v > rng[1])), v, tag, rng))
+        if matrix:
+            def matrix_why(i, matrix=matrix):
+                for fails, v, tag, rng in matrix:
+                    if fails[i]:
+                        return (f"{tag} is {int(v[i])}; the model was trained on "
+                                f"{rng[0]}-{rng[1]}")
+                return ""
+
+            yield "matrix", np.logical_or.reduce([m[0] for m in matrix]), matrix_why
         if self.windows and "bits_stored" in df:
             lo, hi = _value_range(df)
             ok = np.zeros(n, bool)
@@ -447,7 +463,7 @@ class InputContract:
                 ok |= (hi >= wlo) & (lo <= whi)
             fails = np.isfinite(lo) & np.isfinite(hi) & ~ok
             wins = ", ".join(f"{a:g}..{b:g}" for a, b in self.windows)
-            yield "value_range", fails, lambda i: (
+            yield "value_range", fails, lambda i, lo=lo, hi=hi, wins=wins: (
                 f"stored values can only be {lo[i]:g}..{hi[i]:g} after (0028,1052)/(0028,1053) "
                 f"Rescale; the run's windows {wins} do not cover them: every pixel would "
                 "become one constant")
@@ -482,6 +498,19 @@ def window_ranges(preprocess) -> tuple:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _per_unique(column: pd.Series, fn, dtype=object) -> np.ndarray:
+    """``fn`` of every value, computed once per distinct value (an export has few)."""
+    values = column.to_numpy(dtype=object)
+    try:
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=False)
+    except TypeError:  # unhashable values (lists): one call per row
+        return np.array([fn(v) for v in values], dtype=dtype)
+    mapped = np.empty(len(uniques), dtype=dtype)
+    for j, u in enumerate(uniques):  # element by element: tuples stay tuples
+        mapped[j] = fn(u)
+    return mapped[codes]
+
+
 def _text(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return ""
@@ -531,7 +560,7 @@ def _value_range(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fmt(v) -> str:
-    return "\\".join(f"{x:g}" for x in v) if isinstance(v, (tuple, list)) else f"{v:g}"
+    return "\\".join(f"{float(x):g}" for x in v) if hasattr(v, "__iter__") else f"{v:g}"
 
 
 def _listing(values) -> str:

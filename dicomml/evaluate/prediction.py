@@ -13,8 +13,8 @@ for every row without a probability) → per study, the aggregated probability (
 by default) and the decision at the run's **operating point** → one Comprehensive 3D SR
 per study with a probability (:func:`dicomml.report.sr.build_sr`) and, for each positive
 study, a Grad-CAM heatmap of its highest-scoring image on the source image's geometry
-(:mod:`dicomml.report.heatmap`). Every skip is a row of ``skipped.csv``
-(:data:`dicomml.evaluate.selection.SKIP_COLUMNS`).
+(:mod:`dicomml.evaluate.heatmaps`, :mod:`dicomml.report.heatmap`). Every skip is a row of
+``skipped.csv`` (:data:`dicomml.evaluate.selection.SKIP_COLUMNS`).
 
 Output names are ``DIR/predictions.csv``, ``DIR/skipped.csv``,
 ``DIR/SR_<StudyInstanceUID>.dcm``, ``DIR/GRADCAM_<StudyInstanceUID>.dcm`` (Secondary
@@ -355,8 +355,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     csv_path = write_csv(out_dir / "predictions.csv", table)
     pm_paths = tuple(p for p in sc_paths if p.name.startswith("PM_"))
     sc_paths = tuple(p for p in sc_paths if not p.name.startswith("PM_"))
+    n_studies = len(summary) if task != "regression" else \
+        int(table.loc[~bad, "study_instance_uid"].nunique())
     return PredictResult(csv_path, tuple(sr_paths), sc_paths, tuple(skipped),
-                         n_studies=len(summary), studies=tuple(summary), pm_paths=pm_paths,
+                         n_studies=n_studies, studies=tuple(summary), pm_paths=pm_paths,
                          skipped_csv=_write_skipped(out_dir, skipped), notes=tuple(notes),
                          **common)
 
@@ -438,6 +440,7 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
         algorithm = _algorithm(run, threshold, aggregation, operating, ",".join(rules))
         if write_sr:
             where = f"study {key}"
+            sources = []
             try:
                 sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
                 sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
@@ -445,7 +448,7 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                                **result_uids(uid_key, study_uid, "SR"))
                 sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
-                why = _message(e)
+                why = _message(e, sources)
                 log.warning("%s: no SR: %s", where, why)
                 skipped.append(skip_row("study", "sr", f"SR not written: {why}",
                                         path=paths[0], study=study_uid))
@@ -461,10 +464,23 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     return sr_paths, sc_paths, summary
 
 
-def _message(e: BaseException) -> str:
-    """An exception as a message: its text, with its type only when the text is empty."""
-    text = str(e).strip()
-    return text if text else f"{type(e).__name__} (no message)"
+_IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+                "OtherPatientIDs", "ReferringPhysicianName")
+
+
+def _message(e: BaseException, sources=()) -> str:
+    """An exception as a message: its text (its type only when the text is empty), with
+    any patient identifier of ``sources`` that a library put into it replaced."""
+    text = str(e).strip() or f"{type(e).__name__} (no message)"
+    for ds in sources:
+        for kw in _IDENTIFYING:
+            elem = ds.get_item(kw) if kw in ds else None
+            raw = getattr(elem, "value", None)
+            raw = raw.decode("latin-1", "replace") if isinstance(raw, bytes) else str(raw or "")
+            for v in {raw.strip(" \x00"), *raw.strip(" \x00").split("^")}:
+                if len(v) >= 3 and v in text:
+                    text = text.replace(v, f"<{kw}>")
+    return text
 
 
 def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
@@ -502,21 +518,26 @@ def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, wher
 
     from dicomml.evaluate.grad_cam import gradcam
     from dicomml.io import read_image
-    from dicomml.report.heatmap import build_heatmap_objects
+    from dicomml.evaluate.heatmaps import heatmap_objects
 
     path, frame = str(example["path"]), int(example["frame"])
+    source = None
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True)
         image = read_image(path, frames=[frame])
         tensor = pipeline(image, 0)
         heat = gradcam(model, tensor, class_index=class_index)
-        return build_heatmap_objects(source, image, heat, pipeline.config, frame=frame,
-                                     where=where, forced=forced, skipped=skipped, uids=uids)
+        errors: list = []
+        made = heatmap_objects(source, image, heat, pipeline.config, frame=frame,
+                                     where=where, forced=forced, errors=errors, uids=uids)
     except Exception as e:  # noqa: BLE001 - recorded and reported, never fatal to the batch
-        why = _message(e)
-        log.warning("%s: no Grad-CAM heatmap for frame %d: %s", where, frame, why)
-        skipped.append(skip_row("image", "heatmap", f"Grad-CAM heatmap not written: {why}",
+        made, errors = [], [("heatmap", e)]
+    for kind, e in errors:
+        what = {"pm": "Parametric Map", "sc": "Secondary Capture"}.get(kind, "heatmap")
+        why = _message(e, [source] if source is not None else [])
+        log.warning("%s: no Grad-CAM %s for frame %d: %s", where, what, frame, why)
+        skipped.append(skip_row("image", "heatmap", f"Grad-CAM {what} not written: {why}",
                                 path=path, study=example["study_instance_uid"],
                                 series=example["series_instance_uid"],
                                 sop=example["sop_instance_uid"], frame=frame))
-        return []
+    return made

@@ -1,10 +1,8 @@
-"""Grad-CAM heatmaps a viewer overlays: on the source image's own grid, as DICOM.
+"""Grad-CAM heatmaps a viewer overlays, as DICOM objects on the source image's geometry.
 
-The model sees a 224×224 tensor; a viewer shows the source image. :func:`to_source_grid`
-maps a heatmap from the tensor back to the source's rows and columns by the transpose of
-the run's resize (:func:`dicomml.preprocess.resize.axis_matrices`), each source pixel
-getting the weighted mean of the tensor pixels it contributed to (0 where it was cropped
-away). Two objects are then written per heatmap:
+The heatmap arrives already on the source's rows and columns
+(:func:`dicomml.evaluate.heatmaps.to_source_grid`, the transpose of the run's resize).
+Two objects are written per heatmap:
 
 * a **Parametric Map** (PS3.3 A.75, highdicom ``ParametricMap``): float32 heat in [0, 1]
   on the source frame's geometry ((0028,9110) Pixel Measures, (0020,9116) Plane
@@ -13,11 +11,11 @@ away). Two objects are then written per heatmap:
   a viewer overlays it on the source like any other map. Written when the source has plane
   geometry (see :func:`dicomml.report.sources.geometry`);
 * a **Secondary Capture** (PS3.3 A.8.1) for viewers without map support: the source frame
-  at its own resolution, displayed with its own first window ((0028,1050)/(0028,1051);
-  else the run's first fixed window; else its value range), MONOCHROME1 inverted, the heat
-  blended over it (:func:`dicomml.report.overlay.heatmap_overlay`), a colour bar (0 to 1)
-  on the right and a burned-in "NOT FOR DIAGNOSTIC USE" label below, hence (0028,0301)
-  Burned In Annotation YES and (0028,0030) Pixel Spacing of the source.
+  at its own resolution as displayed with a window
+  (:func:`dicomml.evaluate.heatmaps.display_frame`), the heat blended over it
+  (:func:`dicomml.report.overlay.heatmap_overlay`), a colour bar (0 to 1) on the right and
+  a burned-in "NOT FOR DIAGNOSTIC USE" label below, hence (0028,0301) Burned In Annotation
+  YES and (0028,0030) Pixel Spacing of the source.
 
 No TensorFlow here: the heatmap comes from :func:`dicomml.evaluate.grad_cam.gradcam`.
 """
@@ -28,70 +26,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicomml.errors import ConfigError
 
-__all__ = ["to_source_grid", "display_frame", "heatmap_sc_pixels", "build_heatmap_pm",
-           "build_heatmap_objects", "LABEL"]
+__all__ = ["heatmap_sc_pixels", "build_heatmap_sc", "build_heatmap_pm", "LABEL"]
 
 LABEL = "NOT FOR DIAGNOSTIC USE"
 _BAR = 12       # colour bar width (pixels)
 _BANNER = 14    # label banner height (pixels)
-
-
-def to_source_grid(heat: np.ndarray, shape: tuple[int, int], preprocess,
-                   pixel_spacing=None) -> np.ndarray:
-    """Map a (size, size) tensor heatmap onto the source plane's (rows, columns).
-
-    With the run's resize matrices ``R`` (size × rows) and ``C`` (size × columns), the
-    tensor is ``R @ X @ C.T``; the source heat is ``(R.T @ H @ C) / (r ⊗ c)`` with ``r``,
-    ``c`` the column sums of ``R`` and ``C`` (a weighted mean; 0 where a source pixel was
-    not used). Output ``float32`` in [0, 1].
-    """
-    from dicomml.preprocess.resize import axis_matrices
-
-    h = np.asarray(heat, dtype=np.float64)
-    size = int(preprocess.size)
-    if h.shape != (size, size):
-        raise ConfigError(f"the heatmap must be the model input's {size}×{size}. "
-                          f"Received: heat.shape={h.shape}")
-    R, C = axis_matrices((int(shape[0]), int(shape[1])), size, preprocess.resize,
-                         preprocess.fov_mm, pixel_spacing)
-    R, C = np.asarray(R, np.float64), np.asarray(C, np.float64)
-    num = R.T @ h @ C
-    den = np.outer(R.sum(axis=0), C.sum(axis=0))
-    out = np.divide(num, den, out=np.zeros_like(num), where=den > 1e-12)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def display_frame(image, preprocess=None) -> tuple[np.ndarray, str]:
-    """Frame 0 of an :class:`~dicomml.io.Image` in [0, 1] as a viewer shows it, and how.
-
-    The source's first (0028,1050)/(0028,1051) window (PS3.3 C.11.2.1.2), else the run's
-    first fixed window, else the frame's min..max; MONOCHROME1 inverted (C.7.6.3.1.2).
-    """
-    from dicomml.data.contract import window_ranges
-    from dicomml.preprocess.window import apply_window
-
-    v = np.asarray(image.pixels[0], dtype=np.float32)
-    if v.ndim != 2:
-        raise ConfigError(f"{image.path}: a colour image has no grayscale display for a "
-                          "heatmap overlay")
-    if image.windows:
-        w = image.windows[0]
-        out, how = apply_window(v, w.center, w.width, w.function), \
-            f"source window {w.center:g}/{w.width:g}"
-    else:
-        ranges = window_ranges(preprocess) if preprocess is not None else ()
-        if ranges:
-            lo, hi = ranges[0]
-            out, how = apply_window(v, (lo + hi) / 2, hi - lo), f"run window {lo:g}..{hi:g}"
-        else:
-            lo, hi = float(v.min()), float(v.max())
-            out = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
-            how = "value range"
-    if str(image.photometric_interpretation).upper() == "MONOCHROME1":
-        out = 1.0 - out
-    return np.clip(out, 0.0, 1.0), how
 
 
 def _text(canvas: np.ndarray, text: str, x: int, y: int) -> None:
@@ -142,24 +82,36 @@ def _view(source: Dataset, frame: int, where: str):
     return view.dataset, geometry(source, frame), list(view.notes)
 
 
-def build_heatmap_sc(source: Dataset, image, heat_src: np.ndarray, preprocess, *,
-                     frame: int = 0, where: str = "", forced: bool = False, **uids):
+def build_heatmap_sc(source: Dataset, gray: np.ndarray, heat_src: np.ndarray, *,
+                     display: str = "", frame: int = 0, where: str = "",
+                     forced: bool = False, **uids):
     """The Secondary Capture (module docstring) of a heatmap already on the source grid;
-    ``uids``: ``series_instance_uid`` / ``sop_instance_uid`` (new ones by default)."""
+    ``uids``: ``series_instance_uid`` / ``sop_instance_uid`` (new ones by default).
+
+    ``gray`` is the source frame displayed in [0, 1] (``display`` says how, e.g. "source
+    window 40/80"), ``heat_src`` the heat in [0, 1], both (rows, columns).
+    """
     from dicomml.report.sc import build_heatmap_sc as _sc
 
     ref, geo, _notes = _view(source, frame, where)
-    gray, how = display_frame(image, preprocess)
+    how = display or "its display"
     label = LABEL + (" - FORCED" if forced else "")
     pixels = heatmap_sc_pixels(gray, heat_src, label=label)
     n_frames = int(source.get("NumberOfFrames", 1) or 1)
     for kw in ("ImageOrientationPatient", "PatientOrientation"):
         if kw not in ref and kw in geo:
             setattr(ref, kw, geo[kw])
+    from dicomml.report.sc import patient_orientation
+
+    orientation = patient_orientation(ref)
+    # highdicom accepts one letter per direction; real files (and PS3.3 C.7.6.1.1.1) also
+    # combine them, e.g. L\PF: build with the main letters, then write the real values
+    ref.PatientOrientation = [v[:1] for v in orientation]
     sc = _sc(ref, pixels, frame_numbers=[frame + 1] if n_frames > 1 else None,
              derivation=(f"Grad-CAM heatmap (0..1, jet colour bar at the right) over the "
                          f"source frame {frame + 1} at its own resolution, {how}; "
                          f"{label.lower()}"), **uids)
+    sc.PatientOrientation = list(orientation)
     sc.BurnedInAnnotation = "YES"
     if "PixelSpacing" in geo:
         sc.PixelSpacing = [f"{v:.6g}" for v in geo["PixelSpacing"]]
@@ -195,8 +147,19 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
         value_range=(0.0, 1.0), slope=1.0, intercept=0.0)
     src = Dataset()
     src.update(ref)
-    src.NumberOfFrames = 1
-    src.FrameOfReferenceUID = ref.FrameOfReferenceUID
+    n_frames = int(source.get("NumberOfFrames", 1) or 1)
+    groups = ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
+    if n_frames > 1 or any(g in source for g in groups):  # enhanced: keep its frame layout
+        src.NumberOfFrames = n_frames
+        for g in groups:
+            if g in source:
+                src[g] = source[g]
+    else:
+        src.NumberOfFrames = 1
+        for k, v in geo.items():  # also when incomplete for the SR's image library
+            setattr(src, k, v)
+        if "SliceThickness" not in src:
+            src.SliceThickness = None  # Type 2: unknown
     pm = hd.pm.ParametricMap(
         source_images=[src], pixel_array=np.asarray(heat_src, np.float32)[None],
         series_instance_uid=series_instance_uid or generate_uid(), series_number=9003,
@@ -208,8 +171,8 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
         pixel_measures=measures, plane_orientation=orientation, plane_positions=[position],
         content_label="GRADCAM",
-        content_description=("Grad-CAM heatmap, not for diagnostic use"
-                              + (", FORCED outside the input contract" if forced else "")),
+        content_description=("Grad-CAM, not for diagnostic use"
+                             + (", FORCED outside input contract" if forced else "")),
         series_description="dicomml Grad-CAM map")
     # (0020,0060) Laterality is Type 2C in the General Series module: copy or send empty.
     pm.Laterality = source.get("Laterality") or None
@@ -220,25 +183,3 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
         ref_item.ReferencedFrameNumber = frame + 1
     pm.ReferencedImageSequence = [ref_item]
     return pm
-
-
-def build_heatmap_objects(source: Dataset, image, heat: np.ndarray, preprocess, *,
-                          frame: int = 0, where: str = "", forced: bool = False,
-                          skipped: list | None = None, uids: dict | None = None) -> list:
-    """``[("pm", ParametricMap), ("sc", SecondaryCapture)]`` of a tensor heatmap.
-
-    ``image`` is the :class:`~dicomml.io.Image` of the source frame (``read_image(path,
-    frames=[frame])``), ``heat`` the (size, size) Grad-CAM of its tensor. ``uids`` may map
-    ``"PM"`` and ``"SC"`` to their ``series_instance_uid`` / ``sop_instance_uid``.
-    """
-    uids = uids or {}
-    spacing = image.pixel_spacing
-    heat_src = to_source_grid(heat, image.pixels.shape[1:3], preprocess, spacing)
-    out = []
-    pm = build_heatmap_pm(source, heat_src, frame=frame, where=where, forced=forced,
-                          **uids.get("PM", {}))
-    if pm is not None:
-        out.append(("pm", pm))
-    out.append(("sc", build_heatmap_sc(source, image, heat_src, preprocess, frame=frame,
-                                       where=where, forced=forced, **uids.get("SC", {}))))
-    return out

@@ -13,7 +13,8 @@ library's descriptors) and checks every value against its VR (PS3.5 6.2):
   names the attribute; an invalid one is referenced as it is (that is how the PACS knows
   the instance), with a note;
 * Type 2 patient / study attributes that are malformed are written empty, and a note says
-  which attribute was dropped and why;
+  which attribute was dropped and why (never its value); a one-component person name gets
+  its trailing caret (``DOE`` → ``DOE^``, the same name, PS3.5 6.2.1.2);
 * geometry comes from the top level, else from the (5200,9229) Shared or (5200,9230)
   Per-Frame Functional Groups (PS3.3 C.7.6.16); when it is incomplete the image library
   entry has no geometry descriptors (TID 1602 without TID 1604), and a note says so.
@@ -248,6 +249,10 @@ def source_view(ds: Dataset, *, frame: int = 0, where: str = "") -> SourceView:
         if why is not None:
             notes.append(f"{name}: {kw} {tag} {why}; written empty")
             v = None
+        if v and vr == "PN" and "^" not in v and "=" not in v:
+            # one component: the family name; the caret says so (PS3.5 6.2.1.2), and
+            # spares a warning that would print the name
+            v += "^"
         setattr(out, kw, v or None)
     modality = _str(ds, "Modality") or ""
     for kw in ("Rows", "Columns"):

@@ -2,11 +2,13 @@
 
 Tables: ``[data]`` (with ``[data.slices]``), ``[split]``, ``[preprocess]`` (exactly
 ``PreprocessConfig.to_dict()``), ``[model]`` (``name`` + builder keyword arguments) and
-``[train]``, and optionally ``[contract]`` (overrides of the learned input contract,
-:meth:`dicomml.data.contract.InputContract.with_overrides`). Every default comes from the
-reference setup of DESIGN.md (Adam, learning rate 1e-3, categorical cross-entropy or MSE, accuracy, batch 32, 10 epochs). Relative paths
+``[train]``. Every default comes from the reference setup of DESIGN.md (Adam, learning
+rate 1e-3, categorical cross-entropy or MSE, accuracy, batch 32, 10 epochs). Relative paths
 are resolved against the configuration file's folder; the resolved configuration (every
 default filled in, absolute paths) is written to ``RUN_DIR/config.toml``.
+
+An optional ``[contract]`` table overrides the input contract learned from the training
+set (:meth:`dicomml.data.contract.InputContract.with_overrides`).
 """
 
 from __future__ import annotations
@@ -221,12 +223,10 @@ class RunConfig:
         if isinstance(self.train.class_weights, Mapping):
             train["class_weights"] = {str(k): float(v)
                                       for k, v in self.train.class_weights.items()}
-        out = {"data": data, "split": self.split.to_dict(),
-               "preprocess": self.preprocess_config().to_dict(),
-               "model": self.model.to_dict(), "train": train}
-        if self.contract:
-            out["contract"] = dict(self.contract)
-        return out
+        return {"data": data, "split": self.split.to_dict(),
+                "preprocess": self.preprocess_config().to_dict(),
+                "model": self.model.to_dict(), "train": train,
+                **({"contract": dict(self.contract)} if self.contract else {})}
 
     def replace(self, **tables) -> "RunConfig":
         """A copy with some tables' fields replaced: ``cfg.replace(train={"epochs": 2})``."""

@@ -177,3 +177,11 @@ def test_trainer_writes_the_contract(tmp_path):
     assert c.learned_from == man["sop_instance_uid"].nunique()
     assert c.modalities == ("CT",) and c.body_parts == ("HEAD", "BRAIN")
     assert c.overrides == ("body_parts",) and c.rows == (24, 96)
+
+
+def test_instance_failures_per_row():
+    df = pd.DataFrame([_base(), _base(modality="MR"), _base(rows=64, columns=2000)])
+    f = CONTRACT.instance_failures(df)
+    assert f["rule"].tolist() == ["", "modality", "matrix"]
+    assert f["reason"].iloc[0] == "" and "'MR'" in f["reason"].iloc[1]
+    assert f["reason"].iloc[2].startswith("(0028,0010) Rows is 64")

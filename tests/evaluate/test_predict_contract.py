@@ -295,7 +295,7 @@ def test_real_ct_samples_get_an_sr_each_or_a_reasoned_skip(shared, tmp_path):
     assert all(s["rule"] and s["reason"] for s in plain.series)  # listed, with the rule
 
     res = predict(shared, data, tmp_path / "out", threshold=0.0, workers=0, progress=False,
-                  force=True, write_sc=False)
+                  force=True)
     with_sr = {read_sr(p).study_instance_uid for p in res.sr_paths}
     reasons = {k["study_instance_uid"]: k["reason"] for k in res.skipped
                if k["level"] == "study"}
@@ -312,10 +312,22 @@ def test_real_ct_samples_get_an_sr_each_or_a_reasoned_skip(shared, tmp_path):
     assert note and note[0].startswith("study ") and "19XX" not in note[0]
     sr = pydicom.dcmread(next(p for p in res.sr_paths if birth in p.name))
     assert sr.PatientBirthDate == ""
-    for p in res.sr_paths:
-        if read_sr(p).study_instance_uid.count(".") > 2:  # valid UIDs: dciodvfy-clean
+    from pydicom.uid import UID
+
+    assert len(res.sc_paths) == len(res.sr_paths) and len(res.pm_paths) >= 4
+    for p in (*res.sr_paths, *res.sc_paths, *res.pm_paths):
+        if UID(str(pydicom.dcmread(p).StudyInstanceUID)).is_valid:  # else: as the PACS has it
             errors, out = dciodvfy_errors(p)
             assert errors == [], (p.name, out)
+    # no output names a patient: not the skips, not the notes, not the tables
+    secrets = set()
+    for p in data.iterdir():
+        d = pydicom.dcmread(p, stop_before_pixels=True)
+        secrets |= {v for v in (str(d.get("PatientName", "")), str(d.get("PatientID", "")))
+                    if len(v) > 4}  # not "0010": a tag group in the notes
+    text = json.dumps([res.skipped, res.notes]) + "".join(
+        q.read_text() for q in (tmp_path / "out").glob("*.csv"))
+    assert secrets and not [s for s in secrets if s in text]
 
 
 def test_an_undecodable_image_is_skipped_with_the_decoders_reason(shared, mixed, tmp_path):
