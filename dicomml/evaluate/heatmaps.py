@@ -109,4 +109,9 @@ def heatmap_objects(source, image, heat: np.ndarray, preprocess, *,
             continue
         if obj is not None:
             out.append((kind, obj))
+        elif errors is not None:  # said, not silently left out
+            errors.append((kind, ValueError(
+                "the source has no plane geometry ((0028,0030), (0020,0037), (0020,0032) "
+                "and (0020,0052) Frame of Reference UID, also not in its functional "
+                "groups); the Secondary Capture shows the heatmap")))
     return out
