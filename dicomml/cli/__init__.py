@@ -26,7 +26,7 @@ __all__ = ["main", "VERBS", "build_parser"]
 
 #: Verbs in the order they appear in ``--help``; a verb whose module is absent is not offered.
 VERBS = ("scan", "show", "preview", "preprocess", "train", "evaluate", "predict", "demo",
-         "pull", "push", "deid")
+         "pull", "push", "deid", "serve")
 
 EXIT_OK, EXIT_SKIPPED, EXIT_ERROR = 0, 1, 2
 

@@ -76,14 +76,16 @@ def display_frame(image, preprocess=None) -> tuple[np.ndarray, str]:
 
 def heatmap_objects(source, image, heat: np.ndarray, preprocess, *,
                     frame: int = 0, where: str = "", forced: bool = False,
-                    errors: list | None = None) -> list:
+                    errors: list | None = None, uids: dict | None = None) -> list:
     """``[("pm", ParametricMap), ("sc", SecondaryCapture)]`` of a tensor heatmap.
 
     ``image`` is the :class:`~dicomml.io.Image` of the source frame (``read_image(path,
     frames=[frame])``), ``heat`` the (size, size) Grad-CAM of its tensor. The two objects
     are built independently: with ``errors`` (a list), one that cannot be built is left
-    out and ``(kind, exception)`` appended; without, the exception is raised.
+    out and ``(kind, exception)`` appended; without, the exception is raised. ``uids``
+    may map ``"PM"`` and ``"SC"`` to their ``series_instance_uid`` / ``sop_instance_uid``.
     """
+    uids = uids or {}
     spacing = image.pixel_spacing
     heat_src = to_source_grid(heat, image.pixels.shape[1:3], preprocess, spacing)
     out = []
@@ -92,10 +94,11 @@ def heatmap_objects(source, image, heat: np.ndarray, preprocess, *,
     def sc():
         gray, how = display_frame(image, preprocess)
         return build_heatmap_sc(source, gray, heat_src, display=how, frame=frame,
-                                where=where, forced=forced)
+                                where=where, forced=forced, **uids.get("SC", {}))
 
     for kind, build in (("pm", lambda: build_heatmap_pm(source, heat_src, frame=frame,
-                                                         where=where, forced=forced)),
+                                                         where=where, forced=forced,
+                                                         **uids.get("PM", {}))),
                         ("sc", sc)):
         try:
             obj = build()

@@ -43,7 +43,7 @@ from dicomml.evaluate.selection import SKIP_COLUMNS, select_series, skip_row
 from dicomml.io.guards import DEFER_SIZE
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",
-           "write_study_reports", "study_key"]
+           "write_study_reports", "study_key", "result_uids"]
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def _unreadable_reasons(pipeline, rows: list[tuple[str, int]], workers) -> list[
 def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
             write_sr: bool = True, write_sc: bool = True, aggregation: str = "max",
             batch_size: int = 32, workers: int | None = None, progress: bool = True,
-            force: bool = False) -> PredictResult:
+            force: bool = False, uid_key: str | None = None) -> PredictResult:
     """Predict new studies: ``predictions.csv``, ``skipped.csv``, SRs and Grad-CAMs.
 
     Parameters
@@ -255,6 +255,11 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     force : bool
         Also predict series outside the input contract (their SRs say so); never a
         non-image, a segmentation or a colour image for a grayscale model.
+    uid_key : str, optional
+        When given, the Series and SOP Instance UIDs of each study's SR and heatmaps derive
+        from (``uid_key``, Study Instance UID) (:func:`result_uids`), so that writing the
+        results of a study again (e.g. after a crash) gives the same UIDs and a PACS
+        replaces rather than duplicates them; new UIDs otherwise.
 
     Returns
     -------
@@ -340,7 +345,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         sr_paths, sc_paths, summary = write_study_reports(
             out_dir, run, model, examples, good, threshold=threshold, aggregation=how,
             write_sr=write_sr, write_sc=write_sc, skipped=skipped, forced=sel.forced,
-            operating=op, notes=notes)
+            operating=op, notes=notes, uid_key=uid_key)
     for st in sorted(set(examples["study_instance_uid"]) - {s["study_instance_uid"]
                                                             for s in summary}):
         if task != "regression":
@@ -390,7 +395,7 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                         threshold: float, aggregation: str = "max", write_sr: bool = True,
                         write_sc: bool = True, skipped: list | None = None,
                         forced: dict | None = None, operating: dict | None = None,
-                        notes: list | None = None):
+                        notes: list | None = None, uid_key: str | None = None):
     """One SR per study of ``table`` and a Grad-CAM heatmap per positive study.
 
     ``table`` holds the probability columns and ``study_instance_uid`` of the decoded
@@ -398,7 +403,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     Instance UIDs predicted outside the input contract to the rule they failed (their SRs
     say so). Returns ``(sr_paths, sc_paths, studies)`` where ``studies`` are per-study
     summaries (with the pseudonymous ``study_key`` that messages use); ``sc_paths`` holds
-    the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``).
+    the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``). ``uid_key``: see
+    :func:`predict`.
     """
     import pydicom
 
@@ -440,7 +446,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                 sources = [pydicom.dcmread(q, stop_before_pixels=True,
                                            defer_size=DEFER_SIZE) for q in paths]
                 sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
-                               where=where, notes=notes, forced=bool(rules))
+                               where=where, notes=notes, forced=bool(rules),
+                               **result_uids(uid_key, study_uid, "SR"))
                 sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
                 why = _message(e, sources)
@@ -450,7 +457,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
         if write_sc and present:
             best = getattr(row, "best_index")
             made = _heatmaps(model, run.pipeline, examples.loc[best], finding_idx, skipped,
-                             where=f"study {key}", forced=bool(rules))
+                             where=f"study {key}", forced=bool(rules),
+                             uids={k: result_uids(uid_key, study_uid, k) for k in ("SC", "PM")})
             for kind, obj in made:
                 name = f"GRADCAM_{study_uid}.dcm" if kind == "sc" else \
                     f"PM_GRADCAM_{study_uid}.dcm"
@@ -477,18 +485,34 @@ def _message(e: BaseException, sources=()) -> str:
     return text
 
 
+def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
+    """``series_instance_uid`` / ``sop_instance_uid`` of a study's ``kind`` result object.
+
+    Derived (PS3.5 B.2, :func:`pydicom.uid.generate_uid` with entropy sources) from
+    ``uid_key`` (e.g. the run and model version), the Study Instance UID and ``kind``
+    (``"SR"``, ``"SC"``, ``"PM"``); empty (new random UIDs) when ``uid_key`` is None.
+    """
+    if uid_key is None:
+        return {}
+    from pydicom.uid import generate_uid
+
+    src = ["dicomml-result", str(uid_key), str(study_uid), kind]
+    return {"series_instance_uid": generate_uid(entropy_srcs=[*src, "series"]),
+            "sop_instance_uid": generate_uid(entropy_srcs=[*src, "instance"])}
+
+
 def _build_sr(sources, finding, prob, present, algorithm, *, where="", notes=None,
-              forced=False):
+              forced=False, **uids):
     from dicomml.report.sr import build_sr
 
     desc = "dicomml AI result FORCED outside input contract" if forced else "dicomml AI result"
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
                     present=bool(present), algorithm=algorithm, where=where, notes=notes,
-                    series_description=desc)
+                    series_description=desc, **uids)
 
 
 def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, where: str,
-              forced: bool = False) -> list:
+              forced: bool = False, uids: dict | None = None) -> list:
     """The Grad-CAM objects of one example on its source's geometry: ``[(kind, dataset)]``
     with kind "sc" (Secondary Capture) and "pm" (Parametric Map, when the source has plane
     geometry); failures are skips, never fatal to the batch."""
@@ -507,7 +531,7 @@ def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, wher
         heat = gradcam(model, tensor, class_index=class_index)
         errors: list = []
         made = heatmap_objects(source, image, heat, pipeline.config, frame=frame,
-                                     where=where, forced=forced, errors=errors)
+                                     where=where, forced=forced, errors=errors, uids=uids)
     except Exception as e:  # noqa: BLE001 - recorded and reported, never fatal to the batch
         made, errors = [], [("heatmap", e)]
     for kind, e in errors:

@@ -84,8 +84,9 @@ def _view(source: Dataset, frame: int, where: str):
 
 def build_heatmap_sc(source: Dataset, gray: np.ndarray, heat_src: np.ndarray, *,
                      display: str = "", frame: int = 0, where: str = "",
-                     forced: bool = False):
-    """The Secondary Capture (module docstring) of a heatmap already on the source grid.
+                     forced: bool = False, **uids):
+    """The Secondary Capture (module docstring) of a heatmap already on the source grid;
+    ``uids``: ``series_instance_uid`` / ``sop_instance_uid`` (new ones by default).
 
     ``gray`` is the source frame displayed in [0, 1] (``display`` says how, e.g. "source
     window 40/80"), ``heat_src`` the heat in [0, 1], both (rows, columns).
@@ -109,7 +110,7 @@ def build_heatmap_sc(source: Dataset, gray: np.ndarray, heat_src: np.ndarray, *,
     sc = _sc(ref, pixels, frame_numbers=[frame + 1] if n_frames > 1 else None,
              derivation=(f"Grad-CAM heatmap (0..1, jet colour bar at the right) over the "
                          f"source frame {frame + 1} at its own resolution, {how}; "
-                         f"{label.lower()}"))
+                         f"{label.lower()}"), **uids)
     sc.PatientOrientation = list(orientation)
     sc.BurnedInAnnotation = "YES"
     if "PixelSpacing" in geo:
@@ -118,8 +119,11 @@ def build_heatmap_sc(source: Dataset, gray: np.ndarray, heat_src: np.ndarray, *,
 
 
 def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
-                     where: str = "", forced: bool = False):
-    """The Parametric Map (module docstring); None when the source has no plane geometry."""
+                     where: str = "", forced: bool = False,
+                     series_instance_uid: str | None = None,
+                     sop_instance_uid: str | None = None):
+    """The Parametric Map (module docstring); None when the source has no plane geometry.
+    New Series and SOP Instance UIDs unless given."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -158,8 +162,9 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
             src.SliceThickness = None  # Type 2: unknown
     pm = hd.pm.ParametricMap(
         source_images=[src], pixel_array=np.asarray(heat_src, np.float32)[None],
-        series_instance_uid=generate_uid(), series_number=9003,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="dicomml",
+        series_instance_uid=series_instance_uid or generate_uid(), series_number=9003,
+        sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=1,
+        manufacturer="dicomml",
         manufacturer_model_name="dicomml", software_versions=f"dicomml {__version__}",
         device_serial_number="none", contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
