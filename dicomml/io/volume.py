@@ -48,6 +48,7 @@ from dicomml.errors import (
     ConfigError,
     DecodeError,
     DicommlError,
+    InvalidDicomError,
     NoPixelDataError,
     NotDicomError,
     SeriesError,
@@ -55,6 +56,9 @@ from dicomml.errors import (
 )
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
+from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
+from dicomml.io.multivolume import Acquisition, acquisition, split_volumes, volume_info
+from dicomml.io.philips import scale_slope as philips_scale_slope
 from dicomml.io.pixels import (
     _n_frames,
     corrupt_value_error,
@@ -69,7 +73,7 @@ from dicomml.io.pixels import (
 )
 from dicomml.io.types import SeriesIssue, Volume
 
-__all__ = ["read_series", "to_sitk", "from_sitk", "resample"]
+__all__ = ["read_series", "select_volume", "to_sitk", "from_sitk", "resample"]
 
 
 @dataclass
@@ -82,6 +86,7 @@ class _Slice:
     slope: float | None
     intercept: float | None
     label: str
+    acq: Acquisition
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -149,7 +154,8 @@ def _map(fn, items, workers):
 def read_series(x, *, strict: bool = False, workers: int | None = None,
                 series_uid: str | None = None, index=None,
                 modality_lut: bool | None = None, isolate: bool = False, executor=None,
-                decoders=None) -> Volume:
+                decoders=None, volume: int | None = None,
+                philips_precise: bool = False) -> Volume:
     """Read one series into a Volume ordered along the slice normal (see the module docs).
 
     Parameters
@@ -204,7 +210,8 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
     with quiet_pydicom():
         return _read_series(paths, strict=strict, workers=workers, series_uid=series_uid,
                             modality_lut=modality_lut, isolate=isolate, executor=executor,
-                            decoders=decoders, native_workers=native_workers)
+                            decoders=decoders, native_workers=native_workers, volume=volume,
+                            philips_precise=philips_precise)
 
 
 def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
@@ -249,7 +256,8 @@ def _stored_of_items(chunk: list) -> list:
 
 
 def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=False,
-                 executor=None, decoders=None, native_workers=None) -> Volume:
+                 executor=None, decoders=None, native_workers=None, volume=None,
+                 philips_precise=False) -> Volume:
     if native_workers is None:
         native_workers = workers
     issues: list[SeriesIssue] = []
@@ -338,24 +346,27 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
 
-    # -- slices
+    # -- slices (a mosaic gives one slice per tile, a multi-frame object one per frame)
+    stored_of: dict[int, np.ndarray] = {}
     slices: list[_Slice] = []
+    mosaics = 0
     for i in keep_files:
-        ds = datasets[i]
-        n = _n_frames(ds)
-        pos, ori, _, _ = frame_geometry(ds, range(n))
-        resc = frame_rescale(ds, range(n))
-        name = os.path.basename(files[i])
-        for f in range(n):
-            slices.append(_Slice(
-                file=i, frame=f,
-                position=None if pos is None else pos[f],
-                orientation=None if ori is None else ori[f],
-                size=(int(ds.Rows), int(ds.Columns)),
-                slope=None if resc is None else float(resc[0][f]),
-                intercept=None if resc is None else float(resc[1][f]),
-                label=name if n == 1 else f"{name}[frame {f}]"))
-
+        try:
+            built = _slices_of(i, datasets[i], files[i], decoded[i][0], philips_precise,
+                               fail_or_record)
+        except DicommlError as e:
+            fail_or_record("unreadable", f"{e} — the slice is left out", e)
+            continue
+        except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
+            err = corrupt_value_error(files[i], e)
+            fail_or_record("unreadable", f"{err} — the slice is left out", err)
+            continue
+        stored_of[i], file_slices, is_tiled = built
+        mosaics += is_tiled
+        slices.extend(file_slices)
+    if not slices:
+        raise SeriesError("no slice of the series could be read: "
+                          + "; ".join(i.detail for i in issues))
     slices = _majority(slices, lambda s: s.size, "mixed_size",
                        lambda s: f"{s.size[0]}×{s.size[1]}", fail_or_record, datasets)
     with_pos = [s for s in slices if s.position is not None and s.orientation is not None]
@@ -371,86 +382,262 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
                            "(0020,0037) Image Orientation (Patient); stacked by (0020,0013) "
                            "Instance Number with unit spacing and identity direction")
     extra: dict = {"ignored": ignored}
-    if slices[0].position is not None:
-        # Tie-break for duplicate positions only: the lower Instance Number is kept.
-        slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.label))
-        slices = _majority(slices, lambda s: tuple(np.round(s.orientation, 4)),
-                           "mixed_orientation", lambda s: _image_type(datasets[s.file]),
-                           fail_or_record, datasets)
-        orientation = slices[0].orientation
-        normal = geo.slice_normal(orientation)
-        positions = np.stack([s.position for s in slices])
-        order, dist = geo.order_along_normal(positions, normal)
-        slices = [slices[k] for k in order]
-        keep, spacing_n, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in slices])
-        for iss in gap_issues:
-            fail_or_record(iss.kind, iss.detail)
-        slices = [s for s, k in zip(slices, keep) if k]
-        positions = np.stack([s.position for s in slices])
-        steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-        slice_spacing = float(np.median(steps)) if len(steps) else (
-            _float_or(datasets[slices[0].file].get("SpacingBetweenSlices"))
-            or _float_or(datasets[slices[0].file].get("SliceThickness")) or 1.0)
-        direction = geo.direction_matrix(orientation)
-        origin = tuple(float(v) for v in positions[0])
-        tilt = geo.tilt_degrees(positions, normal)
-        if len(positions) > 1:
-            v = positions[-1] - positions[0]
-            extra["slice_direction"] = tuple(float(c) for c in v / np.linalg.norm(v))
-        extra["tilt_degrees"] = tilt
-    else:
-        slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.frame))
-        slice_spacing = 1.0
-        direction = np.eye(3)
-        origin = (0.0, 0.0, 0.0)
+    if mosaics:
+        extra["mosaic"] = True
+    ctx = _Context(datasets=datasets, files=files, stored_of=stored_of, extra=extra,
+                   issues=issues, fail_or_record=fail_or_record, modality_lut=modality_lut,
+                   workers=native_workers, volume=volume, tiled=bool(mosaics))
+    return _assemble(slices, ctx)
+
+
+@dataclass
+class _Context:
+    """What assembling the slices needs besides the slices (see :func:`_assemble`)."""
+
+    datasets: list
+    files: list[str]
+    stored_of: dict
+    extra: dict
+    issues: list
+    fail_or_record: object
+    modality_lut: bool | None
+    workers: int
+    volume: int | None
+    tiled: bool
+
+
+def _assemble(slices: list[_Slice], ctx: _Context) -> Volume:
+    """Order the slices (3-D or 4-D), convert them to modality values and build the Volume.
+
+    A slice whose conversion fails (a malformed Modality LUT...) is reported and left out,
+    and the rest is assembled again, so that the geometry never includes it.
+    """
+    datasets, files, stored_of, extra = ctx.datasets, ctx.files, ctx.stored_of, ctx.extra
+    fail_or_record, modality_lut, native_workers, volume = (
+        ctx.fail_or_record, ctx.modality_lut, ctx.workers, ctx.volume)
+    n_issues = len(ctx.issues)
+    extra = dict(extra)
+    # Numeric tie-break (Instance Number, file, frame): the lower Instance Number is kept
+    # for a duplicate position, and frame 20 comes before frame 100.
+    slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.file,
+                               s.frame))
+    layers, infos, geometry = _order(slices, datasets, files, extra, fail_or_record)
+    if volume is not None:
+        if isinstance(volume, bool) or not isinstance(volume, (int, np.integer)) \
+                or not -len(layers) <= int(volume) < len(layers):
+            raise ConfigError(f"read_series: volume={volume!r} is out of range; the series "
+                              f"holds {len(layers)} volume(s) (0-based)")
+        k = int(volume) % len(layers)
+        extra["n_volumes"] = len(layers)
+        extra["volume"] = k
+        layers, infos = [layers[k]], infos[k:k + 1] if infos else ()
+    flat = [s for layer in layers for s in layer]
 
     # -- pixels
-    ds0 = datasets[slices[0].file]
-    rows, cols = slices[0].size
-    vol = np.empty((len(slices), rows, cols), dtype=np.float32)
-    has_pad = any("PixelPaddingValue" in datasets[s.file] for s in slices)
+    ds0 = datasets[flat[0].file]
+    rows, cols = flat[0].size
+    vol = np.empty((len(flat), rows, cols), dtype=np.float32)
+    has_pad = any("PixelPaddingValue" in datasets[s.file] for s in flat)
     mask = np.zeros(vol.shape, dtype=bool) if has_pad else None
-    stored_of = {i: decoded[i][0] for i in keep_files}
 
-    def fill(k: int) -> None:
-        s = slices[k]
+    def fill(k: int):
+        s = flat[k]
         ds = datasets[s.file]
         stored = stored_of[s.file][s.frame]
-        use_lut = bool(ds.get("ModalityLUTSequence"))
-        if modality_lut is not False and s.slope is not None and not use_lut:
-            _rescale_into(stored, s.slope, s.intercept, vol[k])
-        else:
-            resc = None if s.slope is None else (np.array([s.slope]), np.array([s.intercept]),
-                                                 None)
-            to_modality(stored[None], ds, resc, modality_lut=modality_lut, path=files[s.file],
-                        out=vol[k:k + 1])
-        if mask is not None:
-            m = padding_mask(stored[None], ds)
-            if m is not None:
-                mask[k] = m[0]
+        try:
+            use_lut = bool(ds.get("ModalityLUTSequence"))
+            if modality_lut is not False and s.slope is not None and not use_lut:
+                _rescale_into(stored, s.slope, s.intercept, vol[k])
+            else:
+                resc = None if s.slope is None else (np.array([s.slope]),
+                                                     np.array([s.intercept]), None)
+                to_modality(stored[None], ds, resc, modality_lut=modality_lut,
+                            path=files[s.file], out=vol[k:k + 1])
+            if mask is not None:
+                m = padding_mask(stored[None], ds)
+                if m is not None:
+                    mask[k] = m[0]
+        except DicommlError as e:
+            return e
+        except Exception as e:  # noqa: BLE001 - a malformed Modality LUT breaks pydicom
+            return corrupt_value_error(files[s.file], e)
+        return None
 
-    _map(fill, list(range(len(slices))), native_workers)
-    multi = any(_n_frames(datasets[s.file]) > 1 for s in slices)
-    ps = frame_geometry(ds0, [slices[0].frame])[2] or (1.0, 1.0)
+    failed = {flat[k].file: e for k, e in enumerate(_map(fill, list(range(len(flat))),
+                                                         native_workers)) if e is not None}
+    if failed:
+        del ctx.issues[n_issues:]  # the ordering is done again without the failed files
+        for i, e in failed.items():
+            fail_or_record("unreadable", f"{e} — the slice is left out", e)
+        keep = [s for s in slices if s.file not in failed]
+        if not keep:
+            raise SeriesError("no slice of the series could be read: "
+                              + "; ".join(i.detail for i in ctx.issues))
+        return _assemble(keep, ctx)
+    ps = frame_geometry(ds0, [flat[0].frame])[2] or (1.0, 1.0)
+    try:
+        windows, luts = windows_of(ds0, flat[0].frame), voi_luts_of(ds0, flat[0].frame)
+    except Exception as e:  # noqa: BLE001 - a malformed VOI LUT / window of the first slice
+        err = corrupt_value_error(files[flat[0].file], e)
+        fail_or_record("unreadable", f"{err} — the volume has no default window / VOI LUT",
+                       err)
+        windows, luts = (), ()
+    multi = ctx.tiled or any(_n_frames(datasets[s.file]) > 1 for s in flat)
+    if len(layers) > 1:
+        vol = vol.reshape(len(layers), len(layers[0]), rows, cols)
+        if mask is not None:
+            mask = mask.reshape(vol.shape)
+    slice_spacing, origin, direction = geometry
     return Volume(
         pixels=vol,
         spacing=(float(slice_spacing), float(ps[0]), float(ps[1])),
         origin=origin,
         direction=direction,
-        sop_instance_uids=tuple(str(datasets[s.file].get("SOPInstanceUID", "")) for s in slices),
-        windows=windows_of(ds0, slices[0].frame),
-        voi_luts=voi_luts_of(ds0, slices[0].frame),
+        sop_instance_uids=tuple(str(datasets[s.file].get("SOPInstanceUID", "")) for s in flat),
+        windows=windows,
+        voi_luts=luts,
         photometric_interpretation=str(ds0.PhotometricInterpretation).strip(),
         padding_mask=mask,
         modality=ds0.get("Modality"),
         series_instance_uid=_str_or(ds0.get("SeriesInstanceUID")),
         study_instance_uid=_str_or(ds0.get("StudyInstanceUID")),
         frame_of_reference_uid=_str_or(ds0.get("FrameOfReferenceUID")),
-        paths=tuple(files[s.file] for s in slices),
-        frames=tuple(s.frame for s in slices) if multi else (),
-        issues=tuple(issues),
+        paths=tuple(files[s.file] for s in flat),
+        frames=tuple(s.frame for s in flat) if multi else (),
+        issues=tuple(ctx.issues),
         extra=extra,
+        volumes=tuple(infos),
     )
+
+
+def _full_header(ds, path: str):
+    """``ds`` itself when pydicom parsed it, else the file's header parsed by pydicom (the
+    fast parser keeps only the attributes that most files need: no private elements)."""
+    if hasattr(ds, "private_block"):
+        return ds
+    return load_dataset(path, stop_before_pixels=True)[0]
+
+
+def _slices_of(i: int, ds, path: str, stored: np.ndarray, philips_precise: bool,
+               fail_or_record):
+    """``(stored values per slice, [_Slice], is_mosaic)`` of one decoded file."""
+    name = os.path.basename(path)
+    layout = None
+    if is_mosaic(ds) and stored.shape[0] == 1:
+        ds = _full_header(ds, path)  # the CSA header is a private element
+        try:
+            layout = mosaic_layout(ds)
+        except InvalidDicomError as e:
+            detail = (f"{path}: (0008,0008) Image Type says MOSAIC but {e}; assumed one "
+                      f"{int(ds.Rows)}×{int(ds.Columns)} image, not cut into slices")
+            fail_or_record("mosaic", detail, InvalidDicomError(detail))
+    if layout is not None:
+        stored = cut_tiles(stored, layout)
+        n = layout.n
+        pos = layout.positions
+        ori = frame_geometry(ds, [0])[1]
+        ori = None if ori is None else np.repeat(ori, n, axis=0)
+        resc = frame_rescale(ds, [0])
+        if resc is not None:
+            resc = (np.repeat(resc[0], n), np.repeat(resc[1], n), resc[2])
+        size = (layout.rows, layout.columns)
+    else:
+        n = _n_frames(ds)
+        pos, ori, _, _ = frame_geometry(ds, range(n))
+        resc = frame_rescale(ds, range(n))
+        size = (int(ds.Rows), int(ds.Columns))
+    scale = philips_scale_slope(_full_header(ds, path)) if philips_precise else None
+    acqs = acquisition(ds, n)
+    what = "tile" if layout is not None else "frame"
+    out = []
+    for f in range(n):
+        slope = None if resc is None else float(resc[0][f])
+        intercept = None if resc is None else float(resc[1][f])
+        if scale is not None:
+            # dcm2niix's "precise float": (stored × RS + RI) / (RS × SS)
+            rs = 1.0 if slope is None else slope
+            slope, intercept = 1.0 / scale, (intercept or 0.0) / (rs * scale)
+        out.append(_Slice(
+            file=i, frame=f,
+            position=None if pos is None else pos[f],
+            orientation=None if ori is None else ori[f],
+            size=size, slope=slope, intercept=intercept,
+            label=name if n == 1 else f"{name}[{what} {f}]", acq=acqs[f]))
+    return stored, out, layout is not None
+
+
+def _order(slices: list[_Slice], datasets, files, extra: dict, fail_or_record):
+    """``(layers, infos, (slice spacing, origin, direction))``: the slices of every volume
+    ordered along the normal (one layer for a 3-D series) and the per-volume attributes."""
+    if slices[0].position is None:
+        return [slices], (), (1.0, (0.0, 0.0, 0.0), np.eye(3))
+    slices = _majority(slices, lambda s: tuple(np.round(s.orientation, 4)),
+                       "mixed_orientation", lambda s: _image_type(datasets[s.file]),
+                       fail_or_record, datasets)
+    orientation = slices[0].orientation
+    normal = geo.slice_normal(orientation)
+    positions = np.stack([s.position for s in slices])
+    labels = [s.label for s in slices]
+    volumes, split_issues = split_volumes(positions @ normal, [s.acq for s in slices], labels)
+    for iss in split_issues:
+        fail_or_record(iss.kind, iss.detail)
+    if volumes is None:
+        order, dist = geo.order_along_normal(positions, normal)
+        ordered = [slices[k] for k in order]
+        keep, _, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in ordered])
+        layers = [[s for s, k in zip(ordered, keep) if k]]
+        infos: tuple = ()
+    else:
+        layers = [[slices[k] for k in members] for members in volumes]
+        dist = positions[volumes[0]] @ normal
+        _, _, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in layers[0]])
+        infos = tuple(_volume_info(v, layer[0], datasets, files)
+                      for v, layer in enumerate(layers))
+        extra["n_volumes"] = len(layers)
+    for iss in gap_issues:
+        fail_or_record(iss.kind, iss.detail)
+    first = np.stack([s.position for s in layers[0]])
+    steps = np.linalg.norm(np.diff(first, axis=0), axis=1)
+    ds0 = datasets[layers[0][0].file]
+    slice_spacing = float(np.median(steps)) if len(steps) else (
+        _float_or(ds0.get("SpacingBetweenSlices")) or _float_or(ds0.get("SliceThickness"))
+        or 1.0)
+    extra["tilt_degrees"] = geo.tilt_degrees(first, normal)
+    if len(first) > 1:
+        v = first[-1] - first[0]
+        extra["slice_direction"] = tuple(float(c) for c in v / np.linalg.norm(v))
+    return layers, infos, (slice_spacing, tuple(float(v) for v in first[0]),
+                           geo.direction_matrix(orientation))
+
+
+def _volume_info(v: int, s: _Slice, datasets, files):
+    """Attributes of volume ``v`` from its first slice, from the full header (a Siemens
+    b-value is in the private CSA header)."""
+    full = _full_header(datasets[s.file], files[s.file])
+    return volume_info(v, acquisition(full, s.frame + 1)[s.frame])
+
+
+def select_volume(volume: Volume, k: int) -> Volume:
+    """Volume ``k`` (0-based) of a 4-D :class:`Volume` as a 3-D one (the pixels are a view).
+
+    A 3-D volume is its own volume 0.
+    """
+    n = volume.n_volumes
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -n <= int(k) < n:
+        raise ConfigError(f"volume index {k!r} is out of range; the volume holds {n} "
+                          "volume(s) (0-based)")
+    k = int(k) % n
+    if volume.pixels.ndim != 4:
+        return volume
+    per = volume.pixels.shape[1]
+
+    def part(t):
+        return tuple(t[k * per:(k + 1) * per]) if len(t) == n * per else tuple(t)
+
+    return replace(volume, pixels=volume.pixels[k], sop_instance_uids=part(
+        volume.sop_instance_uids), paths=part(volume.paths), frames=part(volume.frames),
+        padding_mask=None if volume.padding_mask is None else volume.padding_mask[k],
+        volumes=volume.volumes[k:k + 1], extra={**volume.extra, "volume": k, "n_volumes": n})
 
 
 def _majority(slices, key, kind, describe, fail_or_record, datasets):
