@@ -51,6 +51,21 @@ def format_summary(result) -> str:
     lines.append(f"files: {result.files_seen} found, {result.files_read} read, "
                  f"{result.files_unchanged} unchanged, {result.files_removed} removed; "
                  f"{result.elapsed_s:.2f} s, {result.files_per_s:.0f} files/s")
+    notes = series_notes(result)
+    if notes:
+        lines.append(f"series to note: {len(notes)}")
+        for key, note in notes[:20]:
+            lines.append(f"    {key}: {note}")
+        if len(notes) > 20:
+            lines.append(f"    ... and {len(notes) - 20} more (see Index.series())")
+    conflicts = getattr(result, "conflicts", ())
+    if conflicts:
+        lines.append(f"conflicting duplicates: {len(conflicts)} files indexed although an "
+                     "earlier file holds their SOP Instance UID with other content")
+        for path, first in conflicts[:20]:
+            lines.append(f"    {path}: conflicts with {first}")
+        if len(conflicts) > 20:
+            lines.append(f"    ... and {len(conflicts) - 20} more (see --json)")
     if s["skipped_by_reason"]:
         lines.append(f"skipped: {s['skipped']} files")
         for reason, n in s["skipped_by_reason"].items():
@@ -62,6 +77,17 @@ def format_summary(result) -> str:
             lines.append(f"    ... and {len(result.skipped) - len(shown)} more "
                          "(see --json or Index.skipped())")
     return "\n".join(lines)
+
+
+def series_notes(result) -> list[tuple[str, str]]:
+    """``(series_key, note)`` of the series that are mosaics, 4-D, multi-echo or hold
+    conflicting duplicates (:func:`dicomml.io.index.series_note`)."""
+    from dicomml.io.index import series_note
+
+    with result.index() as idx:
+        series = idx.series()
+    notes = ((row["series_key"], series_note(row)) for _i, row in series.iterrows())
+    return [(key, note) for key, note in notes if note]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = scan(args.path, args.db, workers=args.workers, progress=progress)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        out = result.to_dict()
+        out["series_notes"] = [{"series_key": k, "note": n} for k, n in series_notes(result)]
+        print(json.dumps(out, indent=2))
     else:
         print(format_summary(result))
     return 0 if result.ok else 1

@@ -130,9 +130,13 @@ def run(args: argparse.Namespace) -> int:
                               "with --db FILE (from 'dicomml scan --db FILE').")
         from dicomml.io.index import Index
 
+        from dicomml.io.index import series_note
+
         with Index(args.db) as idx:
             paths = idx.series_files(target)
             rows = [idx.instance(p) for p in paths]
+            series = idx.series()
+        note = series_note(series[series["series_key"] == target].iloc[0])
         path = paths[0]
         positions = [r["image_position"] for r in rows if r["image_position"]]
         header.append(f"series key:       {target}")
@@ -142,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             header.append(f"z range (mm):     {zs[0]:g} .. {zs[-1]:g}")
         desc = rows[0]["series_description"]
         header.append(f"description:      {desc or '-'}")
+        header.append(f"structure:        {note or 'one 3-D volume (or 2-D images)'}")
     try:
         row, ds = _read(path)
     except Skip as e:

@@ -3,7 +3,7 @@
 It handles files with the 128-byte preamble and "DICM" prefix whose (0002,0010) Transfer
 Syntax UID is Implicit VR Little Endian or any Explicit VR Little Endian syntax (native or
 encapsulated; not Deflated). It reads the file in blocks of :data:`BLOCK` bytes, keeps the
-raw values of the top-level tags in :data:`dicomml.io.header.TAGS` and seeks over every
+raw values of the top-level tags in :data:`dicomml.io.header.RAW_TAGS` and seeks over every
 other value and sequence (defined lengths are skipped, undefined lengths are walked to
 their (FFFE,E0DD) Sequence Delimitation Item). It stops after :data:`~dicomml.io.header.MAX_TAG`,
 so pixel data is never read. Values longer than :data:`MAX_VALUE` are never read into memory.
@@ -16,11 +16,12 @@ needed tag, tags out of order. Needs only the standard library.
 
 from __future__ import annotations
 
+import math
 import struct
 
 from dicomml.io.header import (
     MAX_TAG,
-    TAGS,
+    RAW_TAGS,
     Skip,
     _VRS,
     normalize_strings,
@@ -40,9 +41,15 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
 _TEXT_VRS = {"ui": {b"UI"}, "text": {b"CS", b"DA", b"LO", b"SH"}, "ds": {b"DS"},
              "floats": {b"DS"}}
 _INT_TEXT_VRS = {b"IS"}
-_INT_BIN_VRS = {b"US": "<H", b"SS": "<h"}
-#: Tags of the Index whose data-dictionary VR is US (the other integers are IS).
-_US_TAGS = frozenset({0x00280002, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280103})
+_INT_BIN_VRS = {b"US": struct.Struct("<H"), b"SS": struct.Struct("<h"),
+                b"UL": struct.Struct("<I")}
+_FD = struct.Struct("<d")
+#: Tags of the Index whose data-dictionary VR is US or UL (the other integers are IS).
+_BIN_TAGS = {**dict.fromkeys((0x00280002, 0x00280010, 0x00280011, 0x00280100, 0x00280101,
+                              0x00280103), b"US"), 0x00209057: b"UL"}
+#: Long values kept as (VR, (offset, length)) by the walk and read only when needed: the
+#: (0029,1010) CSA header (about 10 kB) is read for MOSAIC images only.
+_LAZY = frozenset({0x00291010})
 _SHORT_VRS = frozenset(v for v in _VRS if v not in _LONG_VRS)
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -201,11 +208,14 @@ def _walk(r: _Reader, pos: int, explicit: bool, stop: int, keep) -> int:
         if end > size:
             raise _Truncated(pos)
         if tag in keep:
-            if length > MAX_VALUE:
-                raise Fallback
-            keep[tag] = (vr, r.get(vstart, length, pos))
-            data, base = r.data, r.base
-            dlen = len(data)
+            if tag in _LAZY:
+                keep[tag] = (vr, (vstart, length))
+            else:
+                if length > MAX_VALUE:
+                    raise Fallback
+                keep[tag] = (vr, r.get(vstart, length, pos))
+                data, base = r.data, r.base
+                dlen = len(data)
         pos = end
     return pos
 
@@ -256,6 +266,10 @@ def _walk_explicit(r: _Reader, pos: int, stop: int, keep) -> int:
         if end > size:
             raise _Truncated(pos)
         if tag in keep:
+            if tag in _LAZY:
+                keep[tag] = (vr, (vstart, length))
+                pos = end
+                continue
             if length > MAX_VALUE:
                 raise Fallback
             voff = vstart - base
@@ -324,11 +338,19 @@ def _value(kind: str, vr: bytes | None, data: bytes):
     if kind == "int":
         if vr in _INT_TEXT_VRS:
             return normalize_strings("int", _text(data))
-        if vr in _INT_BIN_VRS:
-            if len(data) < 2 or len(data) % 2:
+        fmt = _INT_BIN_VRS.get(vr)
+        if fmt is not None:
+            if len(data) < fmt.size or len(data) % fmt.size:
                 raise Fallback
-            return struct.unpack_from(_INT_BIN_VRS[vr], data)[0]
+            return fmt.unpack_from(data)[0]
         raise Fallback
+    if kind == "fd":
+        if vr not in (b"FD", None) or len(data) < 8 or len(data) % 8:
+            raise Fallback
+        v = _FD.unpack_from(data)[0]
+        return v if math.isfinite(v) else None
+    if kind == "bytes":
+        return data
     if vr is not None and vr not in _TEXT_VRS[kind]:
         raise Fallback
     return normalize_strings(kind, _text(data))
@@ -364,15 +386,25 @@ def read_fast(path: str, size: int, mtime: float):
                 probe = r.get(pos + 4, 2, pos)
                 if (probe in _VRS) != explicit:
                     raise Fallback  # the dataset does not use the declared VR encoding
-            raw: dict[int, tuple[bytes | None, bytes] | None] = dict.fromkeys(TAGS)
+            raw: dict[int, tuple[bytes | None, bytes] | None] = dict.fromkeys(RAW_TAGS)
             pos = _walk(r, pos, explicit, MAX_TAG, raw)
+            for tag in _LAZY:
+                item = raw[tag]
+                if item is not None:
+                    image_type = raw[0x00080008]
+                    if image_type is None or b"MOSAIC" not in image_type[1].upper() \
+                            or item[1][1] > MAX_VALUE:
+                        raw[tag] = None
+                    else:
+                        start, length = item[1]
+                        raw[tag] = (item[0], r.get(start, length, start))
         except _Truncated as t:
             raise Skip("truncated header", f"truncated header at byte {t.offset}") from None
         check_rest(r, pos, explicit)
     values = {}
     pixel_rep = None
     cache = _VALUE_CACHE
-    for tag, (name, kind) in TAGS.items():
+    for tag, (name, kind) in RAW_TAGS.items():
         item = raw[tag]
         if item is None:
             values[name] = None
@@ -383,10 +415,8 @@ def read_fast(path: str, size: int, mtime: float):
                 if pixel_rep is None:
                     raise Fallback
                 vr = b"SS" if pixel_rep == 1 else b"US"
-            elif tag in _US_TAGS:
-                vr = b"US"
             else:
-                vr = b"IS"
+                vr = _BIN_TAGS.get(tag, b"IS")
         # Most values repeat from file to file (UIDs of the series, orientation, spacing,
         # rescale...): their normalized value is remembered (immutable: str/int/float/tuple).
         key = (tag, vr, data)

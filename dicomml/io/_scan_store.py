@@ -7,6 +7,7 @@ Each batch of worker results is one transaction, so a crash loses only the batch
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
 import sqlite3
 import time
@@ -14,29 +15,41 @@ from typing import Iterable, Iterator
 
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
-    encode_array
-from dicomml.io.series import series_keys
+    decode_array, encode_array
+from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
-__all__ = ["Store", "db_values"]
+__all__ = ["Store", "db_values", "DUP_COPY"]
 
-_DUP = "duplicate SOP Instance UID"
+#: Skip category of a byte-identical copy of an indexed file (same SOP Instance UID).
+DUP_COPY = "duplicate copy"
 _INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})")
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
 _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
-_SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "study_instance_uid",
-               "object_kind", "rows", "columns", "image_orientation", "instance_number")
+_SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
+               "instance_number", "duplicate_of", *SPLIT_COLUMNS)
 
-
-#: Distinct (study, rows, columns, orientation text) among a series' images.
-_N_GROUPS_SQL = ("SELECT COUNT(DISTINCT quote(study_instance_uid) || '|' || quote(rows) || '|' "
-                 "|| quote(columns) || '|' || quote(image_orientation)) FROM instances "
-                 "WHERE series_instance_uid = ? AND object_kind = 'image'")
+#: Distinct values of the split columns (exact text) among a series' images: one means
+#: that :func:`dicomml.io.series.series_keys` makes one group of them.
+_N_GROUPS_SQL = ("SELECT COUNT(DISTINCT " + " || '|' || ".join(
+    f"quote({c})" for c in ("duplicate_of", *SPLIT_COLUMNS)) + ") FROM instances "
+    "WHERE series_instance_uid = ? AND object_kind = 'image'")
 #: The keys of series_keys() for a series with at most one group of images.
 _ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'image' "
                   "THEN series_instance_uid ELSE series_instance_uid || ':' || "
                   "COALESCE(NULLIF(object_kind, ''), 'other') END "
                   "WHERE series_instance_uid = ?")
+#: SOP Instance UIDs whose duplicates must be (re)decided: written since the last finished
+#: scan (no series key yet) and held by several files, or skipped copies left without an
+#: indexed twin.
+_DUP_CANDIDATES_SQL = (
+    "SELECT sop_instance_uid FROM instances WHERE sop_instance_uid IN "
+    "(SELECT sop_instance_uid FROM instances WHERE series_key IS NULL) "
+    "GROUP BY sop_instance_uid HAVING COUNT(*) > 1 "
+    "UNION SELECT s.sop_instance_uid FROM skipped s JOIN files f ON f.path = s.path "
+    "WHERE f.status = 'dup' AND (s.sop_instance_uid IN (SELECT sop_instance_uid FROM "
+    "instances WHERE series_key IS NULL) OR NOT EXISTS (SELECT 1 FROM instances i "
+    "WHERE i.sop_instance_uid = s.sop_instance_uid))")
 
 
 def db_values(row: dict) -> tuple:
@@ -107,10 +120,13 @@ class Store:
         c = self.con
         with self.transaction():
             for p in paths:
-                old = c.execute("SELECT series_instance_uid FROM instances WHERE path=?",
-                                (p,)).fetchone()
+                old = c.execute("SELECT series_instance_uid, sop_instance_uid, conflict "
+                                "FROM instances WHERE path=?", (p,)).fetchone()
                 if old is not None:
                     self.affected.add(old[0])
+                    if old[2]:  # its conflicting twins are decided again (also after a crash)
+                        c.execute("UPDATE instances SET series_key = NULL "
+                                  "WHERE sop_instance_uid = ?", (old[1],))
                 c.execute("DELETE FROM instances WHERE path=?", (p,))
                 c.execute("DELETE FROM skipped WHERE path=?", (p,))
                 c.execute("DELETE FROM files WHERE path=?", (p,))
@@ -168,34 +184,23 @@ class Store:
         return out
 
     def _put_rows(self, rows: list[tuple]) -> None:
+        """Insert rows (a few bulk statements); duplicates are decided at the end of the
+        scan by :meth:`resolve_duplicates`, whatever order the files came in."""
         c = self.con
         paths = [r[1] for r in rows]
-        sops = [r[4][_SOP] for r in rows]
         for _path, uid in self._select_in(
                 "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
             self.affected.add(uid)
-        taken = {}
-        for path, uid in self._select_in(
-                "SELECT path, sop_instance_uid FROM instances WHERE sop_instance_uid IN ({})",
-                sops):
-            taken.setdefault(uid, set()).add(path)
-        bulk, single, seen = [], [], set()
-        for r in rows:
-            uid = r[4][_SOP]
-            others = taken.get(uid, set()) - {r[1]}
-            if others or uid in seen or r[5]:
-                single.append(r)
-            else:
-                bulk.append(r)
-            seen.add(uid)
-        if bulk:
-            c.executemany("DELETE FROM skipped WHERE path=?", [(r[1],) for r in bulk])
-            c.executemany(_INSERT, [r[4] for r in bulk])
-            c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, 'instance')",
-                          [(r[1], r[2], r[3]) for r in bulk])
-            self.affected.update(r[4][_SERIES] for r in bulk)
-        for r in single:
-            self._put_row(r)
+        c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
+        refs = [r for r in rows if r[5] is not None]
+        if refs:
+            c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?", [(r[1],) for r in refs])
+            c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
+                          [(r[1], p, uid) for r in refs for p, uid in r[5]])
+        c.executemany(_INSERT, [r[4] for r in rows])
+        c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, 'instance')",
+                      [(r[1], r[2], r[3]) for r in rows])
+        self.affected.update(r[4][_SERIES] for r in rows)
 
     def _forget_instance(self, path: str) -> None:
         old = self.con.execute("SELECT series_instance_uid FROM instances WHERE path=?",
@@ -216,31 +221,53 @@ class Store:
             c.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
                       (path, size, mtime_ns, status))
 
-    def _put_row(self, item: tuple) -> None:
+    # -- duplicates ----------------------------------------------------------------------
+    def duplicates_to_read(self) -> list[tuple[str, int, int]]:
+        """Skipped copies whose SOP Instance UID must be decided again: ``(path, size,
+        mtime_ns)`` to read again (their twin changed, disappeared or was added)."""
+        sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
+        return [tuple(r) for r in self._select_in(
+            "SELECT s.path, f.size, f.mtime_ns FROM skipped s JOIN files f ON f.path = s.path "
+            "WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) ORDER BY s.path", sops)]
+
+    def resolve_duplicates(self) -> None:
+        """Decide every SOP Instance UID that several indexed files hold (one transaction).
+
+        The files are taken in path order. The first keeps the instance; a later file with
+        the same bytes as a kept one is skipped as a "duplicate copy" whose reason names
+        that kept file; a file with other content is a *conflicting duplicate*: it stays
+        indexed, with ``duplicate_of`` = the first file and ``conflict`` = 1 (so is the
+        first file), and gets a series key of its own when it would join its twin (see
+        :func:`dicomml.io.series.same_series`). Independent of the order in which workers
+        returned the files.
+        """
         c = self.con
-        _kind, path, size, mtime_ns, values, refs = item
-        sop = values[_SOP]
-        other = c.execute("SELECT path, size, mtime FROM instances WHERE sop_instance_uid=? "
-                          "AND path<>? ORDER BY path LIMIT 1", (sop, path)).fetchone()
-        if other is not None:
-            opath, osize, omtime = other
-            if opath < path:  # the first path in sorted order keeps the instance
-                self._put_skip(path, size, mtime_ns, _DUP, f"{_DUP} (also at {opath})", "dup",
-                               sop)
-                return
-            ostat = c.execute("SELECT mtime_ns FROM files WHERE path=?", (opath,)).fetchone()
-            self._put_skip(opath, osize, ostat[0] if ostat else int(omtime * 1e9), _DUP,
-                           f"{_DUP} (also at {path})", "dup", sop)
-        self._forget_instance(path)
-        c.execute("DELETE FROM skipped WHERE path=?", (path,))
-        c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (path,))
-        if refs:
-            c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
-                          [(path, p, uid) for p, uid in refs])
-        c.execute(_INSERT, values)
-        c.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, 'instance')",
-                  (path, size, mtime_ns))
-        self.affected.add(values[_SERIES])
+        with self.transaction():
+            sops = [u for (u,) in c.execute(_DUP_CANDIDATES_SQL)]
+            for sop in sops:
+                members = c.execute(
+                    "SELECT i.path, i.series_instance_uid, f.size, f.mtime_ns FROM instances i "
+                    "JOIN files f ON f.path = i.path WHERE i.sop_instance_uid = ? "
+                    "ORDER BY i.path", (sop,)).fetchall()
+                kept: list[str] = []
+                for path, uid, size, mtime_ns in members:
+                    twin = next((k for k in kept if _same_bytes(k, path)), None)
+                    if twin is None:
+                        kept.append(path)
+                        self.affected.add(uid)
+                        continue
+                    self._put_skip(path, size, mtime_ns, DUP_COPY,
+                                   f"{DUP_COPY} of {twin} (same SOP Instance UID, identical "
+                                   "bytes)", "dup", sop)
+                conflict = 1 if len(kept) > 1 else None
+                c.executemany("UPDATE instances SET duplicate_of = ?, conflict = ?, "
+                              "series_key = NULL WHERE path = ?",
+                              [(None if p == kept[0] else kept[0], conflict, p) for p in kept])
+
+    def conflicts(self) -> list[tuple[str, str]]:
+        """Conflicting duplicates: ``(path, duplicate_of)`` ordered by path."""
+        return self.con.execute("SELECT path, duplicate_of FROM instances WHERE duplicate_of "
+                                "IS NOT NULL ORDER BY path").fetchall()
 
     # -- series keys ---------------------------------------------------------------------
     def update_series_keys(self) -> None:
@@ -270,14 +297,17 @@ class Store:
                     cur = c.execute(sel + "series_instance_uid IS NULL")
                 else:
                     cur = c.execute(sel + "series_instance_uid = ?", (uid,))
-                rows = []
-                for rec in cur.fetchall():
-                    d = dict(zip(_SPLIT_COLS, rec))
-                    if d["image_orientation"] is not None:
-                        from dicomml.io.index import decode_array
-
-                        d["image_orientation"] = decode_array(d["image_orientation"])
-                    rows.append(d)
+                rows = [dict(zip(_SPLIT_COLS, rec)) for rec in cur.fetchall()]
+                conflicts: dict[str, list[str]] = {}
+                for d in rows:
+                    for col in ("image_orientation", "pixel_spacing"):
+                        d[col] = decode_array(d[col])
+                    if d["duplicate_of"] is not None:
+                        conflicts.setdefault(d["sop_instance_uid"], []).append(d["path"])
+                rank = {p: i + 1 for paths in conflicts.values()
+                        for i, p in enumerate(sorted(paths))}
+                for d in rows:
+                    d["duplicate_rank"] = rank.get(d["path"], 0)
                 keys = series_keys(rows)
                 c.executemany("UPDATE instances SET series_key=? WHERE path=?",
                               [(k, p) for p, k in keys.items()])
@@ -285,12 +315,13 @@ class Store:
                       (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
         self.affected.clear()
 
-    def orphan_duplicates(self) -> list[tuple[str, int, int]]:
-        """Duplicates whose indexed twin is gone: ``(path, size, mtime_ns)`` to read again."""
-        return self.con.execute(
-            "SELECT s.path, f.size, f.mtime_ns FROM skipped s JOIN files f ON f.path = s.path "
-            "WHERE f.status = 'dup' AND NOT EXISTS (SELECT 1 FROM instances i "
-            "WHERE i.sop_instance_uid = s.sop_instance_uid) ORDER BY s.path").fetchall()
-
     def current_skipped(self) -> list[tuple[str, str]]:
         return self.con.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    """True when two files have the same content (an unreadable one differs)."""
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False

@@ -16,12 +16,16 @@ removed (multi-valued text such as (0008,0008) Image Type keeps DICOM's backslas
 values), decimal strings are ``float``, integer strings and binary integers are ``int``,
 multi-valued numbers ((0020,0032), (0020,0037), (0028,0030), (0028,1050), (0028,1051)) are
 ``tuple`` of ``float`` -- stored in SQLite as JSON arrays, see :mod:`dicomml.io.index`.
-An empty or unparseable value is ``None``. Only top-level attributes are read: values
-inside functional group sequences of enhanced multi-frame objects are not looked at.
+An empty or unparseable value is ``None``. Top-level attributes are read by both readers;
+for enhanced multi-frame objects (:data:`FUNCTIONAL_GROUP_CLASSES`) the values that the
+series split needs and that are constant over the frames (echo time, complex image
+component, b-value, temporal position, stack) are taken from the functional groups by
+:func:`functional_group_values` (pydicom, no pixel data) when the top level lacks them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
@@ -37,12 +41,18 @@ __all__ = [
     "read_header_pydicom",
     "row_from_values",
     "TAGS",
+    "RAW_TAGS",
+    "PRIVATE",
+    "DERIVED_COLUMNS",
     "MAX_TAG",
+    "is_mosaic",
+    "functional_group_values",
 ]
 
 #: (column, tag, kind). ``kind`` says how a value is normalized: "ui" (UID), "text"
 #: (string, multiple values joined by backslash), "ds" (first value as float), "floats"
-#: (all values as a tuple of floats), "int" (first value of IS, US, SS as int).
+#: (all values as a tuple of floats), "int" (first value of IS, US, SS, UL as int), "fd"
+#: (first value of a binary FD as float; non-finite values are None).
 FIELDS: tuple[tuple[str, int, str], ...] = (
     ("image_type", 0x00080008, "text"),
     ("sop_class_uid", 0x00080016, "ui"),
@@ -50,9 +60,13 @@ FIELDS: tuple[tuple[str, int, str], ...] = (
     ("study_date", 0x00080020, "text"),
     ("modality", 0x00080060, "text"),
     ("series_description", 0x0008103E, "text"),
+    ("complex_image_component", 0x00089208, "text"),
     ("patient_id", 0x00100020, "text"),
     ("body_part_examined", 0x00180015, "text"),
     ("slice_thickness", 0x00180050, "ds"),
+    ("echo_time", 0x00180081, "ds"),
+    ("echo_number", 0x00180086, "int"),
+    ("diffusion_bvalue", 0x00189087, "fd"),
     ("study_instance_uid", 0x0020000D, "ui"),
     ("series_instance_uid", 0x0020000E, "ui"),
     ("series_number", 0x00200011, "int"),
@@ -61,6 +75,9 @@ FIELDS: tuple[tuple[str, int, str], ...] = (
     ("image_position", 0x00200032, "floats"),
     ("image_orientation", 0x00200037, "floats"),
     ("frame_of_reference_uid", 0x00200052, "ui"),
+    ("temporal_position", 0x00200100, "int"),
+    ("stack_id", 0x00209056, "text"),
+    ("in_stack_position", 0x00209057, "int"),
     ("samples_per_pixel", 0x00280002, "int"),
     ("photometric_interpretation", 0x00280004, "text"),
     ("number_of_frames", 0x00280008, "int"),
@@ -78,13 +95,34 @@ FIELDS: tuple[tuple[str, int, str], ...] = (
 )
 
 TAGS: dict[int, tuple[str, str]] = {tag: (name, kind) for name, tag, kind in FIELDS}
+
+#: Private values read for the derived columns: tag -> (name, kind, private creator tag,
+#: creator). Only the first private block (gggg,0010) / (gggg,10xx) is looked at; "bytes"
+#: is the raw value (the CSA header is read only for MOSAIC images).
+PRIVATE: dict[int, tuple[str, str, int, str]] = {
+    0x0019100C: ("siemens_bvalue", "int", 0x00190010, "SIEMENS MR HEADER"),
+    0x00291010: ("csa_image", "bytes", 0x00290010, "SIEMENS CSA HEADER"),
+}
+#: Their private creators, (LO) text.
+CREATOR_TAGS: dict[int, tuple[str, str]] = {
+    creator: (f"creator_{tag >> 16:04x}", "text") for tag, (_n, _k, creator, _c) in PRIVATE.items()
+}
+#: Every tag a header walk keeps: the columns, the private values and their creators.
+RAW_TAGS: dict[int, tuple[str, str]] = dict(sorted(
+    {**TAGS, **CREATOR_TAGS, **{t: (n, k) for t, (n, k, _t, _c) in PRIVATE.items()}}.items()))
 #: The last tag the Index reads: a header walk stops after it.
-MAX_TAG = max(TAGS)
+MAX_TAG = max(RAW_TAGS)
+
+#: Columns computed from other values (see :func:`row_from_values`): ``mosaic_images``
+#: (Siemens NumberOfImagesInMosaic from the CSA header when (0008,0008) holds MOSAIC, else
+#: 0) and ``frames_per_position`` (enhanced multi-frame objects: frames / distinct
+#: (0020,0032) of the frames, else None).
+DERIVED_COLUMNS = ("mosaic_images", "frames_per_position")
 
 #: Every column of an Index row, in table order.
 ROW_COLUMNS: tuple[str, ...] = (
     "path", "size", "mtime", "transfer_syntax_uid", *[f[0] for f in FIELDS],
-    "object_kind", "is_image",
+    "object_kind", "is_image", *DERIVED_COLUMNS,
 )
 
 OBJECT_KINDS = ("image", "sr", "rtstruct", "rtplan", "rtdose", "pr", "ko", "waveform",
@@ -203,6 +241,13 @@ def normalize_strings(kind: str, parts: list[str]) -> Any:
     return tuple(out)
 
 
+def _private_text(kind: str, raw: bytes) -> Any:
+    """A private text value read as raw bytes (implicit VR): normalized, None if not ASCII."""
+    if not raw.isascii():
+        return None
+    return normalize_strings(kind, raw.decode("ascii").split("\\"))
+
+
 def normalize_pydicom(kind: str, value: Any) -> Any:
     """Normalize a value as pydicom returns it (str, DSfloat, IS, int, MultiValue, bytes)."""
     if value is None:
@@ -213,6 +258,11 @@ def normalize_pydicom(kind: str, value: Any) -> Any:
         else [value]
     if not seq:
         return None
+    if kind == "bytes":
+        return None
+    if kind == "fd":
+        v = seq[0]
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
     if kind == "int" and isinstance(seq[0], int):
         return int(seq[0])
     if kind in ("ds", "floats") and all(isinstance(v, (int, float)) for v in seq):
@@ -237,7 +287,100 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
         raise Skip("no SOP Instance UID", "no SOP Instance UID (0008,0018)")
     row["object_kind"] = kind
     row["is_image"] = kind == "image"
+    if row["diffusion_bvalue"] is None and values.get("siemens_bvalue") is not None \
+            and _creator(values, 0x0019100C):
+        row["diffusion_bvalue"] = float(values["siemens_bvalue"])
+    row["mosaic_images"] = 0
+    if is_mosaic(row["image_type"]) and _creator(values, 0x00291010):
+        from dicomml.io.csa import number_of_images_in_mosaic
+
+        row["mosaic_images"] = number_of_images_in_mosaic(values.get("csa_image")) or 0
+    row["frames_per_position"] = None
+    if kind == "image" and row["sop_class_uid"] in FUNCTIONAL_GROUP_CLASSES:
+        for name, value in functional_group_values(path).items():
+            if name == "frames_per_position" or row.get(name) is None:
+                row[name] = value
     return row
+
+
+#: SOP Classes whose frames are described by functional groups (PS3.3 C.7.6.16): Enhanced
+#: and Legacy Converted Enhanced CT / MR / PET, Enhanced MR Color, Enhanced XA / XRF,
+#: Breast Tomosynthesis, Enhanced US Volume, Segmentation, Parametric Map.
+FUNCTIONAL_GROUP_CLASSES = frozenset("1.2.840.10008.5.1.4.1.1." + s for s in (
+    "2.1", "2.2", "4.1", "4.3", "4.4", "128.1", "130", "12.1.1", "12.2.1", "13.1.3", "6.2",
+    "66.4", "30"))
+
+#: (column, functional group sequence, item attribute) taken from the frames when constant.
+_FRAME_VALUES = (
+    ("echo_time", "MREchoSequence", "EffectiveEchoTime"),
+    ("complex_image_component", "MRImageFrameTypeSequence", "ComplexImageComponent"),
+    ("diffusion_bvalue", "MRDiffusionSequence", "DiffusionBValue"),
+    ("temporal_position", "FrameContentSequence", "TemporalPositionIndex"),
+    ("stack_id", "FrameContentSequence", "StackID"),
+)
+
+
+def functional_group_values(path: str) -> dict[str, Any]:
+    """Index values of an enhanced multi-frame object from its functional groups.
+
+    Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence with
+    pydicom (no pixel data) and returns the columns of :data:`_FRAME_VALUES` whose value
+    is the same in every frame (shared, or per-frame and constant): (0018,9082) Effective
+    Echo Time, (0008,9208) Complex Image Component, (0018,9087) Diffusion b-value,
+    (0020,9128) Temporal Position Index, (0020,9056) Stack ID. ``frames_per_position`` is
+    the number of frames divided by the number of distinct (0020,0032) Image Position
+    (Patient) of the Plane Position Sequence (rounded down; None without positions): the
+    number of volumes in the object. A file that cannot be read gives ``{}`` (the
+    top-level values stay).
+    """
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=[0x52009229, 0x52009230])
+            shared = ds.get("SharedFunctionalGroupsSequence") or [None]
+            frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+            out: dict[str, Any] = {}
+            for column, seq, attr in _FRAME_VALUES:
+                kind = TAGS[next(t for n, t, _k in FIELDS if n == column)][1]
+                seen = {_group_value(g, seq, attr, kind) for g in ([shared[0]] + list(frames))
+                        if g is not None and g.get(seq)}
+                if len(seen) == 1:
+                    value = seen.pop()
+                    if value is not None:
+                        out[column] = value
+            positions = set()
+            for g in [shared[0], *frames]:
+                pos = _group_value(g, "PlanePositionSequence", "ImagePositionPatient",
+                                   "floats") if g is not None else None
+                if pos is not None:
+                    positions.add(pos)
+            if positions and frames:
+                out["frames_per_position"] = max(1, len(frames) // len(positions))
+            return out
+    except Exception:  # noqa: BLE001 - a broken functional group only loses these values
+        return {}
+
+
+def _group_value(group, seq: str, attr: str, kind: str) -> Any:
+    items = group.get(seq)
+    if not items:
+        return None
+    elem = items[0].get(attr)
+    return None if elem is None else normalize_pydicom(kind, elem)
+
+
+def _creator(values: dict[str, Any], tag: int) -> bool:
+    """True when the private creator of ``tag``'s block is the one :data:`PRIVATE` expects."""
+    _name, _kind, creator_tag, creator = PRIVATE[tag]
+    return values.get(CREATOR_TAGS[creator_tag][0]) == creator
+
+
+def is_mosaic(image_type: str | None) -> bool:
+    """True when (0008,0008) Image Type holds the value MOSAIC (Siemens mosaic images)."""
+    return bool(image_type) and "MOSAIC" in image_type.upper().split("\\")
 
 
 # -- the pydicom reader ---------------------------------------------------------------------
@@ -305,7 +448,7 @@ def read_header_pydicom(path: str, size: int | None = None, mtime: float | None 
             with open(path, "rb") as raw_fp:
                 fp = _Bounded(raw_fp, size)
                 ds = read_partial(fp, stop_when=_after_max_tag, defer_size=_DEFER, force=True,
-                                  specific_tags=list(TAGS))
+                                  specific_tags=list(RAW_TAGS))
                 if fp.tell() > size:  # pydicom sought past the end over a declared length
                     raise Skip("truncated header", f"truncated header at byte {size} "
                                                    "(a declared length passes the end)")
@@ -320,9 +463,16 @@ def read_header_pydicom(path: str, size: int | None = None, mtime: float | None 
                         pass
             _check_truncated(ds)
             values = {}
-            for tag, (name, kind) in TAGS.items():
+            for tag, (name, kind) in RAW_TAGS.items():
                 elem = ds.get(tag)
-                values[name] = None if elem is None else normalize_pydicom(kind, elem.value)
+                value = None if elem is None else elem.value
+                if tag in PRIVATE and isinstance(value, (bytes, bytearray)):
+                    # a private value without a dictionary VR: raw bytes (as the struct
+                    # reader sees it in implicit VR)
+                    values[name] = bytes(value) if kind == "bytes" else \
+                        _private_text(kind, bytes(value))
+                    continue
+                values[name] = None if value is None else normalize_pydicom(kind, value)
             meta = ds.file_meta
             ts = meta.get("TransferSyntaxUID")
             if ts is None:
@@ -365,7 +515,7 @@ def _check_truncated(ds) -> None:
 
     (Truncation inside an element the Index does not keep is not seen by this reader.)
     """
-    for tag in TAGS:
+    for tag in RAW_TAGS:
         if tag not in ds:
             continue
         raw = ds.get_item(tag)

@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from dicomml.errors import ConfigError
-from dicomml.io.header import FIELDS, ROW_COLUMNS
+from dicomml.io.header import DERIVED_COLUMNS, FIELDS, ROW_COLUMNS
 
 __all__ = [
     "Index",
     "open_index",
+    "series_note",
     "default_db_path",
     "decode_array",
     "encode_array",
@@ -51,24 +52,31 @@ __all__ = [
     "INSTANCE_COLUMNS",
 ]
 
-SCHEMA_VERSION = 1
+#: Version 2 added the columns of the series split (echo, image part, diffusion, temporal
+#: position, stack, mosaic, frames per position) and duplicate conflicts; an Index of
+#: another version is rebuilt by the next scan (every file is read again).
+SCHEMA_VERSION = 2
 
 #: Columns holding JSON arrays of numbers.
 ARRAY_COLUMNS = tuple(name for name, _tag, kind in FIELDS if kind == "floats")
 
 #: Integer columns (pandas nullable ``Int64`` in :meth:`Index.instances`).
-INT_COLUMNS = ("size", *(name for name, _tag, kind in FIELDS if kind == "int"))
+INT_COLUMNS = ("size", *(name for name, _tag, kind in FIELDS if kind == "int"),
+               *DERIVED_COLUMNS)
 
 #: Columns of the ``instances`` table, in order.
-INSTANCE_COLUMNS = (*ROW_COLUMNS, "series_key")
+INSTANCE_COLUMNS = (*ROW_COLUMNS, "series_key", "duplicate_of", "conflict")
 
-_SQL_TYPES = {"ui": "TEXT", "text": "TEXT", "ds": "REAL", "floats": "TEXT", "int": "INTEGER"}
+_SQL_TYPES = {"ui": "TEXT", "text": "TEXT", "ds": "REAL", "fd": "REAL", "floats": "TEXT",
+              "int": "INTEGER"}
 
 
 def _instances_ddl() -> str:
     cols = ["path TEXT PRIMARY KEY", "size INTEGER", "mtime REAL", "transfer_syntax_uid TEXT"]
     cols += [f"{name} {_SQL_TYPES[kind]}" for name, _tag, kind in FIELDS]
-    cols += ["object_kind TEXT", "is_image INTEGER", "series_key TEXT"]
+    cols += ["object_kind TEXT", "is_image INTEGER"]
+    cols += [f"{name} INTEGER" for name in DERIVED_COLUMNS]
+    cols += ["series_key TEXT", "duplicate_of TEXT", "conflict INTEGER"]
     return "CREATE TABLE IF NOT EXISTS instances (" + ", ".join(cols) + ")"
 
 
@@ -130,8 +138,9 @@ def _decode_frame(df):
     for col in INT_COLUMNS:
         if col in df.columns:
             df[col] = df[col].astype("Int64")
-    if "is_image" in df.columns:
-        df["is_image"] = df["is_image"].astype(bool)
+    for col in ("is_image", "conflict"):
+        if col in df.columns:
+            df[col] = df[col].fillna(0).astype(bool)
     return df
 
 
@@ -198,8 +207,36 @@ class Index:
         return _decode_frame(df) if decode else df
 
     def series(self):
-        """One row per series key: modality, study and series UIDs, counts, size, kind."""
+        """One row per series key: modality, study and series UIDs, counts, size, kind...
+
+        Besides the header values of the key's first instances (``MIN``), the columns
+        describe the structure the series split and the readers need:
+
+        ``image_type``, ``echo_number``, ``echo_time``
+            Of the key (one echo and one complex part per key, :mod:`dicomml.io.series`).
+        ``n_echoes``
+            Echoes (distinct Echo Numbers / Echo Times) among the images of the key's
+            Series Instance UID: more than 1 for each key of a multi-echo acquisition.
+        ``n_volumes``
+            Volumes of a 4-D series: the most instances at one (0020,0032) position (a
+            Siemens mosaic file is one volume), for enhanced multi-frame objects the sum of
+            their frames per position; 1 for a 3-D series.
+        ``mosaic`` / ``mosaic_images``
+            Siemens mosaic ((0008,0008) holds MOSAIC) / NumberOfImagesInMosaic (0 when the
+            CSA header gives none).
+        ``n_conflicts``
+            Instances whose SOP Instance UID another file holds with other content
+            (conflicting duplicates, see :mod:`dicomml.io._scan_store`).
+        """
         df = self._frame(
+            "WITH echoes AS (SELECT series_instance_uid AS uid, COUNT(DISTINCT "
+            "quote(echo_number) || '|' || quote(ROUND(echo_time, 2))) AS n FROM instances "
+            "WHERE object_kind = 'image' GROUP BY series_instance_uid), "
+            "vols AS (SELECT series_key AS k, MAX(n) AS n FROM (SELECT series_key, "
+            "SUM(COALESCE(frames_per_position, 1)) AS n FROM instances "
+            "WHERE object_kind = 'image' AND (image_position IS NOT NULL OR "
+            "frames_per_position IS NOT NULL) GROUP BY series_key, image_position) "
+            "GROUP BY series_key) "
             "SELECT series_key, MIN(study_instance_uid) AS study_instance_uid, "
             "MIN(series_instance_uid) AS series_instance_uid, MIN(modality) AS modality, "
             "MIN(object_kind) AS object_kind, MAX(is_image) AS is_image, "
@@ -208,10 +245,21 @@ class Index:
             "MIN(series_description) AS series_description, "
             "MIN(body_part_examined) AS body_part_examined, MIN(study_date) AS study_date, "
             "MIN(sop_class_uid) AS sop_class_uid, "
-            "MIN(frame_of_reference_uid) AS frame_of_reference_uid "
-            "FROM instances GROUP BY series_key "
+            "MIN(frame_of_reference_uid) AS frame_of_reference_uid, "
+            "MIN(image_type) AS image_type, MIN(echo_number) AS echo_number, "
+            "MIN(echo_time) AS echo_time, "
+            "CASE WHEN MAX(is_image) THEN COALESCE(MIN(echoes.n), 1) ELSE 0 END AS n_echoes, "
+            "CASE WHEN MAX(is_image) THEN COALESCE(MIN(vols.n), 1) ELSE 0 END AS n_volumes, "
+            "MAX(COALESCE(mosaic_images, 0) > 0 OR '\\' || image_type || '\\' LIKE "
+            "'%\\MOSAIC\\%') AS mosaic, MAX(COALESCE(mosaic_images, 0)) AS mosaic_images, "
+            "SUM(COALESCE(conflict, 0)) AS n_conflicts "
+            "FROM instances LEFT JOIN echoes ON echoes.uid = series_instance_uid "
+            "LEFT JOIN vols ON vols.k = series_key GROUP BY series_key "
             "ORDER BY study_instance_uid, series_number, series_key")
-        df["is_image"] = df["is_image"].astype(bool)
+        for col in ("is_image", "mosaic"):
+            df[col] = df[col].fillna(0).astype(bool)
+        for col in ("echo_number", "n_echoes", "n_volumes", "mosaic_images", "n_conflicts"):
+            df[col] = df[col].astype("Int64")
         return df
 
     def studies(self):
@@ -262,7 +310,9 @@ class Index:
         Keys: ``patients``, ``studies``, ``series`` (image series keys), ``instances`` (all
         indexed objects), ``images``, ``series_by_modality``, ``non_image_by_kind``,
         ``skipped`` (number of files), ``skipped_by_reason`` (by category),
-        ``dicomdir_referenced`` and ``dicomdir_missing`` (referenced files not indexed).
+        ``dicomdir_referenced`` and ``dicomdir_missing`` (referenced files not indexed),
+        ``conflicting_duplicates`` (indexed files whose SOP Instance UID another file holds
+        with other content, the first file included).
         """
         q = self._con.execute
         patients, studies, instances = q(
@@ -281,11 +331,48 @@ class Index:
         referenced, missing = q(
             "SELECT COUNT(*), COALESCE(SUM(i.path IS NULL), 0) FROM dicomdir_refs r "
             "LEFT JOIN instances i ON i.path = r.path").fetchone()
+        conflicts = q("SELECT COUNT(*) FROM instances WHERE conflict").fetchone()[0]
         return {"patients": patients, "studies": studies, "series": series,
+                "conflicting_duplicates": conflicts,
                 "instances": instances, "images": images,
                 "series_by_modality": by_modality, "non_image_by_kind": by_kind,
                 "skipped": skipped, "skipped_by_reason": by_reason,
                 "dicomdir_referenced": referenced, "dicomdir_missing": missing}
+
+
+def series_note(row) -> str:
+    """What one :meth:`Index.series` row says about its structure ("" for a 3-D series).
+
+    For example ``"Siemens mosaic of 36 images; 4-D: 6 volumes; echo 1 of 2
+    (multi-echo); 2 conflicting duplicates"``. Used by the scan summary and ``dicomml
+    show``; reads the columns defensively (an Index row of another branch may lack them).
+    """
+    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+
+    def num(key):
+        v = get(key)
+        try:
+            return 0 if v is None or v != v else int(v)
+        except (TypeError, ValueError):  # pandas NA
+            return 0
+
+    parts = []
+    if get("mosaic") is True or num("mosaic_images") > 0:
+        n = num("mosaic_images")
+        parts.append(f"Siemens mosaic of {n} images" if n else
+                     "Siemens mosaic (no NumberOfImagesInMosaic in the CSA header)")
+    if num("n_volumes") > 1:
+        parts.append(f"4-D: {num('n_volumes')} volumes")
+    if num("n_echoes") > 1:
+        echo = num("echo_number")
+        te = get("echo_time")
+        which = f"echo {echo}" if echo else (f"TE {te:g} ms" if isinstance(te, float) and
+                                             te == te else "one echo")
+        parts.append(f"{which} of {num('n_echoes')} (multi-echo)")
+    if num("n_conflicts"):
+        parts.append(f"{num('n_conflicts')} conflicting duplicate(s): same SOP Instance UID, "
+                     "other content")
+    return "; ".join(parts)
 
 
 def open_index(path: str | os.PathLike | None = None, *, db: str | os.PathLike | None = None

@@ -63,6 +63,9 @@ class ScanResult:
         :meth:`dicomml.io.index.Index.summary` after the scan (no patient identifiers).
     skipped : tuple of (path, reason)
         Every file of the Index that is not usable, with the reason.
+    conflicts : tuple of (path, duplicate_of)
+        Conflicting duplicates: files indexed although an earlier path (``duplicate_of``,
+        also indexed) holds the same SOP Instance UID with other content.
     """
 
     root: str
@@ -73,6 +76,7 @@ class ScanResult:
     elapsed_s: float
     summary: dict = field(repr=False)
     skipped: tuple = field(repr=False)
+    conflicts: tuple = field(default=(), repr=False)
 
     @property
     def files_unchanged(self) -> int:
@@ -96,13 +100,15 @@ class ScanResult:
         return Index(self.db_path)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the summary counts, scan figures and ``skipped`` as {path, reason}."""
+        """JSON-ready: the summary counts, scan figures, ``skipped`` as {path, reason} and
+        ``conflicts`` as {path, duplicate_of}."""
         out = dict(self.summary)
         out.update({"root": self.root, "db": self.db_path, "files_seen": self.files_seen,
                     "files_read": self.files_read, "files_removed": self.files_removed,
                     "elapsed_s": round(self.elapsed_s, 3),
                     "files_per_s": round(self.files_per_s, 1),
-                    "skipped": [{"path": p, "reason": r} for p, r in self.skipped]})
+                    "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                    "conflicts": [{"path": p, "duplicate_of": d} for p, d in self.conflicts]})
         return out
 
 
@@ -389,10 +395,15 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         if started is not None:
             started.close()
             started = None
-        orphans = [o for o in store.orphan_duplicates() if o[0] in found]
-        n_read += _read_all(store, orphans, 0, None, False, fast)
+        # duplicates are decided once every file is in, so that the result does not depend
+        # on the order workers returned them; skipped copies of a changed SOP Instance UID
+        # are read again to be decided with it
+        again = [o for o in store.duplicates_to_read() if o[0] in found]
+        n_read += _read_all(store, again, 0, None, False, fast)
+        store.resolve_duplicates()
         store.update_series_keys()
         skipped = tuple(tuple(r) for r in store.current_skipped())
+        conflicts = tuple(tuple(r) for r in store.conflicts())
     finally:
         if started is not None:
             started.close()
@@ -401,7 +412,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         summary = idx.summary()
     return ScanResult(root=root, db_path=db_path, files_seen=len(found), files_read=n_read,
                       files_removed=removed, elapsed_s=time.perf_counter() - t0,
-                      summary=summary, skipped=skipped)
+                      summary=summary, skipped=skipped, conflicts=conflicts)
 
 
 def _read_all(store, todo, workers, executor, progress, fast) -> int:

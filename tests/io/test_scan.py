@@ -189,7 +189,8 @@ def test_duplicate_sop_instance_uid_and_promotion(export, tmp_path):
     shutil.copy(export["ct"][0], src / "a" / "x")  # sorts first: it keeps the instance
     r = scan(src, db, workers=0, progress=False)
     assert r.skipped == ((str(src / "b" / "x"),
-                          f"duplicate SOP Instance UID (also at {src / 'a' / 'x'})"),)
+                          f"duplicate copy of {src / 'a' / 'x'} (same SOP Instance UID, "
+                          "identical bytes)"),)
     (src / "a" / "x").unlink()
     r = scan(src, db, workers=0, progress=False)
     assert r.ok and r.summary["instances"] == 1

@@ -1,0 +1,126 @@
+"""Duplicate SOP Instance UIDs: decided the same whatever the executor or the file order.
+
+Byte-identical copies are skipped as "duplicate copy" naming the file kept (the lexically
+first of the identical ones); files with other content under the same SOP Instance UID
+are "conflicting duplicates": indexed, reported, and keyed apart from their twin.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pydicom
+import pytest
+
+import dicomml.io.scanner as scan_mod
+from dicomml.io import scan
+from dicomml.io.index import Index
+from dicomml.testing import write_ct_series
+
+
+def _conflicting_copy(src, dst):
+    """``src`` with one pixel changed: same SOP Instance UID, other content."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(src)
+    data = bytearray(ds.PixelData)
+    data[0] ^= 0x01
+    ds.PixelData = bytes(data)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """b/: a series of 5; a/copy: a byte copy of one slice (sorts first: it is kept);
+    c/conflict: another slice with one pixel changed; d/copy: a byte copy of c/conflict."""
+    root = tmp_path_factory.mktemp("dups")
+    files = write_ct_series(root / "b", seed=3, n_slices=5, rows=16, columns=16, noise=0.0)
+    (root / "a").mkdir()
+    shutil.copy(files[0], root / "a" / "copy")
+    _conflicting_copy(files[1], root / "c" / "conflict")
+    (root / "d").mkdir()
+    shutil.copy(root / "c" / "conflict", root / "d" / "copy")
+    return root, files
+
+
+def _state(db):
+    with Index(db) as idx:
+        return (idx.instances().drop(columns="mtime"), idx.skipped().drop(columns="mtime"),
+                idx.series())
+
+
+def _expect(root, files, db):
+    inst, skipped, series = _state(db)
+    first, second = str(files[0]), str(files[1])
+    kept = str(root / "a" / "copy")
+    conflict = str(root / "c" / "conflict")
+    assert list(skipped["path"]) == [first, str(root / "d" / "copy")]
+    assert list(skipped["category"]) == ["duplicate copy"] * 2
+    assert list(skipped["reason"]) == [
+        f"duplicate copy of {kept} (same SOP Instance UID, identical bytes)",
+        f"duplicate copy of {conflict} (same SOP Instance UID, identical bytes)"]
+    assert kept in set(inst["path"]) and first not in set(inst["path"])
+    row = inst.set_index("path").loc[conflict]
+    assert row["duplicate_of"] == second and row["conflict"]
+    assert inst.set_index("path").loc[second, "conflict"]
+    uid = row["series_instance_uid"]
+    # the conflict has a key of its own; the series keeps its plain key and all 5 slices
+    assert row["series_key"] == uid + ".1"
+    by_key = series.set_index("series_key")
+    assert by_key.loc[uid, "n_instances"] == 5 and by_key.loc[uid, "n_conflicts"] == 1
+    assert by_key.loc[uid, "n_volumes"] == 1
+    assert by_key.loc[uid + ".1", "n_instances"] == 1
+    return inst, skipped
+
+
+def test_copies_and_conflicts(export, tmp_path):
+    root, files = export
+    r = scan(root, tmp_path / "i.sqlite", workers=0, progress=False)
+    _expect(root, files, r.db_path)
+    assert r.conflicts == ((str(root / "c" / "conflict"), str(files[1])),)
+    assert r.to_dict()["conflicts"] == [{"path": str(root / "c" / "conflict"),
+                                         "duplicate_of": str(files[1])}]
+
+
+def test_same_result_whatever_the_order_files_arrive(export, tmp_path):
+    """Files seen over three scans (the kept copy last) end as one fresh scan does."""
+    root, files = export
+    src = tmp_path / "src"
+    db = tmp_path / "i.sqlite"
+    shutil.copytree(root / "b", src / "b")
+    scan(src, db, workers=0, progress=False)
+    shutil.copytree(root / "d", src / "d")
+    shutil.copytree(root / "c", src / "c")
+    scan(src, db, workers=0, progress=False)
+    shutil.copytree(root / "a", src / "a")
+    scan(src, db, workers=0, progress=False)
+    fresh = scan(src, tmp_path / "fresh.sqlite", workers=0, progress=False)
+    a, b = _state(db), _state(fresh.db_path)
+    for x, y in zip(a, b):
+        assert x.equals(y)
+    # the kept file disappears: its byte copy is indexed again
+    (src / "a" / "copy").unlink()
+    r = scan(src, db, workers=0, progress=False)
+    inst, skipped, _ = _state(db)
+    assert str(src / "b" / files[0].name) in set(inst["path"])
+    assert list(skipped["path"]) == [str(src / "d" / "copy")]
+    assert r.conflicts == ((str(src / "c" / "conflict"), str(src / "b" / files[1].name)),)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["processes", "dask"])
+def test_same_result_whatever_the_executor(export, tmp_path, monkeypatch, kind):
+    pytest.importorskip("distributed") if kind == "dask" else None
+    from dicomml.parallel import get_executor
+
+    root, files = export
+    ref = scan(root, tmp_path / "ref.sqlite", workers=0, progress=False)
+    monkeypatch.setattr(scan_mod, "CHUNK_SIZE", 1)  # one file per chunk: any order
+    with get_executor(kind, workers=2) as ex:
+        got = scan(root, tmp_path / f"{kind}.sqlite", executor=ex, progress=False)
+    _expect(root, files, got.db_path)
+    for x, y in zip(_state(ref.db_path), _state(got.db_path)):
+        assert x.equals(y)
+    assert got.conflicts == ref.conflicts and got.skipped == ref.skipped
