@@ -44,6 +44,7 @@ NEEDED: dict[int, tuple[str, str]] = {
     0x00181164: ("ImagerPixelSpacing", "DS"),
     0x0020000D: ("StudyInstanceUID", "UI"),
     0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200011: ("SeriesNumber", "IS"),
     0x00200012: ("AcquisitionNumber", "IS"),
     0x00200013: ("InstanceNumber", "IS"),
     0x00200032: ("ImagePositionPatient", "DS"),

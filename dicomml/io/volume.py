@@ -59,6 +59,7 @@ from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, show
 from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
 from dicomml.io.multivolume import Acquisition, acquisition, split_volumes, volume_info
 from dicomml.io.philips import scale_slope as philips_scale_slope
+from dicomml.io.series import SPLIT_COLUMNS, first_fit_groups, group_instances, same_orientation
 from dicomml.io.pixels import (
     _n_frames,
     corrupt_value_error,
@@ -307,6 +308,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         chosen = next(iter(by_series.values()))
     datasets = [datasets[i] for i in chosen]
     files = [files[i] for i in chosen]
+    datasets, files = _one_series(datasets, files, fail_or_record)
 
     # -- decode stored values (threads: file I/O and codecs release the GIL)
     done = _decode_isolated(datasets, files, decoders, workers, executor) if isolate else {}
@@ -571,9 +573,14 @@ def _order(slices: list[_Slice], datasets, files, extra: dict, fail_or_record):
     ordered along the normal (one layer for a 3-D series) and the per-volume attributes."""
     if slices[0].position is None:
         return [slices], (), (1.0, (0.0, 0.0, 0.0), np.eye(3))
-    slices = _majority(slices, lambda s: tuple(np.round(s.orientation, 4)),
-                       "mixed_orientation", lambda s: _image_type(datasets[s.file]),
-                       fail_or_record, datasets)
+    groups = first_fit_groups(slices, lambda a, b: same_orientation(
+        tuple(a.orientation), tuple(b.orientation)))
+    if len(groups) > 1:  # frames of Enhanced objects (instances: see _one_series)
+        dropped = [s for g in groups[1:] for s in g]
+        fail_or_record("mixed_orientation", f"{len(dropped)} slice(s) differ from the other "
+                       f"{len(groups[0])} and are left out: " + _short(
+                           [f"{s.label} ({_image_type(datasets[s.file])})" for s in dropped]))
+        slices = groups[0]
     orientation = slices[0].orientation
     normal = geo.slice_normal(orientation)
     positions = np.stack([s.position for s in slices])
@@ -638,6 +645,53 @@ def select_volume(volume: Volume, k: int) -> Volume:
         volume.sop_instance_uids), paths=part(volume.paths), frames=part(volume.frames),
         padding_mask=None if volume.padding_mask is None else volume.padding_mask[k],
         volumes=volume.volumes[k:k + 1], extra={**volume.extra, "volume": k, "n_volumes": n})
+
+
+def _series_row(ds, path: str) -> dict:
+    """The values :func:`dicomml.io.series.same_series` compares, as the Index holds them."""
+    from pydicom.datadict import keyword_for_tag
+
+    from dicomml.io import header
+
+    row = {"path": path, "instance_number": header.normalize_pydicom(
+        "int", ds.get("InstanceNumber"))}
+    for name, tag, kind in header.FIELDS:
+        if name in SPLIT_COLUMNS:
+            row[name] = header.normalize_pydicom(kind, ds.get(keyword_for_tag(tag)))
+    if str(ds.get("SOPClassUID", "")) in header.FUNCTIONAL_GROUP_CLASSES:
+        for name, value in header.functional_group_values(path).items():
+            if name in SPLIT_COLUMNS and row.get(name) is None:
+                row[name] = value
+    return row
+
+
+def _one_series(datasets, files, fail_or_record):
+    """Keep the instances of the largest series by the one same-series rule of the Index
+    (:func:`dicomml.io.series.group_instances`: echo, magnitude/phase, size, orientation...);
+    the others are left out with an issue."""
+    if len(datasets) < 2:
+        return datasets, files
+    by_path = {f: k for k, f in enumerate(files)}
+    groups = group_instances([_series_row(ds, f) for ds, f in zip(datasets, files)])
+    if len(groups) == 1:
+        return datasets, files
+    ref = groups[0][0]
+    for group in groups[1:]:
+        row = group[0]
+        if (row["rows"], row["columns"]) != (ref["rows"], ref["columns"]):
+            kind, why = "mixed_size", f"{row['rows']}×{row['columns']}"
+        elif not same_orientation(row["image_orientation"], ref["image_orientation"]):
+            kind, why = "mixed_orientation", _image_type(datasets[by_path[row["path"]]])
+        else:
+            kind = "mixed_series"
+            why = ", ".join(f"{c} {row.get(c)!r} vs {ref.get(c)!r}" for c in SPLIT_COLUMNS
+                            if row.get(c) != ref.get(c)) or "duplicate"
+        fail_or_record(kind, f"{len(group)} instance(s) of another series of this Series "
+                       f"Instance UID ({why}) left out: "
+                       + _short([os.path.basename(r["path"]) for r in group])
+                       + "; read them by their series key (dicomml scan)")
+    keep = sorted(by_path[r["path"]] for r in groups[0])
+    return [datasets[k] for k in keep], [files[k] for k in keep]
 
 
 def _majority(slices, key, kind, describe, fail_or_record, datasets):

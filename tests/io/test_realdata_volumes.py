@@ -83,19 +83,9 @@ def _load_reference(ref: str):
     return name, sidecar, nibabel.load(folder / f"{stem}.nii")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("ref", _references())
-def test_volume_equals_dcm2niix(ref):
-    name, sidecar, img = _load_reference(ref)
-    files = _files_of(name, sidecar)
-    if ref in COLOUR:
-        with pytest.raises(SeriesError, match="colour image"):
-            read_series(files)
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        vol = read_series(files)
-    assert vol.issues == (), vol.issues
+def _compare(vol, img) -> np.ndarray:
+    """Shape, geometry (≤ 1e-3 mm at the corners), spacing and voxel values; returns the
+    reference array."""
     arr, affine = on_reference_grid(vol, img.affine)
     expected = np.asarray(img.dataobj)
     assert arr.shape == expected.shape
@@ -111,6 +101,23 @@ def test_volume_equals_dcm2niix(ref):
         # float32 result by its own rounding.
         tol = 2.0 ** -23 * (np.abs(expected) + abs(inter))
         assert np.all(np.abs(arr - expected) <= tol)
+    return expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ref", _references())
+def test_volume_equals_dcm2niix(ref):
+    name, sidecar, img = _load_reference(ref)
+    files = _files_of(name, sidecar)
+    if ref in COLOUR:
+        with pytest.raises(SeriesError, match="colour image"):
+            read_series(files)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = read_series(files)
+    assert vol.issues == (), vol.issues
+    expected = _compare(vol, img)
     if vol.pixels.ndim == 4:
         assert len(vol.volumes) == vol.pixels.shape[0] == expected.shape[3]
         assert [v.index for v in vol.volumes] == list(range(len(vol.volumes)))
@@ -158,3 +165,36 @@ def test_choosing_one_volume_is_explicit():
     assert third.origin == full.origin
     with pytest.raises(Exception, match="out of range"):
         read_series(folder, volume=6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DATASETS)
+def test_series_keys_of_scan_read_as_the_references(name, tmp_path):
+    """What a new user does: scan the export, read every series key; each reference volume
+    is one key read as is."""
+    import nibabel
+
+    from dicomml.io import Index, scan
+
+    root = dataset(name)
+    db = tmp_path / "index.sqlite"
+    scan(root / "In", db, workers=0, progress=False)
+    by_files = {}
+    with Index(db) as idx:
+        for key in idx.series()["series_key"]:
+            files = frozenset(str(p) for p in idx.series_files(key))
+            by_files[files] = key
+        matched = 0
+        for nii in sorted((root / "Ref").glob("*.nii")):
+            ref = f"{name}/{nii.stem}"
+            sidecar = json.loads(nii.with_suffix(".json").read_text())
+            key = by_files.get(frozenset(_files_of(name, sidecar)))
+            assert key is not None, f"{ref}: no series key holds exactly its files"
+            if ref in COLOUR:
+                continue
+            vol = read_series((key, idx))
+            assert vol.issues == (), (ref, vol.issues)
+            _compare(vol, nibabel.load(nii))
+            matched += 1
+    assert matched == len(list((root / "Ref").glob("*.nii"))) - sum(
+        c.startswith(name) for c in COLOUR)
