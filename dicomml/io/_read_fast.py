@@ -36,6 +36,7 @@ NEEDED: dict[int, tuple[str, str]] = {
     0x00080032: ("AcquisitionTime", "TM"),
     0x00080018: ("SOPInstanceUID", "UI"),
     0x00080060: ("Modality", "CS"),
+    0x00080070: ("Manufacturer", "LO"),
     0x00180050: ("SliceThickness", "DS"),
     0x00180081: ("EchoTime", "DS"),
     0x00180086: ("EchoNumbers", "IS"),

@@ -29,7 +29,7 @@ from dicomml.io.csa import CSA_IMAGE, CSAError, csa_header, csa_value
 from dicomml.io.geometry import POSITION_TOL_MM
 from dicomml.io.types import SeriesIssue, VolumeInfo
 
-__all__ = ["Acquisition", "acquisition", "split_volumes", "volume_info"]
+__all__ = ["Acquisition", "acquisition", "split_volumes", "dimension_issues", "volume_info"]
 
 #: Dimension Index Pointers that say where a frame is in space, not when or how.
 SPATIAL_POINTERS = frozenset({0x00209056, 0x00209057, 0x00200032})
@@ -170,6 +170,30 @@ def volume_info(index: int, acq: Acquisition) -> VolumeInfo:
     return VolumeInfo(index=index, **acq.info)
 
 
+def dimension_issues(volumes: list[list[int]], acqs: list[Acquisition]) -> list[SeriesIssue]:
+    """``dimension_conflict`` issues of volumes (slice indices ordered along the normal):
+    one volume with frames of several non-spatial Dimension Index Values, or (0020,9057)
+    In-Stack Position Numbers that do not follow the positions."""
+    issues = []
+    for v, members in enumerate(volumes):
+        dims = {acqs[i].dims for i in members if acqs[i].dims}
+        if len(dims) > 1:
+            issues.append(SeriesIssue(
+                "dimension_conflict",
+                f"volume {v} holds frames of {len(dims)} different (0020,9157) Dimension "
+                f"Index Values {sorted(dims)[:3]} at its {len(members)} positions; the "
+                "frames are grouped by position and acquisition order, not by the indices"))
+        stack = [acqs[i].in_stack for i in members]
+        if all(s is not None for s in stack) and len(stack) > 1:
+            steps = np.diff(np.asarray(stack, float))
+            if not (np.all(steps > 0) or np.all(steps < 0)):
+                issues.append(SeriesIssue(
+                    "dimension_conflict",
+                    f"volume {v}: (0020,9057) In-Stack Position Numbers {stack[:6]}... do not "
+                    "follow the (0020,0032) positions along the normal; ordered by position"))
+    return issues
+
+
 def split_volumes(distances, acqs: list[Acquisition], labels: list[str]):
     """Split slices into volumes when their positions repeat.
 
@@ -218,20 +242,5 @@ def split_volumes(distances, acqs: list[Acquisition], labels: list[str]):
             f"{len(extra)} slice(s) beyond the {n_vol} complete volume(s) of {len(groups)} "
             f"positions are left out ({n_extra} incomplete volume(s), e.g. "
             f"{', '.join(labels[i] for i in extra[:3])}); the series looks cut short"))
-    for v, members in enumerate(volumes):
-        dims = {acqs[i].dims for i in members if acqs[i].dims}
-        if len(dims) > 1:
-            issues.append(SeriesIssue(
-                "dimension_conflict",
-                f"volume {v} holds frames of {len(dims)} different (0020,9157) Dimension "
-                f"Index Values {sorted(dims)[:3]} at its {len(members)} positions; the "
-                "frames are grouped by position and acquisition order, not by the indices"))
-        stack = [acqs[i].in_stack for i in members]
-        if all(s is not None for s in stack) and len(stack) > 1:
-            steps = np.diff(np.asarray(stack, float))
-            if not (np.all(steps > 0) or np.all(steps < 0)):
-                issues.append(SeriesIssue(
-                    "dimension_conflict",
-                    f"volume {v}: (0020,9057) In-Stack Position Numbers {stack[:6]}... do not "
-                    "follow the (0020,0032) positions along the normal; ordered by position"))
+    issues += dimension_issues(volumes, acqs)
     return volumes, issues

@@ -57,7 +57,13 @@ from dicomml.errors import (
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
 from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
-from dicomml.io.multivolume import Acquisition, acquisition, split_volumes, volume_info
+from dicomml.io.multivolume import (
+    Acquisition,
+    acquisition,
+    dimension_issues,
+    split_volumes,
+    volume_info,
+)
 from dicomml.io.philips import scale_slope as philips_scale_slope
 from dicomml.io.series import SPLIT_COLUMNS, first_fit_groups, group_instances, same_orientation
 from dicomml.io.pixels import (
@@ -386,6 +392,10 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     extra: dict = {"ignored": ignored}
     if mosaics:
         extra["mosaic"] = True
+    scale = _philips_scale(datasets[slices[0].file], files[slices[0].file])
+    if scale is not None:
+        extra["philips_scale_slope"] = scale
+        extra["philips_precise"] = bool(philips_precise)
     ctx = _Context(datasets=datasets, files=files, stored_of=stored_of, extra=extra,
                    issues=issues, fail_or_record=fail_or_record, modality_lut=modality_lut,
                    workers=native_workers, volume=volume, tiled=bool(mosaics))
@@ -520,6 +530,13 @@ def _full_header(ds, path: str):
     return load_dataset(path, stop_before_pixels=True)[0]
 
 
+def _philips_scale(ds, path: str) -> float | None:
+    """The private Philips Scale Slope (2005,xx0E) of a Philips MR file, else None."""
+    if "PHILIPS" not in str(ds.get("Manufacturer") or "").upper():
+        return None
+    return philips_scale_slope(_full_header(ds, path))
+
+
 def _slices_of(i: int, ds, path: str, stored: np.ndarray, philips_precise: bool,
                fail_or_record):
     """``(stored values per slice, [_Slice], is_mosaic)`` of one decoded file."""
@@ -548,7 +565,7 @@ def _slices_of(i: int, ds, path: str, stored: np.ndarray, philips_precise: bool,
         pos, ori, _, _ = frame_geometry(ds, range(n))
         resc = frame_rescale(ds, range(n))
         size = (int(ds.Rows), int(ds.Columns))
-    scale = philips_scale_slope(_full_header(ds, path)) if philips_precise else None
+    scale = _philips_scale(ds, path) if philips_precise else None
     acqs = acquisition(ds, n)
     what = "tile" if layout is not None else "frame"
     out = []
@@ -594,6 +611,10 @@ def _order(slices: list[_Slice], datasets, files, extra: dict, fail_or_record):
         keep, _, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in ordered])
         layers = [[s for s, k in zip(ordered, keep) if k]]
         infos: tuple = ()
+        kept = [int(k) for k, ok in zip(order, keep) if ok]
+        split_issues = dimension_issues([kept], [s.acq for s in slices])
+        for iss in split_issues:
+            fail_or_record(iss.kind, iss.detail)
     else:
         layers = [[slices[k] for k in members] for members in volumes]
         dist = positions[volumes[0]] @ normal
@@ -747,32 +768,43 @@ def to_sitk(volume: Volume):
     """Return a ``SimpleITK.Image`` with the volume's pixels, spacing, origin and direction.
 
     SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
-    direction is used as is (its columns are already in that order).
+    direction is used as is (its columns are already in that order). A 4-D volume becomes
+    one 4-D image (x, y, z, t), as ``sitk.GetImageFromArray`` makes it and as SimpleITK's
+    ``JoinSeries`` would: spacing 1 and origin 0 along t, the 4×4 direction with the 3×3
+    direction in its upper-left block. (A list of 3-D images: ``[to_sitk(v.volume(k)) ...]``.)
     """
     import SimpleITK as sitk
 
-    img = sitk.GetImageFromArray(np.ascontiguousarray(volume.pixels), isVector=False)
-    img.SetSpacing(tuple(float(v) for v in reversed(volume.spacing)))
-    img.SetOrigin(tuple(float(v) for v in volume.origin))
-    img.SetDirection(tuple(float(v) for v in np.asarray(volume.direction, float).ravel()))
+    pixels = np.ascontiguousarray(volume.pixels)
+    img = sitk.GetImageFromArray(pixels, isVector=False)
+    d = np.asarray(volume.direction, float)
+    spacing = tuple(float(v) for v in reversed(volume.spacing))
+    origin = tuple(float(v) for v in volume.origin)
+    if pixels.ndim == 4:
+        d4 = np.eye(4)
+        d4[:3, :3] = d
+        d, spacing, origin = d4, spacing + (1.0,), origin + (0.0,)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(tuple(float(v) for v in d.ravel()))
     return img
 
 
 def from_sitk(image, **fields) -> Volume:
-    """Build a Volume from a 3-D ``SimpleITK.Image`` (pixels converted to float32).
+    """Build a Volume from a 3-D (or 4-D: x, y, z, t) scalar ``SimpleITK.Image`` (float32).
 
     Extra keyword arguments set other Volume fields (``modality=``, ``windows=``...).
     """
     import SimpleITK as sitk
 
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ConfigError("from_sitk expects a 3-D scalar image. Received: dimension="
-                          f"{image.GetDimension()}, components="
-                          f"{image.GetNumberOfComponentsPerPixel()}")
+    dim = image.GetDimension()
+    if dim not in (3, 4) or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ConfigError("from_sitk expects a 3-D or 4-D scalar image. Received: dimension="
+                          f"{dim}, components={image.GetNumberOfComponentsPerPixel()}")
     arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    return Volume(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing())),
-                  origin=tuple(float(v) for v in image.GetOrigin()),
-                  direction=np.reshape(np.asarray(image.GetDirection(), float), (3, 3)),
+    d = np.reshape(np.asarray(image.GetDirection(), float), (dim, dim))[:3, :3]
+    return Volume(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing()[:3])),
+                  origin=tuple(float(v) for v in image.GetOrigin()[:3]), direction=d,
                   **fields)
 
 
@@ -803,6 +835,10 @@ def resample(volume: Volume, spacing, interpolator: str = "linear",
     """
     import SimpleITK as sitk
 
+    if volume.pixels.ndim != 3:
+        raise ConfigError(f"resample works on one 3-D volume; this one holds "
+                          f"{volume.n_volumes} volumes: resample volume.volume(k). Received: "
+                          f"pixels of shape {volume.pixels.shape}")
     key = str(interpolator).lower()
     if key not in _INTERPOLATORS:
         hint = did_you_mean(key, _INTERPOLATORS)
