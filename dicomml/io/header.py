@@ -320,7 +320,7 @@ _FRAME_VALUES = (
 )
 
 
-def functional_group_values(path: str) -> dict[str, Any]:
+def functional_group_values(path: str, ds=None) -> dict[str, Any]:
     """Index values of an enhanced multi-frame object from its functional groups.
 
     Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence with
@@ -331,15 +331,17 @@ def functional_group_values(path: str) -> dict[str, Any]:
     the number of frames divided by the number of distinct (0020,0032) Image Position
     (Patient) of the Plane Position Sequence (rounded down; None without positions): the
     number of volumes in the object. A file that cannot be read gives ``{}`` (the
-    top-level values stay).
+    top-level values stay). ``ds``: the file's dataset when already parsed by pydicom
+    (read_series), so that it is not read again.
     """
     import pydicom
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=[0x52009229, 0x52009230])
+            if ds is None:
+                ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                     specific_tags=[0x52009229, 0x52009230])
             shared = ds.get("SharedFunctionalGroupsSequence") or [None]
             frames = ds.get("PerFrameFunctionalGroupsSequence") or []
             out: dict[str, Any] = {}

@@ -56,6 +56,7 @@ from dicomml.errors import (
 )
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
+from dicomml.io.csa import image_type_values
 from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
 from dicomml.io.multivolume import (
     Acquisition,
@@ -369,7 +370,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
             err = corrupt_value_error(files[i], e)
             fail_or_record("unreadable", f"{err} — the slice is left out", err)
             continue
-        stored_of[i], file_slices, is_tiled = built
+        stored_of[i], file_slices, datasets[i], is_tiled = built
         mosaics += is_tiled
         slices.extend(file_slices)
     if not slices:
@@ -539,7 +540,8 @@ def _philips_scale(ds, path: str) -> float | None:
 
 def _slices_of(i: int, ds, path: str, stored: np.ndarray, philips_precise: bool,
                fail_or_record):
-    """``(stored values per slice, [_Slice], is_mosaic)`` of one decoded file."""
+    """``(stored values per slice, [_Slice], dataset, is_mosaic)`` of one decoded file (the
+    dataset is the full header when the fast parser's one lacked what was needed)."""
     name = os.path.basename(path)
     layout = None
     if is_mosaic(ds) and stored.shape[0] == 1:
@@ -582,7 +584,7 @@ def _slices_of(i: int, ds, path: str, stored: np.ndarray, philips_precise: bool,
             orientation=None if ori is None else ori[f],
             size=size, slope=slope, intercept=intercept,
             label=name if n == 1 else f"{name}[{what} {f}]", acq=acqs[f]))
-    return stored, out, layout is not None
+    return stored, out, ds, layout is not None
 
 
 def _order(slices: list[_Slice], datasets, files, extra: dict, fail_or_record):
@@ -639,10 +641,14 @@ def _order(slices: list[_Slice], datasets, files, extra: dict, fail_or_record):
 
 
 def _volume_info(v: int, s: _Slice, datasets, files):
-    """Attributes of volume ``v`` from its first slice, from the full header (a Siemens
-    b-value is in the private CSA header)."""
-    full = _full_header(datasets[s.file], files[s.file])
-    return volume_info(v, acquisition(full, s.frame + 1)[s.frame])
+    """Attributes of volume ``v`` from its first slice (Siemens and diffusion files: from
+    the full header, a Siemens b-value is in the private CSA header)."""
+    ds = datasets[s.file]
+    if not hasattr(ds, "private_block") and (
+            "SIEMENS" in str(ds.get("Manufacturer") or "").upper()
+            or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
+        ds = _full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
+    return volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
 
 
 def select_volume(volume: Volume, k: int) -> Volume:
@@ -680,7 +686,8 @@ def _series_row(ds, path: str) -> dict:
         if name in SPLIT_COLUMNS:
             row[name] = header.normalize_pydicom(kind, ds.get(keyword_for_tag(tag)))
     if str(ds.get("SOPClassUID", "")) in header.FUNCTIONAL_GROUP_CLASSES:
-        for name, value in header.functional_group_values(path).items():
+        full = ds if hasattr(ds, "private_block") else None
+        for name, value in header.functional_group_values(path, full).items():
             if name in SPLIT_COLUMNS and row.get(name) is None:
                 row[name] = value
     return row
