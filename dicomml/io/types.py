@@ -125,7 +125,8 @@ class Image:
 class SeriesIssue:
     """A problem found while assembling a series: ``kind`` is one of
     ``"irregular_spacing"``, ``"missing_slices"``, ``"duplicate_position"``,
-    ``"mixed_orientation"``, ``"mixed_size"``, ``"no_position"``, ``"unreadable"``,
+    ``"mixed_orientation"``, ``"mixed_size"``, ``"mixed_series"`` (another echo, part or
+    Series Number, see :func:`dicomml.io.series.same_series`), ``"no_position"``, ``"unreadable"``,
     ``"mosaic"`` (a mosaic that cannot be cut), ``"incomplete_volume"`` (a 4-D series whose
     last volume lacks slices), ``"dimension_conflict"`` (enhanced multi-frame dimension
     indices that contradict the positions); ``detail`` says where."""

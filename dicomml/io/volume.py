@@ -7,18 +7,31 @@ How :func:`read_series` builds the volume
    ``volume.extra["ignored"]``.
 2. The instances are grouped by (0020,000E) Series Instance UID. Several series and no
    ``series_uid=``: :class:`~dicomml.errors.SeriesError` listing them.
-3. Every frame is a slice (an Enhanced multi-frame file gives one slice per frame, with the
-   per-frame (0020,9113) Plane Position). Slices whose (0028,0010)/(0028,0011) size or
-   (0020,0037) orientation differ from the majority (e.g. a LOCALIZER in the series) are
-   left out with a ``mixed_size`` / ``mixed_orientation`` issue.
-4. Slices are sorted by their (0020,0032) position projected on the slice normal
-   (row cosine × column cosine) — never by Instance Number or file name. Duplicate
-   positions keep the slice with the lowest (0020,0013) Instance Number and report
-   ``duplicate_position``; gaps that are a multiple of the spacing report
-   ``missing_slices``, other deviations ``irregular_spacing``. Slices with no position:
-   ``no_position`` (when no slice has one, they are stacked by (0020,0013) Instance
-   Number — the only order left — with unit spacing and an identity direction).
-5. ``spacing[0]`` is the median distance between successive positions (not (0018,0050) Slice
+3. The instances are split with the Index's one same-series rule
+   (:func:`dicomml.io.series.group_instances`: study, Series Number, size, pixel spacing,
+   orientation, echo, magnitude/phase): the largest group is read, the others are left out
+   with a ``mixed_size`` / ``mixed_orientation`` / ``mixed_series`` issue (e.g. a LOCALIZER
+   in the series, the second echo of a field map): read those by their series key.
+4. Every frame is a slice (an Enhanced multi-frame file gives one slice per frame, with the
+   per-frame (0020,9113) Plane Position); a Siemens mosaic ((0008,0008) Image Type
+   ``MOSAIC``) gives one slice per tile, with the geometry of its CSA header
+   (:mod:`dicomml.io.mosaic`). Frames of another orientation than the majority are left out
+   (``mixed_orientation``).
+5. Slices are sorted by their (0020,0032) position projected on the slice normal
+   (row cosine × column cosine) — never by Instance Number or file name. When every
+   position holds several slices the series is 4-D (:mod:`dicomml.io.multivolume`): the
+   k-th slice of each position in acquisition order (Dimension Index Values, Temporal
+   Position, Instance Number, frame — all numeric) is volume k; ``pixels`` gets a leading
+   volume axis and ``volumes`` one :class:`~dicomml.io.types.VolumeInfo` each; slices
+   beyond the last complete volume are left out (``incomplete_volume``). Otherwise
+   duplicate positions keep the slice with the lowest (0020,0013) Instance Number (then
+   file, then frame number) and report ``duplicate_position``; gaps that are a multiple of
+   the spacing report ``missing_slices``, other deviations ``irregular_spacing``. Slices
+   with no position: ``no_position`` (when no slice has one, they are stacked by
+   (0020,0013) Instance Number — the only order left — with unit spacing and an identity
+   direction). Enhanced objects whose In-Stack Position Numbers or dimension indices
+   contradict the positions: ``dimension_conflict`` (the positions win).
+6. ``spacing[0]`` is the median distance between successive positions (not (0018,0050) Slice
    Thickness); ``origin`` is the position of the first slice; ``direction`` has the columns
    (row cosine, column cosine, normal).
 
@@ -29,9 +42,12 @@ SimpleITK reads. The stacking direction (unit vector from first to last position
 tilt angle are kept in ``extra["slice_direction"]`` and ``extra["tilt_degrees"]``; resample
 with them if the sheared geometry matters.
 
-Unreadable slices (truncated, corrupt, undecodable): ``strict=True`` raises; lenient mode
-(default) leaves the slice out and records an ``unreadable`` issue naming the file. With
-``strict=True`` every issue raises :class:`~dicomml.errors.SeriesError`.
+Unreadable slices (truncated, corrupt, undecodable, a malformed Modality LUT, VOI LUT or
+multi-valued Rescale Slope): ``strict=True`` raises (:class:`~dicomml.errors.InvalidDicomError`
+for a corrupt value); lenient mode (default) leaves the slice out and records an
+``unreadable`` issue naming the file. A mosaic whose CSA header is missing or unreadable is
+read as one image with a ``mosaic`` issue. With ``strict=True`` every issue raises
+(:class:`~dicomml.errors.SeriesError` unless said otherwise).
 """
 
 from __future__ import annotations
@@ -199,11 +215,19 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         processes, closed at the end.
     decoders : sequence of str, optional
         pydicom decoding plugins in order (see :func:`~dicomml.io.read_image`).
+    volume : int, optional
+        Read only volume ``volume`` (0-based, in acquisition order) of a 4-D series: a 3-D
+        Volume with ``extra["volume"]`` and ``extra["n_volumes"]``. Default: all volumes.
+    philips_precise : bool
+        Philips MR: return dcm2niix's "precise float" values, display value / (Rescale
+        Slope × private Scale Slope (2005,xx0E)) (:mod:`dicomml.io.philips`), instead of the
+        display values (default). ``extra["philips_scale_slope"]`` holds the Scale Slope.
 
     Returns
     -------
     Volume
-        float32 (slices, rows, columns) in modality units, with geometry and UIDs.
+        float32 (slices, rows, columns) in modality units, with geometry and UIDs; for a
+        series of several volumes (volumes, slices, rows, columns) with ``volumes``.
 
     Raises
     ------
