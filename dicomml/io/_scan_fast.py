@@ -406,8 +406,7 @@ def read_fast(path: str, size: int, mtime: float):
     cache = _VALUE_CACHE
     for tag, (name, kind) in RAW_TAGS.items():
         item = raw[tag]
-        if item is None:
-            values[name] = None
+        if item is None:  # absent: row_from_values reads it as None
             continue
         vr, data = item
         if vr is None and kind == "int":  # implicit VR: the data dictionary's VR

@@ -29,11 +29,15 @@ _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
 _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
                "instance_number", "duplicate_of", *SPLIT_COLUMNS)
 
-#: Distinct values of the split columns (exact text) among a series' images: one means
-#: that :func:`dicomml.io.series.series_keys` makes one group of them.
-_N_GROUPS_SQL = ("SELECT COUNT(DISTINCT " + " || '|' || ".join(
-    f"quote({c})" for c in ("duplicate_of", *SPLIT_COLUMNS)) + ") FROM instances "
-    "WHERE series_instance_uid = ? AND object_kind = 'image'")
+#: Whether a series' images differ in a split column (exact value) from its first image;
+#: when none does, :func:`dicomml.io.series.series_keys` makes one group of them. Stops at
+#: the first image that differs.
+_SPLITS_SQL = (
+    "SELECT EXISTS(SELECT 1 FROM instances i, (SELECT " + ", ".join(
+        ("duplicate_of", *SPLIT_COLUMNS)) + " FROM instances WHERE series_instance_uid = ?1 "
+    "AND object_kind = 'image' LIMIT 1) f WHERE i.series_instance_uid = ?1 AND "
+    "i.object_kind = 'image' AND (" + " OR ".join(
+        f"i.{c} IS NOT f.{c}" for c in ("duplicate_of", *SPLIT_COLUMNS)) + "))")
 #: The keys of series_keys() for a series with at most one group of images.
 _ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'image' "
                   "THEN series_instance_uid ELSE series_instance_uid || ':' || "
@@ -43,10 +47,10 @@ _ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'im
 #: scan (no series key yet) and held by several files, or skipped copies left without an
 #: indexed twin.
 _DUP_CANDIDATES_SQL = (
-    "SELECT sop_instance_uid FROM instances WHERE sop_instance_uid IN "
-    "(SELECT sop_instance_uid FROM instances WHERE series_key IS NULL) "
-    "GROUP BY sop_instance_uid HAVING COUNT(*) > 1 "
-    "UNION SELECT s.sop_instance_uid FROM skipped s JOIN files f ON f.path = s.path "
+    "SELECT d.sop FROM (SELECT sop_instance_uid AS sop FROM instances GROUP BY 1 "
+    "HAVING COUNT(*) > 1) d WHERE EXISTS (SELECT 1 FROM instances i WHERE "
+    "i.sop_instance_uid = d.sop AND i.series_key IS NULL) "
+    "UNION SELECT s.sop_instance_uid FROM skipped s CROSS JOIN files f ON f.path = s.path "
     "WHERE f.status = 'dup' AND (s.sop_instance_uid IN (SELECT sop_instance_uid FROM "
     "instances WHERE series_key IS NULL) OR NOT EXISTS (SELECT 1 FROM instances i "
     "WHERE i.sop_instance_uid = s.sop_instance_uid))")
@@ -94,6 +98,12 @@ class Store:
             raise OutputError(f"cannot open the Index {self.db_path} for writing: {e}. Pass "
                               "--db with a writable file (not a non-Index file).") from e
         self.affected: set[str | None] = set()
+        # A first scan into an empty Index has no earlier rows or skips to replace: the
+        # per-row look-ups of _put_rows are left out until something is there.
+        self._rows_before, self._skips_before = self.con.execute(
+            "SELECT EXISTS(SELECT 1 FROM instances), EXISTS(SELECT 1 FROM skipped)").fetchone()
+        #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
+        self._dup_sops: list[str] | None = None
 
     def _drop_all(self) -> None:
         for (name,) in self.con.execute(
@@ -188,13 +198,19 @@ class Store:
         scan by :meth:`resolve_duplicates`, whatever order the files came in."""
         c = self.con
         paths = [r[1] for r in rows]
-        for _path, uid in self._select_in(
-                "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
-            self.affected.add(uid)
-        c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
+        changed = []  # files indexed before: their old series and references go
+        if self._rows_before:
+            for path, uid in self._select_in(
+                    "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
+                self.affected.add(uid)
+                changed.append((path,))
+        if self._skips_before:
+            c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
         refs = [r for r in rows if r[5] is not None]
+        if changed or refs:
+            c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?",
+                          changed + [(r[1],) for r in refs])
         if refs:
-            c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?", [(r[1],) for r in refs])
             c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
                           [(r[1], p, uid) for r in refs for p, uid in r[5]])
         c.executemany(_INSERT, [r[4] for r in rows])
@@ -211,6 +227,7 @@ class Store:
 
     def _put_skip(self, path, size, mtime_ns, category, reason, status, sop_uid) -> None:
         c = self.con
+        self._skips_before = 1  # a later row of this path replaces this skip
         self._forget_instance(path)
         c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (path,))
         c.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
@@ -225,10 +242,15 @@ class Store:
     def duplicates_to_read(self) -> list[tuple[str, int, int]]:
         """Skipped copies whose SOP Instance UID must be decided again: ``(path, size,
         mtime_ns)`` to read again (their twin changed, disappeared or was added)."""
-        sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
+        sops = self._dup_sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
         return [tuple(r) for r in self._select_in(
-            "SELECT s.path, f.size, f.mtime_ns FROM skipped s JOIN files f ON f.path = s.path "
-            "WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) ORDER BY s.path", sops)]
+            "SELECT s.path, f.size, f.mtime_ns FROM skipped s CROSS JOIN files f "
+            "ON f.path = s.path WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) "
+            "ORDER BY s.path", sops)]
+
+    def forget_candidates(self) -> None:
+        """Make :meth:`resolve_duplicates` look the candidates up again."""
+        self._dup_sops = None
 
     def resolve_duplicates(self) -> None:
         """Decide every SOP Instance UID that several indexed files hold (one transaction).
@@ -243,7 +265,10 @@ class Store:
         """
         c = self.con
         with self.transaction():
-            sops = [u for (u,) in c.execute(_DUP_CANDIDATES_SQL)]
+            sops = self._dup_sops
+            if sops is None:
+                sops = [u for (u,) in c.execute(_DUP_CANDIDATES_SQL)]
+            self._dup_sops = None
             for sop in sops:
                 members = c.execute(
                     "SELECT i.path, i.series_instance_uid, f.size, f.mtime_ns FROM instances i "
@@ -286,11 +311,11 @@ class Store:
                 if uid is None:
                     slow.append(uid)
                     continue
-                (n,) = c.execute(_N_GROUPS_SQL, (uid,)).fetchone()
-                if n <= 1:
-                    c.execute(_ONE_GROUP_SQL, (uid,))
-                else:
+                (splits,) = c.execute(_SPLITS_SQL, (uid,)).fetchone()
+                if splits:
                     slow.append(uid)
+                else:
+                    c.execute(_ONE_GROUP_SQL, (uid,))
             sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
             for uid in slow:
                 if uid is None:

@@ -19,7 +19,8 @@ multi-valued numbers ((0020,0032), (0020,0037), (0028,0030), (0028,1050), (0028,
 An empty or unparseable value is ``None``. Top-level attributes are read by both readers;
 for enhanced multi-frame objects (:data:`FUNCTIONAL_GROUP_CLASSES`) the values that the
 series split needs and that are constant over the frames (echo time, complex image
-component, b-value, temporal position, stack) are taken from the functional groups by
+component, b-value, temporal position, stack, orientation, pixel spacing) are taken
+from the functional groups by
 :func:`functional_group_values` (pydicom, no pixel data) when the top level lacks them.
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_TAG",
     "is_mosaic",
     "functional_group_values",
+    "dataset_values",
 ]
 
 #: (column, tag, kind). ``kind`` says how a value is normalized: "ui" (UID), "text"
@@ -95,6 +97,7 @@ FIELDS: tuple[tuple[str, int, str], ...] = (
 )
 
 TAGS: dict[int, tuple[str, str]] = {tag: (name, kind) for name, tag, kind in FIELDS}
+_FIELD_NAMES = tuple(name for name, _tag, _kind in FIELDS)
 
 #: Private values read for the derived columns: tag -> (name, kind, private creator tag,
 #: creator). Only the first private block (gggg,0010) / (gggg,10xx) is looked at; "bytes"
@@ -142,7 +145,8 @@ class Skip(Exception):
     Categories: "empty file", "not DICOM", "bare preamble", "truncated header" (cut
     before the last attribute the Index reads), "truncated data" (cut later, e.g. in
     (7FE0,0010) Pixel Data; not checked for big endian or deflated files), "no SOP
-    Instance UID", "duplicate SOP Instance UID", "invalid DICOM", "unreadable",
+    Instance UID", "duplicate copy" (decided by the scan, see
+    :mod:`dicomml.io._scan_store`), "invalid DICOM", "unreadable",
     "scan failed" (a worker failed: read again by the next scan).
     """
 
@@ -276,8 +280,9 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
     """Assemble an Index row from normalized values; raise :class:`Skip` when unusable."""
     row: dict[str, Any] = {"path": path, "size": size, "mtime": mtime,
                            "transfer_syntax_uid": transfer_syntax_uid}
-    for name, _tag, _kind in FIELDS:
-        row[name] = values.get(name)
+    get = values.get
+    for name in _FIELD_NAMES:
+        row[name] = get(name)
     if row["sop_class_uid"] is None:
         row["sop_class_uid"] = meta_sop_class
     kind = object_kind(row["sop_class_uid"], row["rows"], row["columns"])
@@ -291,7 +296,9 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
             and _creator(values, 0x0019100C):
         row["diffusion_bvalue"] = float(values["siemens_bvalue"])
     row["mosaic_images"] = 0
-    if is_mosaic(row["image_type"]) and _creator(values, 0x00291010):
+    image_type = row["image_type"]
+    if image_type and "MOSAIC" in image_type and is_mosaic(image_type) \
+            and _creator(values, 0x00291010):
         from dicomml.io.csa import number_of_images_in_mosaic
 
         row["mosaic_images"] = number_of_images_in_mosaic(values.get("csa_image")) or 0
@@ -317,31 +324,33 @@ _FRAME_VALUES = (
     ("diffusion_bvalue", "MRDiffusionSequence", "DiffusionBValue"),
     ("temporal_position", "FrameContentSequence", "TemporalPositionIndex"),
     ("stack_id", "FrameContentSequence", "StackID"),
+    ("image_orientation", "PlaneOrientationSequence", "ImageOrientationPatient"),
+    ("pixel_spacing", "PixelMeasuresSequence", "PixelSpacing"),
 )
 
 
-def functional_group_values(path: str, ds=None) -> dict[str, Any]:
+def functional_group_values(source) -> dict[str, Any]:
     """Index values of an enhanced multi-frame object from its functional groups.
 
-    Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence with
-    pydicom (no pixel data) and returns the columns of :data:`_FRAME_VALUES` whose value
+    Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence of
+    ``source`` (a path, read with pydicom without pixel data, or a pydicom Dataset) and
+    returns the columns of :data:`_FRAME_VALUES` whose value
     is the same in every frame (shared, or per-frame and constant): (0018,9082) Effective
     Echo Time, (0008,9208) Complex Image Component, (0018,9087) Diffusion b-value,
-    (0020,9128) Temporal Position Index, (0020,9056) Stack ID. ``frames_per_position`` is
+    (0020,9128) Temporal Position Index, (0020,9056) Stack ID, (0020,0037) Image
+    Orientation (Patient) and (0028,0030) Pixel Spacing. ``frames_per_position`` is
     the number of frames divided by the number of distinct (0020,0032) Image Position
     (Patient) of the Plane Position Sequence (rounded down; None without positions): the
     number of volumes in the object. A file that cannot be read gives ``{}`` (the
-    top-level values stay). ``ds``: the file's dataset when already parsed by pydicom
-    (read_series), so that it is not read again.
+    top-level values stay).
     """
     import pydicom
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if ds is None:
-                ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                     specific_tags=[0x52009229, 0x52009230])
+            ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(
+                source, stop_before_pixels=True, specific_tags=[0x52009229, 0x52009230])
             shared = ds.get("SharedFunctionalGroupsSequence") or [None]
             frames = ds.get("PerFrameFunctionalGroupsSequence") or []
             out: dict[str, Any] = {}
@@ -364,6 +373,28 @@ def functional_group_values(path: str, ds=None) -> dict[str, Any]:
             return out
     except Exception:  # noqa: BLE001 - a broken functional group only loses these values
         return {}
+
+
+def dataset_values(ds, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The Index values of a pydicom Dataset, normalized as the scan stores them.
+
+    For callers that hold datasets rather than Index rows, e.g. to apply
+    :func:`dicomml.io.series.same_series` to the files :func:`read_series
+    <dicomml.io.volume.read_series>` reads. Top-level attributes of :data:`FIELDS`
+    (``names``: only these columns), then for enhanced objects the constant
+    functional-group values where the top level has none (:func:`functional_group_values`).
+    """
+    wanted = FIELDS if names is None else [f for f in FIELDS if f[0] in names]
+    out: dict[str, Any] = {}
+    for name, tag, kind in wanted:
+        elem = ds.get(tag)
+        out[name] = None if elem is None else normalize_pydicom(kind, elem.value)
+    sop_class = out.get("sop_class_uid") or normalize_pydicom("ui", ds.get("SOPClassUID"))
+    if sop_class in FUNCTIONAL_GROUP_CLASSES:
+        for name, value in functional_group_values(ds).items():
+            if name in out and out[name] is None:
+                out[name] = value
+    return out
 
 
 def _group_value(group, seq: str, attr: str, kind: str) -> Any:

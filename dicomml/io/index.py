@@ -12,13 +12,22 @@ Tables (schema version :data:`SCHEMA_VERSION`)
     :meth:`Index.instances` decodes them to tuples of float. Multi-valued text such as
     ``image_type`` (0008,0008) keeps DICOM's backslash (``"ORIGINAL\\PRIMARY\\AXIAL"``).
     ``patient_id`` (0010,0020) is stored for patient-level splits; dicomml never prints it.
+    The series split reads ``echo_number`` (0018,0086), ``echo_time`` (0018,0081),
+    ``image_type`` and ``complex_image_component`` (0008,9208); ``diffusion_bvalue``
+    (0018,9087, else Siemens (0019,100C)), ``temporal_position`` (0020,0100),
+    ``acquisition_number`` (0020,0012), ``stack_id`` (0020,9056) and ``in_stack_position``
+    (0020,9057) are kept for the readers (for enhanced objects from the functional groups
+    when constant over the frames), with ``mosaic_images`` (Siemens NumberOfImagesInMosaic,
+    0 when not a mosaic) and ``frames_per_position`` (enhanced objects). A *conflicting
+    duplicate* (another file holds its SOP Instance UID with other content) has
+    ``duplicate_of`` = that file's path; ``conflict`` is 1 on every file of such a set.
 ``skipped``
     Files that are not usable: path, size, mtime, ``category`` (grouping) and ``reason``
-    (plus, for duplicates, the ``sop_instance_uid`` they share with an indexed file).
+    (plus, for duplicate copies, the ``sop_instance_uid`` they share with an indexed file).
 ``files``
     The scan state: path, size, ``mtime_ns`` and status ("instance", "skipped", "dup");
     a re-scan reads only files whose size or mtime changed, files whose reading failed,
-    and duplicates whose indexed twin disappeared.
+    and duplicate copies whose SOP Instance UID must be decided again.
 ``dicomdir_refs``
     Files that a DICOMDIR references ((0004,1500) Referenced File ID, (0004,1511)
     Referenced SOP Instance UID in File): used as a cross-check only.
@@ -315,9 +324,9 @@ class Index:
         with other content, the first file included).
         """
         q = self._con.execute
-        patients, studies, instances = q(
-            "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT study_instance_uid), COUNT(*) "
-            "FROM instances").fetchone()
+        patients, studies, instances, conflicts = q(
+            "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT study_instance_uid), COUNT(*), "
+            "COALESCE(SUM(conflict), 0) FROM instances").fetchone()
         images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
                            "WHERE is_image").fetchone()
         by_modality = dict(q(
@@ -331,7 +340,6 @@ class Index:
         referenced, missing = q(
             "SELECT COUNT(*), COALESCE(SUM(i.path IS NULL), 0) FROM dicomdir_refs r "
             "LEFT JOIN instances i ON i.path = r.path").fetchone()
-        conflicts = q("SELECT COUNT(*) FROM instances WHERE conflict").fetchone()[0]
         return {"patients": patients, "studies": studies, "series": series,
                 "conflicting_duplicates": conflicts,
                 "instances": instances, "images": images,

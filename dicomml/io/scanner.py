@@ -162,13 +162,20 @@ def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tup
 _ARRAY_TEXT: dict = {}
 
 
+#: (column, is an array column, is "is_image") for every column of ``instances``.
+_DB_COLUMNS = tuple((col, col in ARRAY_COLUMNS, col == "is_image") for col in INSTANCE_COLUMNS)
+
+
 def _db_values(row: dict) -> tuple:
     """:func:`dicomml.io._scan_store.db_values`, with the JSON of repeated arrays remembered."""
     values = []
     cache = _ARRAY_TEXT
-    for col in INSTANCE_COLUMNS:
-        v = row.get(col)
-        if v is not None and col in ARRAY_COLUMNS:
+    get = row.get
+    for col, is_array, is_image in _DB_COLUMNS:
+        v = get(col)
+        if v is None:
+            pass
+        elif is_array:
             hit = cache.get(id(v))
             if hit is not None and hit[0] is v:
                 v = hit[1]
@@ -178,7 +185,7 @@ def _db_values(row: dict) -> tuple:
                     cache.clear()
                 cache[id(v)] = (v, text)
                 v = text
-        elif col == "is_image":
+        elif is_image:
             v = int(bool(v))
         values.append(v)
     return tuple(values)
@@ -399,7 +406,9 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         # on the order workers returned them; skipped copies of a changed SOP Instance UID
         # are read again to be decided with it
         again = [o for o in store.duplicates_to_read() if o[0] in found]
-        n_read += _read_all(store, again, 0, None, False, fast)
+        if again:
+            n_read += _read_all(store, again, 0, None, False, fast)
+            store.forget_candidates()  # what was read again may hold other UIDs now
         store.resolve_duplicates()
         store.update_series_keys()
         skipped = tuple(tuple(r) for r in store.current_skipped())

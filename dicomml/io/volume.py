@@ -702,21 +702,21 @@ def select_volume(volume: Volume, k: int) -> Volume:
 
 
 def _series_row(ds, path: str) -> dict:
-    """The values :func:`dicomml.io.series.same_series` compares, as the Index holds them."""
+    """The values :func:`dicomml.io.series.same_series` compares, as the Index holds them
+    (:func:`dicomml.io.header.dataset_values`; the fast parser's datasets are looked up by
+    keyword: they hold top-level attributes only, never functional groups)."""
     from pydicom.datadict import keyword_for_tag
 
     from dicomml.io import header
 
     row = {"path": path, "instance_number": header.normalize_pydicom(
         "int", ds.get("InstanceNumber"))}
+    if hasattr(ds, "private_block"):
+        row.update(header.dataset_values(ds, SPLIT_COLUMNS))
+        return row
     for name, tag, kind in header.FIELDS:
         if name in SPLIT_COLUMNS:
             row[name] = header.normalize_pydicom(kind, ds.get(keyword_for_tag(tag)))
-    if str(ds.get("SOPClassUID", "")) in header.FUNCTIONAL_GROUP_CLASSES:
-        full = ds if hasattr(ds, "private_block") else None
-        for name, value in header.functional_group_values(path, full).items():
-            if name in SPLIT_COLUMNS and row.get(name) is None:
-                row[name] = value
     return row
 
 

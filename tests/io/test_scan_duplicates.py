@@ -124,3 +124,24 @@ def test_same_result_whatever_the_executor(export, tmp_path, monkeypatch, kind):
     for x, y in zip(_state(ref.db_path), _state(got.db_path)):
         assert x.equals(y)
     assert got.conflicts == ref.conflicts and got.skipped == ref.skipped
+
+
+def test_interrupted_before_duplicates_are_decided(export, tmp_path, monkeypatch):
+    """A scan stopped after its rows are stored but before duplicates are decided: the
+    next scan (nothing changed on disk) decides them as a fresh scan does."""
+    import dicomml.io._scan_store as store_mod
+
+    root, files = export
+    real = store_mod.Store.resolve_duplicates
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod.Store, "resolve_duplicates", interrupted)
+    db = tmp_path / "i.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        scan(root, db, workers=0, progress=False)
+    monkeypatch.setattr(store_mod.Store, "resolve_duplicates", real)
+    r = scan(root, db, workers=0, progress=False)
+    assert r.files_read == 0  # every file was stored: nothing is read again
+    _expect(root, files, db)

@@ -91,7 +91,9 @@ _FRAME_ATTRS = {"echo_time": ("MREchoSequence", "EffectiveEchoTime"),
                 "complex_image_component": ("MRImageFrameTypeSequence", "ComplexImageComponent"),
                 "diffusion_bvalue": ("MRDiffusionSequence", "DiffusionBValue"),
                 "temporal_position": ("FrameContentSequence", "TemporalPositionIndex"),
-                "stack_id": ("FrameContentSequence", "StackID")}
+                "stack_id": ("FrameContentSequence", "StackID"),
+                "image_orientation": ("PlaneOrientationSequence", "ImageOrientationPatient"),
+                "pixel_spacing": ("PixelMeasuresSequence", "PixelSpacing")}
 
 
 def _expected_from_frames(ds: Dataset, name: str, kind: str):

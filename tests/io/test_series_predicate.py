@@ -108,3 +108,24 @@ def test_orientations_2e8_apart_are_one_key_and_one_volume(tmp_path):
     assert row["n_instances"] == 5 and row["n_volumes"] == 1 and row["n_echoes"] == 1
     assert not row["mosaic"] and row["n_conflicts"] == 0
     assert row["series_key"] == row["series_instance_uid"]
+
+
+def test_dataset_values_equal_the_index_row():
+    """read_series holds datasets: dataset_values gives it the Index's split values."""
+    from tests.io.realdata import dataset
+
+    from dicomml.io.header import dataset_values, read_header
+    from dicomml.io.series import SPLIT_COLUMNS
+
+    paths = sorted((dataset("dcm_qa_xa30") / "In" / "8_gre_field_mapping").iterdir())
+    paths += sorted((dataset("dcm_qa_mosaic") / "In" / "ep2d_Asc_2").iterdir())[:1]
+    seen = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in paths:
+            got = dataset_values(pydicom.dcmread(path, stop_before_pixels=True),
+                                 SPLIT_COLUMNS)
+            row = read_header(str(path))
+            assert got == {c: row[c] for c in SPLIT_COLUMNS}, path
+            seen.add(got["echo_time"])
+    assert seen == {10.0, 12.46, 30.0}  # the field map's echoes come from the frames
