@@ -342,7 +342,6 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         chosen = next(iter(by_series.values()))
     datasets = [datasets[i] for i in chosen]
     files = [files[i] for i in chosen]
-    datasets, files = _one_series(datasets, files, fail_or_record)
 
     # -- decode stored values (threads: file I/O and codecs release the GIL)
     done = _decode_isolated(datasets, files, decoders, workers, executor) if isolate else {}
@@ -381,6 +380,8 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     if not keep_files:
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
+    # after decoding, so that an undecodable file is reported as such whatever its series
+    keep_files = _one_series(keep_files, datasets, files, fail_or_record)
 
     # -- slices (a mosaic gives one slice per tile, a multi-frame object one per frame)
     stored_of: dict[int, np.ndarray] = {}
@@ -720,16 +721,16 @@ def _series_row(ds, path: str) -> dict:
     return row
 
 
-def _one_series(datasets, files, fail_or_record):
-    """Keep the instances of the largest series by the one same-series rule of the Index
-    (:func:`dicomml.io.series.group_instances`: echo, magnitude/phase, size, orientation...);
-    the others are left out with an issue."""
-    if len(datasets) < 2:
-        return datasets, files
-    by_path = {f: k for k, f in enumerate(files)}
-    groups = group_instances([_series_row(ds, f) for ds, f in zip(datasets, files)])
+def _one_series(indices: list[int], datasets, files, fail_or_record) -> list[int]:
+    """Keep the instances (indices into ``datasets``) of the largest series by the one
+    same-series rule of the Index (:func:`dicomml.io.series.group_instances`: echo,
+    magnitude/phase, size, orientation...); the others are left out with an issue."""
+    if len(indices) < 2:
+        return indices
+    by_path = {files[i]: i for i in indices}
+    groups = group_instances([_series_row(datasets[i], files[i]) for i in indices])
     if len(groups) == 1:
-        return datasets, files
+        return indices
     ref = groups[0][0]
     for group in groups[1:]:
         row = group[0]
@@ -745,8 +746,7 @@ def _one_series(datasets, files, fail_or_record):
                        f"Instance UID ({why}) left out: "
                        + _short([os.path.basename(r["path"]) for r in group])
                        + "; read them by their series key (dicomml scan)")
-    keep = sorted(by_path[r["path"]] for r in groups[0])
-    return [datasets[k] for k in keep], [files[k] for k in keep]
+    return sorted(by_path[r["path"]] for r in groups[0])
 
 
 def _majority(slices, key, kind, describe, fail_or_record, datasets):
