@@ -208,3 +208,12 @@ def test_in_stack_positions_contradicting_a_3d_stack(tmp_path):
     ds.save_as(path)
     vol = read_series(path)
     assert [i.kind for i in vol.issues] == ["dimension_conflict"]
+
+
+def test_preprocessing_a_4d_volume_asks_for_one_volume():
+    from dicomml.preprocess.pipeline import to_tensor
+
+    vol = read_series(dataset("dcm_qa_nih") / "In" / "20180918Si" / "mr_0003")
+    with pytest.raises(ConfigError, match="2 volumes"):
+        to_tensor(vol, 0)
+    assert to_tensor(vol.volume(1), 2).shape == (224, 224, 3)
