@@ -56,7 +56,6 @@ read as one image with a ``mosaic`` issue. With ``strict=True`` every issue rais
 from __future__ import annotations
 
 import os
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,53 +66,36 @@ from dicomml.errors import (
     ConfigError,
     DecodeError,
     DicommlError,
-    InvalidDicomError,
     NoPixelDataError,
     NotDicomError,
     SeriesError,
 )
-from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
-from dicomml.io.csa import image_type_values
-from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
-from dicomml.io.multivolume import (
-    Acquisition,
-    acquisition,
-    dimension_issues,
-    split_volumes,
-    volume_info,
-)
-from dicomml.io.philips import scale_slope as philips_scale_slope
-from dicomml.io.series import SPLIT_COLUMNS, first_fit_groups, group_instances, same_orientation
 from dicomml.io.pixels import (
     _n_frames,
     corrupt_value_error,
     _rescale_into,
     decode_stored,
     frame_geometry,
-    frame_rescale,
     padding_mask,
     to_modality,
     voi_luts_of,
     windows_of,
 )
 from dicomml.io.sitk_interop import from_sitk, resample, to_sitk
+from dicomml.io.stacking import (
+    Slice,
+    int_or,
+    majority,
+    one_series,
+    order_slices,
+    philips_scale,
+    short_list,
+    slices_of,
+)
 from dicomml.io.types import SeriesIssue, Volume
 
 __all__ = ["read_series", "select_volume", "to_sitk", "from_sitk", "resample"]
-
-
-@dataclass
-class _Slice:
-    file: int            # index into the loaded files
-    frame: int           # frame index in that file
-    position: np.ndarray | None
-    orientation: np.ndarray | None
-    size: tuple[int, int]
-    slope: float | None
-    intercept: float | None
-    label: str
-    acq: Acquisition
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -322,8 +304,8 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         unreadable = [i.detail for i in issues]
         raise SeriesError(f"no image instances among the {len(paths)} file(s) given "
                           f"({len(ignored)} ignored: not DICOM or no (7FE0,0010) Pixel Data"
-                          f"{': ' + _short(ignored, 3) if ignored else ''}"
-                          f"{'; unreadable: ' + _short(unreadable, 3) if unreadable else ''}).")
+                          f"{': ' + short_list(ignored, 3) if ignored else ''}"
+                          f"{'; unreadable: ' + short_list(unreadable, 3) if unreadable else ''}).")
 
     # -- one series
     by_series: dict[str, list[int]] = {}
@@ -381,16 +363,16 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
     # after decoding, so that an undecodable file is reported as such whatever its series
-    keep_files = _one_series(keep_files, datasets, files, fail_or_record)
+    keep_files = one_series(keep_files, datasets, files, fail_or_record)
 
     # -- slices (a mosaic gives one slice per tile, a multi-frame object one per frame)
     stored_of: dict[int, np.ndarray] = {}
-    slices: list[_Slice] = []
+    slices: list[Slice] = []
     mosaics = 0
     for i in keep_files:
         try:
-            built = _slices_of(i, datasets[i], files[i], decoded[i][0], philips_precise,
-                               fail_or_record)
+            built = slices_of(i, datasets[i], files[i], decoded[i][0],
+                              _n_frames(datasets[i]), philips_precise, fail_or_record)
         except DicommlError as e:
             fail_or_record("unreadable", f"{e} — the slice is left out", e)
             continue
@@ -404,7 +386,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     if not slices:
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
-    slices = _majority(slices, lambda s: s.size, "mixed_size",
+    slices = majority(slices, lambda s: s.size, "mixed_size",
                        lambda s: f"{s.size[0]}×{s.size[1]}", fail_or_record, datasets)
     with_pos = [s for s in slices if s.position is not None and s.orientation is not None]
     if len(with_pos) < len(slices):
@@ -412,7 +394,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         if with_pos:
             fail_or_record("no_position", f"{len(missing)} slice(s) without (0020,0032) Image "
                            f"Position / (0020,0037) Orientation (Patient) left out: "
-                           f"{_short(missing)}")
+                           f"{short_list(missing)}")
             slices = with_pos
         else:
             fail_or_record("no_position", "no slice has (0020,0032) Image Position / "
@@ -421,7 +403,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     extra: dict = {"ignored": ignored}
     if mosaics:
         extra["mosaic"] = True
-    scale = _philips_scale(datasets[slices[0].file], files[slices[0].file])
+    scale = philips_scale(datasets[slices[0].file], files[slices[0].file])
     if scale is not None:
         extra["philips_scale_slope"] = scale
         extra["philips_precise"] = bool(philips_precise)
@@ -447,7 +429,7 @@ class _Context:
     tiled: bool
 
 
-def _assemble(slices: list[_Slice], ctx: _Context) -> Volume:
+def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
     """Order the slices (3-D or 4-D), convert them to modality values and build the Volume.
 
     A slice whose conversion fails (a malformed Modality LUT...) is reported and left out,
@@ -460,9 +442,9 @@ def _assemble(slices: list[_Slice], ctx: _Context) -> Volume:
     extra = dict(extra)
     # Numeric tie-break (Instance Number, file, frame): the lower Instance Number is kept
     # for a duplicate position, and frame 20 comes before frame 100.
-    slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.file,
+    slices.sort(key=lambda s: (int_or(datasets[s.file].get("InstanceNumber")), s.file,
                                s.frame))
-    layers, infos, geometry = _order(slices, datasets, files, extra, fail_or_record)
+    layers, infos, geometry = order_slices(slices, datasets, files, extra, fail_or_record)
     if volume is not None:
         if isinstance(volume, bool) or not isinstance(volume, (int, np.integer)) \
                 or not -len(layers) <= int(volume) < len(layers):
@@ -551,134 +533,6 @@ def _assemble(slices: list[_Slice], ctx: _Context) -> Volume:
     )
 
 
-def _full_header(ds, path: str):
-    """``ds`` itself when pydicom parsed it, else the file's header parsed by pydicom (the
-    fast parser keeps only the attributes that most files need: no private elements)."""
-    if hasattr(ds, "private_block"):
-        return ds
-    return load_dataset(path, stop_before_pixels=True)[0]
-
-
-def _philips_scale(ds, path: str) -> float | None:
-    """The private Philips Scale Slope (2005,xx0E) of a Philips MR file, else None."""
-    if "PHILIPS" not in str(ds.get("Manufacturer") or "").upper():
-        return None
-    return philips_scale_slope(_full_header(ds, path))
-
-
-def _slices_of(i: int, ds, path: str, stored: np.ndarray, philips_precise: bool,
-               fail_or_record):
-    """``(stored values per slice, [_Slice], dataset, is_mosaic)`` of one decoded file (the
-    dataset is the full header when the fast parser's one lacked what was needed)."""
-    name = os.path.basename(path)
-    layout = None
-    if is_mosaic(ds) and stored.shape[0] == 1:
-        ds = _full_header(ds, path)  # the CSA header is a private element
-        try:
-            layout = mosaic_layout(ds)
-        except InvalidDicomError as e:
-            detail = (f"{path}: (0008,0008) Image Type says MOSAIC but {e}; assumed one "
-                      f"{int(ds.Rows)}×{int(ds.Columns)} image, not cut into slices")
-            fail_or_record("mosaic", detail, InvalidDicomError(detail))
-    if layout is not None:
-        stored = cut_tiles(stored, layout)
-        n = layout.n
-        pos = layout.positions
-        ori = frame_geometry(ds, [0])[1]
-        ori = None if ori is None else np.repeat(ori, n, axis=0)
-        resc = frame_rescale(ds, [0])
-        if resc is not None:
-            resc = (np.repeat(resc[0], n), np.repeat(resc[1], n), resc[2])
-        size = (layout.rows, layout.columns)
-    else:
-        n = _n_frames(ds)
-        pos, ori, _, _ = frame_geometry(ds, range(n))
-        resc = frame_rescale(ds, range(n))
-        size = (int(ds.Rows), int(ds.Columns))
-    scale = _philips_scale(ds, path) if philips_precise else None
-    acqs = acquisition(ds, n)
-    what = "tile" if layout is not None else "frame"
-    out = []
-    for f in range(n):
-        slope = None if resc is None else float(resc[0][f])
-        intercept = None if resc is None else float(resc[1][f])
-        if scale is not None:
-            # dcm2niix's "precise float": (stored × RS + RI) / (RS × SS)
-            rs = 1.0 if slope is None else slope
-            slope, intercept = 1.0 / scale, (intercept or 0.0) / (rs * scale)
-        out.append(_Slice(
-            file=i, frame=f,
-            position=None if pos is None else pos[f],
-            orientation=None if ori is None else ori[f],
-            size=size, slope=slope, intercept=intercept,
-            label=name if n == 1 else f"{name}[{what} {f}]", acq=acqs[f]))
-    return stored, out, ds, layout is not None
-
-
-def _order(slices: list[_Slice], datasets, files, extra: dict, fail_or_record):
-    """``(layers, infos, (slice spacing, origin, direction))``: the slices of every volume
-    ordered along the normal (one layer for a 3-D series) and the per-volume attributes."""
-    if slices[0].position is None:
-        return [slices], (), (1.0, (0.0, 0.0, 0.0), np.eye(3))
-    groups = first_fit_groups(slices, lambda a, b: same_orientation(
-        tuple(a.orientation), tuple(b.orientation)))
-    if len(groups) > 1:  # frames of Enhanced objects (instances: see _one_series)
-        dropped = [s for g in groups[1:] for s in g]
-        fail_or_record("mixed_orientation", f"{len(dropped)} slice(s) differ from the other "
-                       f"{len(groups[0])} and are left out: " + _short(
-                           [f"{s.label} ({_image_type(datasets[s.file])})" for s in dropped]))
-        slices = groups[0]
-    orientation = slices[0].orientation
-    normal = geo.slice_normal(orientation)
-    positions = np.stack([s.position for s in slices])
-    labels = [s.label for s in slices]
-    volumes, split_issues = split_volumes(positions @ normal, [s.acq for s in slices], labels)
-    for iss in split_issues:
-        fail_or_record(iss.kind, iss.detail)
-    if volumes is None:
-        order, dist = geo.order_along_normal(positions, normal)
-        ordered = [slices[k] for k in order]
-        keep, _, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in ordered])
-        layers = [[s for s, k in zip(ordered, keep) if k]]
-        infos: tuple = ()
-        kept = [int(k) for k, ok in zip(order, keep) if ok]
-        split_issues = dimension_issues([kept], [s.acq for s in slices])
-        for iss in split_issues:
-            fail_or_record(iss.kind, iss.detail)
-    else:
-        layers = [[slices[k] for k in members] for members in volumes]
-        dist = positions[volumes[0]] @ normal
-        _, _, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in layers[0]])
-        infos = tuple(_volume_info(v, layer[0], datasets, files)
-                      for v, layer in enumerate(layers))
-        extra["n_volumes"] = len(layers)
-    for iss in gap_issues:
-        fail_or_record(iss.kind, iss.detail)
-    first = np.stack([s.position for s in layers[0]])
-    steps = np.linalg.norm(np.diff(first, axis=0), axis=1)
-    ds0 = datasets[layers[0][0].file]
-    slice_spacing = float(np.median(steps)) if len(steps) else (
-        _float_or(ds0.get("SpacingBetweenSlices")) or _float_or(ds0.get("SliceThickness"))
-        or 1.0)
-    extra["tilt_degrees"] = geo.tilt_degrees(first, normal)
-    if len(first) > 1:
-        v = first[-1] - first[0]
-        extra["slice_direction"] = tuple(float(c) for c in v / np.linalg.norm(v))
-    return layers, infos, (slice_spacing, tuple(float(v) for v in first[0]),
-                           geo.direction_matrix(orientation))
-
-
-def _volume_info(v: int, s: _Slice, datasets, files):
-    """Attributes of volume ``v`` from its first slice (Siemens and diffusion files: from
-    the full header, a Siemens b-value is in the private CSA header)."""
-    ds = datasets[s.file]
-    if not hasattr(ds, "private_block") and (
-            "SIEMENS" in str(ds.get("Manufacturer") or "").upper()
-            or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
-        ds = _full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
-    return volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
-
-
 def select_volume(volume: Volume, k: int) -> Volume:
     """Volume ``k`` (0-based) of a 4-D :class:`Volume` as a 3-D one (the pixels are a view).
 
@@ -702,70 +556,6 @@ def select_volume(volume: Volume, k: int) -> Volume:
         volumes=volume.volumes[k:k + 1], extra={**volume.extra, "volume": k, "n_volumes": n})
 
 
-def _series_row(ds, path: str) -> dict:
-    """The values :func:`dicomml.io.series.same_series` compares, as the Index holds them
-    (:func:`dicomml.io.header.dataset_values`; the fast parser's datasets are looked up by
-    keyword: they hold top-level attributes only, never functional groups)."""
-    from pydicom.datadict import keyword_for_tag
-
-    from dicomml.io import header
-
-    row = {"path": path, "instance_number": header.normalize_pydicom(
-        "int", ds.get("InstanceNumber"))}
-    if hasattr(ds, "private_block"):
-        row.update(header.dataset_values(ds, SPLIT_COLUMNS))
-        return row
-    for name, tag, kind in header.FIELDS:
-        if name in SPLIT_COLUMNS:
-            row[name] = header.normalize_pydicom(kind, ds.get(keyword_for_tag(tag)))
-    return row
-
-
-def _one_series(indices: list[int], datasets, files, fail_or_record) -> list[int]:
-    """Keep the instances (indices into ``datasets``) of the largest series by the one
-    same-series rule of the Index (:func:`dicomml.io.series.group_instances`: echo,
-    magnitude/phase, size, orientation...); the others are left out with an issue."""
-    if len(indices) < 2:
-        return indices
-    by_path = {files[i]: i for i in indices}
-    groups = group_instances([_series_row(datasets[i], files[i]) for i in indices])
-    if len(groups) == 1:
-        return indices
-    ref = groups[0][0]
-    for group in groups[1:]:
-        row = group[0]
-        if (row["rows"], row["columns"]) != (ref["rows"], ref["columns"]):
-            kind, why = "mixed_size", f"{row['rows']}×{row['columns']}"
-        elif not same_orientation(row["image_orientation"], ref["image_orientation"]):
-            kind, why = "mixed_orientation", _image_type(datasets[by_path[row["path"]]])
-        else:
-            kind = "mixed_series"
-            why = ", ".join(f"{c} {row.get(c)!r} vs {ref.get(c)!r}" for c in SPLIT_COLUMNS
-                            if row.get(c) != ref.get(c)) or "duplicate"
-        fail_or_record(kind, f"{len(group)} instance(s) of another series of this Series "
-                       f"Instance UID ({why}) left out: "
-                       + _short([os.path.basename(r["path"]) for r in group])
-                       + "; read them by their series key (dicomml scan)")
-    return sorted(by_path[r["path"]] for r in groups[0])
-
-
-def _majority(slices, key, kind, describe, fail_or_record, datasets):
-    counts = Counter(key(s) for s in slices)
-    if len(counts) <= 1:
-        return slices
-    best = max(counts.items(), key=lambda kv: kv[1])[0]
-    out = [s for s in slices if key(s) == best]
-    dropped = [s for s in slices if key(s) != best]
-    fail_or_record(kind, f"{len(dropped)} slice(s) differ from the other {len(out)} and are "
-                   "left out: " + _short([f"{s.label} ({describe(s)})" for s in dropped]))
-    return out
-
-
-def _image_type(ds) -> str:
-    it = ds.get("ImageType")
-    return shown_cs(it, "orientation differs")
-
-
 def _describe_series(by_series, datasets) -> str:
     parts = []
     for uid, idx in by_series.items():
@@ -773,24 +563,6 @@ def _describe_series(by_series, datasets) -> str:
         parts.append(f"{shown_uid(uid, '<no (0020,000E)>')} ({shown_cs(ds.get('Modality'), '?')}, "
                      f"{len(idx)} instance(s))")
     return "; ".join(parts)
-
-
-def _short(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def _float_or(v):
-    try:
-        return float(v) if v not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _int_or(v) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
 
 
 def _str_or(v):
