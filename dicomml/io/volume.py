@@ -35,8 +35,9 @@ How :func:`read_series` builds the volume
    Thickness); ``origin`` is the position of the first slice; ``direction`` has the columns
    (row cosine, column cosine, normal).
 
-SimpleITK interop (:func:`to_sitk`, :func:`from_sitk`, :func:`resample`) lives in
-:mod:`dicomml.io.sitk_interop` and is re-exported here.
+Steps 3–5 are in :mod:`dicomml.io.stacking`. SimpleITK interop (:func:`to_sitk`,
+:func:`from_sitk`, :func:`resample`) lives in :mod:`dicomml.io.sitk_interop` and is
+re-exported here.
 
 Gantry tilt: the positions then advance along a line that is not the normal. As SimpleITK's
 ``ImageSeriesReader`` (ITK/GDCM) does, the third direction column stays the slice normal and
