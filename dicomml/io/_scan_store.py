@@ -134,14 +134,26 @@ class Store:
                                 "FROM instances WHERE path=?", (p,)).fetchone()
                 if old is not None:
                     self.affected.add(old[0])
-                    if old[2]:  # its conflicting twins are decided again (also after a crash)
-                        c.execute("UPDATE instances SET series_key = NULL "
-                                  "WHERE sop_instance_uid = ?", (old[1],))
+                    if old[2]:
+                        self._reopen_conflict(old[1], p)
                 c.execute("DELETE FROM instances WHERE path=?", (p,))
                 c.execute("DELETE FROM skipped WHERE path=?", (p,))
                 c.execute("DELETE FROM files WHERE path=?", (p,))
                 c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (p,))
         return len(paths)
+
+    def _reopen_conflict(self, sop: str, path: str) -> None:
+        """``path`` (one of a set of conflicting duplicates) goes or changes: the others are
+        decided again by :meth:`resolve_duplicates` (a NULL series key marks them, so this
+        survives a crash); the last one left conflicts with nothing."""
+        c = self.con
+        c.execute("UPDATE instances SET series_key = NULL WHERE sop_instance_uid = ? "
+                  "AND path <> ?", (sop, path))
+        left = c.execute("SELECT COUNT(*) FROM instances WHERE sop_instance_uid = ? "
+                         "AND path <> ?", (sop, path)).fetchone()[0]
+        if left == 1:
+            c.execute("UPDATE instances SET duplicate_of = NULL, conflict = NULL "
+                      "WHERE sop_instance_uid = ? AND path <> ?", (sop, path))
 
     # -- results -------------------------------------------------------------------------
     def write(self, results: list[tuple]) -> None:
@@ -200,10 +212,13 @@ class Store:
         paths = [r[1] for r in rows]
         changed = []  # files indexed before: their old series and references go
         if self._rows_before:
-            for path, uid in self._select_in(
-                    "SELECT path, series_instance_uid FROM instances WHERE path IN ({})", paths):
+            for path, uid, sop, conflict in self._select_in(
+                    "SELECT path, series_instance_uid, sop_instance_uid, conflict FROM instances "
+                    "WHERE path IN ({})", paths):
                 self.affected.add(uid)
                 changed.append((path,))
+                if conflict:
+                    self._reopen_conflict(sop, path)
         if self._skips_before:
             c.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
         refs = [r for r in rows if r[5] is not None]

@@ -145,3 +145,38 @@ def test_interrupted_before_duplicates_are_decided(export, tmp_path, monkeypatch
     r = scan(root, db, workers=0, progress=False)
     assert r.files_read == 0  # every file was stored: nothing is read again
     _expect(root, files, db)
+
+
+def test_conflict_ends_when_its_twin_goes(export, tmp_path):
+    root, files = export
+    src = tmp_path / "src"
+    shutil.copytree(root, src)
+    db = tmp_path / "i.sqlite"
+    scan(src, db, workers=0, progress=False)
+    (src / "c" / "conflict").unlink()
+    (src / "d" / "copy").unlink()
+    r = scan(src, db, workers=0, progress=False)
+    assert r.conflicts == () and r.summary["conflicting_duplicates"] == 0
+    inst, skipped, series = _state(db)
+    assert not inst["conflict"].any() and inst["duplicate_of"].isna().all()
+    assert list(series["n_conflicts"]) == [0] and list(series["n_instances"]) == [5]
+    assert list(skipped["path"]) == [str(src / "b" / files[0].name)]  # still a copy of a/copy
+
+
+def test_conflict_ends_when_its_twin_changes(export, tmp_path):
+    """The conflicting file is rewritten with a SOP Instance UID of its own."""
+    root, files = export
+    src = tmp_path / "src"
+    shutil.copytree(root, src)
+    (src / "d" / "copy").unlink()
+    db = tmp_path / "i.sqlite"
+    scan(src, db, workers=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(src / "c" / "conflict")
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".9"
+        ds.save_as(src / "c" / "conflict")
+    r = scan(src, db, workers=0, progress=False)
+    assert r.files_read == 1 and r.conflicts == ()
+    inst, _skipped, _series = _state(db)
+    assert not inst["conflict"].any() and inst["duplicate_of"].isna().all()

@@ -129,3 +129,12 @@ def test_dataset_values_equal_the_index_row():
             assert got == {c: row[c] for c in SPLIT_COLUMNS}, path
             seen.add(got["echo_time"])
     assert seen == {10.0, 12.46, 30.0}  # the field map's echoes come from the frames
+
+
+def test_docstring_examples():
+    import doctest
+
+    import dicomml.io.series
+
+    result = doctest.testmod(dicomml.io.series)
+    assert result.attempted >= 3 and result.failed == 0
