@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Window", "VOILUT", "Image", "Volume", "SeriesIssue"]
+__all__ = ["Window", "VOILUT", "Image", "Volume", "VolumeInfo", "SeriesIssue"]
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,52 @@ class Image:
 class SeriesIssue:
     """A problem found while assembling a series: ``kind`` is one of
     ``"irregular_spacing"``, ``"missing_slices"``, ``"duplicate_position"``,
-    ``"mixed_orientation"``, ``"mixed_size"``, ``"no_position"``, ``"unreadable"``; ``detail`` says where."""
+    ``"mixed_orientation"``, ``"mixed_size"``, ``"mixed_series"`` (another echo, part or
+    Series Number, see :func:`dicomml.io.series.same_series`), ``"no_position"``, ``"unreadable"``,
+    ``"mosaic"`` (a mosaic that cannot be cut), ``"incomplete_volume"`` (a 4-D series whose
+    last volume lacks slices), ``"dimension_conflict"`` (enhanced multi-frame dimension
+    indices that contradict the positions); ``detail`` says where."""
 
     kind: str
     detail: str
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """Per-volume attributes of a 4-D series (one per volume, in acquisition order).
+
+    Attributes
+    ----------
+    index : int
+        0-based position of the volume in the series.
+    temporal_position : int or None
+        (0020,0100) Temporal Position Identifier, or (0020,9128) Temporal Position Index.
+    b_value : float or None
+        (0018,9087) Diffusion b-value (Siemens: CSA ``B_value``; GE: (0043,1039)).
+    gradient : tuple of float or None
+        (0018,9089) Diffusion Gradient Orientation (Siemens: CSA
+        ``DiffusionGradientDirection``), in patient coordinates.
+    echo_time : float or None
+        (0018,0081) Echo Time / (0018,9082) Effective Echo Time, ms.
+    echo_number : int or None
+        (0018,0086) Echo Numbers.
+    trigger_time : float or None
+        (0018,1060) Trigger Time, ms.
+    acquisition_time : str or None
+        (0008,0032) Acquisition Time or the frame's (0018,9074) Frame Acquisition DateTime.
+    acquisition_number : int or None
+        (0020,0012) Acquisition Number.
+    """
+
+    index: int
+    temporal_position: int | None = None
+    b_value: float | None = None
+    gradient: tuple[float, float, float] | None = None
+    echo_time: float | None = None
+    echo_number: int | None = None
+    trigger_time: float | None = None
+    acquisition_time: str | None = None
+    acquisition_number: int | None = None
 
 
 @dataclass(eq=False)
@@ -138,7 +180,9 @@ class Volume:
     Attributes
     ----------
     pixels : numpy.ndarray
-        ``float32``, shape (slices, rows, columns).
+        ``float32``, shape (slices, rows, columns); for a series of several volumes (fMRI,
+        diffusion, multi-phase) (volumes, slices, rows, columns), volumes in acquisition
+        order, all on the same grid.
     spacing : tuple of float
         (slice, row, column) spacing in mm, in the same order as the axes of ``pixels``.
         The slice spacing is measured from the positions, not (0018,0050) Slice Thickness.
@@ -149,7 +193,10 @@ class Volume:
         ``i`` in SimpleITK's (x, y, z) = (column, row, slice) order. This is exactly
         ``np.reshape(sitk_image.GetDirection(), (3, 3))``.
     sop_instance_uids : tuple of str
-        One per slice, in the order of ``pixels``.
+        One per slice, in the order of ``pixels`` (4-D: volume by volume; a mosaic or
+        multi-frame instance appears once per slice it holds).
+    volumes : tuple of VolumeInfo
+        One per volume (4-D) or for the volume read; empty for a plain 3-D series.
     issues : tuple of SeriesIssue
         Irregular spacing, missing slices, duplicate positions... (empty when clean).
     """
@@ -172,9 +219,22 @@ class Volume:
     frames: tuple[int, ...] = ()
     issues: tuple[SeriesIssue, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    volumes: tuple[VolumeInfo, ...] = ()
+
+    @property
+    def n_volumes(self) -> int:
+        """Number of volumes: ``pixels.shape[0]`` when 4-D, else 1."""
+        return int(self.pixels.shape[0]) if self.pixels.ndim == 4 else 1
+
+    def volume(self, k: int) -> "Volume":
+        """Volume ``k`` (0-based) of a 4-D volume as a 3-D Volume (the array is a view)."""
+        from dicomml.io.volume import select_volume
+
+        return select_volume(self, k)
 
     def to_sitk(self):
-        """This volume as a ``SimpleITK.Image`` with identical spacing, origin and direction."""
+        """This volume as a ``SimpleITK.Image`` with identical spacing, origin and direction
+        (4-D: a 4-D image, see :func:`dicomml.io.to_sitk`)."""
         from dicomml.io.volume import to_sitk
 
         return to_sitk(self)
