@@ -102,12 +102,12 @@ def _spool(args):
 
 def run(args) -> int:
     if args.status:
-        from dicomml.serve.status import status
+        from dicomml.serve.monitor import status
 
         print(json.dumps(status(_spool(args)), indent=1))
         return 0
     if args.trigger:
-        from dicomml.serve.status import trigger
+        from dicomml.serve.monitor import trigger
 
         if not trigger(_spool(args), args.trigger):
             print("dicomml serve: that study is not receiving (unknown, or already "

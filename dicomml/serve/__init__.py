@@ -21,8 +21,8 @@ _LAZY = {
     "Node": "dicomml.serve.node",
     "serve": "dicomml.serve.node",
     "JobQueue": "dicomml.serve.queue",
-    "status": "dicomml.serve.status",
-    "trigger": "dicomml.serve.status",
+    "status": "dicomml.serve.monitor",
+    "trigger": "dicomml.serve.monitor",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=())

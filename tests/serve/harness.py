@@ -76,7 +76,7 @@ class NodeProcess:
         return rc
 
     def status(self) -> dict:
-        from dicomml.serve.status import status
+        from dicomml.serve.monitor import status
 
         return status(self.spool)
 
