@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TOML file with a [preprocess] table (without --config)")
     p.add_argument("--db", metavar="FILE", help="Index database for SOURCE (default: user cache)")
     p.add_argument("--failed-csv", metavar="FILE", help="write the files that failed here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from dicomml.cli._common import add_progress_argument
+
+    add_progress_argument(p)
     from dicomml.parallel import add_executor_arguments
 
     add_executor_arguments(p)
@@ -37,7 +39,8 @@ def _examples_from_source(args):
     from dicomml.io import open_index, scan
 
     if os.path.isdir(args.source):
-        db = scan(args.source, db=args.db, workers=args.workers, progress=not args.quiet).db_path
+        db = scan(args.source, db=args.db, workers=args.workers,
+                  progress=not args.no_progress).db_path
     else:
         db = args.source
     with open_index(db=db) as index:
@@ -62,7 +65,7 @@ def run(args) -> int:
         cfg = load_config(args.config)
         if args.workers is not None:
             cfg = cfg.replace(data={"workers": args.workers})
-        manifest, _ = prepare_manifest(cfg, progress=not args.quiet)
+        manifest, _ = prepare_manifest(cfg, progress=not args.no_progress)
         examples = manifest.df
         pcfg = cfg.preprocess_config()
         cache_dir = args.cache or cfg.data.cache
@@ -84,7 +87,7 @@ def run(args) -> int:
     else:
         executor = make_executor("processes", workers)
     try:
-        rep = cache.fill(examples, pipeline, executor=executor, progress=not args.quiet)
+        rep = cache.fill(examples, pipeline, executor=executor, progress=not args.no_progress)
     finally:
         executor.close()
     print(f"cache {cache.folder}: {rep.requested} examples, {rep.already_cached} already "
