@@ -112,10 +112,8 @@ def _requested_verb(argv: list[str]) -> str | None:
 
 
 def _quiet_libraries() -> None:
-    """TensorFlow's C++ INFO/WARNING lines (oneDNN, CPU features, absl) are noise for a CLI."""
+    """TensorFlow's C++ INFO/WARNING lines (CPU features) are noise for a CLI user."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.log_level in ("WARNING", "ERROR"):
+        from dicomml.cli._quiet import quiet_tensorflow_import
+
+        quiet_tensorflow_import()
     try:
         from dicomml.privacy import install_warning_filter
     except ImportError:  # issue 14's log/warning filter, once it is merged

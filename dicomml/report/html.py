@@ -56,7 +56,7 @@ table{border-collapse:collapse;margin:.4em 0 1em}td,th{border:1px solid #d0d7de;
 padding:3px 9px;text-align:right}th{background:#f3f5f7}td.l,th.l{text-align:left}
 pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:.85em;max-height:420px}
 .note{color:#57606a}.plots{display:flex;flex-wrap:wrap;gap:12px}
-.plots figure{margin:0}.plots img{max-width:360px;border:1px solid #d0d7de}
+.plots figure{margin:0}.plots img{max-width:360px;border:1px solid #d0d7de}.plots img.wide{max-width:100%}
 .gallery{display:flex;flex-wrap:wrap;gap:14px}.card{border:1px solid #d0d7de;padding:8px;
 width:460px;font-size:.85em}.card img{width:224px;height:224px;image-rendering:pixelated}
 .bad{color:#b42318;font-weight:600}.good{color:#116329;font-weight:600}
@@ -86,8 +86,8 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _img(data: bytes, alt: str, caption: str | None = None) -> str:
-    fig = f'<img src="{_png_uri(data)}" alt="{_e(alt)}">'
+def _img(data: bytes, alt: str, caption: str | None = None, *, wide: bool = False) -> str:
+    fig = f'<img src="{_png_uri(data)}" alt="{_e(alt)}"{" class=wide" if wide else ""}>'
     if caption:
         fig += f"<figcaption>{_e(caption)}</figcaption>"
     return f"<figure>{fig}</figure>"
@@ -187,7 +187,7 @@ def _training_section(run_dir: Path) -> str:
     else:
         out.append('<div class=plots>' + _img(data, "training curves",
                                                "loss and metrics per epoch (epoch 1 is the "
-                                               "first)") + "</div>")
+                                               "first)", wide=True) + "</div>")
     return "".join(out)
 
 
