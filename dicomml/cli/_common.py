@@ -20,9 +20,13 @@ def require_paths(paths, what: str = "input") -> None:
 
 
 def _writable_dir(folder: str, what: str) -> None:
+    """The nearest existing ancestor of ``folder`` (the folder itself, if it exists) must be
+    a writable folder: missing folders below it are created by the writer."""
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
     if not os.path.isdir(folder):
-        raise OutputError(f"{what}: the folder {folder} does not exist; create it or choose "
-                          "another")
+        raise OutputError(f"{what}: {folder} is a file, not a folder; choose another")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{what}: the folder {folder} is not writable; choose another")
 
@@ -48,12 +52,7 @@ def require_output_dir(path: str, *, option: str = "--out") -> None:
     what = f"{option} {path}"
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputError(f"{what} exists and is not a folder; choose another")
-    folder = os.path.abspath(path)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise OutputError(f"{what}: {folder} is not a folder; choose another")
-    _writable_dir(folder, what)
+    _writable_dir(path, what)
 
 
 def add_progress_argument(parser) -> None:
