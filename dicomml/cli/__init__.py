@@ -104,6 +104,14 @@ def build_parser(verb: str | None = "*") -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, verb: str | None) -> argparse.ArgumentParser:
+    """The parser of ``verb`` (for its options in a did-you-mean), else ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and verb in action.choices:
+            return action.choices[verb]
+    return parser
+
+
 def _requested_verb(argv: list[str]) -> str | None:
     for a in argv:
         if not a.startswith("-"):
@@ -122,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_requested_verb(argv))
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _subparser(parser, args.verb).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help, --version
         return int(e.code or 0)
     except UsageError as e:

@@ -47,12 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_remote_arguments(parser)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def report(result) -> int:
-    """Print a result's per-study lines and skipped inputs; return the exit status."""
+    """Print a result's per-study lines and skipped inputs; return the exit status.
+
+    No study at all is exit status 1 with a message (nothing was predicted).
+    """
     for s in result.studies:
         state = "present" if s["present"] else "absent"
         print(f"{s['study_instance_uid']}  {s['finding']}: {state} "
-              f"(p={s['probability']:.3f}, {s['n_images']} images)")
+              f"(p={s['probability']:.3f}, {_count(s['n_images'], 'image')})")
     print(f"{result.n_studies} studies; threshold {result.threshold:.4g}; "
           f"{len(result.sr_paths)} SR, {len(result.sc_paths)} Grad-CAM images; "
           f"predictions: {result.predictions_csv}")
@@ -63,10 +70,17 @@ def report(result) -> int:
         if len(result.skipped) > 50:
             print(f"  ... and {len(result.skipped) - 50} more", file=sys.stderr)
         return 1
+    if not result.n_studies:
+        print("dicomml predict: no study in the input matched the run's inputs: nothing "
+              "predicted", file=sys.stderr)
+        return 1
     return 0
 
 
 def run(args) -> int:
+    from dicomml.cli._common import require_output_dir, require_paths
+
+    require_output_dir(args.out)
     for source in SOURCES:
         status = source(args)
         if status is not None:
@@ -74,6 +88,8 @@ def run(args) -> int:
     if args.path is None:
         print("dicomml predict: error: give PATH (a DICOM folder or file)", file=sys.stderr)
         return 2
+    require_paths([args.run_dir], "RUN_DIR")
+    require_paths([args.path], "PATH")
     from dicomml.evaluate.prediction import predict
 
     result = predict(args.run_dir, args.path, args.out, threshold=args.threshold,

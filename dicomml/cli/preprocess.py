@@ -58,6 +58,9 @@ def run(args) -> int:
 
     if bool(args.config) == bool(args.source):
         raise ConfigError("give either --config FILE or a SOURCE folder/database (not both)")
+    from dicomml.cli._common import require_paths
+
+    require_paths([args.source] if args.source else [], "SOURCE")
     if args.config:
         from dicomml.train.config import load_config
         from dicomml.train.trainer import prepare_manifest
@@ -78,6 +81,13 @@ def run(args) -> int:
         workers = args.workers
     if not cache_dir:
         raise ConfigError("no cache folder: set data.cache in the configuration or --cache DIR")
+    from dicomml.cli._common import require_output_dir
+
+    require_output_dir(cache_dir, option="--cache" if args.cache else "data.cache")
+    if not len(examples):
+        print(f"dicomml preprocess: no image frames in {args.source or args.config}: nothing "
+              "to cache", file=sys.stderr)
+        return 1
     pipeline = Pipeline(pcfg)
     cache = TensorCache.for_pipeline(cache_dir, pipeline)
     if args.scheduler or args.dask_local or args.item_timeout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 HELP = "index a folder of DICOM files (headers only) into an SQLite Index"
 EXAMPLE = """example:
@@ -82,4 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(format_summary(result))
+    if not result.files_seen:
+        print(f"dicomml scan: no files under {args.path}: nothing indexed", file=sys.stderr)
+        return 1
     return 0 if result.ok else 1

@@ -34,6 +34,9 @@ def run(args) -> int:
     from dicomml.train.config import load_config
     from dicomml.train.trainer import Trainer
 
+    from dicomml.cli._common import require_output_dir
+
+    require_output_dir(args.out)
     cfg = load_config(args.config)
     train, data, split = {}, {}, {}
     if args.epochs is not None:
