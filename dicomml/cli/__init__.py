@@ -148,12 +148,6 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_tensorflow_import()
     try:
-        from dicomml.privacy import install_warning_filter
-    except ImportError:  # issue 14's log/warning filter, once it is merged
-        pass
-    else:
-        install_warning_filter()
-    try:
         return int(args._run(args))
     except DicommlError as e:
         print(f"dicomml {args.verb}: error: {e}", file=sys.stderr)
