@@ -6,7 +6,8 @@ import os
 
 from dicomml.errors import ConfigError, OutputError
 
-__all__ = ["require_paths", "require_output", "require_output_dir", "add_progress_argument"]
+__all__ = ["require_paths", "require_output", "require_output_dir", "add_progress_argument",
+           "plural"]
 
 
 def require_paths(paths, what: str = "input") -> None:
@@ -62,3 +63,8 @@ def add_progress_argument(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--quiet", dest="no_progress", action="store_true",
                         help=argparse.SUPPRESS)
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 image"``, ``"2 images"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -47,19 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_remote_arguments(parser)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def report(result) -> int:
     """Print a result's per-study lines and skipped inputs; return the exit status.
 
     No study at all is exit status 1 with a message (nothing was predicted).
     """
+    from dicomml.cli._common import plural
+
     for s in result.studies:
         state = "present" if s["present"] else "absent"
         print(f"{s['study_instance_uid']}  {s['finding']}: {state} "
-              f"(p={s['probability']:.3f}, {_count(s['n_images'], 'image')})")
+              f"(p={s['probability']:.3f}, {plural(s['n_images'], 'image')})")
     print(f"{result.n_studies} studies; threshold {result.threshold:.4g}; "
           f"{len(result.sr_paths)} SR, {len(result.sc_paths)} Grad-CAM images; "
           f"predictions: {result.predictions_csv}")

@@ -33,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_summary(result) -> str:
     """The text summary of a :class:`~dicomml.io.scanner.ScanResult` (no patient identifiers)."""
+    from dicomml.cli._common import plural
+
     s = result.summary
     lines = [
         f"Index: {result.db_path}",
         f"patients: {s['patients']}   studies: {s['studies']}   "
         f"image series: {s['series']}   instances: {s['instances']} "
-        f"({s['images']} images)",
+        f"({plural(s['images'], 'image')})",
     ]
     if s["series_by_modality"]:
         lines.append("series by modality: " + ", ".join(
