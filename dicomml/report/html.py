@@ -146,7 +146,7 @@ def _data_section(run_dir: Path, manifest: pd.DataFrame, metrics: dict | None) -
                          for lab in labels]] for name, _ in groups]
         out.append("<h3>Label balance by study</h3>"
                    + _table(["split"] + [f"{lab} (studies)" for lab in labels], rows))
-    skipped = []
+    skipped = _scan_skipped(run_dir)
     failed = _read_csv(run_dir / "failed.csv")
     if failed is not None and len(failed):
         for reason, n in failed["reason"].value_counts().items():
@@ -163,6 +163,27 @@ def _data_section(run_dir: Path, manifest: pd.DataFrame, metrics: dict | None) -
     out.append(_table(["reason", "count"], skipped) if skipped
                else "<p>None: every labelled image was used.</p>")
     return "".join(out)
+
+
+def _scan_skipped(run_dir: Path) -> list[list]:
+    """Files the run's scan could not use, by category (the Index named in config.toml)."""
+    from dicomml.train.toml_io import load_toml
+
+    try:
+        db = (load_toml(run_dir / "config.toml").get("data") or {}).get("index")
+    except Exception:  # noqa: BLE001 - an unreadable config is shown as such below
+        return []
+    if not db or not os.path.isfile(db):
+        return []
+    from dicomml.io.index import Index
+
+    try:
+        with Index(db) as idx:
+            sk = idx.skipped()
+    except Exception as e:  # noqa: BLE001 - the page still shows everything else
+        return [[f"the run's Index {db} could not be read: {e}", "-"]]
+    return [[f"file not indexed by the scan: {cat}", int(n)]
+            for cat, n in sk["category"].fillna("other").value_counts().items()]
 
 
 def _config_section(run_dir: Path) -> str:

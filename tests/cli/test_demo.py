@@ -109,6 +109,9 @@ def test_demo_end_to_end(tmp_path, capfd, caplog):
                  "predictions.csv", "plots/training_curves.png", "plots/roc_image.png",
                  "plots/roc_study_max.png", "report.html"):
         assert (run / name).is_file(), name
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "file not indexed by the scan: not DICOM" in page  # head_ct_task/labels.csv
+    assert page.count('alt="Grad-CAM ') >= 1
     manifest = pd.read_csv(run / "manifest.csv", dtype=str)
     test = manifest[manifest["split"] == "test"]
     test_studies = set(test["study_instance_uid"])

@@ -109,3 +109,21 @@ def test_series_empty_index_exits_1(tmp_path, capsys):
                  "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no image series" in err[0]
+
+
+def test_series_shows_echoes_volumes_mosaic_when_the_index_has_them():
+    """Index.series() columns of the real-scanner work are shown when present."""
+    import pandas as pd
+
+    from dicomml.cli.series import format_table
+
+    base = {"series_key": "1.2.3", "modality": "MR", "series_description": "ep2d_diff",
+            "n_instances": 40, "n_frames": 40, "rows": 128, "columns": 128,
+            "orientation": "axial", "issues": ""}
+    plain = format_table(pd.DataFrame([base]))
+    assert "echoes" not in plain and "mosaic" not in plain
+    rich = format_table(pd.DataFrame([dict(base, n_echoes=2, n_volumes=20, mosaic=True,
+                                           n_conflicts=0)]))
+    head, row = rich.splitlines()
+    assert head.split()[6:10] == ["echoes", "volumes", "mosaic", "conflicts"]
+    assert row.split()[6:10] == ["2", "20", "yes", "0"]
