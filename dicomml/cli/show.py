@@ -87,12 +87,10 @@ def _lut_lines(ds) -> list[str]:
     mlut = ds.get("ModalityLUTSequence") if ds is not None else None
     if mlut:
         it = mlut[0]
-        desc = list(it.get("LUTDescriptor") or [])
-        lines.append(f"modality LUT:     (0028,3000) Modality LUT Sequence: {desc[0] if desc else '?'}"
-                     f" entries from {desc[1] if len(desc) > 1 else '?'}, "
-                     f"{desc[2] if len(desc) > 2 else '?'} bits; type "
-                     f"{it.get('ModalityLUTType') or '-'}; {it.get('LUTExplanation') or 'no explanation'}"
-                     " (used instead of rescale)")
+        desc = [*list(it.get("LUTDescriptor") or []), "?", "?", "?"][:3]
+        lines.append(f"modality LUT:     (0028,3000) Modality LUT Sequence: {desc[0]} entries "
+                     f"from {desc[1]}, {desc[2]} bits; type {it.get('ModalityLUTType') or '-'}; "
+                     f"{it.get('LUTExplanation') or 'no explanation'} (used instead of rescale)")
     return lines
 
 
@@ -194,7 +192,8 @@ def _image(path: str, row: dict):
 #: times, and private attributes (PS3.15 Annex E identifying attributes that are not UIDs).
 IDENTIFYING = frozenset((
     "AccessionNumber", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "StationName", "DeviceSerialNumber", "StudyID", "RequestingService", "ReferringPhysicianAddress",
+    "StationName", "DeviceSerialNumber", "StudyID", "RequestingService",
+    "ReferringPhysicianAddress",
     "ReferringPhysicianTelephoneNumbers", "PerformedLocation", "ScheduledProcedureStepLocation",
     "OtherPatientIDsSequence", "RequestAttributesSequence", "ReferencedPatientSequence",
     "AdmittingDiagnosesDescription", "AdditionalPatientHistory", "ImageComments",

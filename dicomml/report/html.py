@@ -56,7 +56,8 @@ table{border-collapse:collapse;margin:.4em 0 1em}td,th{border:1px solid #d0d7de;
 padding:3px 9px;text-align:right}th{background:#f3f5f7}td.l,th.l{text-align:left}
 pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:.85em;max-height:420px}
 .note{color:#57606a}.plots{display:flex;flex-wrap:wrap;gap:12px}
-.plots figure{margin:0}.plots img{max-width:360px;border:1px solid #d0d7de}.plots img.wide{max-width:100%}
+.plots figure{margin:0}.plots img{max-width:360px;border:1px solid #d0d7de}
+.plots img.wide{max-width:100%}
 .gallery{display:flex;flex-wrap:wrap;gap:14px}.card{border:1px solid #d0d7de;padding:8px;
 width:460px;font-size:.85em}.card img{width:224px;height:224px;image-rendering:pixelated}
 .bad{color:#b42318;font-weight:600}.good{color:#116329;font-weight:600}
