@@ -46,6 +46,9 @@ class _QuietLoader(importlib.abc.Loader):
         with silenced_fd2():
             self._loader.exec_module(module)
 
+    def __getattr__(self, name):  # is_package, get_resource_reader, ...: the real loader's
+        return getattr(self._loader, name)
+
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
     names = ("tensorflow",)
