@@ -51,7 +51,8 @@ class _Parser(argparse.ArgumentParser):
         elif "invalid choice:" in message and "argument VERB" in message:
             word = message.split("invalid choice:", 1)[1].split("(")[0].strip(" '")
             message = f"unknown verb {word!r}.{did_you_mean(word, VERBS)}"
-        raise UsageError(f"{self.prog}: error: {message} See '{self.prog} --help'.")
+        end = "" if message.rstrip().endswith((".", "?")) else "."
+        raise UsageError(f"{self.prog}: error: {message}{end} See '{self.prog} --help'.")
 
 
 def _verb_module(verb: str):
