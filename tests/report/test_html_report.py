@@ -118,3 +118,14 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "notrun"), "-o", str(tmp_path / "r.pdf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "-o" in err[0] and ".html" in err[0]
+
+
+def test_report_without_heatmaps_does_not_import_tensorflow(evaluated_run):
+    import sys
+
+    code = ("import sys\nfrom dicomml.report.html import build_report\n"
+            f"text = build_report({str(evaluated_run)!r}, n_gallery=1, heatmaps=False)\n"
+            "assert 'alt=\"input ' in text and 'alt=\"Grad-CAM ' not in text\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+            "assert not bad, bad[:3]\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
