@@ -243,7 +243,13 @@ def header_dump(ds, indent: str = "") -> list[str]:
 
 def _series_lines(index, target: str) -> tuple[list[str], str]:
     from dicomml.cli.series import header_issues
+    from dicomml.errors import ConfigError, did_you_mean
 
+    keys = index.series()["series_key"].astype(str).tolist()
+    if target not in keys:
+        hint = did_you_mean(target, keys)
+        raise ConfigError(f"no series with key {target!r} in {index.db_path}: list the keys "
+                          f"with 'dicomml series --db {index.db_path}'.{hint}")
     paths = index.series_files(target)
     inst = index.instances()
     rows = inst[inst["series_key"] == target]

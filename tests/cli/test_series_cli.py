@@ -127,3 +127,13 @@ def test_series_shows_echoes_volumes_mosaic_when_the_index_has_them():
     head, row = rich.splitlines()
     assert head.split()[6:10] == ["echoes", "volumes", "mosaic", "conflicts"]
     assert row.split()[6:10] == ["2", "20", "yes", "0"]
+
+
+def test_show_unknown_key_points_to_series_with_a_suggestion(db, capsys):
+    from dicomml.io.index import Index
+
+    with Index(db) as idx:
+        key = next(k for k in idx.series()["series_key"] if not k.startswith("sop:"))
+    assert main(["show", key[:-1], "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dicomml series --db" in err[0] and f"'{key}'" in err[0], err
