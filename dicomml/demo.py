@@ -15,9 +15,10 @@
 4. **DICOM reports**: one DICOM Comprehensive 3D SR (TID 1500 Measurement Report, PS3.16) per test
    study and a Grad-CAM Secondary Capture per positive study in ``DIR/reports/``, with the
    test predictions (``predictions.csv``, ``studies.csv``);
-5. **report page**: ``DIR/run/report.html`` (:func:`dicomml.report.html.write_report`), one
-   self-contained page with the data, configuration, curves, metrics, plots and a gallery
-   of the worst errors with Grad-CAM heatmaps.
+5. **report page**: ``DIR/run/report.html``
+   (:func:`dicomml.evaluate.report_page.write_report`), one self-contained page with the
+   data, configuration, curves, metrics, plots and a gallery of the worst errors with
+   Grad-CAM heatmaps.
 
 No output contains a patient name, ID, birth date or accession number, except the DICOM
 reports themselves, which carry their source study's Patient module as PS3.3 C.7.1.1
@@ -263,7 +264,7 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
 
     t0 = time.perf_counter()
     say(f"[5/5] the run's report page {out / 'run' / 'report.html'}")
-    from dicomml.report.html import write_report
+    from dicomml.evaluate.report_page import write_report
 
     page = write_report(out / "run")
     seconds["report page"] = time.perf_counter() - t0

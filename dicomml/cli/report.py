@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dicomml.cli._common import require_output
     from dicomml.errors import ConfigError
-    from dicomml.report.html import REPORT_NAME, write_report
+    from dicomml.evaluate.report_page import REPORT_NAME, write_report
 
     if not os.path.isdir(args.run_dir):
         raise ConfigError(f"run folder {args.run_dir} does not exist: pass the folder "

@@ -96,7 +96,7 @@ def test_report_renders_in_chromium_without_console_errors(evaluated_run, tool, 
 @pytest.mark.tool
 def test_a_broken_image_is_caught(tool, tmp_path):
     """The check itself can fail: a page with an undecodable image logs it on the console."""
-    from dicomml.report.html import _CHECK
+    from dicomml.evaluate.report_page import _CHECK
 
     page = tmp_path / "broken.html"
     page.write_text('<html><body><img src="data:image/png;base64,AAAA" alt="x">'
@@ -123,7 +123,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 def test_report_without_heatmaps_does_not_import_tensorflow(evaluated_run):
     import sys
 
-    code = ("import sys\nfrom dicomml.report.html import build_report\n"
+    code = ("import sys\nfrom dicomml.evaluate.report_page import build_report\n"
             f"text = build_report({str(evaluated_run)!r}, n_gallery=1, heatmaps=False)\n"
             "assert 'alt=\"input ' in text and 'alt=\"Grad-CAM ' not in text\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"

@@ -19,7 +19,7 @@ contract of DESIGN.md):
 
 No patient name, ID or pseudonymous patient key appears on the page. A short inline script
 reports an image that failed to decode on the browser console (the test in
-``tests/report/test_html_report.py`` fails on any console message).
+``tests/evaluate/test_report_page.py`` fails on any console message).
 """
 
 from __future__ import annotations
