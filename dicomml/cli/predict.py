@@ -82,11 +82,13 @@ def report(result, as_json: bool = False) -> int:
 
         print(json.dumps(to_jsonable(result.to_dict()), indent=2))
     else:
+        from dicomml.cli._common import plural
+
         for s in result.studies:
             state = "present" if s["present"] else "absent"
             forced = f", FORCED: {s['forced']}" if s.get("forced") else ""
             print(f"{s['study_instance_uid']}  {s['finding']}: {state} "
-                  f"(p={s['probability']:.3f}, {s['n_images']} images{forced})")
+                  f"(p={s['probability']:.3f}, {plural(s['n_images'], 'image')}{forced})")
         print(f"{result.n_studies} studies; threshold {result.threshold:.4g}; "
               f"{len(result.sr_paths)} SR, {len(result.sc_paths)} Grad-CAM objects; "
               f"predictions: {result.predictions_csv}")
@@ -105,10 +107,17 @@ def report(result, as_json: bool = False) -> int:
             print(f"  ... and {len(result.skipped) - SHOW_SKIPPED} more (all in {where})",
                   file=sys.stderr)
         return 1
+    if not result.n_studies:
+        print("dicomml predict: no study in the input matched the run's inputs: nothing "
+              "predicted", file=sys.stderr)
+        return 1
     return 0
 
 
 def run(args) -> int:
+    from dicomml.cli._common import require_output_dir, require_paths
+
+    require_output_dir(args.out)
     for source in SOURCES:
         status = source(args)
         if status is not None:
@@ -116,6 +125,8 @@ def run(args) -> int:
     if args.path is None:
         print("dicomml predict: error: give PATH (a DICOM folder or file)", file=sys.stderr)
         return 2
+    require_paths([args.run_dir], "RUN_DIR")
+    require_paths([args.path], "PATH")
     from dicomml.evaluate.prediction import predict
 
     result = predict(args.run_dir, args.path, args.out, threshold=args.threshold,

@@ -18,7 +18,7 @@ from dicomml.evaluate import metrics as M
 from dicomml.evaluate.bootstrap import cluster_resamples
 
 __all__ = ["roc_band", "plot_roc", "plot_pr", "plot_confusion", "plot_calibration",
-           "plot_training_curves"]
+           "plot_training_curves", "read_history"]
 
 
 def _figure(size=(5.0, 5.0)):
@@ -167,8 +167,13 @@ def plot_calibration(y_true, prob, path, *, n_bins: int = 10,
     return _save(fig, path)
 
 
-def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
-    """Loss and metric curves from a Keras CSVLogger file; ``None`` when it is absent or empty."""
+def read_history(history_csv: str | os.PathLike):
+    """``history.csv`` as a DataFrame whose ``epoch`` column counts from 1; None if absent.
+
+    Keras' CSVLogger (and so the trainer's ``history.csv``) numbers epochs from 0; every
+    picture of dicomml (training curves, the report page, notebook 03) shows them through
+    this function, numbered from 1 as the trainer's messages and ``--epochs`` count them.
+    """
     import pandas as pd
 
     try:
@@ -177,7 +182,19 @@ def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
         return None
     if h.empty:
         return None
-    x = h["epoch"] + 1 if "epoch" in h else np.arange(1, len(h) + 1)
+    epoch = h["epoch"] + 1 if "epoch" in h else np.arange(1, len(h) + 1)
+    return h.assign(epoch=np.asarray(epoch, dtype=np.int64))
+
+
+def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
+    """Loss and metric curves from a Keras CSVLogger file; ``None`` when it is absent or empty.
+
+    Epochs are numbered from 1 (:func:`read_history`).
+    """
+    h = read_history(history_csv)
+    if h is None:
+        return None
+    x = h["epoch"]
     metrics = [c for c in h.columns if c != "epoch" and not c.startswith("val_")
                and c not in ("lr", "learning_rate")]
     fig = _figure((5.0 * max(1, len(metrics)), 4.0))
@@ -186,6 +203,7 @@ def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
         ax.plot(x, h[m], marker="o", label=f"train {m}")
         if f"val_{m}" in h:
             ax.plot(x, h[f"val_{m}"], marker="o", label=f"val {m}")
-        ax.set(xlabel="epoch", ylabel=m, title=m)
+        ax.set(xlabel="epoch (from 1)", ylabel=m, title=m)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     return _save(fig, path)

@@ -19,6 +19,7 @@ from typing import Any
 
 from dicomml.errors import ConfigError
 from dicomml.parallel._base import Executor, ExecutorError, default_workers
+from dicomml.parallel._mainguard import main_hidden_if_unguarded
 from dicomml.parallel._results import ChunkFailed, Outcome, WorkerCrashed
 from dicomml.parallel._worker import STARTED, ping, worker_main
 
@@ -51,7 +52,8 @@ class _Slot:
         self.process = ctx.Process(target=worker_main, args=(child_conn, preload), daemon=True,
                                    name=f"dicomml-worker-{number}")
         try:
-            self.process.start()
+            with main_hidden_if_unguarded():  # an unguarded script is not run again
+                self.process.start()
         except Exception as e:
             parent_conn.close()
             raise ExecutorError(

@@ -370,7 +370,9 @@ class Trainer:
                                        preprocess=resolved.preprocess_config()).write(run_dir)
         summary = manifest.write(run_dir)
         atomic_write_text(os.path.join(run_dir, "failed.csv"), failed.to_csv(index=False))
-        print(f"dicomml train: {summary}", file=sys.stderr)
+        print(f"dicomml train: {summary['examples']} examples, {summary['studies']} studies, "
+              f"{summary['patients']} patients; split " + ", ".join(
+                  f"{k} {v}" for k, v in summary["splits"].items()), file=sys.stderr)
         if summary["unmatched_labels"] or summary["unlabeled_images"]:
             print(f"dicomml train: {summary['unmatched_labels']} labels matched no image and "
                   f"{summary['unlabeled_images']} images have no label; see "
