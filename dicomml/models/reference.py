@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from dicomml.errors import ConfigError
 from dicomml.models.registry import register
 
 __all__ = ["reference_cnn", "output_layer"]
@@ -20,7 +21,7 @@ def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> la
 
 def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
                   *, l2: float = 0.0, dropout: float = 0.0, batch_norm: bool = False,
-                  dense_units: int = 128, filters=(32, 64, 128),
+                  dense_units: int = 128, filters=(32, 64, 128), global_pool: str = "",
                   name: str = "reference_cnn") -> keras.Model:
     """The reference CNN (DESIGN.md, "The reference CNN").
 
@@ -44,7 +45,12 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
     dense_units : int
         Width of the hidden Dense layer (128 in the reference).
     filters : tuple of int
-        Filters of the three convolutions (32, 64, 128 in the reference).
+        Filters of the convolutions (32, 64, 128 in the reference).
+    global_pool : {"", "max", "avg"}
+        "" (the reference): ``Flatten``; ``"max"`` / ``"avg"``: global max / average pooling
+        of the last feature maps instead (position-independent features with far fewer
+        weights: a small finding anywhere in the image counts the same; the default
+        slice encoder of study-level models).
 
     Returns
     -------
@@ -63,7 +69,15 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
             x = layers.Conv2D(f, (3, 3), activation="relu", kernel_regularizer=reg,
                               name=f"conv{i}")(x)
         x = layers.MaxPooling2D((2, 2), name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if global_pool not in ("", "max", "avg"):
+        raise ConfigError("global_pool must be '', 'max' or 'avg'. "
+                          f"Received: global_pool={global_pool!r}")
+    if global_pool == "max":
+        x = layers.GlobalMaxPooling2D(name="global_pool")(x)
+    elif global_pool == "avg":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout1")(x)
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)
