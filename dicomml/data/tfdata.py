@@ -50,12 +50,13 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
                   task: str = "classification", n_classes: int = 2, batch_size: int = 32,
                   shuffle: bool = False, seed: int = 0, drop_remainder: bool = False,
                   prefetch: bool = True, augment=None, normalize: str = "unit",
-                  repeat: bool = False, skip_batches: int = 0):
+                  repeat: bool = False, skip_batches: int = 0, weights=None):
     """A ``tf.data.Dataset`` of batches read from ``cache``.
 
     ``augment`` (a :class:`~dicomml.preprocess.augment.AugmentConfig`, for training) applies
     the seeded geometric and intensity augmentation per image, on the cached tensors
-    (``normalize``: the pipeline's normalization; see :func:`augment_for`).
+    (``normalize``: the pipeline's normalization; see :func:`augment_for`). ``weights``
+    (per example, with ``targets``) makes the batches ``(x, y, sample_weight)``.
 
     ``repeat=True`` gives an endless dataset, epoch after epoch (for ``fit`` with
     ``steps_per_epoch``). With ``shuffle`` the order of epoch ``e`` is then the stateless
@@ -82,9 +83,11 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
     shard_no, rows = shard_no[keep], rows[keep]
     for n in names:
         cache._mmap(n)  # open every memory map before threads use them
-    y = None
+    y = w = None
     if targets is not None:
         y = encode_targets(np.asarray(targets)[keep], task, n_classes)
+        if weights is not None:
+            w = np.asarray(weights, np.float32)[keep]
 
     # numpy gathers the stored bytes (uint8: 4x less to copy); TensorFlow decodes them:
     # uint8 / 255 and float16 -> float32 give exactly what TensorCache.get returns.
@@ -93,6 +96,8 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
 
     def gather(idx):
         x = cache.gather_raw(shard_no[idx], rows[idx], names)
+        if w is not None:
+            return x, y[idx], w[idx]
         return (x, y[idx]) if y is not None else x
 
     def decode_tf(x):
@@ -126,10 +131,15 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
             x = tf.numpy_function(gather, [idx], tf_raw, stateful=False)
             x.set_shape((None, *cache.shape))
             return decode_tf(x)
-        x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
+        if w is not None:
+            x, yy, ww = tf.numpy_function(gather, [idx], (tf_raw, tf.float32, tf.float32),
+                                          stateful=False)
+            ww.set_shape((None,))
+        else:
+            x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
         x.set_shape((None, *cache.shape))
         yy.set_shape((None, ydim))
-        return decode_tf(x), yy
+        return (decode_tf(x), yy, ww) if w is not None else (decode_tf(x), yy)
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = augment_batches(ds, augment, seed, start=skip_batches, normalize=normalize)
@@ -217,7 +227,7 @@ class OnTheFly:
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
                 shuffle=False, seed=0, augment=None, repeat: bool = False,
-                skip_batches: int = 0):
+                skip_batches: int = 0, weights=None):
         """A ``tf.data.Dataset`` over :meth:`batches`.
 
         Without ``repeat``: one pass, reshuffled at each new iteration when ``shuffle`` (a
@@ -232,6 +242,7 @@ class OnTheFly:
         import tensorflow as tf
 
         y = None if targets is None else encode_targets(targets, task, n_classes)
+        w = None if weights is None or y is None else np.asarray(weights, np.float32)
         rng = np.random.default_rng(seed)
         n = len(self.paths)
         n_batches = max(1, -(-n // int(batch_size)))
@@ -244,10 +255,15 @@ class OnTheFly:
             else:
                 order = np.random.default_rng((int(seed), int(e))).permutation(n)
             for pos, x in self.batches(order, batch_size):
-                yield (x, y[pos]) if y is not None else x
+                if w is not None:
+                    yield x, y[pos], w[pos]
+                else:
+                    yield (x, y[pos]) if y is not None else x
 
         xs = tf.TensorSpec((None, *self.shape), tf.float32)
         sig = xs if y is None else (xs, tf.TensorSpec((None, y.shape[1]), tf.float32))
+        if w is not None:
+            sig = (*sig, tf.TensorSpec((None,), tf.float32))
         skip = int(skip_batches) if repeat else 0
         if repeat:
             first, rest = divmod(skip, n_batches)
@@ -258,8 +274,8 @@ class OnTheFly:
                 ds = ds.skip(rest)
         else:
             ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-        return augment_batches(ds, augment, seed, start=skip,
-                               normalize=self.pipeline.config.normalize).prefetch(2)
+        norm = getattr(getattr(self.pipeline, "config", None), "normalize", "unit")
+        return augment_batches(ds, augment, seed, start=skip, normalize=norm).prefetch(2)
 
     def close(self) -> None:
         if self._ex is not None:

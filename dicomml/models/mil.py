@@ -69,7 +69,8 @@ class MILPooling(layers.Layer):
     def weights_of(self, h):
         """Attention weights (B, n) of slice features ``h`` (B, n, d)."""
         logits = ops.squeeze(self.w(self.v(h) * self.u(h)), -1)
-        return ops.softmax(logits, axis=-1)
+        e = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))  # softmax over slices
+        return e / ops.sum(e, axis=-1, keepdims=True)
 
     def call(self, h):
         if self.mode == "max":

@@ -135,7 +135,7 @@ class RunState(keras.callbacks.Callback):
     Order at the end of epoch ``e`` (each write atomic): the best model to
     ``RUN_DIR/model.keras`` when ``monitor`` improved; the full model with its optimizer
     state to ``checkpoints/epoch-<e>.keras``; ``checkpoints/state.json`` (last finished
-    epoch, best value, history rows, the learning rate, the counters of the ``resumables``
+    epoch, best value and the epoch it came from, history rows, the learning rate, the counters of the ``resumables``
     callbacks, whether training was stopped early) pointing at it; ``history.csv`` (the
     CSVLogger format: ``epoch`` then the sorted metric names); finally the previous epoch
     file is deleted. A run killed at any point resumes from the newest state, whose
@@ -144,8 +144,11 @@ class RunState(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: str, monitor: str = "val_loss", history: list | None = None,
-                 best: float | None = None, resumables: dict | None = None):
+                 best: float | None = None, resumables: dict | None = None,
+                 best_epoch: int | None = None):
         super().__init__()
+        #: the epoch (0-based) whose weights are ``model.keras``
+        self.best_epoch = best_epoch
         self.run_dir = run_dir
         self.monitor = monitor
         self.mode = "max" if any(s in monitor for s in ("auc", "acc")) else "min"
@@ -179,12 +182,13 @@ class RunState(keras.callbacks.Callback):
         value = row.get(self.monitor, row.get(self.monitor.removeprefix("val_")))
         if self._improved(value):
             self.best = value
+            self.best_epoch = int(epoch)
             save_model_atomic(self.model, os.path.join(self.run_dir, "model.keras"))
         ck = os.path.join(self.run_dir, "checkpoints")
         name = f"epoch-{epoch:04d}.keras"
         save_model_atomic(self.model, os.path.join(ck, name))
         state = {"epoch": int(epoch), "checkpoint": name, "monitor": self.monitor,
-                 "best": self.best,
+                 "best": self.best, "best_epoch": self.best_epoch,
                  "learning_rate": None if lr is None else _clean(lr),
                  "stopped": bool(getattr(self.model, "stop_training", False)),
                  "callbacks": {k: cb.state() for k, cb in self.resumables.items()},
