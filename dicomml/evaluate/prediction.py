@@ -269,7 +269,11 @@ def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
     from dicomml.report.overlay import heatmap_overlay
     from dicomml.report.sc import build_heatmap_sc
 
+    from dicomml.models.mil import is_study_model, slice_model_of
+
     path, frame = str(example["path"]), int(example["frame"])
+    if is_study_model(model):  # explain the slice through the study model's own encoder
+        model = slice_model_of(model)
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True)
         tensor = pipeline.from_path(path, frame)

@@ -123,9 +123,18 @@ def predict_examples(model, examples: pd.DataFrame, pipeline, *, batch_size: int
     """Model outputs for ``examples`` (``path`` and ``frame``), in order.
 
     Returns a ``float64`` array (N, outputs); rows of examples that could not be decoded
-    are NaN.
+    are NaN. A study-level model gives each example its study's probabilities
+    (:mod:`dicomml.train.study`).
     """
     from dicomml.data import predict_tensors
+    from dicomml.models.mil import is_study_model
+
+    if is_study_model(model):
+        from dicomml.train.study import predict_studies
+
+        return predict_studies(model, examples, pipeline, workers=workers,
+                               cache_dir=cache_dir, progress=progress,
+                               batch_size=batch_size).study
 
     n = len(examples)
     outs = []
