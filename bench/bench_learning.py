@@ -5,8 +5,9 @@ Tasks (generated, with study labels):
 
 * ``chest`` — :func:`dicomml.testing.write_chest_nodule_task`: a 7.5–17.5 mm nodule on 3–7
   of 24 slices among vessel-like dots; lung window.
-* ``head`` — :func:`dicomml.testing.write_head_ct_task`: a haemorrhage on every slice of
-  the positive studies; the default brain / subdural / bone windows (no hand tuning).
+* ``head`` — the bundled ``sample_dicom/head_ct_task`` (56 patients, 5–8 slices,
+  :func:`dicomml.testing.write_head_ct_task`): a haemorrhage on every slice of the positive
+  studies; the default brain / subdural / bone windows (no hand tuning).
 
 Methods (same split, same test patients):
 
@@ -51,13 +52,18 @@ TUTORIAL_WINDOWS = {"chest": [(-600.0, 1500.0)],
                     "head": [(40.0, 80.0), (80.0, 200.0), (400.0, 1800.0)]}
 
 
-def make_task(kind: str, folder: str, patients: int, rows: int) -> str:
-    from dicomml.testing import write_chest_nodule_task, write_head_ct_task
+BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "sample_dicom", "head_ct_task")
+
+
+def make_task(kind: str, folder: str, patients: int, rows: int) -> tuple[str, str]:
+    """``(folder, labels CSV)`` of the task."""
+    from dicomml.testing import write_chest_nodule_task
 
     if kind == "chest":
-        return str(write_chest_nodule_task(folder, n_patients=patients, seed=11, rows=rows))
-    return str(write_head_ct_task(folder, n_patients=patients, seed=11, rows=rows,
-                                  columns=rows))
+        return folder, str(write_chest_nodule_task(folder, n_patients=patients, seed=11,
+                                                   rows=rows))
+    return BUNDLED, os.path.join(BUNDLED, "labels.csv")
 
 
 def dicomml_config(kind, folder, labels, work, level, split_seed, size, epochs, filters):
@@ -200,8 +206,8 @@ def main(argv=None):
 
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        folder = os.path.join(work, "dicom")
-        labels = make_task(args.task, folder, args.patients, args.rows)
+        folder, labels = make_task(args.task, os.path.join(work, "dicom"), args.patients,
+                                   args.rows)
         masks = read_task_masks(folder) if args.task == "chest" else None
         for seed in args.seeds:
             manifest = None

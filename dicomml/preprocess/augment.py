@@ -46,7 +46,8 @@ class AugmentConfig:
     window_width : float
         Window width factor uniformly in 1 ± ``window_width``. Default 0.1.
     seed : int
-        Seed of the pipeline's own generator when no ``rng`` is passed. Default 0.
+        Offset of the training draws (:func:`augment_batches`, added to ``[train] seed``)
+        and the seed of ``Pipeline(training=True)``'s own generator. Default 0.
     """
 
     flip_lr: float = 0.5
@@ -279,6 +280,7 @@ def augment_batches(ds, cfg: AugmentConfig | None, seed: int = 0, start: int = 0
             return tf.reshape(augment_images(flat, cfg, s, normalize), sh)
         return augment_images(x, cfg, s, normalize)
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops, no Python control flow
     def fn(b, el):
         if isinstance(el, tuple):
             return (one(b, el[0]), *el[1:])

@@ -47,6 +47,7 @@ class DataConfig:
     key : str
         The UID column the labels are keyed by (DICOM keyword or snake case); "" → detect.
     label_column : str
+        The labels CSV column holding the label.
     task : {"", "classification", "regression"}
         "" → inferred from the labels.
     classes : list of str
@@ -167,9 +168,11 @@ class TrainConfig:
         ``"cosine"`` (default): cosine decay from ``learning_rate`` to 5 % of it over all
         training steps (resumes exactly: it depends on the optimizer's step count, which the
         checkpoint holds). Cannot be combined with ``reduce_lr_patience``.
-    epochs, batch_size : int
-        ``batch_size``: images per step at the slice level; at the study level each step
-        is one study (all its slices), so nothing is padded.
+    epochs : int
+        Maximum number of epochs (early stopping may end the run sooner).
+    batch_size : int
+        Images per step at the slice level; at the study level each step is one study
+        (all its slices), so nothing is padded.
     loss : str
         "" → ``categorical_crossentropy`` (classification) or ``mean_squared_error``.
     metrics : list of str
