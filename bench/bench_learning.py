@@ -66,7 +66,8 @@ def make_task(kind: str, folder: str, patients: int, rows: int) -> tuple[str, st
     return BUNDLED, os.path.join(BUNDLED, "labels.csv")
 
 
-def dicomml_config(kind, folder, labels, work, level, split_seed, size, epochs, filters):
+def dicomml_config(kind, folder, labels, work, level, split_seed, size, epochs, filters,
+                   patience=8):
     from dicomml.train.config import RunConfig
 
     pre = {"windows": WINDOWS[kind], "size": size,
@@ -79,7 +80,8 @@ def dicomml_config(kind, folder, labels, work, level, split_seed, size, epochs, 
                  "cache": os.path.join(work, "cache"), "workers": 2},
         "split": {"seed": split_seed, "train": 0.6, "val": 0.15, "test": 0.25},
         "preprocess": pre, "model": model,
-        "train": {"epochs": epochs, "tensorboard": False, "verbose": 0, "seed": 0}})
+        "train": {"epochs": epochs, "tensorboard": False, "verbose": 0, "seed": 0,
+                  "early_stopping_patience": patience}})
 
 
 def study_auc(y, p, groups, n_resamples=1000):
@@ -199,6 +201,7 @@ def main(argv=None):
     ap.add_argument("--filters", type=int, nargs="*", default=[],
                     help="conv filters of the reference CNN (default: the reference)")
     ap.add_argument("--methods", nargs="+", default=["tutorial", "slice", "study"])
+    ap.add_argument("--patience", type=int, default=8, help="train.early_stopping_patience")
     ap.add_argument("--json", default="")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -222,7 +225,7 @@ def main(argv=None):
                     r = run_tutorial(args.task, manifest, args.size, args.filters)
                 else:
                     cfg = dicomml_config(args.task, folder, labels, work, method, seed,
-                                         args.size, args.epochs, args.filters)
+                                         args.size, args.epochs, args.filters, args.patience)
                     run_dir = os.path.join(work, f"run-{method}-{seed}")
                     r = run_dicomml(cfg, run_dir)
                     if masks is not None:
@@ -244,7 +247,7 @@ def write_readme(rows, args):
     lines = [f"### learning: {args.task}", "",
              f"`nice -n 5 python bench/bench_learning.py --task {args.task} --seeds "
              f"{' '.join(map(str, args.seeds))} --patients {args.patients} --rows {args.rows} "
-             f"--size {args.size} --epochs {args.epochs}"
+             f"--size {args.size} --epochs {args.epochs} --patience {args.patience}"
              + (f" --filters {' '.join(map(str, args.filters))}" if args.filters else "")
              + f"` on {when}, {platform.machine()}, {os.cpu_count()} CPUs shared with other "
              f"jobs, Python {platform.python_version()}. Split 60/15/25 % by patient; test "

@@ -22,7 +22,7 @@ def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> la
 def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
                   *, l2: float = 0.0, dropout: float = 0.0, batch_norm: bool = False,
                   dense_units: int = 128, filters=(32, 64, 128), global_pool: str = "",
-                  name: str = "reference_cnn") -> keras.Model:
+                  bn_momentum: float = 0.99, name: str = "reference_cnn") -> keras.Model:
     """The reference CNN (DESIGN.md, "The reference CNN").
 
     ``Input → [Conv2D(f, 3×3, relu) → MaxPool 2×2] for f in (32, 64, 128) → Flatten →
@@ -42,6 +42,9 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
         Dropout rate before the hidden Dense layer and before the output (0: none).
     batch_norm : bool
         Insert ``BatchNormalization`` after each convolution (before the ReLU).
+    bn_momentum : float
+        Momentum of the batch normalization's moving statistics (Keras default 0.99; lower
+        follows the training statistics faster, so that validation tracks training).
     dense_units : int
         Width of the hidden Dense layer (128 in the reference).
     filters : tuple of int
@@ -63,7 +66,7 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
     for i, f in enumerate(filters, start=1):
         if batch_norm:
             x = layers.Conv2D(f, (3, 3), use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(x)
-            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{i}")(x)
             x = layers.Activation("relu", name=f"relu{i}")(x)
         else:
             x = layers.Conv2D(f, (3, 3), activation="relu", kernel_regularizer=reg,

@@ -149,6 +149,9 @@ class RunState(keras.callbacks.Callback):
         super().__init__()
         #: the epoch (0-based) whose weights are ``model.keras``
         self.best_epoch = best_epoch
+        #: a ROC AUC monitor ties often on a small validation split (1.0 for several
+        #: epochs): the tie goes to the lower loss of the same split
+        self.tie_break = (monitor.replace("auc", "loss") if "auc" in monitor else None)
         self.run_dir = run_dir
         self.monitor = monitor
         self.mode = "max" if any(s in monitor for s in ("auc", "acc")) else "min"
@@ -165,11 +168,16 @@ class RunState(keras.callbacks.Callback):
                     except OSError:
                         pass
 
-    def _improved(self, value) -> bool:
+    def _improved(self, value, row=None) -> bool:
         if value is None:
             return False
         if self.best is None:
             return True
+        if value == self.best and self.tie_break and row is not None \
+                and self.best_epoch is not None:
+            prev = next((r for r in self.rows if r["epoch"] == self.best_epoch), {})
+            new, old = row.get(self.tie_break), prev.get(self.tie_break)
+            return new is not None and old is not None and new < old
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_epoch_end(self, epoch, logs=None):
@@ -180,7 +188,7 @@ class RunState(keras.callbacks.Callback):
         row = {"epoch": int(epoch), **{k: _clean(v) for k, v in logs.items()}}
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
         value = row.get(self.monitor, row.get(self.monitor.removeprefix("val_")))
-        if self._improved(value):
+        if self._improved(value, row):
             self.best = value
             self.best_epoch = int(epoch)
             save_model_atomic(self.model, os.path.join(self.run_dir, "model.keras"))

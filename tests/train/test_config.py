@@ -24,7 +24,7 @@ def test_defaults_generalize_on_small_data(tmp_path):
     cfg = load_config(_write(tmp_path, '[data]\nfolder = "d"\nlabels = "d/l.csv"\n'))
     t = cfg.train
     assert (t.optimizer, t.learning_rate, t.weight_decay, t.lr_schedule, t.epochs,
-            t.batch_size) == ("adamw", 5e-4, 1e-4, "cosine", 30, 32)
+            t.batch_size) == ("adamw", 1e-3, 1e-4, "cosine", 30, 32)
     assert (t.monitor, t.early_stopping_patience, t.balance) == ("auto", 8, "study")
     assert cfg.monitor("classification") == "val_auc"
     assert cfg.monitor("regression") == "val_loss"
