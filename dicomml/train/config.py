@@ -377,6 +377,14 @@ class RunConfig:
                               "remove them for task = \"regression\"")
         if self.model.level == "study" and d.task == "regression":
             raise ConfigError("model.level = \"study\" needs a classification task")
+        from dicomml.models.registry import min_input_size
+
+        size = int(self.preprocess.get("size", 224))
+        need = min_input_size(self.model.name, self.model.kwargs)
+        if size < need:
+            raise ConfigError(f"preprocess.size {size} is too small for model "
+                              f"{self.model.name!r} (it needs at least {need} x {need}); "
+                              "raise [preprocess] size")
 
     def monitor(self, task: str, has_val: bool = True) -> str:
         """``train.monitor`` resolved (``"auto"`` → ``val_auc`` / ``val_loss``), without the

@@ -85,6 +85,9 @@ balance = "none"
     ('[data]\nfolder="a"\nlabels="b"\n[train]\nreduce_lr_patience = 2\n', "lr_schedule"),
     ('[data]\nfolder="a"\nlabels="b"\ntask="regression"\n[model]\nlevel="study"\n',
      "classification"),
+    ('[data]\nfolder="a"\nlabels="b"\n[preprocess]\nsize = 16\n', "at least 22 x 22"),
+    ('[data]\nfolder="a"\nlabels="b"\n[preprocess]\nsize = 24\n[model]\nname = "resnet50"\n',
+     "at least 32"),
 ])
 def test_config_errors(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
