@@ -237,7 +237,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
         if write_sr:
             try:
                 sources = [pydicom.dcmread(q, stop_before_pixels=True) for q in paths]
-                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
+                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
+                               run.config)
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
                 # e.g. invalid UIDs in the sources, which a valid SR cannot reference
                 log.warning("no SR for a study of %d image(s) (%s): %s", len(rows),
@@ -254,11 +255,13 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     return sr_paths, sc_paths, summary
 
 
-def _build_sr(sources, finding, prob, present, algorithm):
+def _build_sr(sources, finding, prob, present, algorithm, config=None):
     from dicomml.report.sr import build_sr
+    from dicomml.train.findings import run_finding
 
+    finding, site = run_finding(config or {}, finding)  # [report] finding_code / _site
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
-                    present=bool(present), algorithm=algorithm)
+                    present=bool(present), algorithm=algorithm, finding_site=site)
 
 
 def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):

@@ -20,7 +20,8 @@ from dicomml.data.split import SplitConfig
 from dicomml.errors import ConfigError, did_you_mean
 from dicomml.train.toml_io import load_toml
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "RunConfig", "load_config"]
+__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "ReportConfig", "RunConfig",
+           "load_config"]
 
 
 def _check_keys(table: Mapping, cls, where: str, extra=()) -> None:
@@ -288,6 +289,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """``[report]``: how the run's finding is coded in the DICOM SR.
+
+    Attributes
+    ----------
+    finding_code : str
+        The positive class's finding, ``"SCHEME:VALUE"`` or ``"SCHEME:Keyword"`` from
+        pydicom's PS3.16 codes, e.g. ``"SCT:27925004"`` (Nodule); "" → from the class name
+        (a known name's SNOMED CT code, else a private ``99DICOMML`` code).
+    finding_site : str
+        The finding site, e.g. ``"SCT:39607008"`` (Lung); "" → none.
+    """
+
+    finding_code: str = ""
+    finding_site: str = ""
+
+    def __post_init__(self):
+        from dicomml.train.findings import parse_code
+
+        if self.finding_code:
+            parse_code(self.finding_code, "report.finding_code")
+        if self.finding_site:
+            parse_code(self.finding_site, "report.finding_site")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The whole configuration of a training run."""
 
@@ -296,6 +323,7 @@ class RunConfig:
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def preprocess_config(self):
         """The :class:`dicomml.preprocess.PreprocessConfig` of ``[preprocess]``."""
@@ -314,7 +342,8 @@ class RunConfig:
                                       for k, v in self.train.class_weights.items()}
         return {"data": data, "split": self.split.to_dict(),
                 "preprocess": self.preprocess_config().to_dict(),
-                "model": self.model.to_dict(), "train": train}
+                "model": self.model.to_dict(), "train": train,
+                "report": dataclasses.asdict(self.report)}
 
     def replace(self, **tables) -> "RunConfig":
         """A copy with some tables' fields replaced: ``cfg.replace(train={"epochs": 2})``."""
@@ -351,10 +380,12 @@ class RunConfig:
                               "the training split only). Remove the key. Received: "
                               f"augment={train['augment']!r}")
         _check_keys(train, TrainConfig, "train")
+        report = dict(d.get("report", {}))
+        _check_keys(report, ReportConfig, "report")
         cfg = cls(data=DataConfig(**data), split=SplitConfig(**split),
                   preprocess=dict(d.get("preprocess", {})),
                   model=ModelConfig.from_dict(d.get("model", {})),
-                  train=TrainConfig(**train))
+                  train=TrainConfig(**train), report=ReportConfig(**report))
         # validate now, and keep the canonical form (every default filled in)
         cfg = dataclasses.replace(cfg, preprocess=cfg.preprocess_config().to_dict())
         if not cfg.data.labels:

@@ -31,6 +31,10 @@ size = 128
 [model]
 level = "study"
 pooling = "attention"
+
+[report]                           # the finding in the DICOM SR
+finding_code = "SCT:27925004"      # Nodule
+finding_site = "SCT:39607008"      # Lung
 """,
     "a label per image (slice-level classification)": """\
 [data]
@@ -121,7 +125,7 @@ def config_reference(examples: bool = True) -> str:
     from dicomml.data.split import SplitConfig
     from dicomml.preprocess.augment import AugmentConfig
     from dicomml.preprocess.config import PreprocessConfig
-    from dicomml.train.config import DataConfig, ModelConfig, TrainConfig
+    from dicomml.train.config import DataConfig, ModelConfig, ReportConfig, TrainConfig
 
     parts = ["configuration reference (key = default    # type or allowed values):", ""]
     for title, cls, skip in (("data", DataConfig, ("slices",)),
@@ -130,7 +134,8 @@ def config_reference(examples: bool = True) -> str:
                              ("preprocess", PreprocessConfig, ("augment", "version")),
                              ("preprocess.augment", AugmentConfig, ()),
                              ("model", ModelConfig, ("kwargs",)),
-                             ("train", TrainConfig, ())):
+                             ("train", TrainConfig, ()),
+                             ("report", ReportConfig, ())):
         parts += _table(title, cls, skip) + [""]
     parts.append("[model] also takes the model builder's options as keys (reference_cnn: "
                  "filters, dense_units, global_pool, l2, dropout, batch_norm).")
