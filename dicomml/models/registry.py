@@ -6,7 +6,7 @@ from typing import Callable
 
 from dicomml.errors import ConfigError, did_you_mean
 
-__all__ = ["register", "get_builder", "available_models", "min_input_size"]
+__all__ = ["register", "get_builder", "available_models"]
 
 _REGISTRY: dict[str, Callable] = {}
 
@@ -41,18 +41,3 @@ def get_builder(name: str) -> Callable:
     raise ConfigError(f"unknown model name.{hint} Expected one of {available_models()}. "
                       f"Received: name={name!r}")
 
-
-def min_input_size(name: str, kwargs=None) -> int:
-    """The smallest square input side model ``name`` accepts (no TensorFlow import).
-
-    The reference CNN: each of its ``len(filters)`` blocks is a 3×3 convolution without
-    padding (side − 2) and a 2×2 max pooling (halved), down to at least 1; the
-    ``keras.applications`` backbones need 32.
-    """
-    key = str(name).lower().strip()
-    if key.startswith("reference_cnn"):
-        side = 1
-        for _ in range(len(tuple((kwargs or {}).get("filters", (32, 64, 128))))):
-            side = 2 * side + 2
-        return side
-    return 32

@@ -33,6 +33,22 @@ def _check_keys(table: Mapping, cls, where: str, extra=()) -> None:
                               f"{hint}")
 
 
+def min_input_size(name: str, kwargs=None) -> int:
+    """The smallest square input side model ``name`` accepts (checked at load time, without
+    importing TensorFlow).
+
+    The reference CNN: each of its ``len(filters)`` blocks is a 3×3 convolution without
+    padding (side − 2) and a 2×2 max pooling (halved), down to at least 1; the
+    ``keras.applications`` backbones need 32.
+    """
+    if str(name).lower().strip().startswith("reference_cnn"):
+        side = 1
+        for _ in range(len(tuple((kwargs or {}).get("filters", (32, 64, 128))))):
+            side = 2 * side + 2
+        return side
+    return 32
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """``[data]``: where the images and labels are and how examples are made.
@@ -408,8 +424,6 @@ class RunConfig:
                               "remove them for task = \"regression\"")
         if self.model.level == "study" and d.task == "regression":
             raise ConfigError("model.level = \"study\" needs a classification task")
-        from dicomml.models.registry import min_input_size
-
         size = int(self.preprocess.get("size", 224))
         need = min_input_size(self.model.name, self.model.kwargs)
         if size < need:

@@ -137,7 +137,7 @@ def test_mixed_precision_output_stays_float32():
 
 @pytest.mark.parametrize("filters", [(8,), (8, 8), (8, 8, 8)])
 def test_min_input_size_is_the_smallest_that_builds(filters):
-    from dicomml.models.registry import min_input_size
+    from dicomml.train.config import min_input_size
 
     need = min_input_size("reference_cnn", {"filters": filters})
     m = build_model("reference_cnn", input_shape=(need, need, 3), filters=filters,

@@ -139,3 +139,17 @@ def test_shuffled_labels_are_independent_of_truth():
     # gets that mix, by cumulative rounding (numpy rounds 12.5 and 7.5 to even)
     np.testing.assert_array_equal(table.to_numpy(), [[12, 8], [8, 4]])
     assert _shuffle_train_labels(df, seed=1).equals(out)
+
+
+def test_loading_checks_without_importing_tensorflow(tmp_path):
+    """The whole file is validated at load, before the scan and the TensorFlow import."""
+    import subprocess
+    import sys
+
+    p = _write(tmp_path, '[data]\nfolder="a"\nlabels="b"\n[model]\nlevel="study"\n')
+    code = ("import sys; from dicomml.train.config import load_config; "
+            f"load_config({str(p)!r}); print('keras' in sys.modules, "
+            "'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
