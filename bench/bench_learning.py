@@ -246,8 +246,10 @@ def write_readme(rows, args):
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### learning: {args.task}", "",
              f"`nice -n 5 python bench/bench_learning.py --task {args.task} --seeds "
-             f"{' '.join(map(str, args.seeds))} --patients {args.patients} --rows {args.rows} "
-             f"--size {args.size} --epochs {args.epochs} --patience {args.patience}"
+             f"{' '.join(map(str, args.seeds))} "
+             + (f"--patients {args.patients} --rows {args.rows} " if args.task == "chest"
+                else "")
+             + f"--size {args.size} --epochs {args.epochs} --patience {args.patience}"
              + (f" --filters {' '.join(map(str, args.filters))}" if args.filters else "")
              + f"` on {when}, {platform.machine()}, {os.cpu_count()} CPUs shared with other "
              f"jobs, Python {platform.python_version()}. Split 60/15/25 % by patient; test "
