@@ -192,7 +192,8 @@ class TrainConfig:
     lr_schedule : {"cosine", "constant"}
         ``"cosine"`` (default): cosine decay from ``learning_rate`` to 5 % of it over all
         training steps (resumes exactly: it depends on the optimizer's step count, which the
-        checkpoint holds). Cannot be combined with ``reduce_lr_patience``.
+        checkpoint holds; a re-run with more ``epochs`` keeps the schedule the run started
+        with). Cannot be combined with ``reduce_lr_patience``.
     epochs : int
         Maximum number of epochs (early stopping may end the run sooner).
     batch_size : int

@@ -189,19 +189,35 @@ def test_resume_on_the_fly_with_capped_steps(task, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_study_level_resume_with_cosine_schedule(task, tmp_path):
+def test_study_level_resume_with_cosine_schedule(task, tmp_path, monkeypatch):
     """Study bags, the cosine learning-rate schedule (in the optimizer's step count) and
-    the augmentation draws of every bag: a run resumed after epoch 1 ends as the
+    the augmentation draws of every bag: a run killed after epoch 1 and resumed ends as the
     uninterrupted one."""
+    from dicomml.train import callbacks as cb_mod
+
     cfg = _config(task, lr_schedule="cosine", reduce_lr_patience=0).replace(
         model={"name": "reference_cnn", "level": "study", "pooling": "attention",
                "filters": [4, 8, 8], "dense_units": 8},
         data={"slices": {"mode": "all"}})
     a, c = tmp_path / "a", tmp_path / "c"
     Trainer(cfg).fit(a, progress=False)
-    Trainer(cfg.replace(train={"epochs": 1})).fit(c, progress=False)
+
+    class Killed(BaseException):
+        pass
+
+    real = cb_mod.atomic_write_text
+
+    def dies_after_state_1(path, text, *args, **kwargs):
+        real(path, text, *args, **kwargs)
+        if str(path).endswith("state.json") and json.loads(text)["epoch"] == 1:
+            raise Killed
+
+    monkeypatch.setattr(cb_mod, "atomic_write_text", dies_after_state_1)
+    with pytest.raises(Killed):  # the same configuration (same schedule), killed
+        Trainer(cfg).fit(c, progress=False)
+    monkeypatch.setattr(cb_mod, "atomic_write_text", real)
     res = Trainer(cfg).fit(c, progress=False)
-    assert res.resumed_from == 1
+    assert res.resumed_from == 2
     ha, hc = pd.read_csv(a / "history.csv"), pd.read_csv(c / "history.csv")
     assert ha["epoch"].tolist() == hc["epoch"].tolist() == [0, 1, 2, 3]
     assert ha["learning_rate"].is_monotonic_decreasing  # the cosine schedule
