@@ -446,7 +446,7 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                 sources = [pydicom.dcmread(q, stop_before_pixels=True,
                                            defer_size=DEFER_SIZE) for q in paths]
                 sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
-                               where=where, notes=notes, forced=bool(rules),
+                               run.config, where=where, notes=notes, forced=bool(rules),
                                **result_uids(uid_key, study_uid, "SR"))
                 sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
             except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
@@ -501,14 +501,16 @@ def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
             "sop_instance_uid": generate_uid(entropy_srcs=[*src, "instance"])}
 
 
-def _build_sr(sources, finding, prob, present, algorithm, *, where="", notes=None,
-              forced=False, **uids):
+def _build_sr(sources, finding, prob, present, algorithm, config=None, *, where="",
+              notes=None, forced=False, **uids):
     from dicomml.report.sr import build_sr
+    from dicomml.train.findings import run_finding
 
+    finding, site = run_finding(config or {}, finding)  # [report] finding_code / _site
     desc = "dicomml AI result FORCED outside input contract" if forced else "dicomml AI result"
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
-                    present=bool(present), algorithm=algorithm, where=where, notes=notes,
-                    series_description=desc, **uids)
+                    present=bool(present), algorithm=algorithm, finding_site=site,
+                    where=where, notes=notes, series_description=desc, **uids)
 
 
 def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, where: str,
@@ -522,8 +524,12 @@ def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, wher
     from dicomml.io import read_image
     from dicomml.evaluate.heatmaps import heatmap_objects
 
+    from dicomml.models.mil import is_study_model, slice_model_of
+
     path, frame = str(example["path"]), int(example["frame"])
     source = None
+    if is_study_model(model):  # explain the slice through the study model's own encoder
+        model = slice_model_of(model)
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_SIZE)
         image = read_image(path, frames=[frame])
