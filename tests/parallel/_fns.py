@@ -81,3 +81,15 @@ def sleep_items(chunk):
     for seconds in chunk:
         time.sleep(seconds)
     return list(chunk)
+
+
+def privacy_state(chunk):
+    """Whether dicomml.privacy's filter is installed in this worker, and what a warning
+    naming a patient looks like once scrubbed there."""
+    import warnings as _w
+
+    from dicomml.privacy import installed, scrub
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        return [(installed(), scrub("Unable to convert 'DOE^JOHN' to a name"))] * len(chunk)
