@@ -130,7 +130,8 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
     Parameters
     ----------
     model : keras.Model
-        A functional classification model ending in a softmax (or any probabilities).
+        A functional classification model ending in a softmax (or any probabilities); a
+        study-level (MIL) model is explained through its slice model (its shared encoder).
     tensor : numpy.ndarray
         One input, (rows, columns, channels) or (1, rows, columns, channels), float32.
     class_index : int, optional
@@ -145,6 +146,10 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
     """
     import tensorflow as tf
 
+    from dicomml.models.mil import is_study_model, slice_model_of
+
+    if is_study_model(model):  # a study-level (MIL) model explains a slice by its encoder
+        model = slice_model_of(model)
     x = np.asarray(tensor, dtype=np.float32)
     if x.ndim == 3:
         x = x[None]

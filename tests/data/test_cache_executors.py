@@ -22,8 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _files(folder) -> dict[str, bytes]:
+    """The cache's contents; the fill's advisory lock file ``.lock`` (empty) is not data."""
     out = {}
     for name in sorted(os.listdir(folder)):
+        if name == ".lock":
+            continue
         with open(os.path.join(folder, name), "rb") as f:
             out[name] = f.read()
     return out

@@ -160,7 +160,12 @@ def test_tensor_cache_fill_survives_decoder_crash(tmp_path):
 @pytest.mark.slow
 def test_predict_survives_decoder_crash(tmp_path):
     """``dicomml predict`` over studies holding a file that aborts GDCM: every other image is
-    predicted, the file is reported with the crash, the exit status says so."""
+    predicted, the file is reported, the exit status says so.
+
+    The crasher is a colour Secondary Capture: the run's input contract (issue 15) refuses its
+    series before any decoding (a colour image is never given to a grayscale model, even
+    forced), so predict never reaches the decoder that would abort; the crash isolation of the
+    decoding itself is held by ``read_images`` tests above."""
     pytest.importorskip("keras")
     from tests.evaluate.runfolder import make_run
 
@@ -172,9 +177,10 @@ def test_predict_survives_decoder_crash(tmp_path):
     first = sorted(p for p in inputs.rglob("*") if p.is_file())[0]
     ref = pydicom.dcmread(first, stop_before_pixels=True)
     crasher = pydicom.dcmread(make_crasher(tmp_path, 65))
-    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality",
+    for kw in ("StudyInstanceUID", "PatientID", "Modality",
                "ImageOrientationPatient", "FrameOfReferenceUID"):
         setattr(crasher, kw, ref.get(kw))
+    crasher.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["crasher-series"])
     crasher.ImagePositionPatient = [0.0, 0.0, 900.0]
     crasher.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["crasher-predict"])
     target = first.parent / "crasher.dcm"
@@ -187,8 +193,11 @@ def test_predict_survives_decoder_crash(tmp_path):
                  TF_CPP_MIN_LOG_LEVEL="2"),
         capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert str(target) in proc.stderr and "SIGABRT" in proc.stderr
     import pandas as pd
+
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    mine = skipped[skipped["series_instance_uid"] == str(crasher.SeriesInstanceUID)]
+    assert len(mine) == 1 and mine["rule"].iloc[0] in ("sop_class", "photometric"), skipped
 
     table = pd.read_csv(out / "predictions.csv")
     probs = [c for c in table.columns if c.startswith("prob_")]
