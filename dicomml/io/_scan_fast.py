@@ -29,6 +29,7 @@ from dicomml.io.walker import (
     TS_IMPLICIT_LE,
     VRS,
     Fallback,
+    NestingTooDeep,
     Reader,
     Truncated,
     check_rest,
@@ -130,9 +131,11 @@ def read_fast(path: str, size: int, mtime: float):
                     else:
                         start, length = item[1]
                         raw[tag] = (item[0], r.get(start, length, start))
+            cut = check_rest(r, pos, explicit)
         except Truncated as t:
             raise Skip("truncated header", f"truncated header at byte {t.offset}") from None
-        cut = check_rest(r, pos, explicit)
+        except NestingTooDeep as e:
+            raise Skip("invalid DICOM", f"invalid DICOM ({e})") from None
         if cut is not None:
             raise Skip("truncated data", cut)
     values = {}

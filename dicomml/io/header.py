@@ -60,6 +60,7 @@ from dicomml.io.walker import (
     VRS,
     LONG_VRS,
     Fallback,
+    NestingTooDeep,
     Reader,
     check_rest,
 )
@@ -169,6 +170,8 @@ def read_header_pydicom(path: str, size: int | None = None, mtime: float | None 
                         cut = check_rest(Reader(fp, size), pos, not implicit)
                     except Fallback:  # a layout the walker does not follow: not checked
                         cut = None
+                    except NestingTooDeep as e:
+                        raise Skip("invalid DICOM", f"invalid DICOM ({e})") from None
                     if cut is not None:
                         raise Skip("truncated data", cut)
             _check_truncated(ds)

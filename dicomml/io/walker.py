@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import struct
 
+from dicomml.io.guards import MAX_NESTING
+
 __all__ = [
     "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE",
     "TS_EXPLICIT_BE", "TS_DEFLATED_LE", "NATIVE_TRANSFER_SYNTAXES", "ITEM", "ITEM_END",
-    "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "Reader", "element",
+    "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader", "element",
     "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
 ]
 
@@ -72,8 +74,12 @@ class Truncated(Exception):
         self.offset = offset
 
 
+class NestingTooDeep(ValueError):
+    """Sequences nested deeper than :data:`dicomml.io.guards.MAX_NESTING` levels."""
+
+
 class Reader:
-    """Random access to a file through one cached block."""
+    """Random access to a file through one cached block (or to bytes: :meth:`in_memory`)."""
 
     __slots__ = ("f", "size", "data", "base")
 
@@ -99,6 +105,13 @@ class Reader:
             raise Truncated(elem_start)
         return self.data[:n]
 
+    @classmethod
+    def in_memory(cls, data) -> "Reader":
+        """A reader of a whole file already in memory (``bytes`` or ``mmap``)."""
+        r = cls.__new__(cls)
+        r.f, r.size, r.data, r.base = None, len(data), data, 0
+        return r
+
 
 def element(r: Reader, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
     """Parse the element header at ``pos``: (tag, vr, value_start, length)."""
@@ -117,8 +130,14 @@ def element(r: Reader, pos: int, explicit: bool) -> tuple[int, bytes | None, int
     return tag, None, pos + 8, _I.unpack_from(hdr, 4)[0]
 
 
-def skip_sequence(r: Reader, pos: int, explicit: bool, start: int) -> int:
-    """Skip the items of an undefined-length sequence from ``pos``; return the end."""
+def skip_sequence(r: Reader, pos: int, explicit: bool, start: int, depth: int = 1) -> int:
+    """Skip the items of an undefined-length sequence from ``pos``; return the end.
+
+    ``start`` is the offset reported when the file ends inside; ``depth`` the nesting level
+    (:class:`NestingTooDeep` past :data:`~dicomml.io.guards.MAX_NESTING`).
+    """
+    if depth > MAX_NESTING:
+        raise NestingTooDeep(f"sequences nested more than {MAX_NESTING} levels deep")
     while True:
         tag, _vr, vstart, length = element(r, pos, False)
         if tag == SEQ_END:
@@ -126,14 +145,14 @@ def skip_sequence(r: Reader, pos: int, explicit: bool, start: int) -> int:
         if tag != ITEM:
             raise Fallback
         if length == UNDEFINED:
-            pos = skip_item(r, vstart, explicit, start)
+            pos = skip_item(r, vstart, explicit, start, depth)
         else:
             pos = vstart + length
             if pos > r.size:
                 raise Truncated(start)
 
 
-def skip_item(r: Reader, pos: int, explicit: bool, start: int) -> int:
+def skip_item(r: Reader, pos: int, explicit: bool, start: int, depth: int = 1) -> int:
     """Skip the elements of an undefined-length item from ``pos``; return the end."""
     while True:
         hdr = r.get(pos, 4, start)
@@ -144,7 +163,7 @@ def skip_item(r: Reader, pos: int, explicit: bool, start: int) -> int:
             raise Fallback
         if length == UNDEFINED:
             # implicit VR: a sequence; explicit: SQ, UN (implicit inside) or encapsulated OB
-            pos = skip_sequence(r, vstart, explicit and vr != b"UN", start)
+            pos = skip_sequence(r, vstart, explicit and vr != b"UN", start, depth + 1)
         else:
             pos = vstart + length
             if pos > r.size:

@@ -174,3 +174,28 @@ print(json.dumps({{"status": status, "s": time.monotonic() - t,
     assert out["status"] == 1, proc.stderr[-3000:]
     assert "22 examples" in proc.stdout and "3 failed" in proc.stdout, proc.stdout
     assert out["s"] < 60 and out["rss_mb"] < 1024, out
+
+
+
+@pytest.mark.parametrize("kind", ["nested_200", "nested_5000"])
+def test_scan_skips_deep_nesting_with_its_reason(hostile, tmp_path, kind):
+    """The walker of the scan (its check of the rest of the file) refuses deep nesting as
+    the reader does: the file is skipped as invalid DICOM, with the reason, for both
+    header readers, never a RecursionError."""
+    import struct
+
+    from dicomml.io.header import Skip, read_header
+
+    data = bytearray(Path(hostile[kind]).read_bytes())
+    # The hostile file keeps the sample's (FFFC,FFFC) Data Set Trailing Padding before the
+    # nested private element (tags out of order): drop it so the walk reaches the nesting.
+    pad = data.find(b"\xfc\xff\xfc\xffOB\x00\x00")
+    assert pad > 0
+    del data[pad:pad + 12 + struct.unpack_from("<I", data, pad + 8)[0]]
+    path = tmp_path / f"{kind}.dcm"
+    path.write_bytes(bytes(data))
+    for fast in (True, False):
+        with pytest.raises(Skip) as exc:
+            read_header(str(path), fast=fast)
+        assert exc.value.category == "invalid DICOM", (fast, exc.value.reason)
+        assert "nested more than 64 levels" in exc.value.reason, (fast, exc.value.reason)
