@@ -12,18 +12,22 @@ reported.
 Workers
 -------
 ``workers=0`` or ``1`` reads in this process. With ``workers=N > 1``, when forking is
-safe (Linux, no other thread, TensorFlow not loaded), N - 1 local processes are forked
-from this one and this process reads chunks too whenever no result is waiting to be
-stored: header parsing is pure Python, and a forked worker starts in milliseconds where a
-fresh interpreter needs about half a second of imports. Otherwise N worker processes of
+safe (Linux, no other thread, TensorFlow not loaded), N - 1 processes of
+:mod:`dicomml.parallel` are forked from this one (``start_method="fork"``) and this
+process reads chunks too whenever no result is waiting to be stored (``local=True``):
+header parsing is pure Python, and a forked worker starts in milliseconds where a fresh
+interpreter needs about half a second of imports. Otherwise N worker processes of
 :mod:`dicomml.parallel` are used (started with ``preload=["dicomml.io.scanner"]`` before
 the folder is walked, so that their start-up overlaps the walk), as is any ``executor``
 given (e.g. a Dask cluster). Small jobs (one chunk) always run in this process.
+Either way a worker that dies (the OOM killer, a signal) costs no more than its chunk:
+:mod:`dicomml.parallel` reads its files again one by one in fresh workers, and a file that
+kills its worker again is recorded as skipped ("scan failed", with the exit status; read
+again by the next scan). The scan goes on.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -210,72 +214,10 @@ def _scan_chunk_pydicom(items):
     return scan_chunk(items, fast=False)
 
 
-class _ForkedProcesses:
-    """Worker processes forked from this one, with the executor shape of dicomml.parallel.
-
-    Used only when forking is safe (no TensorFlow loaded, no other thread running): header
-    parsing is pure Python (no native decoder can crash), and a forked worker starts in
-    milliseconds where a fresh interpreter needs ~0.5 s of imports, which is longer than
-    scanning a few thousand files. The processes are started at construction, before any
-    progress-bar thread exists. A worker that dies fails its chunk (recorded, retried by
-    the next scan) instead of being isolated item by item as dicomml.parallel does.
-
-    With ``local=True`` this process reads chunks too whenever no worker result is waiting
-    to be stored (it has nothing else to do then): ``workers`` processes are forked for
-    ``workers + 1`` readers. On a busy machine extra processes get little CPU, and this
-    keeps the parallel scan from being slower than the in-process one.
-    """
-
-    def __init__(self, workers: int, local: bool = False):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.workers = workers
-        self.local = local
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
-        # gc.freeze: the workers' garbage collector then leaves the parent's objects alone,
-        # so their memory pages stay shared instead of being copied on write.
-        gc.freeze()
-        try:
-            self._pool.submit(int).result()  # fork every worker now
-        finally:
-            gc.unfreeze()
-
-    def map_chunks(self, fn, chunks, *, progress=None):
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        pending = {}
-        it = iter(chunks)
-        ahead = 2 * self.workers
-        for chunk in it:
-            pending[self._pool.submit(fn, chunk)] = chunk
-            if len(pending) >= ahead:
-                break
-        while pending:
-            done = [f for f in pending if f.done()] if self.local else ()
-            if not done:
-                nxt = next(it, None) if self.local else None
-                if nxt is not None:  # nothing to store yet: read a chunk here
-                    try:
-                        result = fn(nxt)
-                    except Exception as e:  # noqa: BLE001 - as a worker's failure
-                        result = e
-                    yield nxt, result
-                    continue
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                chunk = pending.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as e:  # BrokenProcessPool: a worker died
-                    result = e
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending[self._pool.submit(fn, nxt)] = nxt
-                yield chunk, result
-
-    def close(self):
-        self._pool.shutdown(wait=True, cancel_futures=True)
+def _failure_reason(result) -> str:
+    """Why a chunk gave no rows: a dicomml.parallel failure's reason, or the error type."""
+    reason = getattr(result, "reason", None)
+    return str(reason) if reason else type(result).__name__
 
 
 def _fork_is_safe() -> bool:
@@ -299,11 +241,13 @@ def _start_executor(workers: int):
     :func:`scan` calls this before walking the folder, so that the workers' start-up
     (about half a second of imports when they cannot be forked) overlaps the walk.
     """
-    if _fork_is_safe():  # this process reads too: one process fewer to fork
-        return _ForkedProcesses(workers - 1, local=True)
     from dicomml.parallel import get_executor
 
-    ex = get_executor(kind="processes", workers=workers, preload=["dicomml.io.scanner"])
+    if _fork_is_safe():  # this process reads too: one process fewer to fork
+        ex = get_executor(kind="processes", workers=workers - 1, start_method="fork",
+                          local=True)
+    else:
+        ex = get_executor(kind="processes", workers=workers, preload=["dicomml.io.scanner"])
     ex.start()
     return ex
 
@@ -449,7 +393,7 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
             if isinstance(result, list):
                 store.write(result)
             else:  # the worker failed on this chunk: record it, read it again next time
-                why = f"scan worker failed ({type(result).__name__}); scan again to retry"
+                why = f"scan worker failed ({_failure_reason(result)}); scan again to retry"
                 store.write([("skip", p, s, m, "scan failed", why, "retry")
                              for p, s, m in chunk])
             if bar is not None:

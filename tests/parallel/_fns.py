@@ -81,3 +81,9 @@ def sleep_items(chunk):
     for seconds in chunk:
         time.sleep(seconds)
     return list(chunk)
+
+
+def sleep_pid(chunk):
+    """Sleep ``chunk[0]`` seconds; the process id that ran it."""
+    time.sleep(chunk[0])
+    return os.getpid()
