@@ -36,7 +36,7 @@ from dicomml.io.walker import (
     walk,
 )
 
-__all__ = ["Fallback", "read_fast", "BLOCK", "MAX_VALUE"]  # the walker's, re-exported
+__all__ = ["Fallback", "read_fast", "ValueCache", "BLOCK", "MAX_VALUE"]  # the walker's, re-exported
 
 _EXPLICIT_TS_FALLBACK = frozenset({TS_EXPLICIT_BE, TS_DEFLATED_LE})
 _TEXT_VRS = {"ui": {b"UI"}, "text": {b"CS", b"DA", b"LO", b"SH"}, "ds": {b"DS"},
@@ -60,10 +60,23 @@ def _text(raw: bytes) -> list[str]:
 
 
 _MISS = object()
-#: Normalized values by (tag, VR, raw bytes), shared by the files one process reads.
-_VALUE_CACHE: dict = {}
-_CACHE_ITEMS = 4096
 _CACHE_VALUE_BYTES = 256
+
+
+class ValueCache(dict):
+    """Normalized values by (tag, VR, raw bytes), shared by the files of one scan chunk.
+
+    Most values repeat from file to file (UIDs of the series, orientation, spacing,
+    rescale...); their normalized value (immutable: str/int/float/tuple) is remembered.
+    Raw values longer than 256 bytes are not kept; the cache is cleared when it holds
+    ``limit`` items.
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = 4096):
+        super().__init__()
+        self.limit = limit
 
 
 def _value(kind: str, vr: bytes | None, data: bytes):
@@ -89,8 +102,11 @@ def _value(kind: str, vr: bytes | None, data: bytes):
     return normalize_strings(kind, _text(data))
 
 
-def read_fast(path: str, size: int, mtime: float):
-    """Read the Index row of ``path`` (``size`` bytes) or raise :class:`Fallback` / Skip."""
+def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = None):
+    """Read the Index row of ``path`` (``size`` bytes) or raise :class:`Fallback` / Skip.
+
+    ``cache``: the :class:`ValueCache` of the files read together (default: none kept).
+    """
     if size == 0:
         raise Skip("empty file", "empty file")
     try:
@@ -140,7 +156,8 @@ def read_fast(path: str, size: int, mtime: float):
             raise Skip("truncated data", cut)
     values = {}
     pixel_rep = None
-    cache = _VALUE_CACHE
+    if cache is None:
+        cache = ValueCache()
     for tag, (name, kind) in RAW_TAGS.items():
         item = raw[tag]
         if item is None:  # absent: row_from_values reads it as None
@@ -153,14 +170,12 @@ def read_fast(path: str, size: int, mtime: float):
                 vr = b"SS" if pixel_rep == 1 else b"US"
             else:
                 vr = _BIN_TAGS.get(tag, b"IS")
-        # Most values repeat from file to file (UIDs of the series, orientation, spacing,
-        # rescale...): their normalized value is remembered (immutable: str/int/float/tuple).
         key = (tag, vr, data)
         v = cache.get(key, _MISS)
         if v is _MISS:
             v = _value(kind, vr, data)
             if len(data) <= _CACHE_VALUE_BYTES:
-                if len(cache) >= _CACHE_ITEMS:
+                if len(cache) >= cache.limit:
                     cache.clear()
                 cache[key] = v
         if tag == 0x00280103:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from dicomml.io._scan_fast import read_fast
+from dicomml.io._scan_fast import ValueCache, read_fast
 from dicomml.io.fields import (
     CREATOR_TAGS,
     DERIVED_COLUMNS,
@@ -284,7 +284,7 @@ def looks_like_dataset(head: bytes, size: int) -> bool:
 
 
 def read_header(path: str, size: int | None = None, mtime_ns: int | None = None,
-                *, fast: bool = True) -> HeaderRow:
+                *, fast: bool = True, cache: ValueCache | None = None) -> HeaderRow:
     """Read the Index row of one file, header only; raise :class:`Skip` when unusable.
 
     Parameters
@@ -295,6 +295,8 @@ def read_header(path: str, size: int | None = None, mtime_ns: int | None = None,
         Its size and modification time as the caller already stat'ed them.
     fast : bool
         Try the :mod:`struct` reader first (default); ``False`` uses pydicom only.
+    cache : dicomml.io._scan_fast.ValueCache, optional
+        Normalized values shared by the files read together (the scan keeps one per chunk).
     """
     if size is None or mtime_ns is None:
         try:
@@ -305,7 +307,7 @@ def read_header(path: str, size: int | None = None, mtime_ns: int | None = None,
     mtime = mtime_ns / 1e9
     if fast:
         try:
-            return read_fast(path, size, mtime)
+            return read_fast(path, size, mtime, cache)
         except Fallback:
             pass
     return read_header_pydicom(path, size, mtime)

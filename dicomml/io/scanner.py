@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomml.errors import ConfigError
+from dicomml.io._scan_fast import ValueCache
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, encode_array
 from dicomml.io.files import FileEntry, walk_files
 from dicomml.io.header import Skip, read_header
@@ -141,8 +142,12 @@ def _dicomdir_refs(path: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tuple]:
+def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True, *,
+               cache_items: int = 4096) -> list[tuple]:
     """Read the headers of one chunk of ``(path, size, mtime_ns)``; runs in a worker.
+
+    The values that repeat from file to file are normalized once per chunk (caches of at
+    most ``cache_items`` entries, created here: no state is kept between chunks).
 
     Returns one tuple per item: ``("row", path, size, mtime_ns, values, dicomdir_refs)``
     (``values`` as :func:`dicomml.io._scan_store.db_values` gives them) or
@@ -153,27 +158,26 @@ def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tup
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        _scan_items(items, fast, out)
+        _scan_items(items, fast, out, cache_items)
     finally:
         log.setLevel(level)
     return out
-
-
-#: JSON text of the array columns by tuple identity, ``id(value) -> (value, text)``: the
-#: struct reader returns the very same tuple for a repeated raw value (orientation,
-#: spacing, windows), and holding it keeps its id from being reused. Identity, not
-#: equality: (0.0,) == (-0.0,) but their JSON differs. Bounded: cleared when full.
-_ARRAY_TEXT: dict = {}
 
 
 #: (column, is an array column, is "is_image") for every column of ``instances``.
 _DB_COLUMNS = tuple((col, col in ARRAY_COLUMNS, col == "is_image") for col in INSTANCE_COLUMNS)
 
 
-def _db_values(row: dict) -> tuple:
-    """:func:`dicomml.io._scan_store.db_values`, with the JSON of repeated arrays remembered."""
+def _db_values(row: dict, cache: dict) -> tuple:
+    """:func:`dicomml.io._scan_store.db_values`, with the JSON of repeated arrays remembered.
+
+    ``cache``: JSON text of the array columns by tuple identity, ``id(value) -> (value,
+    text)``, for the files of one chunk: the struct reader returns the very same tuple for a
+    repeated raw value (orientation, spacing, windows), and holding it keeps its id from
+    being reused. Identity, not equality: (0.0,) == (-0.0,) but their JSON differs.
+    Bounded: cleared when full.
+    """
     values = []
-    cache = _ARRAY_TEXT
     get = row.get
     for col, is_array, is_image in _DB_COLUMNS:
         v = get(col)
@@ -195,14 +199,15 @@ def _db_values(row: dict) -> tuple:
     return tuple(values)
 
 
-def _scan_items(items, fast, out) -> None:
+def _scan_items(items, fast, out, cache_items: int) -> None:
+    values, arrays = ValueCache(cache_items), {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for path, size, mtime_ns in items:
             try:
-                row = read_header(path, size, mtime_ns, fast=fast)
+                row = read_header(path, size, mtime_ns, fast=fast, cache=values)
                 refs = _dicomdir_refs(path) if row["object_kind"] == "dicomdir" else None
-                out.append(("row", path, size, mtime_ns, _db_values(row), refs))
+                out.append(("row", path, size, mtime_ns, _db_values(row, arrays), refs))
             except Skip as s:
                 out.append(("skip", path, size, mtime_ns, s.category, s.reason))
             except Exception as e:  # a reader bug must not stop the batch
