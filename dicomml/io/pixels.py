@@ -31,6 +31,7 @@ import numpy as np
 
 from dicomml.errors import (
     FATAL,
+    ConfigError,
     DecodeError,
     DicommlError,
     InvalidDicomError,
@@ -705,8 +706,8 @@ def _frame_index(frames, n: int, path) -> list[int] | None:
     idx = [int(frames)] if isinstance(frames, (int, np.integer)) else [int(f) for f in frames]
     bad = [f for f in idx if not -n <= f < n]
     if bad:
-        raise IndexError(f"{path}: frame(s) {bad} out of range; (0028,0008) Number of Frames "
-                         f"is {n}. Received: frames={frames!r}")
+        raise ConfigError(f"{path}: frame(s) {bad} out of range; (0028,0008) Number of Frames "
+                          f"is {n}. Received: frames={frames!r}")
     return [f % n for f in idx]
 
 
