@@ -5,8 +5,8 @@ pixels. For files in Implicit or Explicit VR Little Endian (PS3.5 A.1, A.2) whos
 plain grayscale, :func:`parse_light` walks the top-level elements once with
 ``struct.unpack_from`` on the file's bytes, decodes only the attributes the reader needs
 (the table ``NEEDED``; undefined-length sequences are skipped by the one walker,
-:func:`dicomml.io.walker.skip_sequence`, with its VR table), and returns a :class:`LightDataset` whose ``PixelData`` is a
-zero-copy ``memoryview`` of the (7FE0,0010) value.
+:func:`dicomml.io.walker.skip_sequence`, with its VR table), and returns a
+:class:`LightDataset` whose ``PixelData`` is a zero-copy ``memoryview`` of the (7FE0,0010) value.
 
 Anything unusual returns None and the caller falls back to pydicom: no 'DICM' prefix,
 another transfer syntax, encapsulated or float pixel data, colour, a (0028,3000) Modality LUT

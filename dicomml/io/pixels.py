@@ -50,7 +50,7 @@ from dicomml.io.codecs import check_decodable, transfer_syntax_name
 from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, Window
 
-__all__ = ["read_image", "image_from_dataset", "decode_stored", "plugin_order",
+__all__ = ["read_in_process", "image_from_dataset", "decode_stored", "plugin_order",
            "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
            "windows_of", "voi_luts_of", "frame_geometry"]
 
@@ -60,63 +60,15 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 # ----------------------------------------------------------------------------- public API
-def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
-               modality_lut: bool | None = None, isolate: bool = False,
-               decoders: Sequence[str] | None = None, timeout: float | None = None) -> Image:
-    """Read one instance (single- or multi-frame) with its pixels in modality units.
+def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
+                    modality_lut: bool | None = None,
+                    decoders: Sequence[str] | None = None) -> Image:
+    """:func:`dicomml.io.read_image` in this process (what an isolated worker runs too).
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A DICOM file. It is opened read-only and never modified.
-    frames : int or iterable of int, optional
-        0-based frame indices to decode (default: all frames).
-    modality_lut : bool or None
-        ``True``: the modality transform must be applied (raise
-        :class:`~dicomml.errors.MissingAttributeError` if the file has none);
-        ``None`` (default): apply it if present; ``False``: never (stored values as float32).
-    isolate : bool
-        Decode in a child process (default False: in this process). Some codecs are C
-        libraries that abort the whole process on a corrupt stream (e.g. GDCM on a JPEG
-        Baseline file with a few bad bytes: SIGABRT, no exception). With ``isolate=True`` such
-        a crash raises :class:`~dicomml.errors.DecoderCrashedError` naming the file and its
-        (0002,0010) Transfer Syntax UID; the caller survives. For many files use
-        :func:`dicomml.io.read_images`.
-    decoders : sequence of str, optional
-        pydicom decoding plugins to try, in this order (e.g. ``("pylibjpeg", "gdcm")``).
-        Default: the ``DICOMML_DECODERS`` environment variable (comma-separated) if set,
-        else every installed plugin with GDCM last. GDCM is never tried after another
-        plugin found the stream corrupt (it may abort the process on such streams).
-    timeout : float, optional
-        With ``isolate=True``: seconds before a stuck decoder is killed (then
-        :class:`~dicomml.errors.DecoderCrashedError` too). Default: no limit.
-
-    Returns
-    -------
-    Image
-        ``pixels`` float32 (frames, rows, columns) or (frames, rows, columns, 3) for colour.
-
-    Raises
-    ------
-    NotDicomError, InvalidDicomError, NoPixelDataError, MissingAttributeError,
-    UnsupportedTransferSyntaxError, DecodeError
-        Each naming the file and the attribute.
-    DecoderCrashedError
-        ``isolate=True`` and the decoder killed its process (or ran past ``timeout``).
-
-    Examples
-    --------
-    >>> from pydicom.data import get_testdata_file
-    >>> img = read_image(get_testdata_file("CT_small.dcm", download=False))
-    >>> img.pixels.shape, img.pixels.dtype.name, img.modality
-    ((1, 128, 128), 'float32', 'CT')
+    Parameters and errors as :func:`dicomml.io.read_image` (without ``isolate`` and
+    ``timeout``).
     """
     path = os.fspath(path)
-    if isolate:
-        from dicomml.io.isolated import read_image_isolated
-
-        return read_image_isolated(path, frames=frames, modality_lut=modality_lut,
-                                   decoders=decoders, timeout=timeout)
     with quiet_pydicom():
         ds, _ = load_dataset(path)
         try:
@@ -140,7 +92,8 @@ def corrupt_value_error(where, e: BaseException) -> InvalidDicomError:
 def image_from_dataset(ds, path: str | None = None, *, frames=None,
                        modality_lut: bool | None = None,
                        decoders: Sequence[str] | None = None) -> Image:
-    """Build an :class:`Image` from an already parsed pydicom Dataset (see :func:`read_image`)."""
+    """Build an :class:`Image` from an already parsed pydicom Dataset (see
+    :func:`dicomml.io.read_image`)."""
     n_total = _n_frames(ds, path)
     index = _frame_index(frames, n_total, path)
     stored, pi = decode_stored(ds, path, frames=index, decoders=decoders)
@@ -182,7 +135,8 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
     dtype of the pixel data (float for (7FE0,0008)/(7FE0,0009)); ``photometric`` is the
     (0028,0004) value that describes it (``"RGB"`` after YBR or palette conversion).
     Identical to pydicom's ``Dataset.pixel_array`` (native data is read with
-    ``numpy.frombuffer``; the result is bit-identical). ``decoders``: see :func:`read_image`.
+    ``numpy.frombuffer``; the result is bit-identical). ``decoders``: see
+    :func:`dicomml.io.read_image`.
     """
     where = path or shown_uid(ds.get("SOPInstanceUID"), "<dataset>")
     keyword = next((k for k in _PIXEL_TAGS if k in ds), None)
@@ -281,7 +235,8 @@ def _within_bits(arr: np.ndarray, stored_bits: int, signed: bool) -> bool:
 
 
 def plugin_order(available: Sequence[str], decoders: Sequence[str] | None = None) -> list[str]:
-    """The pydicom decoding plugins to try, in order (see ``decoders`` in :func:`read_image`).
+    """The pydicom decoding plugins to try, in order (see ``decoders`` in
+    :func:`dicomml.io.read_image`).
 
     ``decoders`` (or, when None, the comma-separated ``DICOMML_DECODERS`` environment
     variable) lists plugin names; those not installed for the transfer syntax are left out.

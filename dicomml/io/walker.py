@@ -24,8 +24,8 @@ from dicomml.io.guards import MAX_NESTING
 __all__ = [
     "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE",
     "TS_EXPLICIT_BE", "TS_DEFLATED_LE", "NATIVE_TRANSFER_SYNTAXES", "ITEM", "ITEM_END",
-    "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader", "element",
-    "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
+    "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader",
+    "element", "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
 ]
 
 #: Bytes read at a time.
