@@ -12,9 +12,13 @@
 3. **evaluate** the held-out test patients (:func:`dicomml.evaluate.evaluate_run`): metrics
    per image and per study with 95 % patient-bootstrap intervals, ``predictions.csv`` and
    plots in ``DIR/run/``;
-4. **report**: one DICOM Comprehensive 3D SR (TID 1500 Measurement Report, PS3.16) per test
+4. **DICOM reports**: one DICOM Comprehensive 3D SR (TID 1500 Measurement Report, PS3.16) per test
    study and a Grad-CAM Secondary Capture per positive study in ``DIR/reports/``, with the
-   test predictions (``predictions.csv``, ``studies.csv``).
+   test predictions (``predictions.csv``, ``studies.csv``);
+5. **report page**: ``DIR/run/report.html``
+   (:func:`dicomml.evaluate.report_page.write_report`), one self-contained page with the
+   data, configuration, curves, metrics, plots and a gallery of the worst errors with
+   Grad-CAM heatmaps.
 
 No output contains a patient name, ID, birth date or accession number, except the DICOM
 reports themselves, which carry their source study's Patient module as PS3.3 C.7.1.1
@@ -80,6 +84,8 @@ class DemoResult:
     #: Examples of the learning task that could not be decoded (left out).
     n_failed: int = 0
     seconds: dict = field(default_factory=dict)
+    #: The run's self-contained HTML report (``run/report.html``).
+    report_html: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -223,7 +229,7 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
     seconds = {}
 
     t0 = time.perf_counter()
-    say(f"[1/4] scan {data_dir} (headers only)")
+    say(f"[1/5] scan {data_dir} (headers only)")
     res = scan(data_dir, out / "index.sqlite", workers=workers, progress=progress)
     seconds["scan"] = time.perf_counter() - t0
     from dicomml.cli.scan import format_summary
@@ -233,7 +239,7 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
 
     t0 = time.perf_counter()
     cfg = _config(data_dir, out, epochs, workers)
-    say(f"[2/4] train {cfg.model.name} on {TASK_FOLDER}/ ({cfg.train.epochs} epochs) "
+    say(f"[2/5] train {cfg.model.name} on {TASK_FOLDER}/ ({cfg.train.epochs} epochs) "
         f"into {out / 'run'}")
     from dicomml.train.trainer import Trainer
 
@@ -244,7 +250,7 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    say("[3/4] evaluate the held-out test patients")
+    say("[3/5] evaluate the held-out test patients")
     from dicomml.evaluate.evaluation import evaluate_run
 
     metrics = evaluate_run(out / "run", n_resamples=n_resamples, workers=workers,
@@ -252,11 +258,19 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
     seconds["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    say(f"[4/4] DICOM SR per test study, Grad-CAM for positives into {out / 'reports'}")
+    say(f"[4/5] DICOM SR per test study, Grad-CAM for positives into {out / 'reports'}")
     sr, sc, studies = _study_reports(out / "run", out / "reports", metrics)
     seconds["reports"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say(f"[5/5] the run's report page {out / 'run' / 'report.html'}")
+    from dicomml.evaluate.report_page import write_report
+
+    page = write_report(out / "run")
+    seconds["report page"] = time.perf_counter() - t0
     return DemoResult(out, data_dir, Path(res.db_path), out / "run", out / "reports",
-                      metrics, sr, sc, studies, tuple(res.skipped), len(tr.failed), seconds)
+                      metrics, sr, sc, studies, tuple(res.skipped), len(tr.failed), seconds,
+                      page)
 
 
 def summary_lines(result: DemoResult) -> list[str]:
@@ -273,6 +287,7 @@ def summary_lines(result: DemoResult) -> list[str]:
         f"  index        {r.index_db}",
         f"  run folder   {r.run_dir}  (config.toml, model.keras, history.csv, "
         "metrics.json, predictions.csv, plots/)",
+        f"  report page  {r.report_html}",
         f"  reports      {r.reports_dir}  ({len(r.sr_paths)} SR, {len(r.sc_paths)} Grad-CAM "
         f"SC; {n_pos} of {len(r.studies)} test studies positive; predictions.csv, "
         "studies.csv)",

@@ -79,6 +79,9 @@ def explore():
             'instances["modality"].value_counts().plot.barh(ax=axes[0], title="instances by modality")\n'
             'ts = instances["transfer_syntax_uid"].dropna().map(lambda u: UID(u).name)\n'
             'ts.value_counts().plot.barh(ax=axes[1], title="instances by transfer syntax")\n'
+            'for ax in axes:  # counts of 1 or 2 next to hundreds stay readable\n'
+            '    ax.bar_label(ax.containers[0], padding=2)\n'
+            '    ax.margins(x=0.15)\n'
             'fig.tight_layout()'),
         new_markdown_cell(
             "## A series table\n\n"
@@ -270,7 +273,8 @@ def train_evaluate():
         new_code_cell(
             '%matplotlib inline\n'
             '# (again: the trainer selected a file-only backend for its own PNGs)\n'
-            'history = pd.read_csv(run_dir / "history.csv")\n'
+            'from dicomml.evaluate.plots import read_history\n\n'
+            'history = read_history(run_dir / "history.csv")  # epochs numbered from 1\n'
             'fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))\n'
             'history.plot(x="epoch", y=["loss", "val_loss"], ax=axes[0], marker="o", title="loss")\n'
             'acc = [c for c in ("accuracy", "val_accuracy") if c in history]\n'

@@ -97,22 +97,33 @@ def test_api_names_survive_submodule_imports():
 
 
 @pytest.mark.slow
-def test_python_example_runs(tmp_path):
-    """The example, in a fresh interpreter, from a folder laid out like the repository."""
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_python_example_runs(how, tmp_path):
+    """The example saved as a script (no ``__main__`` guard) and fed through stdin, in a
+    fresh interpreter, from a folder laid out like the repository."""
     (tmp_path / "sample_dicom").symlink_to(ROOT / "sample_dicom", target_is_directory=True)
     env = dict(os.environ, HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"),
                TMPDIR=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
                                                         os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-c", _python_block()], cwd=tmp_path, env=env, capture_output=True,
+    script = tmp_path / "example.py"
+    script.write_text(_python_block(), encoding="utf-8")
+    cmd, stdin = ([sys.executable, str(script)], None) if how == "file" else (
+        [sys.executable, "-"], _python_block())
+    proc = subprocess.run(cmd, input=stdin, cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert re.search(r"^56 studies, 361 images$", out, re.M), out[-2000:]
+    # printed once: worker processes did not run the script again
+    assert len(re.findall(r"^56 studies, 361 images$", out, re.M)) == 1, out[-2000:]
     assert "(224, 224, 3)" in out
     assert re.search(r"^study AUC \{'value': 0\.\d+, 'ci95': \[", out, re.M), out[-2000:]
     assert re.search(r"^(haemorrhage|normal) (present|absent) \d\.\d+$", out, re.M), out[-2000:]
     results = tmp_path / "work" / "results"
     assert (results / "predictions.csv").is_file()
+    import pandas as pd
+
+    probs = pd.read_csv(results / "predictions.csv").filter(like="prob_")
+    assert len(probs) and probs.notna().all().all(), "no prediction silently NaN"
     assert len(list(results.glob("SR_*.dcm"))) == 1
     assert (tmp_path / "work" / "run" / "metrics.json").is_file()

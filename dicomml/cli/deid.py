@@ -57,6 +57,10 @@ def run(args) -> int:
 
     require_paths(args.inputs)
     require_paths(args.table, "table")
+    if not args.dry_run:
+        from dicomml.cli._common import require_output_dir
+
+        require_output_dir(args.out)
     status = 0
     if args.inputs:
         res = deidentify(args.inputs, args.out, key=key, shift_dates=not args.keep_dates,

@@ -65,8 +65,10 @@ def run(args) -> int:
     print(headline(metrics))
     thr = metrics.get("image", {}).get("threshold", {})
     if thr.get("value") is not None:
-        print(f"threshold {thr['value']:.4g} ({thr['method']}, chosen on "
-              f"{thr.get('chosen_on') or 'fixed'})")
+        where = {"threshold_data": "on the validation split",
+                 "evaluated": "on the evaluated data itself"}.get(thr.get("chosen_on"), "")
+        print(f"operating point {thr['value']:.4g} ({thr['method']}"
+              + (f", chosen {where})" if where else ")"))
     print(f"wrote {args.run_dir}/metrics.json, predictions.csv, plots/")
     bad = metrics["meta"].get("excluded_undecodable", 0)
     if bad:

@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TOML file with a [preprocess] table (without --config)")
     p.add_argument("--db", metavar="FILE", help="Index database for SOURCE (default: user cache)")
     p.add_argument("--failed-csv", metavar="FILE", help="write the files that failed here")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from dicomml.cli._common import add_progress_argument
+
+    add_progress_argument(p)
     from dicomml.parallel import add_executor_arguments
 
     add_executor_arguments(p)
@@ -37,7 +39,8 @@ def _examples_from_source(args):
     from dicomml.io import open_index, scan
 
     if os.path.isdir(args.source):
-        db = scan(args.source, db=args.db, workers=args.workers, progress=not args.quiet).db_path
+        db = scan(args.source, db=args.db, workers=args.workers,
+                  progress=not args.no_progress).db_path
     else:
         db = args.source
     with open_index(db=db) as index:
@@ -55,6 +58,9 @@ def run(args) -> int:
 
     if bool(args.config) == bool(args.source):
         raise ConfigError("give either --config FILE or a SOURCE folder/database (not both)")
+    from dicomml.cli._common import require_paths
+
+    require_paths([args.source] if args.source else [], "SOURCE")
     if args.config:
         from dicomml.train.config import load_config
         from dicomml.train.trainer import prepare_manifest
@@ -62,7 +68,7 @@ def run(args) -> int:
         cfg = load_config(args.config)
         if args.workers is not None:
             cfg = cfg.replace(data={"workers": args.workers})
-        manifest, _ = prepare_manifest(cfg, progress=not args.quiet)
+        manifest, _ = prepare_manifest(cfg, progress=not args.no_progress)
         examples = manifest.df
         pcfg = cfg.preprocess_config()
         cache_dir = args.cache or cfg.data.cache
@@ -75,6 +81,13 @@ def run(args) -> int:
         workers = args.workers
     if not cache_dir:
         raise ConfigError("no cache folder: set data.cache in the configuration or --cache DIR")
+    from dicomml.cli._common import require_output_dir
+
+    require_output_dir(cache_dir, option="--cache" if args.cache else "data.cache")
+    if not len(examples):
+        print(f"dicomml preprocess: no image frames in {args.source or args.config}: nothing "
+              "to cache", file=sys.stderr)
+        return 1
     pipeline = Pipeline(pcfg)
     cache = TensorCache.for_pipeline(cache_dir, pipeline)
     if args.scheduler or args.dask_local or args.item_timeout:
@@ -84,7 +97,7 @@ def run(args) -> int:
     else:
         executor = make_executor("processes", workers)
     try:
-        rep = cache.fill(examples, pipeline, executor=executor, progress=not args.quiet)
+        rep = cache.fill(examples, pipeline, executor=executor, progress=not args.no_progress)
     finally:
         executor.close()
     print(f"cache {cache.folder}: {rep.requested} examples, {rep.already_cached} already "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from dicomml.pacs.connection import add_pacs_arguments, pacs_from_args
-
 HELP = "copy a study from a PACS (DICOMweb WADO-RS or DIMSE C-GET) into a folder; resumable"
 EXAMPLE = """example:
   dicomml pull --dicomweb http://pacs:8042/dicom-web --study 1.2.3.4 --out export/
@@ -24,10 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only this (0020,000E) Series Instance UID")
     parser.add_argument("--out", metavar="DIR", required=True, help="export folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from dicomml.pacs.connection import add_pacs_arguments
+
     add_pacs_arguments(parser)
 
 
 def run(args) -> int:
+    from dicomml.pacs.connection import pacs_from_args
+
     with pacs_from_args(args) as pacs:
         res = pacs.retrieve(args.study, args.out, series_uid=args.series,
                             progress=not args.no_progress)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dicomml.pacs.connection import add_pacs_arguments, pacs_from_args
-
 HELP = "send DICOM files or folders to a PACS (DICOMweb STOW-RS or DIMSE C-STORE)"
 EXAMPLE = """example:
   dicomml push --dicomweb http://pacs:8042/dicom-web results/SR_1.2.3.dcm
@@ -21,10 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", metavar="FILE_OR_DIR", nargs="+",
                         help="DICOM files or folders (searched recursively)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from dicomml.pacs.connection import add_pacs_arguments
+
     add_pacs_arguments(parser)
 
 
 def run(args) -> int:
+    from dicomml.pacs.connection import pacs_from_args
+
     from dicomml.cli._common import require_paths
 
     require_paths(args.paths)

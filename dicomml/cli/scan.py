@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 HELP = "index a folder of DICOM files (headers only) into an SQLite Index"
 EXAMPLE = """example:
@@ -34,12 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_summary(result) -> str:
     """The text summary of a :class:`~dicomml.io.scanner.ScanResult` (no patient identifiers)."""
+    from dicomml.cli._common import plural
+
     s = result.summary
     lines = [
         f"Index: {result.db_path}",
         f"patients: {s['patients']}   studies: {s['studies']}   "
         f"image series: {s['series']}   instances: {s['instances']} "
-        f"({s['images']} images)",
+        f"({plural(s['images'], 'image')})",
     ]
     if s["series_by_modality"]:
         lines.append("series by modality: " + ", ".join(
@@ -114,4 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(format_summary(result))
+    if not result.files_seen:
+        print(f"dicomml scan: no files under {args.path}: nothing indexed", file=sys.stderr)
+        return 1
     return 0 if result.ok else 1

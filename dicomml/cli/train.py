@@ -25,13 +25,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="override data.workers (0: no worker processes)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode on the fly in worker processes instead of the tensor cache")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    from dicomml.cli._common import add_progress_argument
+
+    add_progress_argument(p)
 
 
 def run(args) -> int:
     from dicomml.train.config import load_config
     from dicomml.train.trainer import Trainer
 
+    from dicomml.cli._common import require_output_dir
+
+    require_output_dir(args.out)
     cfg = load_config(args.config)
     train, data, split = {}, {}, {}
     if args.epochs is not None:
@@ -40,14 +45,14 @@ def run(args) -> int:
         train["batch_size"] = args.batch_size
     if args.seed is not None:
         train["seed"] = split["seed"] = args.seed
-    if args.quiet:
+    if args.no_progress:
         train["verbose"] = 0
     if args.workers is not None:
         data["workers"] = args.workers
     if args.no_cache:
         data["cache"] = ""
     cfg = cfg.replace(train=train, data=data, split=split)
-    res = Trainer(cfg).fit(args.out, progress=not args.quiet)
+    res = Trainer(cfg).fit(args.out, progress=not args.no_progress)
     last = res.history.iloc[-1].to_dict() if len(res.history) else {}
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items()
                       if k != "epoch" and isinstance(v, float))

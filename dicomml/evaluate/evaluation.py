@@ -10,7 +10,8 @@ labelled data), then writes into the run folder:
   ``ece``; ``mse``, ``mae``, ``r2`` for regression) to ``{"value": v, "ci95": [lo, hi]}``
   and also holds ``threshold`` (value, method, and the split it was chosen on),
   ``counts`` and ``confusion_matrix``. Intervals: 95% percentile bootstrap resampling
-  patients (``patient_key``).
+  patients (``patient_key``). ``meta.operating_point`` is the run's one decision threshold
+  (:func:`operating_point`), used by ``predictions.csv``, the plots, ``predict`` and the SRs.
 * ``predictions.csv``: one row per image/frame, UIDs, frame, one probability column per
   class, label, target, prediction; never a patient identifier (not even the pseudonymous
   key).
@@ -35,7 +36,8 @@ from dicomml.evaluate import metrics as M
 from dicomml.evaluate.aggregate import aggregate_studies, normalize_aggregation
 from dicomml.evaluate.bootstrap import classification_metrics, regression_metrics
 
-__all__ = ["evaluate_predictions", "evaluate_run", "headline", "LEVEL_IMAGE"]
+__all__ = ["evaluate_predictions", "evaluate_run", "headline", "operating_point",
+           "LEVEL_IMAGE"]
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +141,32 @@ def evaluate_predictions(predictions: pd.DataFrame, *, classes: Sequence[str],
     return out
 
 
+def operating_point(metrics: dict) -> dict:
+    """The run's one operating point, from a ``metrics.json`` content.
+
+    The threshold chosen at level ``study_<first aggregation>`` (the level of the SRs), on
+    the validation split when ``evaluate`` had one: ``{"threshold", "level", "method",
+    "chosen_on"}``; ``{}`` for regression and multi-class runs. ``evaluate`` stores it as
+    ``meta.operating_point``; predictions, the SRs and the ROC/PR plots use it.
+    """
+    meta = metrics.get("meta", {})
+    if meta.get("operating_point"):
+        return dict(meta["operating_point"])
+    aggs = meta.get("aggregation") or ["max"]
+    for level in (f"study_{aggs[0]}", LEVEL_IMAGE):
+        t = (metrics.get(level) or {}).get("threshold") or {}
+        if t.get("value") is not None:
+            chosen = t.get("chosen_on")
+            if chosen == "threshold_data":
+                chosen = meta.get("threshold_data") or "threshold data"
+            return {"threshold": float(t["value"]), "level": level,
+                    "method": t.get("method"), "chosen_on": chosen}
+    return {}
+
+
 def headline(metrics: dict) -> str:
-    """A short summary: ROC AUC with its interval and sensitivity/specificity per level."""
+    """A short summary: ROC AUC with its interval and sensitivity/specificity per level,
+    then the operating point (:func:`operating_point`)."""
     lines = []
     for level, m in metrics.items():
         if level == "meta":
@@ -157,6 +183,10 @@ def headline(metrics: dict) -> str:
         names = ("mae", "r2") if "mae" in m else ("roc_auc", "sensitivity", "specificity")
         n = m.get("counts", {}).get("n")
         lines.append(f"{level:<11} n={n}: " + ", ".join(fmt(k) for k in names if k in m))
+    op = operating_point(metrics)
+    if op:
+        lines.append(f"operating point: threshold {op['threshold']:.4g} ({op.get('method')} "
+                     f"on {op.get('chosen_on') or 'the evaluated data'}, {op['level']})")
     return "\n".join(lines)
 
 
@@ -182,7 +212,8 @@ def _predictions_table(examples: pd.DataFrame, probs: np.ndarray, classes, task,
 
 
 def _write_plots(plots_dir: Path, metrics: dict, levels: dict, classes, task, cols,
-                 positive: int, n_resamples: int, seed: int) -> list[Path]:
+                 positive: int, n_resamples: int, seed: int,
+                 threshold: float | None = None) -> list[Path]:
     from dicomml.evaluate import plots as P
 
     written = []
@@ -195,9 +226,10 @@ def _write_plots(plots_dir: Path, metrics: dict, levels: dict, classes, task, co
             if 0 < y.sum() < y.size:
                 written.append(P.plot_roc(y, s, plots_dir / f"roc_{level}.png", groups=groups,
                                           n_resamples=min(n_resamples, 200), seed=seed,
-                                          title=f"ROC ({level})"))
+                                          title=f"ROC ({level})", threshold=threshold))
                 written.append(P.plot_pr(y, s, plots_dir / f"pr_{level}.png",
-                                         title=f"Precision-recall ({level})"))
+                                         title=f"Precision-recall ({level})",
+                                         threshold=threshold))
             written.append(P.plot_calibration(y, s, plots_dir / f"calibration_{level}.png",
                                               n_bins=metrics["meta"]["n_bins"],
                                               title=f"Calibration ({level})"))
@@ -321,8 +353,11 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
     metrics["meta"].update(source)
     if ref_table is not None:
         metrics["meta"]["threshold_data"] = "val"
-    # predictions.csv: the image-level decision, without the patient key
-    thr = metrics[LEVEL_IMAGE].get("threshold", {}).get("value")
+    op = operating_point(metrics)
+    if op:
+        metrics["meta"]["operating_point"] = op
+    # predictions.csv: the image-level decision at the operating point, without the key
+    thr = op.get("threshold") if op else metrics[LEVEL_IMAGE].get("threshold", {}).get("value")
     final = _predictions_table(examples, probs, classes, task, cols, pos, thr)
     write_csv(run_dir / "predictions.csv", final)
     write_json(run_dir / "metrics.json", metrics)
@@ -330,7 +365,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
         ok = np.isfinite(table[cols].to_numpy(np.float64)).all(axis=1)
         levels = _levels(table[ok], cols, task, normalize_aggregation(aggregation))
         _write_plots(run_dir / "plots", metrics, levels, classes, task, cols, pos,
-                     n_resamples, seed)
+                     n_resamples, seed, threshold=thr)
         from dicomml.evaluate.plots import plot_training_curves
 
         plot_training_curves(run_dir / "history.csv", run_dir / "plots" / "training_curves.png")
@@ -338,7 +373,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
         from dicomml.evaluate.prediction import write_study_reports
 
         how = normalize_aggregation(aggregation)[0]
-        thr_r = metrics[f"study_{how}"].get("threshold", {}).get("value")
+        thr_r = thr if op else metrics[f"study_{how}"].get("threshold", {}).get("value")
         ok = np.isfinite(table[cols].to_numpy(np.float64)).all(axis=1)
         write_study_reports(run_dir / "reports", run, model, examples, table[ok],
                             threshold=0.5 if thr_r is None else float(thr_r), aggregation=how)

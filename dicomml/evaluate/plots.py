@@ -18,7 +18,7 @@ from dicomml.evaluate import metrics as M
 from dicomml.evaluate.bootstrap import cluster_resamples
 
 __all__ = ["roc_band", "plot_roc", "plot_pr", "plot_confusion", "plot_calibration",
-           "plot_training_curves"]
+           "plot_training_curves", "read_history"]
 
 
 def _figure(size=(5.0, 5.0)):
@@ -60,9 +60,25 @@ def roc_band(y_true, score, groups=None, *, n_resamples: int = 200, seed: int = 
     return fgrid, lo, hi
 
 
+def _operating_point(ax, t, s, threshold, kind: str) -> None:
+    """Mark the operating point: the rates of ``score >= threshold`` (binary)."""
+    pred = s >= float(threshold)
+    pos = t.astype(bool)
+    tpr = float((pred & pos).sum() / max(pos.sum(), 1))
+    fpr = float((pred & ~pos).sum() / max((~pos).sum(), 1))
+    ppv = float((pred & pos).sum() / pred.sum()) if pred.any() else 1.0
+    x, y = (fpr, tpr) if kind == "roc" else (tpr, ppv)
+    ax.plot([x], [y], marker="o", ms=8, color="red", ls="none",
+            label=f"operating point (threshold {float(threshold):.3g})")
+
+
 def plot_roc(y_true, prob, path, *, groups=None, classes: Sequence[str] | None = None,
-             n_resamples: int = 200, seed: int = 0, title: str = "ROC") -> Path:
-    """ROC curve (binary: with a 95% cluster-bootstrap band; multi-class: one-vs-rest)."""
+             n_resamples: int = 200, seed: int = 0, title: str = "ROC",
+             threshold: float | None = None) -> Path:
+    """ROC curve (binary: with a 95% cluster-bootstrap band; multi-class: one-vs-rest).
+
+    ``threshold`` (binary): the operating point is marked on the curve.
+    """
     p = np.asarray(prob, dtype=np.float64)
     t = np.asarray(y_true, dtype=np.int64)
     fig = _figure()
@@ -74,6 +90,8 @@ def plot_roc(y_true, prob, path, *, groups=None, classes: Sequence[str] | None =
             ax.fill_between(fgrid, lo, hi, alpha=0.25, label="95% CI (bootstrap by patient)")
         fpr, tpr, _ = M.roc_curve(t, s)
         ax.plot(fpr, tpr, lw=2, label=f"AUC = {M.roc_auc(t, s):.3f}")
+        if threshold is not None:
+            _operating_point(ax, t, s, threshold, "roc")
     else:
         names = classes or [str(k) for k in range(p.shape[1])]
         for k in range(p.shape[1]):
@@ -87,8 +105,11 @@ def plot_roc(y_true, prob, path, *, groups=None, classes: Sequence[str] | None =
 
 
 def plot_pr(y_true, prob, path, *, classes: Sequence[str] | None = None,
-            title: str = "Precision-recall") -> Path:
-    """Precision-recall curve(s) with the average precision in the legend."""
+            title: str = "Precision-recall", threshold: float | None = None) -> Path:
+    """Precision-recall curve(s) with the average precision in the legend.
+
+    ``threshold`` (binary): the operating point is marked on the curve.
+    """
     p = np.asarray(prob, dtype=np.float64)
     t = np.asarray(y_true, dtype=np.int64)
     fig = _figure()
@@ -99,6 +120,8 @@ def plot_pr(y_true, prob, path, *, classes: Sequence[str] | None = None,
         ax.step(rec, prec, where="post", lw=2, label=f"AP = {M.pr_auc(t, s):.3f}")
         if t.size:
             ax.axhline(t.mean(), ls="--", color="gray", lw=1, label="prevalence")
+        if threshold is not None:
+            _operating_point(ax, t, s, threshold, "pr")
     else:
         names = classes or [str(k) for k in range(p.shape[1])]
         for k in range(p.shape[1]):
@@ -144,8 +167,13 @@ def plot_calibration(y_true, prob, path, *, n_bins: int = 10,
     return _save(fig, path)
 
 
-def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
-    """Loss and metric curves from a Keras CSVLogger file; ``None`` when it is absent or empty."""
+def read_history(history_csv: str | os.PathLike):
+    """``history.csv`` as a DataFrame whose ``epoch`` column counts from 1; None if absent.
+
+    Keras' CSVLogger (and so the trainer's ``history.csv``) numbers epochs from 0; every
+    picture of dicomml (training curves, the report page, notebook 03) shows them through
+    this function, numbered from 1 as the trainer's messages and ``--epochs`` count them.
+    """
     import pandas as pd
 
     try:
@@ -154,7 +182,19 @@ def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
         return None
     if h.empty:
         return None
-    x = h["epoch"] + 1 if "epoch" in h else np.arange(1, len(h) + 1)
+    epoch = h["epoch"] + 1 if "epoch" in h else np.arange(1, len(h) + 1)
+    return h.assign(epoch=np.asarray(epoch, dtype=np.int64))
+
+
+def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
+    """Loss and metric curves from a Keras CSVLogger file; ``None`` when it is absent or empty.
+
+    Epochs are numbered from 1 (:func:`read_history`).
+    """
+    h = read_history(history_csv)
+    if h is None:
+        return None
+    x = h["epoch"]
     metrics = [c for c in h.columns if c != "epoch" and not c.startswith("val_")
                and c not in ("lr", "learning_rate")]
     fig = _figure((5.0 * max(1, len(metrics)), 4.0))
@@ -163,6 +203,7 @@ def plot_training_curves(history_csv: str | os.PathLike, path) -> Path | None:
         ax.plot(x, h[m], marker="o", label=f"train {m}")
         if f"val_{m}" in h:
             ax.plot(x, h[f"val_{m}"], marker="o", label=f"val {m}")
-        ax.set(xlabel="epoch", ylabel=m, title=m)
+        ax.set(xlabel="epoch (from 1)", ylabel=m, title=m)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     return _save(fig, path)

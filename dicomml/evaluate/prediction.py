@@ -1,21 +1,32 @@
 """``predict``: run a trained model on new, unlabelled studies and write DICOM results.
 
-Steps: scan the inputs into a temporary Index (headers only) → keep the image instances of
-the run's (0008,0060) Modality (``data.modality``, when set) → the run's slice selection →
-the run's preprocessing → the model → ``predictions.csv`` (one row per image) → per study,
-the aggregated probability (``"max"`` by default) and the decision at the threshold →
-one Comprehensive 3D SR per study (:func:`dicomml.report.sr.build_sr`) and, for each
-positive study, a Grad-CAM Secondary Capture of its highest-scoring image
-(:func:`dicomml.report.sc.build_heatmap_sc`).
+Steps: the inputs' Index rows (a folder is scanned into a temporary Index, headers only;
+an existing Index database is read as it is) → the run's **input contract**
+(``RUN/contract.json``, :mod:`dicomml.data.contract`) applied series by series
+(:func:`dicomml.evaluate.selection.select_series`): only eligible series go on, every
+other series is listed with the rule it failed (``force=True`` predicts them too, and
+their SR says so) → the run's slice selection and preprocessing → the model; an image the
+preprocessing maps to a constant, or that cannot be read, is skipped with its reason and
+never gets a probability → ``predictions.csv`` (one row per image: probabilities, the
+image decision and its study's decision with the threshold each used, and a ``reason``
+for every row without a probability) → per study, the aggregated probability (``"max"``
+by default) and the decision at the run's **operating point** → one Comprehensive 3D SR
+per study with a probability (:func:`dicomml.report.sr.build_sr`) and, for each positive
+study, a Grad-CAM heatmap of its highest-scoring image on the source image's geometry
+(:mod:`dicomml.evaluate.heatmaps`, :mod:`dicomml.report.heatmap`). Every skip is a row of
+``skipped.csv`` (:data:`dicomml.evaluate.selection.SKIP_COLUMNS`).
 
-Output names are ``DIR/predictions.csv``, ``DIR/SR_<StudyInstanceUID>.dcm`` and
-``DIR/GRADCAM_<StudyInstanceUID>.dcm`` (built with :func:`dicomml._atomic.safe_join`). The
-threshold is, by default, the one ``evaluate`` chose for the study level in the run's
-``metrics.json`` (else 0.5). Regression runs write predictions only (no coded finding).
+Output names are ``DIR/predictions.csv``, ``DIR/skipped.csv``,
+``DIR/SR_<StudyInstanceUID>.dcm``, ``DIR/GRADCAM_<StudyInstanceUID>.dcm`` (Secondary
+Capture) and ``DIR/PM_GRADCAM_<StudyInstanceUID>.dcm`` (Parametric Map), built with
+:func:`dicomml._atomic.safe_join`. The threshold is, by default, the run's operating point
+(:func:`run_threshold`: ``metrics.json``'s ``operating_point``, else its study-level
+threshold, else 0.5). Regression runs write predictions only (no coded finding).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,12 +39,19 @@ import pandas as pd
 
 from dicomml._atomic import ensure_writable_dir, safe_join
 from dicomml.errors import ConfigError
+from dicomml.evaluate.selection import SKIP_COLUMNS, select_series, skip_row
 from dicomml.io.guards import DEFER_SIZE
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",
-           "write_study_reports"]
+           "write_study_reports", "study_key", "result_uids"]
 
 log = logging.getLogger(__name__)
+
+
+def study_key(study_instance_uid: str) -> str:
+    """Pseudonym of a study in messages: 16 hex digits of
+    ``sha256("dicomml-study:" + StudyInstanceUID)`` (listed beside the UID in the JSON)."""
+    return hashlib.sha256(("dicomml-study:" + str(study_instance_uid)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -42,37 +60,71 @@ class PredictResult:
 
     predictions_csv: Path
     sr_paths: tuple[Path, ...] = ()
+    #: Grad-CAM Secondary Captures (``GRADCAM_<study>.dcm``).
     sc_paths: tuple[Path, ...] = ()
-    #: ``{"path", "reason"}`` for every input file or image that could not be used.
+    #: Rows of :data:`~dicomml.evaluate.selection.SKIP_COLUMNS` (``path``, ``rule``,
+    #: ``reason``...) for every file, series, image or study that was not used.
     skipped: tuple[dict, ...] = ()
     n_studies: int = 0
     threshold: float | None = None
     studies: tuple[dict, ...] = field(default=(), repr=False)
+    #: One dict per input series: UIDs, modality, decision ("predict", "forced",
+    #: "skipped"), rule and reason.
+    series: tuple[dict, ...] = field(default=(), repr=False)
+    skipped_csv: Path | None = None
+    forced: bool = False
+    #: Source attributes that were malformed and left out of the result objects.
+    notes: tuple[str, ...] = field(default=(), repr=False)
+    operating_point: dict = field(default_factory=dict, repr=False)
+    #: Grad-CAM Parametric Maps (``PM_GRADCAM_<study>.dcm``).
+    pm_paths: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.skipped
 
+    def to_dict(self) -> dict:
+        """Machine-readable summary (``dicomml predict --json``): no patient identifier."""
+        return {"threshold": self.threshold, "operating_point": self.operating_point,
+                "forced": self.forced, "n_studies": self.n_studies,
+                "studies": list(self.studies), "series": list(self.series),
+                "skipped": list(self.skipped), "notes": list(self.notes),
+                "outputs": {"predictions": str(self.predictions_csv),
+                            "skipped": str(self.skipped_csv) if self.skipped_csv else None,
+                            "sr": [str(p) for p in self.sr_paths],
+                            "heatmaps": [str(p) for p in (*self.sc_paths,
+                                                          *self.pm_paths)]}}
 
-def run_threshold(run_dir, aggregation: str) -> float | None:
-    """The threshold ``evaluate`` stored for level ``study_<aggregation>`` (or ``image``)."""
+
+def operating_point(run_dir, aggregation: str = "max") -> dict:
+    """The run's operating point (:func:`dicomml.evaluate.evaluation.operating_point` of its
+    ``metrics.json``; the level ``study_<aggregation>`` when evaluate stored none); ``{}``
+    when the run has not been evaluated."""
+    from dicomml.evaluate.evaluation import operating_point as _from_metrics
+
     path = Path(run_dir) / "metrics.json"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    for level in (f"study_{aggregation}", "image"):
-        v = (metrics.get(level) or {}).get("threshold", {}).get("value")
-        if v is not None:
-            return float(v)
-    return None
+        return {}
+    if not metrics.get("meta", {}).get("operating_point"):
+        metrics.setdefault("meta", {})["aggregation"] = [aggregation]
+    return _from_metrics(metrics)
 
 
-def select_examples(instances: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_threshold(run_dir, aggregation: str) -> float | None:
+    """The threshold of :func:`operating_point` (None when the run has none)."""
+    v = operating_point(run_dir, aggregation).get("threshold")
+    return None if v is None else float(v)
+
+
+def select_examples(instances: pd.DataFrame, config: dict, *, modality: bool = True
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Image instances matching the run's ``[data]`` (modality, slice selection) → examples.
 
     Returns ``(examples, not_selected)``; ``examples`` has ``patient_key``, the UIDs,
-    ``frame`` and ``path`` (the Patient ID is replaced by its pseudonym).
+    ``frame`` and ``path`` (the Patient ID is replaced by its pseudonym). ``modality=False``
+    keeps every modality (the input contract decided already).
     """
     from dicomml.data import patient_key
     from dicomml.data.slices import SliceSelection, select_slices
@@ -82,9 +134,9 @@ def select_examples(instances: pd.DataFrame, config: dict) -> tuple[pd.DataFrame
     keep = np.ones(len(inst), bool)
     if "is_image" in inst:
         keep &= inst["is_image"].fillna(False).astype(bool).to_numpy()
-    modality = str(dcfg.get("modality") or "").upper()
-    if modality and "modality" in inst:
-        keep &= (inst["modality"].fillna("").astype(str).str.upper() == modality).to_numpy()
+    want = str(dcfg.get("modality") or "").upper() if modality else ""
+    if want and "modality" in inst:
+        keep &= (inst["modality"].fillna("").astype(str).str.upper() == want).to_numpy()
     not_selected = inst.loc[~keep, ["path"]].reset_index(drop=True)
     inst = inst[keep]
     for c in ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "path"):
@@ -103,7 +155,7 @@ def select_examples(instances: pd.DataFrame, config: dict) -> tuple[pd.DataFrame
     return out, not_selected
 
 
-def _algorithm(run, threshold, how):
+def _algorithm(run, threshold, how, op: dict | None = None, forced: str = ""):
     from dicomml import __version__
     from dicomml.evaluate.runio import config_hash
     from dicomml.report.sr import AlgorithmInfo
@@ -111,45 +163,117 @@ def _algorithm(run, threshold, how):
     model_cfg = run.config.get("model", {})
     params = [f"threshold={threshold:.6g}", f"aggregation={how}",
               "classes=" + ",".join(run.classes)]
+    if op and op.get("threshold") is not None and float(op["threshold"]) == threshold:
+        params.append(f"operating_point={op.get('method') or 'given'} on "
+                      f"{op.get('chosen_on') or 'unknown split'} ({op.get('level') or ''})")
     try:
         params.append(f"preprocess={run.pipeline.config_hash()[:12]}")
     except AttributeError:
         pass
+    params.append(f"input_contract=FORCED outside the contract ({forced})" if forced
+                  else "input_contract=met")
     return AlgorithmInfo(name=str(model_cfg.get("name") or "dicomml model")[:64],
                          version=f"dicomml {__version__} config {config_hash(run.config)}",
                          parameters=tuple(params))
 
 
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _input_instances(inputs, tmp: str, *, progress: bool, workers) -> tuple[pd.DataFrame,
+                                                                           list[dict]]:
+    """Index rows of ``inputs`` (a folder or file to scan, an Index database or an
+    :class:`~dicomml.io.Index`) and the files the scan skipped."""
+    from dicomml.io import Index, open_index, scan
+
+    if isinstance(inputs, Index):
+        return inputs.instances(), [skip_row("file", "unreadable", r, path=p)
+                                    for p, r in inputs.skipped()[["path", "reason"]]
+                                    .itertuples(index=False)]
+    path = Path(inputs)
+    if path.is_file() and _is_sqlite(path):
+        with open_index(db=path) as idx:
+            return _input_instances(idx, tmp, progress=progress, workers=workers)
+    res = scan(path, Path(tmp) / "index.sqlite", progress=progress, workers=workers)
+    with res.index() as idx:
+        instances = idx.instances()
+    return instances, [skip_row("file", "unreadable", r, path=p) for p, r in res.skipped]
+
+
+def _unreadable_reasons(pipeline, rows: list[tuple[str, int]], workers) -> list[str]:
+    """Why examples gave no tensor: each file read again **isolated** (a decoder that
+    crashes kills a worker, not this process), then its frame preprocessed here."""
+    from dicomml.io import read_images
+
+    paths = list(dict.fromkeys(p for p, _ in rows))
+    isolate = workers != 0  # with workers=0 the batch decoded in this process already
+    read = dict(read_images(paths, isolate=isolate, workers=min(len(paths), workers or 2),
+                            progress=False))
+    out = []
+    for path, frame in rows:
+        image = read.get(path)
+        if isinstance(image, BaseException) or image is None:
+            out.append(f"frame {frame} could not be read: {_message(image)}"
+                       if image is not None else f"frame {frame} could not be read")
+            continue
+        try:
+            pipeline(image, frame)
+        except Exception as e:  # noqa: BLE001 - we only want its message
+            out.append(f"frame {frame} could not be preprocessed: {_message(e)}")
+        else:
+            out.append(f"frame {frame} could not be read or preprocessed in a worker process")
+    return out
+
+
 def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
             write_sr: bool = True, write_sc: bool = True, aggregation: str = "max",
-            batch_size: int = 32, workers: int | None = None,
-            progress: bool = True) -> PredictResult:
-    """Predict new studies and write ``predictions.csv``, one SR per study and Grad-CAM SCs.
+            batch_size: int = 32, workers: int | None = None, progress: bool = True,
+            force: bool = False, uid_key: str | None = None) -> PredictResult:
+    """Predict new studies: ``predictions.csv``, ``skipped.csv``, SRs and Grad-CAMs.
 
     Parameters
     ----------
     run_dir : path
-        A trained run folder.
-    inputs : path
-        A DICOM folder (or file); never written to.
+        A trained run folder (with ``contract.json``, see :mod:`dicomml.data.contract`).
+    inputs : path or Index
+        A DICOM folder (or file), an Index database file, or an open
+        :class:`~dicomml.io.Index`; never written to.
     out_dir : path
         Where the results go (created).
     threshold : float, optional
-        Decision threshold on the positive-class probability (binary runs); default the
-        study-level threshold of the run's ``metrics.json``, else 0.5.
+        Decision threshold on the positive-class probability (binary runs), for images and
+        studies; default the run's operating point (:func:`run_threshold`), else 0.5.
     write_sr, write_sc : bool
-        Write the SRs / the Grad-CAM Secondary Captures of positive studies.
+        Write the SRs / the Grad-CAM heatmaps of positive studies.
     aggregation : {"max", "mean"}
         How image probabilities make the study's.
+    force : bool
+        Also predict series outside the input contract (their SRs say so); never a
+        non-image, a segmentation or a colour image for a grayscale model.
+    uid_key : str, optional
+        When given, the Series and SOP Instance UIDs of each study's SR and heatmaps derive
+        from (``uid_key``, Study Instance UID) (:func:`result_uids`), so that writing the
+        results of a study again (e.g. after a crash) gives the same UIDs and a PACS
+        replaces rather than duplicates them; new UIDs otherwise.
 
     Returns
     -------
     PredictResult
+
+    Raises
+    ------
+    ConfigError
+        The run has no ``contract.json`` (unless ``force``), or no classes.
     """
+    from dicomml.data.contract import InputContract
     from dicomml.evaluate.aggregate import normalize_aggregation
     from dicomml.evaluate.evaluation import _predictions_table
     from dicomml.evaluate.runio import load_run, positive_index, predict_examples, prob_columns
-    from dicomml.io import scan
     from dicomml.report.tables import write_csv
 
     (how,) = normalize_aggregation(aggregation)
@@ -157,57 +281,130 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     task, classes = run.task, run.classes
     if task != "regression" and len(classes) < 2:
         raise ConfigError(f"{run_dir}: the run's classes are unknown (data.classes is empty)")
+    try:
+        contract = InputContract.from_run_dir(run_dir)
+    except ConfigError:
+        if not force:
+            raise
+        contract = None
     pos = positive_index(run.config, classes) if task != "regression" else 0
+    op = operating_point(run_dir, how)
     if threshold is None:
-        threshold = run_threshold(run_dir, how)
+        threshold = op.get("threshold")
         threshold = 0.5 if threshold is None else threshold
+    else:
+        op = {"threshold": float(threshold), "method": "given", "chosen_on": "command line",
+              "level": f"study_{how}"}
     threshold = float(threshold)
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir, "prediction output folder", " (--out DIR)")
 
     with tempfile.TemporaryDirectory(prefix="dicomml-predict-") as tmp:
-        res = scan(inputs, Path(tmp) / "index.sqlite", progress=progress, workers=workers)
-        with res.index() as idx:
-            instances = idx.instances()
-    skipped = [{"path": p, "reason": r} for p, r in res.skipped]
-    examples, _ = select_examples(instances, run.config)
+        instances, skipped = _input_instances(inputs, tmp, progress=progress, workers=workers)
+    rgb = str(run.config.get("preprocess", {}).get("mode", "")).lower() == "rgb"
+    sel = select_series(instances, contract, force=force, rgb_model=rgb)
+    skipped += sel.skipped
+    examples, _ = select_examples(sel.instances, run.config, modality=not force)
     cols = prob_columns(classes, task)
+    common = dict(threshold=threshold, series=tuple(sel.series), forced=bool(sel.forced),
+                  operating_point=op)
     if examples.empty:
         path = write_csv(out_dir / "predictions.csv", pd.DataFrame(columns=[
-            "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame", *cols]))
-        return PredictResult(path, skipped=tuple(skipped), threshold=threshold)
+            "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame", *cols,
+            "reason"]))
+        return PredictResult(path, skipped=tuple(skipped),
+                             skipped_csv=_write_skipped(out_dir, skipped), **common)
 
     model = run.model()
-    probs = predict_examples(model, examples, run.pipeline, batch_size=batch_size,
-                             workers=workers, progress=progress)
-    bad = ~np.isfinite(probs).all(axis=1)
-    for i in np.flatnonzero(bad):
-        skipped.append({"path": str(examples["path"].iat[i]),
-                        "reason": f"frame {int(examples['frame'].iat[i])} could not be "
-                                  "decoded or preprocessed"})
+    probs, status = predict_examples(model, examples, run.pipeline, batch_size=batch_size,
+                                     workers=workers, progress=progress, return_status=True)
+    reasons = np.full(len(examples), "", dtype=object)
+    failed = np.flatnonzero(status == "unreadable")
+    why_failed = dict(zip(failed, _unreadable_reasons(
+        run.pipeline, [(str(examples["path"].iat[i]), int(examples["frame"].iat[i]))
+                       for i in failed], workers))) if len(failed) else {}
+    for i in np.flatnonzero(status != ""):
+        path, frame = str(examples["path"].iat[i]), int(examples["frame"].iat[i])
+        if status[i] == "constant":
+            rule, why = "constant", (f"frame {frame}: the run's preprocessing maps this image "
+                                     "to one constant value (its windows do not cover the "
+                                     "image's values); no probability")
+        else:
+            rule, why = "unreadable", why_failed[i]
+        reasons[i] = why
+        skipped.append(skip_row("image", rule, why, path=path,
+                                study=examples["study_instance_uid"].iat[i],
+                                series=examples["series_instance_uid"].iat[i],
+                                sop=examples["sop_instance_uid"].iat[i], frame=frame))
+    bad = status != ""
     table = _predictions_table(examples, probs, classes, task, cols, pos,
                                threshold if task != "regression" else None)
-    csv_path = write_csv(out_dir / "predictions.csv", table)
-    if task == "regression" or not (write_sr or write_sc):
-        return PredictResult(csv_path, skipped=tuple(skipped), threshold=threshold,
-                             n_studies=int(examples["study_instance_uid"].nunique()))
-
+    summary, sr_paths, sc_paths, notes = [], [], [], []
     good = table[~bad].assign(patient_key=examples.loc[~bad, "patient_key"].to_numpy())
-    sr_paths, sc_paths, summary = write_study_reports(
-        out_dir, run, model, examples, good, threshold=threshold, aggregation=how,
-        write_sr=write_sr, write_sc=write_sc, skipped=skipped)
-    return PredictResult(csv_path, tuple(sr_paths), tuple(sc_paths), tuple(skipped),
-                         n_studies=len(summary), threshold=threshold, studies=tuple(summary))
+    if task != "regression" and len(good):
+        sr_paths, sc_paths, summary = write_study_reports(
+            out_dir, run, model, examples, good, threshold=threshold, aggregation=how,
+            write_sr=write_sr, write_sc=write_sc, skipped=skipped, forced=sel.forced,
+            operating=op, notes=notes, uid_key=uid_key)
+    for st in sorted(set(examples["study_instance_uid"]) - {s["study_instance_uid"]
+                                                            for s in summary}):
+        if task != "regression":
+            skipped.append(skip_row("study", "no_image", "no image of the study could be "
+                                    "given to the model (see its image rows)", study=st))
+    table = _decision_columns(table, summary, examples, sel.forced, reasons, threshold, how,
+                              task, cols)
+    csv_path = write_csv(out_dir / "predictions.csv", table)
+    pm_paths = tuple(p for p in sc_paths if p.name.startswith("PM_"))
+    sc_paths = tuple(p for p in sc_paths if not p.name.startswith("PM_"))
+    n_studies = len(summary) if task != "regression" else \
+        int(table.loc[~bad, "study_instance_uid"].nunique())
+    return PredictResult(csv_path, tuple(sr_paths), sc_paths, tuple(skipped),
+                         n_studies=n_studies, studies=tuple(summary), pm_paths=pm_paths,
+                         skipped_csv=_write_skipped(out_dir, skipped), notes=tuple(notes),
+                         **common)
+
+
+def _decision_columns(table, summary, examples, forced, reasons, threshold, how, task, cols):
+    """predictions.csv: each image's decision and its study's, with the threshold each used."""
+    out = table.copy()
+    binary = task != "regression" and len(cols) == 2
+    out = out.rename(columns={"prediction": "image_prediction"}) if "prediction" in out else out
+    if task != "regression":
+        by_study = {s["study_instance_uid"]: s for s in summary}
+        st = out["study_instance_uid"].map(by_study)
+        out["image_threshold"] = threshold if binary else ""
+        out["study_probability"] = [s["probability"] if isinstance(s, dict) else np.nan
+                                    for s in st]
+        out["study_prediction"] = [("present" if s["present"] else "absent")
+                                   if isinstance(s, dict) else "" for s in st]
+        out["study_threshold"] = threshold if binary else ""
+        out["aggregation"] = how
+    series = examples["series_instance_uid"].astype(str).to_numpy()
+    out["input_contract"] = [f"forced ({forced[s]})" if s in forced else "met" for s in series]
+    out["reason"] = reasons
+    return out
+
+
+def _write_skipped(out_dir: Path, skipped: list[dict]) -> Path:
+    from dicomml.report.tables import write_csv
+
+    return write_csv(out_dir / "skipped.csv", pd.DataFrame(skipped, columns=SKIP_COLUMNS))
 
 
 def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.DataFrame, *,
                         threshold: float, aggregation: str = "max", write_sr: bool = True,
-                        write_sc: bool = True, skipped: list | None = None):
-    """One SR per study of ``table`` and a Grad-CAM SC per positive study, into ``out_dir``.
+                        write_sc: bool = True, skipped: list | None = None,
+                        forced: dict | None = None, operating: dict | None = None,
+                        notes: list | None = None, uid_key: str | None = None):
+    """One SR per study of ``table`` and a Grad-CAM heatmap per positive study.
 
     ``table`` holds the probability columns and ``study_instance_uid`` of the decoded
-    examples, indexed like ``examples`` (``path``, ``frame``). Returns
-    ``(sr_paths, sc_paths, studies)`` where ``studies`` are per-study summaries.
+    examples, indexed like ``examples`` (``path``, ``frame``). ``forced`` maps the Series
+    Instance UIDs predicted outside the input contract to the rule they failed (their SRs
+    say so). Returns ``(sr_paths, sc_paths, studies)`` where ``studies`` are per-study
+    summaries (with the pseudonymous ``study_key`` that messages use); ``sc_paths`` holds
+    the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``). ``uid_key``: see
+    :func:`predict`.
     """
     import pydicom
 
@@ -219,11 +416,13 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     pos = positive_index(run.config, classes)
     cols = prob_columns(classes, run.task)
     skipped = [] if skipped is None else skipped
+    notes = [] if notes is None else notes
+    forced = forced or {}
     studies = aggregate_studies(table, cols, how=aggregation, task=run.task)
-    algorithm = _algorithm(run, threshold, aggregation)
     sr_paths, sc_paths, summary = [], [], []
     for row in studies.itertuples(index=False):
         study_uid = getattr(row, "study_instance_uid")
+        key = study_key(study_uid)
         p = np.array([getattr(row, c) for c in cols], dtype=np.float64)
         if len(classes) == 2:
             finding_idx, prob = pos, float(p[pos])
@@ -232,54 +431,115 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
             finding_idx = int(np.argmax(p))
             prob, present = float(p[finding_idx]), True
         rows = table[table["study_instance_uid"] == study_uid]
-        paths = list(dict.fromkeys(examples.loc[rows.index, "path"].astype(str)))
-        summary.append({"study_instance_uid": study_uid, "finding": classes[finding_idx],
-                        "probability": prob, "present": bool(present), "n_images": len(rows)})
+        ex = examples.loc[rows.index]
+        paths = list(dict.fromkeys(ex["path"].astype(str)))
+        rules = sorted({forced[s] for s in ex["series_instance_uid"].astype(str) if s in forced})
+        summary.append({"study_instance_uid": study_uid, "study_key": key,
+                        "finding": classes[finding_idx], "probability": prob,
+                        "present": bool(present), "threshold": threshold,
+                        "n_images": len(rows), "forced": ",".join(rules)})
+        algorithm = _algorithm(run, threshold, aggregation, operating, ",".join(rules))
         if write_sr:
+            where = f"study {key}"
+            sources = []
             try:
-                sources = [pydicom.dcmread(q, stop_before_pixels=True, defer_size=DEFER_SIZE)
-                           for q in paths]
-                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm)
-            except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
-                # e.g. invalid UIDs in the sources, which a valid SR cannot reference
-                log.warning("no SR for a study of %d image(s) (%s): %s", len(rows),
-                            os.path.basename(paths[0]), type(e).__name__)
-                skipped.append({"path": paths[0], "reason": "SR not written: the sources "
-                                f"cannot be referenced ({type(e).__name__}: {e})"})
-            else:
+                sources = [pydicom.dcmread(q, stop_before_pixels=True,
+                                           defer_size=DEFER_SIZE) for q in paths]
+                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
+                               where=where, notes=notes, forced=bool(rules),
+                               **result_uids(uid_key, study_uid, "SR"))
                 sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
+            except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
+                why = _message(e, sources)
+                log.warning("%s: no SR: %s", where, why)
+                skipped.append(skip_row("study", "sr", f"SR not written: {why}",
+                                        path=paths[0], study=study_uid))
         if write_sc and present:
             best = getattr(row, "best_index")
-            sc = _heatmap_sc(model, run.pipeline, examples.loc[best], finding_idx, skipped)
-            if sc is not None:
-                sc_paths.append(_write(sc, safe_join(out_dir, f"GRADCAM_{study_uid}.dcm")))
+            made = _heatmaps(model, run.pipeline, examples.loc[best], finding_idx, skipped,
+                             where=f"study {key}", forced=bool(rules),
+                             uids={k: result_uids(uid_key, study_uid, k) for k in ("SC", "PM")})
+            for kind, obj in made:
+                name = f"GRADCAM_{study_uid}.dcm" if kind == "sc" else \
+                    f"PM_GRADCAM_{study_uid}.dcm"
+                sc_paths.append(_write(obj, safe_join(out_dir, name)))
     return sr_paths, sc_paths, summary
 
 
-def _build_sr(sources, finding, prob, present, algorithm):
+_IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+                "OtherPatientIDs", "ReferringPhysicianName")
+
+
+def _message(e: BaseException, sources=()) -> str:
+    """An exception as a message: its text (its type only when the text is empty), with
+    any patient identifier of ``sources`` that a library put into it replaced."""
+    text = str(e).strip() or f"{type(e).__name__} (no message)"
+    for ds in sources:
+        for kw in _IDENTIFYING:
+            elem = ds.get_item(kw) if kw in ds else None
+            raw = getattr(elem, "value", None)
+            raw = raw.decode("latin-1", "replace") if isinstance(raw, bytes) else str(raw or "")
+            for v in {raw.strip(" \x00"), *raw.strip(" \x00").split("^")}:
+                if len(v) >= 3 and v in text:
+                    text = text.replace(v, f"<{kw}>")
+    return text
+
+
+def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
+    """``series_instance_uid`` / ``sop_instance_uid`` of a study's ``kind`` result object.
+
+    Derived (PS3.5 B.2, :func:`pydicom.uid.generate_uid` with entropy sources) from
+    ``uid_key`` (e.g. the run and model version), the Study Instance UID and ``kind``
+    (``"SR"``, ``"SC"``, ``"PM"``); empty (new random UIDs) when ``uid_key`` is None.
+    """
+    if uid_key is None:
+        return {}
+    from pydicom.uid import generate_uid
+
+    src = ["dicomml-result", str(uid_key), str(study_uid), kind]
+    return {"series_instance_uid": generate_uid(entropy_srcs=[*src, "series"]),
+            "sop_instance_uid": generate_uid(entropy_srcs=[*src, "instance"])}
+
+
+def _build_sr(sources, finding, prob, present, algorithm, *, where="", notes=None,
+              forced=False, **uids):
     from dicomml.report.sr import build_sr
 
+    desc = "dicomml AI result FORCED outside input contract" if forced else "dicomml AI result"
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
-                    present=bool(present), algorithm=algorithm)
+                    present=bool(present), algorithm=algorithm, where=where, notes=notes,
+                    series_description=desc, **uids)
 
 
-def _heatmap_sc(model, pipeline, example, class_index: int, skipped: list):
-    """The Grad-CAM Secondary Capture of one example; ``None`` (and a skip) if impossible."""
+def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, where: str,
+              forced: bool = False, uids: dict | None = None) -> list:
+    """The Grad-CAM objects of one example on its source's geometry: ``[(kind, dataset)]``
+    with kind "sc" (Secondary Capture) and "pm" (Parametric Map, when the source has plane
+    geometry); failures are skips, never fatal to the batch."""
     import pydicom
 
     from dicomml.evaluate.grad_cam import gradcam
-    from dicomml.report.overlay import heatmap_overlay
-    from dicomml.report.sc import build_heatmap_sc
+    from dicomml.io import read_image
+    from dicomml.evaluate.heatmaps import heatmap_objects
 
     path, frame = str(example["path"]), int(example["frame"])
+    source = None
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_SIZE)
-        tensor = pipeline.from_path(path, frame)
+        image = read_image(path, frames=[frame])
+        tensor = pipeline(image, 0)
         heat = gradcam(model, tensor, class_index=class_index)
-        n_frames = int(source.get("NumberOfFrames", 1) or 1)
-        return build_heatmap_sc(source, heatmap_overlay(tensor, heat),
-                                frame_numbers=[frame + 1] if n_frames > 1 else None)
+        errors: list = []
+        made = heatmap_objects(source, image, heat, pipeline.config, frame=frame,
+                                     where=where, forced=forced, errors=errors, uids=uids)
     except Exception as e:  # noqa: BLE001 - recorded and reported, never fatal to the batch
-        log.warning("no Grad-CAM image for %s frame %d: %s", os.path.basename(path), frame, e)
-        skipped.append({"path": path, "reason": f"Grad-CAM image not written: {e}"})
-        return None
+        made, errors = [], [("heatmap", e)]
+    for kind, e in errors:
+        what = {"pm": "Parametric Map", "sc": "Secondary Capture"}.get(kind, "heatmap")
+        why = _message(e, [source] if source is not None else [])
+        log.warning("%s: no Grad-CAM %s for frame %d: %s", where, what, frame, why)
+        skipped.append(skip_row("image", "heatmap", f"Grad-CAM {what} not written: {why}",
+                                path=path, study=example["study_instance_uid"],
+                                series=example["series_instance_uid"],
+                                sop=example["sop_instance_uid"], frame=frame))
+    return made

@@ -118,17 +118,20 @@ def positive_index(config: dict, classes: list[str]) -> int:
 
 
 def predict_examples(model, examples: pd.DataFrame, pipeline, *, batch_size: int = 32,
-                     workers: int | None = None, cache_dir=None,
-                     progress: bool = True) -> np.ndarray:
+                     workers: int | None = None, cache_dir=None, progress: bool = True,
+                     return_status: bool = False):
     """Model outputs for ``examples`` (``path`` and ``frame``), in order.
 
     Returns a ``float64`` array (N, outputs); rows of examples that could not be decoded
-    are NaN.
+    are NaN. With ``return_status``, returns ``(outputs, status)`` where ``status[i]`` is
+    ``""``, ``"unreadable"`` (no tensor) or ``"constant"`` (every channel of the tensor is
+    one value: the preprocessing mapped the image to a constant, e.g. the windows miss its
+    values); constant rows are then NaN too, never a probability.
     """
     from dicomml.data import predict_tensors
 
     n = len(examples)
-    outs = []
+    outs, states = [], []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -141,6 +144,12 @@ def predict_examples(model, examples: pd.DataFrame, pipeline, *, batch_size: int
             y = np.asarray(model.predict_on_batch(np.where(bad[:, None, None, None], 0.0, x)),
                            dtype=np.float64).reshape(len(x), -1)
             y[bad] = np.nan
+            if return_status:
+                per_channel = np.where(bad[:, None, None, None], 0.0, x).reshape(
+                    len(x), -1, x.shape[-1])
+                flat = ~bad & (np.ptp(per_channel, axis=1).max(axis=1) <= 1e-6)
+                y[flat] = np.nan
+                states.append(np.where(bad, "unreadable", np.where(flat, "constant", "")))
             outs.append(y)
             if bar is not None:
                 bar.update(len(x))
@@ -148,5 +157,9 @@ def predict_examples(model, examples: pd.DataFrame, pipeline, *, batch_size: int
         if bar is not None:
             bar.close()
     if not outs:
-        return np.zeros((0, 1))
-    return np.concatenate(outs)[:n]
+        out = np.zeros((0, 1))
+        return (out, np.zeros(0, dtype=object)) if return_status else out
+    out = np.concatenate(outs)[:n]
+    if return_status:
+        return out, np.concatenate(states).astype(object)[:n]
+    return out

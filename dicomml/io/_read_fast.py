@@ -21,12 +21,11 @@ from __future__ import annotations
 from struct import error as StructError
 from struct import Struct, unpack_from
 
+from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     LONG_VRS,
     PIXEL_DATA,
     SHORT_VRS,
-    TS_EXPLICIT_LE,
-    TS_IMPLICIT_LE,
     UNDEFINED,
     Fallback,
     NestingTooDeep,
@@ -41,17 +40,25 @@ __all__ = ["LightDataset", "parse_light", "NEEDED", "NestingTooDeep"]
 NEEDED: dict[int, tuple[str, str]] = {
     0x00080008: ("ImageType", "CS"),
     0x00080016: ("SOPClassUID", "UI"),
+    0x00080032: ("AcquisitionTime", "TM"),
     0x00080018: ("SOPInstanceUID", "UI"),
     0x00080060: ("Modality", "CS"),
+    0x00080070: ("Manufacturer", "LO"),
     0x00180050: ("SliceThickness", "DS"),
+    0x00180081: ("EchoTime", "DS"),
+    0x00180086: ("EchoNumbers", "IS"),
     0x00180088: ("SpacingBetweenSlices", "DS"),
+    0x00181060: ("TriggerTime", "DS"),
     0x00181164: ("ImagerPixelSpacing", "DS"),
     0x0020000D: ("StudyInstanceUID", "UI"),
     0x0020000E: ("SeriesInstanceUID", "UI"),
+    0x00200011: ("SeriesNumber", "IS"),
+    0x00200012: ("AcquisitionNumber", "IS"),
     0x00200013: ("InstanceNumber", "IS"),
     0x00200032: ("ImagePositionPatient", "DS"),
     0x00200037: ("ImageOrientationPatient", "DS"),
     0x00200052: ("FrameOfReferenceUID", "UI"),
+    0x00200100: ("TemporalPositionIdentifier", "IS"),
     0x00280002: ("SamplesPerPixel", "US"),
     0x00280004: ("PhotometricInterpretation", "CS"),
     0x00280006: ("PlanarConfiguration", "US"),

@@ -21,12 +21,10 @@ import math
 import struct
 
 from dicomml.io.fields import MAX_TAG, RAW_TAGS, Skip, normalize_strings, row_from_values
+from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     BLOCK,
     MAX_VALUE,
-    TS_DEFLATED_LE,
-    TS_EXPLICIT_BE,
-    TS_IMPLICIT_LE,
     VRS,
     Fallback,
     NestingTooDeep,

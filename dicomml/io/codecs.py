@@ -5,7 +5,9 @@ python-gdcm, pyjpegls, Pillow...). When none of the plugins for a transfer synta
 (0002,0010) is installed, :func:`check_decodable` raises
 :class:`~dicomml.errors.UnsupportedTransferSyntaxError` naming the syntax and the
 packages to install, instead of letting a bare ``RuntimeError`` escape from deep inside
-pydicom.
+pydicom. :func:`plugins_that_decode` tells which installed plugins really decode a file.
+Importing this module silences pydicom's ERROR traceback for a plugin that fails before a
+later one decodes the frame (:func:`quiet_plugin_fallbacks`).
 
 References: PS3.5 Section 10 and Annex A (transfer syntaxes), PS3.6 Table A-1 (UIDs).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicomml.errors import UnsupportedTransferSyntaxError
+from dicomml.io.uids import NATIVE_SYNTAXES, TS_DEFLATED_LE
 
 __all__ = [
     "TransferSyntaxInfo",
@@ -24,6 +27,8 @@ __all__ = [
     "candidate_packages",
     "decoder_status",
     "check_decodable",
+    "plugins_that_decode",
+    "quiet_plugin_fallbacks",
 ]
 
 
@@ -103,9 +108,7 @@ TRANSFER_SYNTAXES: dict[str, TransferSyntaxInfo] = {
 }
 
 #: Uncompressed transfer syntaxes (PS3.5 Section 8.1.1 / A.1-A.3); pydicom needs no plugin.
-NATIVE_TRANSFER_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-})
+NATIVE_TRANSFER_SYNTAXES = NATIVE_SYNTAXES | {TS_DEFLATED_LE}
 
 
 def transfer_syntax_name(uid: str) -> str:
@@ -188,3 +191,71 @@ def check_decodable(uid: str, path: str | None = None) -> None:
     raise UnsupportedTransferSyntaxError(
         f"{where}cannot decode (7FE0,0010) Pixel Data: transfer syntax (0002,0010) "
         f"'{name}' ({uid}) is not supported by the installed plugins; {how}.")
+
+
+def plugins_that_decode(path: str, frame: int = 0) -> tuple[list[str], list[str]]:
+    """Try every installed pydicom plugin on one frame of ``path``.
+
+    Returns
+    -------
+    ok : list of str
+        The plugins that decoded the frame (empty for native syntaxes: no plugin needed).
+    failed : list of str
+        ``"plugin: reason"`` for each installed plugin that raised.
+    """
+    import warnings
+
+    import pydicom
+    from pydicom.pixels import get_decoder, pixel_array
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path, force=True)
+    uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if uid in NATIVE_TRANSFER_SYNTAXES or not uid:
+        return [], []
+    try:
+        plugins = sorted(get_decoder(uid).available_plugins)
+    except NotImplementedError:
+        return [], []
+    ok, failed = [], []
+    for name in plugins:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pixel_array(ds, index=frame, decoding_plugin=name)
+        except Exception as e:  # noqa: BLE001 - each plugin raises its own types
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            reason = lines[-1] if lines else type(e).__name__
+            failed.append(reason if reason.startswith(f"{name}:") else f"{name}: {reason}")
+        else:
+            ok.append(name)
+    return ok, failed
+
+
+class _PluginFallbackFilter:
+    """Drop pydicom's ERROR traceback for a plugin that failed before another one is tried.
+
+    When every plugin fails, pydicom raises a ``RuntimeError`` listing each plugin's error,
+    so nothing is lost; the tracebacks stay visible with DEBUG logging.
+    """
+
+    def filter(self, record) -> bool:
+        import logging
+
+        if record.exc_info and record.levelno >= logging.ERROR \
+                and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        return True
+
+
+def quiet_plugin_fallbacks() -> None:
+    """Install :class:`_PluginFallbackFilter` on pydicom's decoder logger (once)."""
+    import logging
+
+    logger = logging.getLogger("pydicom.pixels.decoders.base")
+    if not any(isinstance(f, _PluginFallbackFilter) for f in logger.filters):
+        logger.addFilter(_PluginFallbackFilter())
+
+
+quiet_plugin_fallbacks()

@@ -15,7 +15,7 @@ import math
 import warnings
 from typing import Any
 
-from dicomml.io.walker import TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
+from dicomml.io.uids import TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 
 __all__ = [
     "FIELDS",

@@ -52,11 +52,8 @@ from dicomml.io.fields import (
     private_text,
     row_from_values,
 )
+from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
-    TS_DEFLATED_LE,
-    TS_EXPLICIT_BE,
-    TS_EXPLICIT_LE,
-    TS_IMPLICIT_LE,
     VRS,
     LONG_VRS,
     Fallback,

@@ -49,10 +49,12 @@ from dicomml.io._read_dataset import (
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
 from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, Window
+from dicomml.io.uids import TS_EXPLICIT_BE
 
 __all__ = ["read_in_process", "image_from_dataset", "decode_stored", "plugin_order",
            "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
-           "windows_of", "voi_luts_of", "frame_geometry"]
+           "windows_of", "voi_luts_of", "frame_geometry", "n_frames", "rescale_into",
+           "transfer_syntax"]
 
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -94,7 +96,7 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
                        decoders: Sequence[str] | None = None) -> Image:
     """Build an :class:`Image` from an already parsed pydicom Dataset (see
     :func:`dicomml.io.read_image`)."""
-    n_total = _n_frames(ds, path)
+    n_total = n_frames(ds, path)
     index = _frame_index(frames, n_total, path)
     stored, pi = decode_stored(ds, path, frames=index, decoders=decoders)
     color = stored.ndim == 4
@@ -122,7 +124,7 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
         pixel_spacing=spacing, positions=positions, orientations=orientations,
         slice_thickness=thickness, bits_stored=_int(ds.get("BitsStored")),
         rescale_slope=float(slope), rescale_intercept=float(intercept), rescale_type=rtype,
-        transfer_syntax_uid=_str(_transfer_syntax(ds)),
+        transfer_syntax_uid=_str(transfer_syntax(ds)),
         instance_number=_int(ds.get("InstanceNumber")), extra=extra)
 
 
@@ -156,9 +158,9 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
         raise MissingAttributeError(
             f"{where}: (0028,0103) Pixel Representation is missing; the pixel data cannot "
             "be interpreted as signed or unsigned.")
-    ts = _transfer_syntax(ds)
+    ts = transfer_syntax(ds)
     pi = str(ds.PhotometricInterpretation).strip()
-    n = _n_frames(ds, where)
+    n = n_frames(ds, where)
     if (ts in _NATIVE_LE and keyword == "PixelData" and ds.BitsAllocated in (8, 16, 32)
             and (ds.SamplesPerPixel == 1 or (ds.SamplesPerPixel == 3 and ds.BitsAllocated == 8))
             and pi != "YBR_FULL_422"):
@@ -461,11 +463,11 @@ def to_modality(stored: np.ndarray, ds, rescale=None, *, modality_lut: bool | No
         return out
     slopes, intercepts, _ = rescale
     for k in range(stored.shape[0]):
-        _rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k])
+        rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k])
     return out
 
 
-def _rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
+def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
     if src.dtype.kind in "iu" and src.dtype.itemsize <= 2 and slope.is_integer() \
             and intercept.is_integer() and abs(slope) * 65536 + abs(intercept) < 2 ** 24:
         if slope != 1.0:
@@ -631,7 +633,7 @@ def frame_geometry(ds, frames: Iterable[int]):
         if len(ipp) == 3:
             positions = np.tile(np.asarray(ipp, float), (len(frames), 1))
             offsets = _floats(ds.get("GridFrameOffsetVector"))
-            if orients is not None and len(offsets) == _n_frames(ds) and len(offsets) > 1:
+            if orients is not None and len(offsets) == n_frames(ds) and len(offsets) > 1:
                 normal = np.cross(orients[0][:3], orients[0][3:])
                 off = np.asarray(offsets, float)[frames] - offsets[0]
                 positions = positions + off[:, None] * normal[None, :]
@@ -643,7 +645,9 @@ def frame_geometry(ds, frames: Iterable[int]):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _n_frames(ds, where: str | None = None) -> int:
+def n_frames(ds, where: str | None = None) -> int:
+    """(0028,0008) Number of Frames of ``ds`` (1 when absent); InvalidDicomError naming the
+    attribute and ``where`` when it is not an integer."""
     try:
         value = ds.get("NumberOfFrames")
         n = int(value or 1)
@@ -666,7 +670,7 @@ def _frame_index(frames, n: int, path) -> list[int] | None:
     return [f % n for f in idx]
 
 
-def _transfer_syntax(ds) -> str:
+def transfer_syntax(ds) -> str:
     """(0002,0010) of ``ds``; without file meta, the syntax the data set was parsed with."""
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -699,7 +703,7 @@ def _with_transfer_syntax(ds, ts: str):
 
 
 def _is_little_endian(ds) -> bool:
-    return _transfer_syntax(ds) != "1.2.840.10008.1.2.2"
+    return transfer_syntax(ds) != TS_EXPLICIT_BE
 
 
 def _fg_item(seq, index: int, keyword: str):

@@ -11,12 +11,14 @@ Contract (see DESIGN.md, "Volume / Image"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Window", "VOILUT", "Image", "Volume", "SeriesIssue"]
+from dicomml.errors import ConfigError
+
+__all__ = ["Window", "VOILUT", "Image", "Volume", "VolumeInfo", "SeriesIssue"]
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,52 @@ class Image:
 class SeriesIssue:
     """A problem found while assembling a series: ``kind`` is one of
     ``"irregular_spacing"``, ``"missing_slices"``, ``"duplicate_position"``,
-    ``"mixed_orientation"``, ``"mixed_size"``, ``"no_position"``, ``"unreadable"``; ``detail`` says where."""
+    ``"mixed_orientation"``, ``"mixed_size"``, ``"mixed_series"`` (another echo, part or
+    Series Number, see :func:`dicomml.io.series.same_series`), ``"no_position"``, ``"unreadable"``,
+    ``"mosaic"`` (a mosaic that cannot be cut), ``"incomplete_volume"`` (a 4-D series whose
+    last volume lacks slices), ``"dimension_conflict"`` (enhanced multi-frame dimension
+    indices that contradict the positions); ``detail`` says where."""
 
     kind: str
     detail: str
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """Per-volume attributes of a 4-D series (one per volume, in acquisition order).
+
+    Attributes
+    ----------
+    index : int
+        0-based position of the volume in the series.
+    temporal_position : int or None
+        (0020,0100) Temporal Position Identifier, or (0020,9128) Temporal Position Index.
+    b_value : float or None
+        (0018,9087) Diffusion b-value (Siemens: CSA ``B_value``; GE: (0043,1039)).
+    gradient : tuple of float or None
+        (0018,9089) Diffusion Gradient Orientation (Siemens: CSA
+        ``DiffusionGradientDirection``), in patient coordinates.
+    echo_time : float or None
+        (0018,0081) Echo Time / (0018,9082) Effective Echo Time, ms.
+    echo_number : int or None
+        (0018,0086) Echo Numbers.
+    trigger_time : float or None
+        (0018,1060) Trigger Time, ms.
+    acquisition_time : str or None
+        (0008,0032) Acquisition Time or the frame's (0018,9074) Frame Acquisition DateTime.
+    acquisition_number : int or None
+        (0020,0012) Acquisition Number.
+    """
+
+    index: int
+    temporal_position: int | None = None
+    b_value: float | None = None
+    gradient: tuple[float, float, float] | None = None
+    echo_time: float | None = None
+    echo_number: int | None = None
+    trigger_time: float | None = None
+    acquisition_time: str | None = None
+    acquisition_number: int | None = None
 
 
 @dataclass(eq=False)
@@ -138,7 +182,9 @@ class Volume:
     Attributes
     ----------
     pixels : numpy.ndarray
-        ``float32``, shape (slices, rows, columns).
+        ``float32``, shape (slices, rows, columns); for a series of several volumes (fMRI,
+        diffusion, multi-phase) (volumes, slices, rows, columns), volumes in acquisition
+        order, all on the same grid.
     spacing : tuple of float
         (slice, row, column) spacing in mm, in the same order as the axes of ``pixels``.
         The slice spacing is measured from the positions, not (0018,0050) Slice Thickness.
@@ -149,7 +195,10 @@ class Volume:
         ``i`` in SimpleITK's (x, y, z) = (column, row, slice) order. This is exactly
         ``np.reshape(sitk_image.GetDirection(), (3, 3))``.
     sop_instance_uids : tuple of str
-        One per slice, in the order of ``pixels``.
+        One per slice, in the order of ``pixels`` (4-D: volume by volume; a mosaic or
+        multi-frame instance appears once per slice it holds).
+    volumes : tuple of VolumeInfo
+        One per volume (4-D) or for the volume read; empty for a plain 3-D series.
     issues : tuple of SeriesIssue
         Irregular spacing, missing slices, duplicate positions... (empty when clean).
     """
@@ -172,16 +221,75 @@ class Volume:
     frames: tuple[int, ...] = ()
     issues: tuple[SeriesIssue, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    volumes: tuple[VolumeInfo, ...] = ()
+
+    @property
+    def n_volumes(self) -> int:
+        """Number of volumes: ``pixels.shape[0]`` when 4-D, else 1."""
+        return int(self.pixels.shape[0]) if self.pixels.ndim == 4 else 1
+
+    def volume(self, k: int) -> "Volume":
+        """Volume ``k`` (0-based) of a 4-D volume as a 3-D Volume (the pixels are a view).
+
+        A 3-D volume is its own volume 0.
+        """
+        n = self.n_volumes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -n <= int(k) < n:
+            raise ConfigError(f"volume index {k!r} is out of range; the volume holds {n} "
+                              "volume(s) (0-based)")
+        k = int(k) % n
+        if self.pixels.ndim != 4:
+            return self
+        per = self.pixels.shape[1]
+
+        def part(t):
+            return tuple(t[k * per:(k + 1) * per]) if len(t) == n * per else tuple(t)
+
+        return replace(self, pixels=self.pixels[k], sop_instance_uids=part(
+            self.sop_instance_uids), paths=part(self.paths), frames=part(self.frames),
+            padding_mask=None if self.padding_mask is None else self.padding_mask[k],
+            volumes=self.volumes[k:k + 1], extra={**self.extra, "volume": k, "n_volumes": n})
 
     def to_sitk(self):
-        """This volume as a ``SimpleITK.Image`` with identical spacing, origin and direction."""
-        from dicomml.io.volume import to_sitk
+        """This volume as a ``SimpleITK.Image`` with the same pixels, spacing, origin and
+        direction (:func:`dicomml.io.to_sitk`).
 
-        return to_sitk(self)
+        SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
+        direction is used as is (its columns are already in that order). A 4-D volume becomes
+        one 4-D image (x, y, z, t), as ``sitk.GetImageFromArray`` makes it and as SimpleITK's
+        ``JoinSeries`` would: spacing 1 and origin 0 along t, the 4×4 direction with the 3×3
+        direction in its upper-left block. (A list of 3-D images:
+        ``[v.volume(k).to_sitk() ...]``.)
+        """
+        import SimpleITK as sitk
+
+        pixels = np.ascontiguousarray(self.pixels)
+        img = sitk.GetImageFromArray(pixels, isVector=False)
+        d = np.asarray(self.direction, float)
+        spacing = tuple(float(v) for v in reversed(self.spacing))
+        origin = tuple(float(v) for v in self.origin)
+        if pixels.ndim == 4:
+            d4 = np.eye(4)
+            d4[:3, :3] = d
+            d, spacing, origin = d4, spacing + (1.0,), origin + (0.0,)
+        img.SetSpacing(spacing)
+        img.SetOrigin(origin)
+        img.SetDirection(tuple(float(v) for v in d.ravel()))
+        return img
 
     @classmethod
     def from_sitk(cls, image, **fields) -> "Volume":
-        """A Volume from a ``SimpleITK.Image``; ``fields`` set the other attributes."""
-        from dicomml.io.volume import from_sitk
+        """A Volume from a 3-D (or 4-D: x, y, z, t) scalar ``SimpleITK.Image`` (float32);
+        ``fields`` set the other attributes (``modality=``, ``windows=``...)."""
+        import SimpleITK as sitk
 
-        return from_sitk(image, **fields)
+        dim = image.GetDimension()
+        if dim not in (3, 4) or image.GetNumberOfComponentsPerPixel() != 1:
+            raise ConfigError("from_sitk expects a 3-D or 4-D scalar image. Received: "
+                              f"dimension={dim}, components="
+                              f"{image.GetNumberOfComponentsPerPixel()}")
+        arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        d = np.reshape(np.asarray(image.GetDirection(), float), (dim, dim))[:3, :3]
+        return cls(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing()[:3])),
+                   origin=tuple(float(v) for v in image.GetOrigin()[:3]), direction=d,
+                   **fields)

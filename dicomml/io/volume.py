@@ -7,20 +7,37 @@ How :func:`read_series` builds the volume
    ``volume.extra["ignored"]``.
 2. The instances are grouped by (0020,000E) Series Instance UID. Several series and no
    ``series_uid=``: :class:`~dicomml.errors.SeriesError` listing them.
-3. Every frame is a slice (an Enhanced multi-frame file gives one slice per frame, with the
-   per-frame (0020,9113) Plane Position). Slices whose (0028,0010)/(0028,0011) size or
-   (0020,0037) orientation differ from the majority (e.g. a LOCALIZER in the series) are
-   left out with a ``mixed_size`` / ``mixed_orientation`` issue.
-4. Slices are sorted by their (0020,0032) position projected on the slice normal
-   (row cosine × column cosine) — never by Instance Number or file name. Duplicate
-   positions keep the slice with the lowest (0020,0013) Instance Number and report
-   ``duplicate_position``; gaps that are a multiple of the spacing report
-   ``missing_slices``, other deviations ``irregular_spacing``. Slices with no position:
-   ``no_position`` (when no slice has one, they are stacked by (0020,0013) Instance
-   Number — the only order left — with unit spacing and an identity direction).
-5. ``spacing[0]`` is the median distance between successive positions (not (0018,0050) Slice
+3. The instances are split with the Index's one same-series rule
+   (:func:`dicomml.io.series.group_instances`: study, Series Number, size, pixel spacing,
+   orientation, echo, magnitude/phase): the largest group is read, the others are left out
+   with a ``mixed_size`` / ``mixed_orientation`` / ``mixed_series`` issue (e.g. a LOCALIZER
+   in the series, the second echo of a field map): read those by their series key.
+4. Every frame is a slice (an Enhanced multi-frame file gives one slice per frame, with the
+   per-frame (0020,9113) Plane Position); a Siemens mosaic ((0008,0008) Image Type
+   ``MOSAIC``) gives one slice per tile, with the geometry of its CSA header
+   (:mod:`dicomml.io.mosaic`). Frames of another orientation than the majority are left out
+   (``mixed_orientation``).
+5. Slices are sorted by their (0020,0032) position projected on the slice normal
+   (row cosine × column cosine) — never by Instance Number or file name. When every
+   position holds several slices the series is 4-D (:mod:`dicomml.io.multivolume`): the
+   k-th slice of each position in acquisition order (Dimension Index Values, Temporal
+   Position, Instance Number, frame — all numeric) is volume k; ``pixels`` gets a leading
+   volume axis and ``volumes`` one :class:`~dicomml.io.types.VolumeInfo` each; slices
+   beyond the last complete volume are left out (``incomplete_volume``). Otherwise
+   duplicate positions keep the slice with the lowest (0020,0013) Instance Number (then
+   file, then frame number) and report ``duplicate_position``; gaps that are a multiple of
+   the spacing report ``missing_slices``, other deviations ``irregular_spacing``. Slices
+   with no position: ``no_position`` (when no slice has one, they are stacked by
+   (0020,0013) Instance Number — the only order left — with unit spacing and an identity
+   direction). Enhanced objects whose In-Stack Position Numbers or dimension indices
+   contradict the positions: ``dimension_conflict`` (the positions win).
+6. ``spacing[0]`` is the median distance between successive positions (not (0018,0050) Slice
    Thickness); ``origin`` is the position of the first slice; ``direction`` has the columns
    (row cosine, column cosine, normal).
+
+Steps 3–5 are in :mod:`dicomml.io.stacking`. SimpleITK interop (:func:`to_sitk`,
+:func:`from_sitk`, :func:`resample`) lives in :mod:`dicomml.io.sitk_interop` and is
+re-exported here.
 
 Gantry tilt: the positions then advance along a line that is not the normal. As SimpleITK's
 ``ImageSeriesReader`` (ITK/GDCM) does, the third direction column stays the slice normal and
@@ -29,15 +46,17 @@ SimpleITK reads. The stacking direction (unit vector from first to last position
 tilt angle are kept in ``extra["slice_direction"]`` and ``extra["tilt_degrees"]``; resample
 with them if the sheared geometry matters.
 
-Unreadable slices (truncated, corrupt, undecodable): ``strict=True`` raises; lenient mode
-(default) leaves the slice out and records an ``unreadable`` issue naming the file. With
-``strict=True`` every issue raises :class:`~dicomml.errors.SeriesError`.
+Unreadable slices (truncated, corrupt, undecodable, a malformed Modality LUT, VOI LUT or
+multi-valued Rescale Slope): ``strict=True`` raises (:class:`~dicomml.errors.InvalidDicomError`
+for a corrupt value); lenient mode (default) leaves the slice out and records an
+``unreadable`` issue naming the file. A mosaic whose CSA header is missing or unreadable is
+read as one image with a ``mosaic`` issue. With ``strict=True`` every issue raises
+(:class:`~dicomml.errors.SeriesError` unless said otherwise).
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,37 +70,34 @@ from dicomml.errors import (
     NoPixelDataError,
     NotDicomError,
     SeriesError,
-    did_you_mean,
 )
-from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
 from dicomml.io.pixels import (
-    _n_frames,
     corrupt_value_error,
-    _rescale_into,
     decode_stored,
     frame_geometry,
-    frame_rescale,
+    n_frames,
     padding_mask,
+    rescale_into,
     to_modality,
+    transfer_syntax,
     voi_luts_of,
     windows_of,
 )
+from dicomml.io.sitk_interop import from_sitk, resample, to_sitk
+from dicomml.io.stacking import (
+    Slice,
+    int_or,
+    majority,
+    one_series,
+    order_slices,
+    philips_scale,
+    short_list,
+    slices_of,
+)
 from dicomml.io.types import SeriesIssue, Volume
 
-__all__ = ["read_series", "to_sitk", "from_sitk", "resample"]
-
-
-@dataclass
-class _Slice:
-    file: int            # index into the loaded files
-    frame: int           # frame index in that file
-    position: np.ndarray | None
-    orientation: np.ndarray | None
-    size: tuple[int, int]
-    slope: float | None
-    intercept: float | None
-    label: str
+__all__ = ["read_series", "select_volume", "to_sitk", "from_sitk", "resample"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -149,7 +165,8 @@ def _map(fn, items, workers):
 def read_series(x, *, strict: bool = False, workers: int | None = None,
                 series_uid: str | None = None, index=None,
                 modality_lut: bool | None = None, isolate: bool = False, executor=None,
-                decoders=None) -> Volume:
+                decoders=None, volume: int | None = None,
+                philips_precise: bool = False) -> Volume:
     """Read one series into a Volume ordered along the slice normal (see the module docs).
 
     Parameters
@@ -185,11 +202,19 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         processes, closed at the end.
     decoders : sequence of str, optional
         pydicom decoding plugins in order (see :func:`~dicomml.io.read_image`).
+    volume : int, optional
+        Read only volume ``volume`` (0-based, in acquisition order) of a 4-D series: a 3-D
+        Volume with ``extra["volume"]`` and ``extra["n_volumes"]``. Default: all volumes.
+    philips_precise : bool
+        Philips MR: return dcm2niix's "precise float" values, display value / (Rescale
+        Slope × private Scale Slope (2005,xx0E)) (:mod:`dicomml.io.philips`), instead of the
+        display values (default). ``extra["philips_scale_slope"]`` holds the Scale Slope.
 
     Returns
     -------
     Volume
-        float32 (slices, rows, columns) in modality units, with geometry and UIDs.
+        float32 (slices, rows, columns) in modality units, with geometry and UIDs; for a
+        series of several volumes (volumes, slices, rows, columns) with ``volumes``.
 
     Raises
     ------
@@ -204,7 +229,8 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
     with quiet_pydicom():
         return _read_series(paths, strict=strict, workers=workers, series_uid=series_uid,
                             modality_lut=modality_lut, isolate=isolate, executor=executor,
-                            decoders=decoders, native_workers=native_workers)
+                            decoders=decoders, native_workers=native_workers, volume=volume,
+                            philips_precise=philips_precise)
 
 
 def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
@@ -213,10 +239,9 @@ def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
     from pydicom.uid import UID
 
     from dicomml.io.isolated import crash_error
-    from dicomml.io.pixels import _transfer_syntax
     from dicomml.parallel import WorkerCrashed, chunked, get_executor
 
-    todo = [i for i, ds in enumerate(datasets) if UID(_transfer_syntax(ds)).is_encapsulated]
+    todo = [i for i, ds in enumerate(datasets) if UID(transfer_syntax(ds)).is_encapsulated]
     if not todo:
         return {}
     own = executor is None
@@ -249,7 +274,8 @@ def _stored_of_items(chunk: list) -> list:
 
 
 def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=False,
-                 executor=None, decoders=None, native_workers=None) -> Volume:
+                 executor=None, decoders=None, native_workers=None, volume=None,
+                 philips_precise=False) -> Volume:
     if native_workers is None:
         native_workers = workers
     issues: list[SeriesIssue] = []
@@ -279,8 +305,8 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         unreadable = [i.detail for i in issues]
         raise SeriesError(f"no image instances among the {len(paths)} file(s) given "
                           f"({len(ignored)} ignored: not DICOM or no (7FE0,0010) Pixel Data"
-                          f"{': ' + _short(ignored, 3) if ignored else ''}"
-                          f"{'; unreadable: ' + _short(unreadable, 3) if unreadable else ''}).")
+                          f"{': ' + short_list(ignored, 3) if ignored else ''}"
+                          f"{'; unreadable: ' + short_list(unreadable, 3) if unreadable else ''}).")
 
     # -- one series
     by_series: dict[str, list[int]] = {}
@@ -315,10 +341,8 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
 
     from pydicom.uid import UID
 
-    from dicomml.io.pixels import _transfer_syntax
-
     compressed = workers > native_workers and any(
-        i not in done and UID(_transfer_syntax(ds)).is_encapsulated
+        i not in done and UID(transfer_syntax(ds)).is_encapsulated
         for i, ds in enumerate(datasets))
     decoded = _map(decode, list(range(len(datasets))),
                    workers if compressed else native_workers)
@@ -337,26 +361,31 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     if not keep_files:
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
+    # after decoding, so that an undecodable file is reported as such whatever its series
+    keep_files = one_series(keep_files, datasets, files, fail_or_record)
 
-    # -- slices
-    slices: list[_Slice] = []
+    # -- slices (a mosaic gives one slice per tile, a multi-frame object one per frame)
+    stored_of: dict[int, np.ndarray] = {}
+    slices: list[Slice] = []
+    mosaics = 0
     for i in keep_files:
-        ds = datasets[i]
-        n = _n_frames(ds)
-        pos, ori, _, _ = frame_geometry(ds, range(n))
-        resc = frame_rescale(ds, range(n))
-        name = os.path.basename(files[i])
-        for f in range(n):
-            slices.append(_Slice(
-                file=i, frame=f,
-                position=None if pos is None else pos[f],
-                orientation=None if ori is None else ori[f],
-                size=(int(ds.Rows), int(ds.Columns)),
-                slope=None if resc is None else float(resc[0][f]),
-                intercept=None if resc is None else float(resc[1][f]),
-                label=name if n == 1 else f"{name}[frame {f}]"))
-
-    slices = _majority(slices, lambda s: s.size, "mixed_size",
+        try:
+            built = slices_of(i, datasets[i], files[i], decoded[i][0],
+                              n_frames(datasets[i]), philips_precise, fail_or_record)
+        except DicommlError as e:
+            fail_or_record("unreadable", f"{e} — the slice is left out", e)
+            continue
+        except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
+            err = corrupt_value_error(files[i], e)
+            fail_or_record("unreadable", f"{err} — the slice is left out", err)
+            continue
+        stored_of[i], file_slices, datasets[i], is_tiled = built
+        mosaics += is_tiled
+        slices.extend(file_slices)
+    if not slices:
+        raise SeriesError("no slice of the series could be read: "
+                          + "; ".join(i.detail for i in issues))
+    slices = majority(slices, lambda s: s.size, "mixed_size",
                        lambda s: f"{s.size[0]}×{s.size[1]}", fail_or_record, datasets)
     with_pos = [s for s in slices if s.position is not None and s.orientation is not None]
     if len(with_pos) < len(slices):
@@ -364,110 +393,149 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         if with_pos:
             fail_or_record("no_position", f"{len(missing)} slice(s) without (0020,0032) Image "
                            f"Position / (0020,0037) Orientation (Patient) left out: "
-                           f"{_short(missing)}")
+                           f"{short_list(missing)}")
             slices = with_pos
         else:
             fail_or_record("no_position", "no slice has (0020,0032) Image Position / "
                            "(0020,0037) Image Orientation (Patient); stacked by (0020,0013) "
                            "Instance Number with unit spacing and identity direction")
     extra: dict = {"ignored": ignored}
-    if slices[0].position is not None:
-        # Tie-break for duplicate positions only: the lower Instance Number is kept.
-        slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.label))
-        slices = _majority(slices, lambda s: tuple(np.round(s.orientation, 4)),
-                           "mixed_orientation", lambda s: _image_type(datasets[s.file]),
-                           fail_or_record, datasets)
-        orientation = slices[0].orientation
-        normal = geo.slice_normal(orientation)
-        positions = np.stack([s.position for s in slices])
-        order, dist = geo.order_along_normal(positions, normal)
-        slices = [slices[k] for k in order]
-        keep, spacing_n, gap_issues = geo.analyse_gaps(dist, where=[s.label for s in slices])
-        for iss in gap_issues:
-            fail_or_record(iss.kind, iss.detail)
-        slices = [s for s, k in zip(slices, keep) if k]
-        positions = np.stack([s.position for s in slices])
-        steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-        slice_spacing = float(np.median(steps)) if len(steps) else (
-            _float_or(datasets[slices[0].file].get("SpacingBetweenSlices"))
-            or _float_or(datasets[slices[0].file].get("SliceThickness")) or 1.0)
-        direction = geo.direction_matrix(orientation)
-        origin = tuple(float(v) for v in positions[0])
-        tilt = geo.tilt_degrees(positions, normal)
-        if len(positions) > 1:
-            v = positions[-1] - positions[0]
-            extra["slice_direction"] = tuple(float(c) for c in v / np.linalg.norm(v))
-        extra["tilt_degrees"] = tilt
-    else:
-        slices.sort(key=lambda s: (_int_or(datasets[s.file].get("InstanceNumber")), s.frame))
-        slice_spacing = 1.0
-        direction = np.eye(3)
-        origin = (0.0, 0.0, 0.0)
+    if mosaics:
+        extra["mosaic"] = True
+    scale = philips_scale(datasets[slices[0].file], files[slices[0].file])
+    if scale is not None:
+        extra["philips_scale_slope"] = scale
+        extra["philips_precise"] = bool(philips_precise)
+    ctx = _Context(datasets=datasets, files=files, stored_of=stored_of, extra=extra,
+                   issues=issues, fail_or_record=fail_or_record, modality_lut=modality_lut,
+                   workers=native_workers, volume=volume, tiled=bool(mosaics))
+    return _assemble(slices, ctx)
+
+
+@dataclass
+class _Context:
+    """What assembling the slices needs besides the slices (see :func:`_assemble`)."""
+
+    datasets: list
+    files: list[str]
+    stored_of: dict
+    extra: dict
+    issues: list
+    fail_or_record: object
+    modality_lut: bool | None
+    workers: int
+    volume: int | None
+    tiled: bool
+
+
+def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
+    """Order the slices (3-D or 4-D), convert them to modality values and build the Volume.
+
+    A slice whose conversion fails (a malformed Modality LUT...) is reported and left out,
+    and the rest is assembled again, so that the geometry never includes it.
+    """
+    datasets, files, stored_of, extra = ctx.datasets, ctx.files, ctx.stored_of, ctx.extra
+    fail_or_record, modality_lut, native_workers, volume = (
+        ctx.fail_or_record, ctx.modality_lut, ctx.workers, ctx.volume)
+    n_issues = len(ctx.issues)
+    extra = dict(extra)
+    # Numeric tie-break (Instance Number, file, frame): the lower Instance Number is kept
+    # for a duplicate position, and frame 20 comes before frame 100.
+    slices.sort(key=lambda s: (int_or(datasets[s.file].get("InstanceNumber")), s.file,
+                               s.frame))
+    layers, infos, geometry = order_slices(slices, datasets, files, extra, fail_or_record)
+    if volume is not None:
+        if isinstance(volume, bool) or not isinstance(volume, (int, np.integer)) \
+                or not -len(layers) <= int(volume) < len(layers):
+            raise ConfigError(f"read_series: volume={volume!r} is out of range; the series "
+                              f"holds {len(layers)} volume(s) (0-based)")
+        k = int(volume) % len(layers)
+        extra["n_volumes"] = len(layers)
+        extra["volume"] = k
+        layers, infos = [layers[k]], infos[k:k + 1] if infos else ()
+    flat = [s for layer in layers for s in layer]
 
     # -- pixels
-    ds0 = datasets[slices[0].file]
-    rows, cols = slices[0].size
-    vol = np.empty((len(slices), rows, cols), dtype=np.float32)
-    has_pad = any("PixelPaddingValue" in datasets[s.file] for s in slices)
+    ds0 = datasets[flat[0].file]
+    rows, cols = flat[0].size
+    vol = np.empty((len(flat), rows, cols), dtype=np.float32)
+    has_pad = any("PixelPaddingValue" in datasets[s.file] for s in flat)
     mask = np.zeros(vol.shape, dtype=bool) if has_pad else None
-    stored_of = {i: decoded[i][0] for i in keep_files}
 
-    def fill(k: int) -> None:
-        s = slices[k]
+    def fill(k: int):
+        s = flat[k]
         ds = datasets[s.file]
         stored = stored_of[s.file][s.frame]
-        use_lut = bool(ds.get("ModalityLUTSequence"))
-        if modality_lut is not False and s.slope is not None and not use_lut:
-            _rescale_into(stored, s.slope, s.intercept, vol[k])
-        else:
-            resc = None if s.slope is None else (np.array([s.slope]), np.array([s.intercept]),
-                                                 None)
-            to_modality(stored[None], ds, resc, modality_lut=modality_lut, path=files[s.file],
-                        out=vol[k:k + 1])
-        if mask is not None:
-            m = padding_mask(stored[None], ds)
-            if m is not None:
-                mask[k] = m[0]
+        try:
+            use_lut = bool(ds.get("ModalityLUTSequence"))
+            if modality_lut is not False and s.slope is not None and not use_lut:
+                rescale_into(stored, s.slope, s.intercept, vol[k])
+            else:
+                resc = None if s.slope is None else (np.array([s.slope]),
+                                                     np.array([s.intercept]), None)
+                to_modality(stored[None], ds, resc, modality_lut=modality_lut,
+                            path=files[s.file], out=vol[k:k + 1])
+            if mask is not None:
+                m = padding_mask(stored[None], ds)
+                if m is not None:
+                    mask[k] = m[0]
+        except DicommlError as e:
+            return e
+        except Exception as e:  # noqa: BLE001 - a malformed Modality LUT breaks pydicom
+            return corrupt_value_error(files[s.file], e)
+        return None
 
-    _map(fill, list(range(len(slices))), native_workers)
-    multi = any(_n_frames(datasets[s.file]) > 1 for s in slices)
-    ps = frame_geometry(ds0, [slices[0].frame])[2] or (1.0, 1.0)
+    failed = {flat[k].file: e for k, e in enumerate(_map(fill, list(range(len(flat))),
+                                                         native_workers)) if e is not None}
+    if failed:
+        del ctx.issues[n_issues:]  # the ordering is done again without the failed files
+        for i, e in failed.items():
+            fail_or_record("unreadable", f"{e} — the slice is left out", e)
+        keep = [s for s in slices if s.file not in failed]
+        if not keep:
+            raise SeriesError("no slice of the series could be read: "
+                              + "; ".join(i.detail for i in ctx.issues))
+        return _assemble(keep, ctx)
+    ps = frame_geometry(ds0, [flat[0].frame])[2] or (1.0, 1.0)
+    try:
+        windows, luts = windows_of(ds0, flat[0].frame), voi_luts_of(ds0, flat[0].frame)
+    except Exception as e:  # noqa: BLE001 - a malformed VOI LUT / window of the first slice
+        err = corrupt_value_error(files[flat[0].file], e)
+        fail_or_record("unreadable", f"{err} — the volume has no default window / VOI LUT",
+                       err)
+        windows, luts = (), ()
+    multi = ctx.tiled or any(n_frames(datasets[s.file]) > 1 for s in flat)
+    if len(layers) > 1:
+        vol = vol.reshape(len(layers), len(layers[0]), rows, cols)
+        if mask is not None:
+            mask = mask.reshape(vol.shape)
+    slice_spacing, origin, direction = geometry
     return Volume(
         pixels=vol,
         spacing=(float(slice_spacing), float(ps[0]), float(ps[1])),
         origin=origin,
         direction=direction,
-        sop_instance_uids=tuple(str(datasets[s.file].get("SOPInstanceUID", "")) for s in slices),
-        windows=windows_of(ds0, slices[0].frame),
-        voi_luts=voi_luts_of(ds0, slices[0].frame),
+        sop_instance_uids=tuple(str(datasets[s.file].get("SOPInstanceUID", "")) for s in flat),
+        windows=windows,
+        voi_luts=luts,
         photometric_interpretation=str(ds0.PhotometricInterpretation).strip(),
         padding_mask=mask,
         modality=ds0.get("Modality"),
         series_instance_uid=_str_or(ds0.get("SeriesInstanceUID")),
         study_instance_uid=_str_or(ds0.get("StudyInstanceUID")),
         frame_of_reference_uid=_str_or(ds0.get("FrameOfReferenceUID")),
-        paths=tuple(files[s.file] for s in slices),
-        frames=tuple(s.frame for s in slices) if multi else (),
-        issues=tuple(issues),
+        paths=tuple(files[s.file] for s in flat),
+        frames=tuple(s.frame for s in flat) if multi else (),
+        issues=tuple(ctx.issues),
         extra=extra,
+        volumes=tuple(infos),
     )
 
 
-def _majority(slices, key, kind, describe, fail_or_record, datasets):
-    counts = Counter(key(s) for s in slices)
-    if len(counts) <= 1:
-        return slices
-    best = max(counts.items(), key=lambda kv: kv[1])[0]
-    out = [s for s in slices if key(s) == best]
-    dropped = [s for s in slices if key(s) != best]
-    fail_or_record(kind, f"{len(dropped)} slice(s) differ from the other {len(out)} and are "
-                   "left out: " + _short([f"{s.label} ({describe(s)})" for s in dropped]))
-    return out
-
-
-def _image_type(ds) -> str:
-    it = ds.get("ImageType")
-    return shown_cs(it, "orientation differs")
+def select_volume(volume: Volume, k: int) -> Volume:
+    """Volume ``k`` (0-based) of a 4-D :class:`Volume` as a 3-D one (the pixels are a view);
+    see :meth:`dicomml.io.types.Volume.volume`."""
+    return volume.volume(k)
 
 
 def _describe_series(by_series, datasets) -> str:
@@ -479,123 +547,5 @@ def _describe_series(by_series, datasets) -> str:
     return "; ".join(parts)
 
 
-def _short(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def _float_or(v):
-    try:
-        return float(v) if v not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _int_or(v) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _str_or(v):
     return None if v in (None, "") else str(v)
-
-
-# ----------------------------------------------------------------------------- SimpleITK
-def to_sitk(volume: Volume):
-    """Return a ``SimpleITK.Image`` with the volume's pixels, spacing, origin and direction.
-
-    SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
-    direction is used as is (its columns are already in that order).
-    """
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(np.ascontiguousarray(volume.pixels), isVector=False)
-    img.SetSpacing(tuple(float(v) for v in reversed(volume.spacing)))
-    img.SetOrigin(tuple(float(v) for v in volume.origin))
-    img.SetDirection(tuple(float(v) for v in np.asarray(volume.direction, float).ravel()))
-    return img
-
-
-def from_sitk(image, **fields) -> Volume:
-    """Build a Volume from a 3-D ``SimpleITK.Image`` (pixels converted to float32).
-
-    Extra keyword arguments set other Volume fields (``modality=``, ``windows=``...).
-    """
-    import SimpleITK as sitk
-
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ConfigError("from_sitk expects a 3-D scalar image. Received: dimension="
-                          f"{image.GetDimension()}, components="
-                          f"{image.GetNumberOfComponentsPerPixel()}")
-    arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    return Volume(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing())),
-                  origin=tuple(float(v) for v in image.GetOrigin()),
-                  direction=np.reshape(np.asarray(image.GetDirection(), float), (3, 3)),
-                  **fields)
-
-
-_INTERPOLATORS = {"nearest": "sitkNearestNeighbor", "linear": "sitkLinear",
-                  "bspline": "sitkBSpline", "lanczos": "sitkLanczosWindowedSinc",
-                  "gaussian": "sitkGaussian"}
-
-
-def resample(volume: Volume, spacing, interpolator: str = "linear",
-             default_value: float | None = None) -> Volume:
-    """Resample a volume onto a new grid spacing with SimpleITK (same origin and direction).
-
-    Parameters
-    ----------
-    volume : Volume
-    spacing : float or (slice, row, column) tuple of float
-        New spacing in mm, in the order of ``Volume.spacing``.
-    interpolator : {"linear", "nearest", "bspline", "lanczos", "gaussian"}
-    default_value : float, optional
-        Value outside the input (default: the volume's minimum).
-
-    Returns
-    -------
-    Volume
-        New pixels (float32) and spacing; the size covers the same physical extent.
-        ``sop_instance_uids``, ``paths`` and ``frames`` are cleared (slices no longer match
-        instances); the padding mask is resampled with nearest neighbour.
-    """
-    import SimpleITK as sitk
-
-    key = str(interpolator).lower()
-    if key not in _INTERPOLATORS:
-        hint = did_you_mean(key, _INTERPOLATORS)
-        raise ConfigError(f"unknown interpolator {interpolator!r}; expected one of "
-                          f"{sorted(_INTERPOLATORS)}.{hint} Received: interpolator="
-                          f"{interpolator!r}")
-    new = (float(spacing),) * 3 if np.isscalar(spacing) else tuple(float(v) for v in spacing)
-    if len(new) != 3 or min(new) <= 0:
-        raise ConfigError(f"spacing must be positive: one value or (slice, row, column). "
-                          f"Received: spacing={spacing!r}")
-    img = to_sitk(volume)
-    old_size = np.asarray(img.GetSize(), float)
-    old_sp = np.asarray(img.GetSpacing(), float)
-    new_sp = np.asarray(tuple(reversed(new)), float)
-    size = [max(1, int(round(s))) for s in old_size * old_sp / new_sp]
-    fill = float(volume.pixels.min()) if default_value is None else float(default_value)
-
-    def run(image, interp, value):
-        f = sitk.ResampleImageFilter()
-        f.SetOutputSpacing(tuple(new_sp))
-        f.SetSize(size)
-        f.SetOutputOrigin(image.GetOrigin())
-        f.SetOutputDirection(image.GetDirection())
-        f.SetInterpolator(interp)
-        f.SetDefaultPixelValue(value)
-        f.SetOutputPixelType(image.GetPixelID())
-        return f.Execute(image)
-
-    out = run(img, getattr(sitk, _INTERPOLATORS[key]), fill)
-    mask = None
-    if volume.padding_mask is not None:
-        m = sitk.GetImageFromArray(volume.padding_mask.astype(np.uint8))
-        m.CopyInformation(img)
-        mask = sitk.GetArrayFromImage(run(m, sitk.sitkNearestNeighbor, 1)).astype(bool)
-    return replace(volume, pixels=sitk.GetArrayFromImage(out).astype(np.float32, copy=False),
-                   spacing=new, sop_instance_uids=(), paths=(), frames=(), padding_mask=mask,
-                   extra=dict(volume.extra))

@@ -8,8 +8,7 @@ implicit VR little endian), wanted values are kept (:func:`walk`, the collect-ta
 of the scan) and the rest of the file is checked for truncation up to and through
 (7FE0,0010) Pixel Data (:func:`check_rest`). It also holds the one table of VRs
 (:data:`VRS`, :data:`LONG_VRS`: the VRs with a 32-bit length in explicit VR, PS3.5
-Table 7.1-1) and the transfer-syntax UIDs of the native encodings (PS3.5 Section 10 and
-Annex A) that dicomml's modules use.
+Table 7.1-1); the transfer-syntax UIDs are in :mod:`dicomml.io.uids`.
 
 Anything the walker does not follow raises :class:`Fallback`: the caller uses pydicom.
 Needs only the standard library.
@@ -22,9 +21,7 @@ import struct
 from dicomml.io.guards import MAX_NESTING
 
 __all__ = [
-    "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE",
-    "TS_EXPLICIT_BE", "TS_DEFLATED_LE", "NATIVE_TRANSFER_SYNTAXES", "ITEM", "ITEM_END",
-    "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader",
+    "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "ITEM", "ITEM_END", "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader",
     "element", "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
 ]
 
@@ -40,14 +37,6 @@ VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                       b"UR", b"UT", b"UV"})
 SHORT_VRS = frozenset(v for v in VRS if v not in LONG_VRS)
-
-#: Transfer syntaxes of PS3.5 Section 10 / Annex A.
-TS_IMPLICIT_LE = "1.2.840.10008.1.2"
-TS_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-TS_EXPLICIT_BE = "1.2.840.10008.1.2.2"
-TS_DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-#: The native (uncompressed, not deflated) transfer syntaxes.
-NATIVE_TRANSFER_SYNTAXES = frozenset({TS_IMPLICIT_LE, TS_EXPLICIT_LE, TS_EXPLICIT_BE})
 
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D

@@ -95,7 +95,7 @@ def predict_remote(run_dir: str | os.PathLike, pacs: Pacs | str, study_uid: str,
     prediction = predict(run_dir, study_dir, out_dir, progress=progress, **predict_kwargs)
     stored = None
     if store:
-        paths = list(getattr(prediction, "sr_paths", ())) + list(getattr(prediction, "sc_paths",
-                                                                         ()))
+        paths = [*getattr(prediction, "sr_paths", ()), *getattr(prediction, "sc_paths", ()),
+                 *getattr(prediction, "pm_paths", ())]
         stored = store_results(pacs, paths, study_uid, progress=progress)
     return RemotePrediction(retrieved, prediction, stored)

@@ -21,6 +21,7 @@ from typing import Any
 
 from dicomml.errors import ConfigError
 from dicomml.parallel._base import Executor, ExecutorError, default_workers
+from dicomml.parallel._mainguard import main_hidden_if_unguarded
 from dicomml.parallel._results import ChunkFailed, Outcome, WorkerCrashed
 from dicomml.parallel._worker import STARTED, ping, worker_main
 
@@ -61,13 +62,16 @@ class _Slot:
         try:
             if forked:
                 # The child's garbage collector then leaves the parent's objects alone, so
-                # their memory pages stay shared instead of being copied on write.
+                # their memory pages stay shared instead of being copied on write. A forked
+                # child never imports the main script: nothing to hide.
                 gc.freeze()
-            try:
-                self.process.start()
-            finally:
-                if forked:
+                try:
+                    self.process.start()
+                finally:
                     gc.unfreeze()
+            else:
+                with main_hidden_if_unguarded():  # an unguarded script is not run again
+                    self.process.start()
         except Exception as e:
             parent_conn.close()
             raise ExecutorError(

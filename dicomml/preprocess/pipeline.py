@@ -176,6 +176,10 @@ def _plane(source, index: int, mode: Mode) -> _Plane:
             source = Image(pixels=arr)
     if isinstance(source, Volume):
         where = _where(source)
+        if source.pixels.ndim == 4:
+            raise ConfigError(f"{where}: a series of {source.pixels.shape[0]} volumes (4-D); "
+                              "preprocess one of them: volume.volume(k) or "
+                              "read_series(..., volume=k).")
         n = source.pixels.shape[0]
         i = _check_index(index, n, where, "slice")
         idx = [max(i - 1, 0), i, min(i + 1, n - 1)] if mode is Mode.TWO_HALF_D else [i]

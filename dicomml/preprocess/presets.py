@@ -83,6 +83,13 @@ def _fmt(v: float) -> str:
     return f"{v:g}"
 
 
+def _fmt_range(lo: float, hi: float) -> str:
+    """``lo..hi`` with the decimals the span needs (3 significant digits of the span)."""
+    span = abs(hi - lo)
+    decimals = 0 if span == 0 else int(min(6, max(0, 2 - np.floor(np.log10(span)))))
+    return f"{lo:.{decimals}f}..{hi:.{decimals}f}"
+
+
 def normalize_window_spec(spec: Any) -> str | tuple[float, float]:
     """Return the canonical, TOML-friendly form of a window choice, validating its spelling.
 
@@ -281,5 +288,5 @@ def resolve_window(spec: Any, *, values: np.ndarray | None = None,
     width = hi - lo
     if width <= 0:  # a flat image: everything at the level maps to 0.5
         width = 1e-3
-    return ResolvedWindow(f"{canon} {_fmt(lo)}..{_fmt(hi)}", (lo + hi) / 2.0, width,
+    return ResolvedWindow(f"{canon} {_fmt_range(lo, hi)}", (lo + hi) / 2.0, width,
                           VOILUTFunction.LINEAR_EXACT)

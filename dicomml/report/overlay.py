@@ -29,11 +29,14 @@ def to_display_gray(image) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def heatmap_overlay(image, heatmap, *, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+def heatmap_overlay(image, heatmap, *, alpha: float = 0.4, cmap: str = "jet",
+                    display_range: tuple[float, float] | None = None) -> np.ndarray:
     """Blend a [0, 1] heatmap (colormap ``cmap``) over a grayscale display of ``image``.
 
     The heat's opacity at each pixel is ``alpha * heat``, so cold regions show the image
     unchanged. The heatmap is resized (bilinear) to the image's size when they differ.
+    ``display_range=(lo, hi)`` maps a 2-D ``image`` linearly from ``lo..hi`` to black..white
+    (e.g. ``(0, 1)`` for an already windowed image) instead of its own min..max.
 
     Returns
     -------
@@ -42,7 +45,14 @@ def heatmap_overlay(image, heatmap, *, alpha: float = 0.4, cmap: str = "jet") ->
     """
     from matplotlib import colormaps
 
-    gray = to_display_gray(image)
+    if display_range is None:
+        gray = to_display_gray(image)
+    else:
+        lo, hi = (float(v) for v in display_range)
+        if not hi > lo:
+            raise ConfigError(f"display_range needs low < high. Received: "
+                              f"display_range={display_range!r}")
+        gray = np.clip((np.asarray(image, np.float64) - lo) / (hi - lo), 0.0, 1.0)
     h = np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, 1.0)
     if h.ndim != 2:
         raise ConfigError(f"heatmap must be 2-D. Received: heatmap.shape={np.shape(heatmap)}")

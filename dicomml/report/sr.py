@@ -37,12 +37,6 @@ from dicomml.report import codes as C
 
 __all__ = ["AlgorithmInfo", "SRContent", "build_sr", "write_sr", "read_sr"]
 
-#: Type 2 attributes highdicom copies from the first source; filled empty when absent.
-_PATIENT_STUDY_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
-                        "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
-                        "ReferringPhysicianName")
-
-
 @dataclass(frozen=True)
 class AlgorithmInfo:
     """TID 4019 Algorithm Identification.
@@ -88,60 +82,39 @@ class SRContent:
     extra: dict = field(default_factory=dict)
 
 
-def _prepared_sources(sources: Sequence[Dataset]) -> list[Dataset]:
+def _prepared_sources(sources: Sequence[Dataset], where: str = "",
+                      notes: list | None = None) -> list[Dataset]:
+    """Clean views of the sources (:func:`dicomml.report.sources.source_views`), one study."""
+    from dicomml.report.sources import source_views
+
     if not sources:
         raise ConfigError("an SR needs at least one source instance. Received: sources=[]")
-    out = []
-    study = None
     for i, ds in enumerate(sources):
         for kw, tag in (("StudyInstanceUID", "(0020,000D)"), ("SOPInstanceUID", "(0008,0018)"),
                         ("SOPClassUID", "(0008,0016)")):
             if not ds.get(kw):
-                where = ds.get("SOPInstanceUID") or getattr(ds, "filename", None) or f"#{i}"
+                name = where or ds.get("SOPInstanceUID") or f"source #{i}"
                 raise MissingAttributeError(
-                    f"source {where}: {kw} {tag} is missing; an SR can only reference "
+                    f"{name}: {kw} {tag} is missing; an SR can only reference "
                     "complete DICOM instances")
-        if study is None:
-            study = ds.StudyInstanceUID
-        elif ds.StudyInstanceUID != study:
+    study = sources[0].StudyInstanceUID
+    for ds in sources:
+        if ds.StudyInstanceUID != study:
             raise ConfigError(
                 f"source {ds.SOPInstanceUID} belongs to another study ({ds.StudyInstanceUID} "
                 f"!= {study}); build one SR per study")
-        # A malformed date (a birth date "1971-02-03") cannot be copied into a valid SR:
-        # it is copied empty (these are Type 2) rather than losing the study's SR.
-        bad = [kw for kw in ("PatientBirthDate", "StudyDate")
-               if kw in ds and ds[kw].value not in (None, "") and not _is_da(ds[kw].value)]
-        if all(kw in ds for kw in _PATIENT_STUDY_TYPE2) and not bad:
-            out.append(ds)
-            continue
-        c = Dataset()  # a new top level: we only add missing elements, never to the input
-        c.update(ds)
-        for kw in bad:
-            del c[kw]  # the element object is shared with the input: never changed
-        for kw in _PATIENT_STUDY_TYPE2:
-            if kw not in c:
-                setattr(c, kw, None)
-        out.append(c)
-    return out
-
-
-def _is_da(value) -> bool:
-    """True for a valid (0010,0030)-style DA value ``YYYYMMDD`` (PS3.5 6.2)."""
-    s = str(value).strip()
-    if len(s) != 8 or not s.isdigit():
-        return False
-    try:
-        _dt.date(int(s[:4]), int(s[4:6]), int(s[6:]))
-    except ValueError:
-        return False
-    return True
+    views, found = source_views(sources, where=where)
+    if notes is not None:
+        notes.extend(found)
+    return views
 
 
 def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: float,
              present: bool, algorithm: AlgorithmInfo, series_instance_uid: str | None = None,
              sop_instance_uid: str | None = None, series_number: int = 9001,
              instance_number: int = 1, series_description: str = "dicomml AI result",
-             content_datetime: _dt.datetime | None = None):
+             content_datetime: _dt.datetime | None = None, where: str = "",
+             notes: list | None = None):
     """Build the Comprehensive 3D SR of one study's result.
 
     Parameters
@@ -165,6 +138,11 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
         (0008,103E) Series Description.
     content_datetime : datetime, optional
         (0008,0023) Content Date and (0008,0033) Content Time; now by default.
+    where : str
+        How error messages and notes name the study (a pseudonymous key, never a name).
+    notes : list, optional
+        Receives one line per source attribute that was malformed and left out of the SR
+        (tolerate on read, validate on write: :mod:`dicomml.report.sources`).
 
     Returns
     -------
@@ -176,7 +154,7 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
     p = float(probability)
     if not 0.0 <= p <= 1.0:
         raise ConfigError(f"probability must be in [0, 1]. Received: probability={probability}")
-    srcs = _prepared_sources(sources)
+    srcs = _prepared_sources(sources, where, notes)
     fcode = C.finding_code(finding)
     when = content_datetime or _dt.datetime.now()
 
@@ -203,7 +181,7 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
     )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=C.procedure_code(srcs[0].get("Modality")),
+        procedure_reported=C.procedure_code(sources[0].get("Modality")),
         imaging_measurements=[group],
         referenced_images=srcs,
     )

@@ -6,6 +6,9 @@ Tables: ``[data]`` (with ``[data.slices]``), ``[split]``, ``[preprocess]`` (exac
 rate 1e-3, categorical cross-entropy or MSE, accuracy, batch 32, 10 epochs). Relative paths
 are resolved against the configuration file's folder; the resolved configuration (every
 default filled in, absolute paths) is written to ``RUN_DIR/config.toml``.
+
+An optional ``[contract]`` table overrides the input contract learned from the training
+set (:meth:`dicomml.data.contract.InputContract.with_overrides`).
 """
 
 from __future__ import annotations
@@ -201,6 +204,8 @@ class RunConfig:
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: ``[contract]``: overrides of the input contract learned from the training set.
+    contract: Mapping[str, Any] = field(default_factory=dict)
 
     def preprocess_config(self):
         """The :class:`dicomml.preprocess.PreprocessConfig` of ``[preprocess]``."""
@@ -220,14 +225,15 @@ class RunConfig:
                                       for k, v in self.train.class_weights.items()}
         return {"data": data, "split": self.split.to_dict(),
                 "preprocess": self.preprocess_config().to_dict(),
-                "model": self.model.to_dict(), "train": train}
+                "model": self.model.to_dict(), "train": train,
+                **({"contract": dict(self.contract)} if self.contract else {})}
 
     def replace(self, **tables) -> "RunConfig":
         """A copy with some tables' fields replaced: ``cfg.replace(train={"epochs": 2})``."""
         new = {}
         for name, changes in tables.items():
             cur = getattr(self, name)
-            if name == "preprocess":
+            if name in ("preprocess", "contract"):
                 new[name] = {**dict(cur), **changes}
             elif name == "model":
                 ch = dict(changes)
@@ -256,7 +262,11 @@ class RunConfig:
         _check_keys(train, TrainConfig, "train")
         cfg = cls(data=DataConfig(**data), split=SplitConfig(**split),
                   preprocess=dict(d.get("preprocess", {})), model=ModelConfig(name, model),
-                  train=TrainConfig(**train))
+                  train=TrainConfig(**train), contract=dict(d.get("contract", {})))
+        if cfg.contract:  # an unknown or malformed override fails now, not after training
+            from dicomml.data.contract import InputContract
+
+            InputContract().with_overrides(cfg.contract)
         # validate now, and keep the canonical form (every default filled in)
         cfg = dataclasses.replace(cfg, preprocess=cfg.preprocess_config().to_dict())
         if not cfg.data.labels:

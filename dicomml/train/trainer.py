@@ -70,6 +70,7 @@ import pandas as pd
 from dicomml._atomic import atomic_write_text
 from dicomml.data.cache import TensorCache
 from dicomml.data.labels import KEY_TAGS, normalize_key, read_labels
+from dicomml.data.contract import InputContract
 from dicomml.data.manifest import MANIFEST_COLUMNS, Manifest, build_manifest
 from dicomml.errors import ConfigError
 from dicomml.train.config import RunConfig, load_config
@@ -365,9 +366,13 @@ class Trainer:
         manifest = Manifest(df.reset_index(drop=True), manifest.key, manifest.task,
                             manifest.classes, manifest.unmatched_labels, manifest.unlabeled)
         write_toml(os.path.join(run_dir, "config.toml"), resolved.to_dict())
+        InputContract.learn_from_index(db, manifest.df["sop_instance_uid"], resolved.contract,
+                                       preprocess=resolved.preprocess_config()).write(run_dir)
         summary = manifest.write(run_dir)
         atomic_write_text(os.path.join(run_dir, "failed.csv"), failed.to_csv(index=False))
-        print(f"dicomml train: {summary}", file=sys.stderr)
+        print(f"dicomml train: {summary['examples']} examples, {summary['studies']} studies, "
+              f"{summary['patients']} patients; split " + ", ".join(
+                  f"{k} {v}" for k, v in summary["splits"].items()), file=sys.stderr)
         if summary["unmatched_labels"] or summary["unlabeled_images"]:
             print(f"dicomml train: {summary['unmatched_labels']} labels matched no image and "
                   f"{summary['unlabeled_images']} images have no label; see "

@@ -18,7 +18,7 @@ from dicomml.demo import TASK_FOLDER, find_sample_data
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_dicom"
-TEXT_SUFFIXES = {".csv", ".json", ".toml", ".txt", ".log", ".md", ".tsv"}
+TEXT_SUFFIXES = {".csv", ".json", ".toml", ".txt", ".log", ".md", ".tsv", ".html"}
 
 
 def _identifiers(folder: Path) -> dict[str, set[str]]:
@@ -107,8 +107,11 @@ def test_demo_end_to_end(tmp_path, capfd, caplog):
     run, reports = out / "run", out / "reports"
     for name in ("config.toml", "model.keras", "history.csv", "manifest.csv", "metrics.json",
                  "predictions.csv", "plots/training_curves.png", "plots/roc_image.png",
-                 "plots/roc_study_max.png"):
+                 "plots/roc_study_max.png", "report.html"):
         assert (run / name).is_file(), name
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "file not indexed by the scan: not DICOM" in page  # head_ct_task/labels.csv
+    assert page.count('alt="Grad-CAM ') >= 1
     manifest = pd.read_csv(run / "manifest.csv", dtype=str)
     test = manifest[manifest["split"] == "test"]
     test_studies = set(test["study_instance_uid"])

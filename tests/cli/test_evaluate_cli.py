@@ -35,7 +35,7 @@ def test_evaluate_prints_headline(shared, tmp_path, capsys):
     lo, hi = auc["ci95"]
     assert f"roc_auc {auc['value']:.3f} [{lo:.3f}, {hi:.3f}]" in out
     assert "study_max" in out and "study_mean" in out and "specificity" in out
-    assert "threshold 0.5 (fixed" in out
+    assert "operating point 0.5 (fixed)" in out
     assert (run / "predictions.csv").is_file() and (run / "plots" / "roc_image.png").is_file()
 
 

@@ -54,3 +54,14 @@ def test_path_required_unless_a_source_handles_it(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(predict_cli, "SOURCES", [lambda args: seen.append(args.run_dir) or 0])
     assert main(["predict", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
     assert seen == [str(tmp_path)]
+
+
+@pytest.mark.slow
+def test_predict_empty_folder_exits_1_with_one_line(shared, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    status = main(["predict", str(shared), str(tmp_path / "empty"), "--out",
+                   str(tmp_path / "out"), "--workers", "0", "--no-progress"])
+    cap = capsys.readouterr()
+    assert status == 1, cap.err
+    err = [ln for ln in cap.err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "nothing predicted" in err[0], err

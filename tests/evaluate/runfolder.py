@@ -2,8 +2,8 @@
 
 Synthetic head CT studies (dicomml.testing.write_head_ct_task), scanned with dicomml.io,
 joined to their labels with dicomml.data, split by patient, a tiny Keras CNN (224x224x3
-input, like every dicomml model) saved as model.keras, the resolved config.toml and a
-history.csv — the run-folder contract of DESIGN.md.
+input, like every dicomml model) saved as model.keras, the resolved config.toml, the
+input contract (contract.json) and a history.csv — the run-folder contract of DESIGN.md.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def make_run(root: Path, *, n_patients: int = 12, seed: int = 0, train: bool = T
         "preprocess": pre, "model": {"name": "tiny_cnn"}, "train": {"epochs": 2}})
     write_toml(run / "config.toml", cfg.to_dict())
     man.to_csv(run / "manifest.csv", index=False)
+    from dicomml.data.contract import InputContract
+
+    InputContract.learn(inst[inst["sop_instance_uid"].isin(man["sop_instance_uid"])],
+                        preprocess=PreprocessConfig.from_dict(pre)).write(run)
     model = tiny_model(seed)
     if train:
         from dicomml.data import load_tensors

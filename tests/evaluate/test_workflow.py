@@ -178,7 +178,15 @@ def test_predict_writes_valid_reports(shared, tmp_path):
         best = rows["sop_instance_uid"].to_numpy()[mine][np.argmax(p[mine])]
         (ref,) = sc.SourceImageSequence
         assert ref.ReferencedSOPInstanceUID == best
-        assert sc.pixel_array.shape == (224, 224, 3)
+        # at the source's resolution (64x64), plus the colour bar and the label banner
+        src_ds = pydicom.dcmread(src.set_index("sop_instance_uid").loc[best, "path"])
+        assert sc.pixel_array.shape[0] == src_ds.Rows + 14
+        assert sc.pixel_array.shape[1] >= src_ds.Columns + 14
+        assert sc.BurnedInAnnotation == "YES" and sc.PixelSpacing == src_ds.PixelSpacing
+    assert len(res.pm_paths) == len(res.sc_paths)
+    for pm_path in res.pm_paths:
+        errors, out = dciodvfy_errors(pm_path)
+        assert errors == [], out
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
 
 

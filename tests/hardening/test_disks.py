@@ -57,7 +57,7 @@ def test_read_only_source_scan_read_preview(tmp_path, capsys):
         res = scan(root, tmp_path / "index.sqlite", progress=False, workers=2)
         assert res.summary["instances"] == 57 and len(res.skipped) == 3
         vol = read_series(sorted((root / "d0000").iterdir())[:10])
-        assert vol.pixels.shape[1:] == (64, 64)
+        assert vol.pixels.shape[-2:] == (64, 64)  # 10 files at one position: 4-D (10, 1, 64, 64)
         from dicomml.cli import main
 
         first = sorted((root / "d0000").iterdir())[0]

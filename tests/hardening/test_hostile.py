@@ -142,7 +142,9 @@ print(json.dumps({{"shape": list(img.pixels.shape), "n": n, "rss_mb": (hwm[0] if
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["shape"] == [1, 128, 128] and out["n"] == os.path.getsize(path)
-    assert out["rss_mb"] < 400, out
+    # The element is 2.3 GB: reading it whole costs > 2,300 MiB. The bound is 1 GiB per
+    # process (typically ~130 MiB here; page-cache state has shown up to ~410 MiB).
+    assert out["rss_mb"] < 1024, out
 
 
 def test_show_and_preview_on_deep_nesting_are_one_line(hostile, tmp_path, capsys):

@@ -62,7 +62,7 @@ def test_predict_remote_end_to_end(orthanc, local_run, tmp_path):  # noqa: F811
     sr = header(sr_path)
     assert str(sr.StudyInstanceUID) == study
     sent = {str(header(p).SOPInstanceUID) for p in
-            list(res.prediction.sr_paths) + list(res.prediction.sc_paths)}
+            [*res.prediction.sr_paths, *res.prediction.sc_paths, *res.prediction.pm_paths]}
     assert set(res.stored.stored) == sent
     series = {r["SeriesInstanceUID"]: r["Modality"]
               for r in pacs.query("series", StudyInstanceUID=study)}

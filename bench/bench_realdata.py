@@ -1,0 +1,150 @@
+"""Benchmark: scan + read every series of a real MR export, against dcm2niix.
+
+For each dataset (dcm2niix's validation sets ``dcm_qa_nih`` and ``dcm_qa_xa30`` in
+``../shared/realdata/dcm_qa``), in one run on the same files (warm page cache):
+
+* **dicomml** - :func:`dicomml.io.scan` of ``In/`` into a fresh Index, then
+  :func:`dicomml.io.read_series` of every image series key (mosaics cut, 4-D read whole);
+* **dcm2niix** - Debian's ``dcm2niix -b y -z n -f %p_%s`` (the datasets' ``batch.sh``
+  options: NIfTI and a BIDS sidecar per series) converting the same ``In/`` folder, its
+  output on tmpfs (``/dev/shm``) so that writing costs no disk time.
+
+Interleaved rounds (a burst of load from other jobs hits both alike), ratio of medians.
+
+Usage::
+
+    python bench/bench_realdata.py                  # 5 rounds
+    python bench/bench_realdata.py --repeat 3
+    python bench/bench_realdata.py --write-readme   # also replace '## realdata' in README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / ".." / "shared" / "realdata" / "dcm_qa"
+DATASETS = ("dcm_qa_nih", "dcm_qa_xa30")
+
+
+def dicomml_all(folder: Path, tmp: Path) -> tuple[int, int]:
+    """Scan ``folder`` into a fresh Index and read every image series: (series, voxels)."""
+    from dicomml.io import Index, read_series, scan
+
+    db = tmp / f"index-{time.monotonic_ns()}.sqlite"
+    scan(folder, db, progress=False)
+    n = voxels = 0
+    with Index(db) as idx:
+        series = idx.series()
+        if "object_kind" in series:
+            series = series[series["object_kind"] == "image"]
+        for key in series["series_key"]:
+            try:
+                vol = read_series((key, idx))
+            except Exception:  # noqa: BLE001 - colour series are refused: not counted
+                continue
+            n += 1
+            voxels += vol.pixels.size
+    db.unlink()
+    return n, voxels
+
+
+def dcm2niix_all(folder: Path, exe: str) -> int:
+    """Convert ``folder`` with dcm2niix into a fresh tmpfs folder: the number of NIfTI files."""
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    out = Path(tempfile.mkdtemp(prefix="dicomml-bench-d2n-", dir=shm))
+    try:
+        subprocess.run([exe, "-b", "y", "-z", "n", "-f", "%p_%s", "-o", str(out), str(folder)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return len(list(out.glob("*.nii")))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(fn):
+    c0, t0 = _cpu(), time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, _cpu() - c0, result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--write-readme", action="store_true")
+    args = ap.parse_args(argv)
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        print("dcm2niix is not installed (Debian package dcm2niix)", file=sys.stderr)
+        return 2
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="dicomml-bench-realdata-"))
+    try:
+        for name in DATASETS:
+            folder = (DATA / name / "In").resolve()
+            n_files = sum(1 for p in folder.rglob("*") if p.is_file())
+            methods = {"dicomml": lambda: dicomml_all(folder, tmp),
+                       "dcm2niix": lambda: dcm2niix_all(folder, exe)}
+            results = {k: fn() for k, fn in methods.items()}  # warm-up: imports, page cache
+            times = {k: [] for k in methods}
+            cpus = {k: [] for k in methods}
+            for _ in range(args.repeat):
+                for k, fn in methods.items():
+                    wall, cpu, _ = timed(fn)
+                    times[k].append(wall)
+                    cpus[k].append(cpu)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            med_cpu = {k: float(np.median(v)) for k, v in cpus.items()}
+            rows.append((name, n_files, results, med, med_cpu))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    load = os.getloadavg()
+    lines = [f"`python bench/bench_realdata.py --repeat {args.repeat}` on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: median of {args.repeat} "
+             "interleaved rounds after one warm-up round, warm page cache; dicomml = scan "
+             "into a fresh Index + read_series of every image series key (default workers); "
+             "dcm2niix = `dcm2niix -b y -z n -f %p_%s` to /dev/shm. Python "
+             f"{platform.python_version()}, {os.cpu_count()} CPU cores **shared with other "
+             f"jobs**, load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
+             "",
+             "| dataset | files | dicomml series read | dcm2niix NIfTI files | dicomml s | "
+             "dcm2niix s | ratio (wall) | dicomml CPU s | dcm2niix CPU s | ratio (CPU) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, n_files, res, med, cpu in rows:
+        lines.append(f"| {name} | {n_files} | {res['dicomml'][0]} | {res['dcm2niix']} | "
+                     f"{med['dicomml']:.3f} | {med['dcm2niix']:.3f} | "
+                     f"{med['dicomml'] / med['dcm2niix']:.2f}× | {cpu['dicomml']:.3f} | "
+                     f"{cpu['dcm2niix']:.3f} | {cpu['dicomml'] / cpu['dcm2niix']:.2f}× |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write_readme:
+        _write_readme(text)
+    return 0
+
+
+def _write_readme(text: str) -> None:
+    from bench_load import update_readme  # bench/ is on sys.path when run as a script
+
+    update_readme("realdata", "Generated by `python bench/bench_realdata.py --write-readme` "
+                  "(goal: dicomml ≤ 1.0× dcm2niix's time).\n\n" + text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

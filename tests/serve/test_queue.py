@@ -1,0 +1,133 @@
+"""The persistent queue and the serve options (no network, no TensorFlow)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicomml.errors import ConfigError
+from dicomml.serve.config import ServeConfig, load_serve_toml, parse_destination
+from dicomml.evaluate.prediction import study_key
+from dicomml.serve.queue import JobQueue
+
+
+def _add(q, study, sop, now, series="1.2.3.1"):
+    return q.add_instance(study, series, sop, "1.2.840.10008.5.1.4.1.1.2", f"/s/{sop}", 100,
+                          now=now)
+
+
+def test_state_machine_quiet_period_and_claims(tmp_path):
+    q = JobQueue(tmp_path / "queue.sqlite")
+    assert _add(q, "1.2.3", "1.2.3.1.1", now=100.0)
+    assert _add(q, "1.2.3", "1.2.3.1.2", now=104.0)
+    assert not _add(q, "1.2.3", "1.2.3.1.2", now=105.0)  # received twice: stored once
+    row = q.study("1.2.3")
+    assert (row["state"], row["n_instances"], row["bytes"]) == ("receiving", 2, 200)
+    assert row["key"] == study_key("1.2.3") and "1.2.3" not in row["key"]
+    assert q.complete_quiet(10, now=113.9) == []  # 9.9 s since the last instance
+    assert q.complete_quiet(10, now=114.0) == ["1.2.3"]
+    assert q.claim(2, now=115) == [("1.2.3", "infer")]
+    assert q.claim(2, now=115) == []  # claimed once
+    q.to_sending("1.2.3", [{"series": "1.2.3.1", "eligible": True}], ["/o/SR.dcm"], "x")
+    q.send_failed("1.2.3", "refused", retry_at=130.0)
+    assert q.claim(2, now=129) == []
+    assert q.claim(2, now=130) == [("1.2.3", "send")]
+    q.finish("1.2.3", "done", latency=1.5)
+    st = q.status()
+    assert st["counts"]["done"] == 1 and st["latency_s"]["median"] == 1.5
+    assert st["studies"][0]["attempts"] == 1
+
+
+def test_recover_after_a_crash(tmp_path):
+    q = JobQueue(tmp_path / "queue.sqlite")
+    for i, study in enumerate(("1.1", "1.2")):
+        _add(q, study, f"{study}.9", now=0.0 + i)
+    q.complete_quiet(1, now=10)
+    assert len(q.claim(5, now=10)) == 2
+    q.to_sending("1.2", [], ["/o"], "x")
+    q.close()
+    q = JobQueue(tmp_path / "queue.sqlite")  # a new process after kill -9
+    assert q.recover() == {"inferring": 1, "sending": 1}
+    assert sorted(q.claim(5, now=11)) == [("1.1", "infer"), ("1.2", "send")]
+
+
+def test_new_instance_reopens_a_study_without_duplicating(tmp_path):
+    q = JobQueue(tmp_path / "queue.sqlite")
+    _add(q, "1.5", "1.5.1", now=0)
+    q.complete_quiet(1, now=5)
+    q.claim(1, now=5)
+    _add(q, "1.5", "1.5.2", now=6)  # arrives while inferring
+    assert q.study("1.5")["state"] == "inferring"
+    q.finish("1.5", "done")
+    assert q.study("1.5")["state"] == "receiving"  # inferred again with both instances
+    assert q.trigger("1.5") and q.complete_quiet(1000, now=7) == ["1.5"]
+    q.mark_purged("1.5")
+    assert q.spool_bytes() == 0 and q.instances("1.5") == []
+
+
+def test_destinations_and_toml(tmp_path):
+    d = parse_destination("dimse://ORTHANC@10.0.0.5:4242")
+    assert (d.kind, d.aet, d.host, d.port) == ("dimse", "ORTHANC", "10.0.0.5", 4242)
+    assert parse_destination("http://pacs:8042/dicom-web/").url == "http://pacs:8042/dicom-web"
+    for bad in ("ORTHANC@host:4242", "dimse://ORTHANC@host:99999", "dimse://@h:1"):
+        with pytest.raises(ConfigError):
+            parse_destination(bad)
+    (tmp_path / "serve.toml").write_text(
+        '[serve]\nrun_dir = "run"\nport = 11113\nsend_to = ["dimse://A@h:1"]\n'
+        'allowed_aets = ["ORTHANC"]\n', encoding="utf-8")
+    cfg = load_serve_toml(tmp_path / "serve.toml", port=11114)
+    assert cfg.run_dir == tmp_path / "run" and cfg.port == 11114
+    assert cfg.allowed_aets == ("ORTHANC",) and cfg.destinations[0].aet == "A"
+    assert cfg.bind == "127.0.0.1"
+    (tmp_path / "bad.toml").write_text('[serve]\nrun_dir = "r"\nstable_secnds = 3\n',
+                                       encoding="utf-8")
+    with pytest.raises(ConfigError, match="stable_seconds"):
+        load_serve_toml(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="AE title"):
+        ServeConfig(run_dir="r", ae_title="A" * 17)
+
+
+def test_retention_cleans_finished_studies_only(tmp_path):
+    from dicomml.serve.node import Node
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('[data]\nmodality = "CT"\n', encoding="utf-8")
+    (run / "model.keras").write_bytes(b"not loaded by the clean-up")
+    node = Node(ServeConfig(run_dir=run, spool=tmp_path / "spool", retention_hours=1))
+    q = node.queue
+    dirs = {}
+    for study in ("1.7", "1.8"):
+        d = node.scp.root / study / "1.1"
+        d.mkdir(parents=True)
+        (d / "x.dcm").write_bytes(b"x")
+        dirs[study] = d.parent
+        _add(q, study, f"{study}.1", now=0)
+    q.complete_quiet(0, now=1)
+    ((done, _),) = q.claim(1, now=1)  # one → inferring, the other stays complete
+    other = ({"1.7", "1.8"} - {done}).pop()
+    q.finish(done, "done")
+    import time
+
+    assert node.clean(now=time.time() + 1800) == 0  # within the retention
+    assert node.clean(now=time.time() + 3601) == 1
+    assert not dirs[done].exists() and dirs[other].exists()
+    assert q.study(done)["purged"] == 1 and q.spool_bytes() == 100
+    q.close()
+
+
+def test_status_verb_prints_json_without_uids(tmp_path, capsys):
+    import json
+
+    from dicomml.cli import main
+
+    q = JobQueue(tmp_path / "spool" / "queue.sqlite")
+    _add(q, "1.2.826.0.1.99", "1.2.826.0.1.99.1", now=0)
+    q.close()
+    assert main(["serve", "--status", "--spool", str(tmp_path / "spool")]) == 0
+    out = capsys.readouterr().out
+    st = json.loads(out)
+    assert st["counts"]["receiving"] == 1 and st["spool_bytes"] == 100
+    assert "1.2.826.0.1.99" not in out
+    assert main(["serve", "--trigger", "1.2.826.0.1.99", "--spool",
+                 str(tmp_path / "spool")]) == 0
+    assert main(["serve", "--status", "--spool", str(tmp_path / "nowhere")]) == 2
