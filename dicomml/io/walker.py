@@ -21,8 +21,9 @@ import struct
 from dicomml.io.guards import MAX_NESTING
 
 __all__ = [
-    "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "ITEM", "ITEM_END", "SEQ_END", "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader",
-    "element", "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
+    "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "ITEM", "ITEM_END", "SEQ_END",
+    "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader", "element",
+    "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
 ]
 
 #: Bytes read at a time.
