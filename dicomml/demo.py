@@ -232,9 +232,8 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
     say(f"[1/5] scan {data_dir} (headers only)")
     res = scan(data_dir, out / "index.sqlite", workers=workers, progress=progress)
     seconds["scan"] = time.perf_counter() - t0
-    from dicomml.cli.scan import format_summary
 
-    for line in format_summary(res).splitlines():
+    for line in res.format().splitlines():
         say("      " + line)
 
     t0 = time.perf_counter()
