@@ -127,6 +127,9 @@ def test_the_graph_sees_cli_demo_and_lazy_imports():
     assert "dicomml.demo" in edges and any(m.startswith("dicomml.cli.") for m in edges)
     # io.header imports the fast reader; the fast reader imports the walker (both at the top)
     assert {"dicomml.io._scan_fast", "dicomml.io.walker"} <= edges["dicomml.io.header"]
+    # nothing below the CLI imports it (the demo formats a scan with ScanResult.format)
+    assert not any(m.startswith("dicomml.cli") for v, ms in edges.items()
+                   if not v.startswith("dicomml.cli") and v != "dicomml.__main__" for m in ms)
     # a made-up cycle is found; an import of the package's own __init__ is no cycle
     assert cycles({"a.x": {"a.y"}, "a.y": {"a.x"}}) == {"cycle: a.x <-> a.y"}
     assert cycles({"a": {"a.x"}, "a.x": {"a"}}, packages={"a"}) == set()

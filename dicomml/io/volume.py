@@ -131,8 +131,8 @@ def _resolve_paths(x, index) -> tuple[list[str], bool]:
             return [str(p)], False
         if index is not None:
             return [str(f) for f in index.series_files(str(x))], False
-        raise FileNotFoundError(f"read_series: {x} is neither a folder nor a file (pass "
-                                "index= to read a series key)")
+        raise ConfigError(f"read_series: {x} is neither a folder nor a file (pass index= to "
+                          "read a series key). Received: source=" + repr(str(x)))
     try:
         return [os.fspath(p) for p in x], False
     except TypeError:

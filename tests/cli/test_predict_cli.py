@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("keras")
+import keras  # noqa: F401 - a hard dependency: a broken install fails
 
 from dicomml.cli import main  # noqa: E402
 from dicomml.cli import predict as predict_cli  # noqa: E402

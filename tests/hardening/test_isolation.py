@@ -161,7 +161,7 @@ def test_tensor_cache_fill_survives_decoder_crash(tmp_path):
 def test_predict_survives_decoder_crash(tmp_path):
     """``dicomml predict`` over studies holding a file that aborts GDCM: every other image is
     predicted, the file is reported with the crash, the exit status says so."""
-    pytest.importorskip("keras")
+    import keras  # noqa: F401 - a hard dependency: a broken install fails
     from tests.evaluate.runfolder import make_run
 
     run = make_run(tmp_path / "r", n_patients=4)
