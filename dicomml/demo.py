@@ -56,11 +56,9 @@ FALLBACK_CONFIG = {
              "key": "StudyInstanceUID", "label_column": "label", "task": "classification",
              "classes": ["normal", "haemorrhage"], "positive_class": "haemorrhage"},
     "split": {"method": "random", "seed": 0, "train": 0.6, "val": 0.15, "test": 0.25},
-    "preprocess": {"mode": "replicate", "windows": [[75.0, 40.0]], "normalize": "unit"},
-    "model": {"name": "reference_cnn"},
-    "train": {"optimizer": "adam", "learning_rate": 3e-4, "epochs": 10, "batch_size": 32,
-              "augment": ["flip_lr", "flip_ud"], "class_weights": "balanced",
-              "monitor": "val_loss", "seed": 0},
+    "preprocess": {"windows": ["brain", "subdural", "bone"], "mode": "windows", "size": 96},
+    "model": {"name": "reference_cnn", "level": "study", "pooling": "attention"},
+    "train": {"epochs": 30, "seed": 0},
 }
 
 

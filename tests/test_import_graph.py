@@ -13,18 +13,10 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
-
 import dicomml
 
 PACKAGE = Path(dicomml.__file__).resolve().parent
 
-#: Findings in areas other branches still work on: they go when those are merged (issue 12,
-#: second part). Only these may fail, and only in ``test_pending_findings``.
-PENDING = frozenset({
-    "private: dicomml.testing.task imports _ct_dataset from dicomml.testing.ct",
-    "private: dicomml.testing.task imports _r6 from dicomml.testing.ct",
-})
 
 
 def _modules() -> dict[str, Path]:
@@ -137,10 +129,5 @@ def test_the_graph_sees_cli_demo_and_lazy_imports():
 
 
 def test_no_import_cycle_and_no_private_cross_module_import():
-    new = sorted(_findings() - PENDING)
-    assert not new, "\n".join(new)
-
-
-@pytest.mark.xfail(strict=True, reason="areas of branches still active (issue 12, part 2)")
-def test_pending_findings():
-    assert not (_findings() & PENDING)
+    found = sorted(_findings())
+    assert not found, "\n".join(found)

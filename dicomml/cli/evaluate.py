@@ -63,13 +63,15 @@ def run(args) -> int:
                            plots=not args.no_plots, reports=args.reports,
                            progress=not args.no_progress)
     print(headline(metrics))
-    thr = metrics.get("image", {}).get("threshold", {})
-    if thr.get("value") is not None:
-        where = {"threshold_data": "on the validation split",
-                 "evaluated": "on the evaluated data itself"}.get(thr.get("chosen_on"), "")
-        print(f"operating point {thr['value']:.4g} ({thr['method']}"
-              + (f", chosen {where})" if where else ")"))
-    print(f"wrote {args.run_dir}/metrics.json, predictions.csv, plots/")
+    for level, m in metrics.items():  # each level has its own operating point
+        thr = m.get("threshold", {}) if isinstance(m, dict) else {}
+        if thr.get("value") is not None:
+            where = {"threshold_data": "on the validation split",
+                     "evaluated": "on the evaluated data itself"}.get(thr.get("chosen_on"), "")
+            print(f"{level}: operating point {thr['value']:.4g} ({thr['method']}"
+                  + (f", chosen {where})" if where else ")"))
+    print(f"wrote {args.run_dir}/metrics.json, predictions.csv"
+          + (", plots/" if not args.no_plots else ""))
     bad = metrics["meta"].get("excluded_undecodable", 0)
     if bad:
         print(f"{bad} images could not be decoded and were left out", file=sys.stderr)

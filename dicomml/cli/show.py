@@ -189,7 +189,7 @@ def _image(path: str, row: dict):
     from dicomml.io import read_image
 
     try:
-        return read_image(path, frames=[0]), None
+        return read_image(path, frames=[0], isolate=True), None
     except (DicommlError, ValueError, RuntimeError, OSError) as e:
         return None, str(e)
 

@@ -15,13 +15,23 @@ The run folder holds config.toml, manifest.csv, model.keras, history.csv, checkp
 logs/ (TensorBoard) and plots/training_curves.png."""
 
 
+def _help_with_reference(parser: argparse.ArgumentParser) -> str:
+    """The usual help, then the configuration reference (built only when --help asks)."""
+    from dicomml.train.config_doc import config_reference
+
+    return argparse.ArgumentParser.format_help(parser) + "\n" + config_reference()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.format_help = lambda: _help_with_reference(p)
     p.add_argument("--config", required=True, metavar="FILE",
                    help="training configuration (TOML; see sample_dicom/train.toml)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
-    p.add_argument("--seed", type=int, help="override train.seed (and split.seed)")
+    p.add_argument("--seed", type=int, help="override train.seed (the training seed)")
+    p.add_argument("--split-seed", type=int, help="override split.seed (which patients go "
+                   "to train / val / test)")
     p.add_argument("--workers", type=int, help="override data.workers (0: no worker processes)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode on the fly in worker processes instead of the tensor cache")
@@ -44,7 +54,9 @@ def run(args) -> int:
     if args.batch_size is not None:
         train["batch_size"] = args.batch_size
     if args.seed is not None:
-        train["seed"] = split["seed"] = args.seed
+        train["seed"] = args.seed
+    if args.split_seed is not None:
+        split["seed"] = args.split_seed
     if args.no_progress:
         train["verbose"] = 0
     if args.workers is not None:
@@ -58,7 +70,8 @@ def run(args) -> int:
                       if k != "epoch" and isinstance(v, float))
     print(f"trained {len(res.history)} epochs into {res.run_dir}"
           + (f" (resumed at epoch {res.resumed_from + 1})" if res.resumed_from else "")
-          + (f"; last epoch: {shown}" if shown else ""))
+          + (f"; last epoch: {shown}" if shown else "")
+          + (f"; model.keras is epoch {res.best_epoch}" if res.best_epoch else ""))
     if len(res.failed):
         print(f"dicomml train: {len(res.failed)} examples could not be decoded and were "
               f"skipped; see {res.run_dir}/failed.csv", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Layout::
 
-    CACHE_DIR/<config_hash>/shard-<id>.npy    (N, 224, 224, 3) uint8 or float16
+    CACHE_DIR/<config_hash>/shard-<id>.npy    (N, size, size, 3) uint8 or float16
     CACHE_DIR/<config_hash>/shard-<id>.json   the shard's index: keys, dtype, failures
 
 Entries are keyed by (0008,0018) SOP Instance UID + frame number, inside a folder named by
@@ -44,11 +44,18 @@ from dicomml._atomic import atomic_write, atomic_write_text, ensure_writable_dir
 from dicomml.errors import FATAL, ConfigError, OutputError, PreprocessError, is_own_failure
 
 __all__ = ["TensorCache", "storage_dtype_for", "encode", "decode", "FillReport",
-           "pipeline_hash", "preprocess_one", "make_executor"]
+           "pipeline_hash", "preprocess_one", "make_executor", "tensor_shape"]
 
 log = logging.getLogger(__name__)
 
 SHAPE = (224, 224, 3)
+
+
+def tensor_shape(pipeline) -> tuple[int, int, int]:
+    """``(size, size, 3)``: the tensor shape of ``pipeline``'s ``config.size`` (the
+    preprocessing ``[preprocess] size``); :data:`SHAPE` for an object without one."""
+    size = getattr(getattr(pipeline, "config", pipeline), "size", None)
+    return (int(size), int(size), 3) if size else SHAPE
 
 
 def pipeline_hash(pipeline) -> str:
@@ -88,7 +95,8 @@ def decode(a: np.ndarray) -> np.ndarray:
 
 
 def preprocess_one(pipeline, path: str, frame: int) -> np.ndarray:
-    """Read frame ``frame`` of ``path`` and run ``pipeline`` on it → float32 (224, 224, 3)."""
+    """Read frame ``frame`` of ``path`` and run ``pipeline`` on it → float32
+    :func:`tensor_shape` ``(size, size, 3)``."""
     if hasattr(pipeline, "from_path"):
         x = pipeline.from_path(path, frame)
     else:
@@ -96,10 +104,10 @@ def preprocess_one(pipeline, path: str, frame: int) -> np.ndarray:
 
         x = pipeline(read_image(path), index=int(frame))
     x = np.asarray(x, dtype=np.float32)
-    if x.shape != SHAPE:
+    if x.shape != tensor_shape(pipeline):
         raise PreprocessError(f"{path}: the pipeline's output has shape {x.shape}, expected "
-                              f"{SHAPE} (frame {frame}); the cache holds (224, 224, 3) tensors: "
-                              "use a PreprocessConfig with size=224.")
+                              f"{tensor_shape(pipeline)} (frame {frame}): the cache holds "
+                              "the tensors of its own preprocessing configuration.")
     return x
 
 
@@ -117,9 +125,9 @@ def _reason(e: BaseException) -> str:
 
 
 def _write_shard(folder: str, name: str, keys: list, arrays: list, failures: list,
-                 dtype: str) -> None:
+                 dtype: str, shape=SHAPE) -> None:
     data = (np.stack(arrays).astype(dtype, copy=False) if arrays
-            else np.zeros((0, *SHAPE), dtype=dtype))
+            else np.zeros((0, *shape), dtype=dtype))
     with atomic_write(os.path.join(folder, name + ".npy")) as f:
         np.save(f, data, allow_pickle=False)
     index = {"version": 1, "dtype": dtype, "shape": list(data.shape),
@@ -146,7 +154,7 @@ def _fill_chunk(folder: str, pipeline, dtype: str, chunk: list) -> dict:
                  "reason": _reason(e)})
     shard, size = chunk[0][0], chunk[0][1]
     if len(chunk) == size:
-        _write_shard(folder, shard, keys, arrays, failures, dtype)
+        _write_shard(folder, shard, keys, arrays, failures, dtype, tensor_shape(pipeline))
         return {"written": shard, "ok": len(keys), "failed": failures, "transient": transient}
     return {"written": None, "keys": keys, "arrays": arrays, "failed": failures,
             "transient": transient}
@@ -224,7 +232,8 @@ class TensorCache:
         Examples per shard.
     """
 
-    def __init__(self, root, config_hash: str, dtype: str = "uint8", shard_size: int = 128):
+    def __init__(self, root, config_hash: str, dtype: str = "uint8", shard_size: int = 128,
+                 shape: tuple = SHAPE):
         if dtype not in ("uint8", "float16"):
             raise ConfigError(f"cache dtype must be 'uint8' or 'float16'. Received: {dtype!r}")
         self.root = os.fspath(root)
@@ -232,13 +241,16 @@ class TensorCache:
         self.folder = os.path.join(self.root, self.config_hash)
         self.dtype = dtype
         self.shard_size = int(shard_size)
+        #: the tensor shape (size, size, 3) of new shards and of empty reads
+        self.shape = tuple(int(v) for v in shape)
         self._index = None
         self._mmaps: dict[str, np.ndarray] = {}
 
     @classmethod
     def for_pipeline(cls, root, pipeline, shard_size: int = 128) -> "TensorCache":
         """The cache of ``pipeline``'s configuration with the dtype its normalization needs."""
-        return cls(root, pipeline_hash(pipeline), storage_dtype_for(pipeline), shard_size)
+        return cls(root, pipeline_hash(pipeline), storage_dtype_for(pipeline), shard_size,
+                   tensor_shape(pipeline))
 
     # -- index --------------------------------------------------------------------------
     def _load_index(self) -> tuple[dict, dict]:
@@ -398,7 +410,7 @@ class TensorCache:
                 if acc[3] == items[0][1]:
                     order = np.argsort([f"{k[0]}/{k[1]}" for k in acc[0]], kind="stable")
                     _write_shard(self.folder, items[0][0], [acc[0][i] for i in order],
-                                 [acc[1][i] for i in order], acc[2], self.dtype)
+                                 [acc[1][i] for i in order], acc[2], self.dtype, self.shape)
                     written += 1
                     del partial[out.index]
         finally:
@@ -436,8 +448,10 @@ class TensorCache:
     def gather_raw(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]
                    ) -> np.ndarray:
         """Stored tensors (storage dtype, not decoded) for the given shard numbers and rows."""
-        dtype = self._mmap(names[int(shard_no[0])]).dtype if len(rows) else np.dtype(self.dtype)
-        out = np.empty((len(rows), *SHAPE), dtype=dtype)
+        first = self._mmap(names[int(shard_no[0])]) if len(rows) else None
+        dtype = first.dtype if first is not None else np.dtype(self.dtype)
+        shape = first.shape[1:] if first is not None else self.shape
+        out = np.empty((len(rows), *shape), dtype=dtype)
         for s in np.unique(shard_no):
             sel = np.nonzero(shard_no == s)[0]
             r = rows[sel]
@@ -446,7 +460,7 @@ class TensorCache:
         return out
 
     def gather(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]) -> np.ndarray:
-        """float32 tensors (N, 224, 224, 3) for the given shard numbers and rows."""
+        """float32 tensors (N, size, size, 3) for the given shard numbers and rows."""
         return decode(self.gather_raw(shard_no, rows, names))
 
     def get(self, examples: pd.DataFrame) -> np.ndarray:

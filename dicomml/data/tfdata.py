@@ -1,6 +1,7 @@
 """``tf.data`` pipelines over the tensor cache and over on-the-fly decoding.
 
-Both yield ``(x, y)`` batches — ``x`` float32 (N, 224, 224, 3), ``y`` one-hot float32
+Both yield ``(x, y)`` batches — ``x`` float32 (N, size, size, 3) (``[preprocess] size``),
+``y`` one-hot float32
 (N, n_classes) for classification or float32 (N, 1) for regression — or ``x`` alone when no
 targets are given.
 
@@ -21,17 +22,21 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from dicomml.data.cache import SHAPE, TensorCache, make_executor, preprocess_one
+from dicomml.data.cache import TensorCache, make_executor, preprocess_one, tensor_shape
 from dicomml.errors import FATAL
+from dicomml.preprocess.augment import augment_batches
 
 __all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
-           "AUGMENTATIONS", "augment_batches"]
-
-#: Augmentations applied to training batches inside tf.data (on tensors, after the cache):
-#: random left-right / up-down flips and random multiples of 90° rotation, per image.
-AUGMENTATIONS = ("flip_lr", "flip_ud", "rot90")
+           "augment_for"]
 
 log = logging.getLogger(__name__)
+
+
+def augment_for(pipeline):
+    """``(AugmentConfig, normalize)`` of ``pipeline``'s configuration, for
+    :func:`dicomml.preprocess.augment.augment_batches` (training batches only)."""
+    cfg = pipeline.config
+    return cfg.augment, cfg.normalize
 
 
 def encode_targets(targets, task: str, n_classes: int) -> np.ndarray:
@@ -42,68 +47,17 @@ def encode_targets(targets, task: str, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype=np.float32)[t.astype(np.int64)]
 
 
-def augment_batches(ds, augment, seed: int = 0, start: int = 0):
-    """Map ``ds`` (batches ``x`` or ``(x, y)``) through random per-image flips / rot90.
-
-    Parameters
-    ----------
-    augment : sequence of str
-        Names from :data:`AUGMENTATIONS`; empty → ``ds`` unchanged.
-    seed : int
-        The draws of batch ``b`` (counting from ``start``) are stateless functions of
-        ``(seed, b)`` (``tf.random.stateless_uniform``): the same seed gives the same
-        augmentations, whatever iterators were created before, and a dataset resumed at
-        batch ``b`` (``start=b``, after ``skip(b)``) draws what an uninterrupted one draws.
-    start : int
-        Number of the first batch of ``ds`` (the batches skipped before it).
-    """
-    import tensorflow as tf
-
-    from dicomml.errors import ConfigError
-
-    augment = tuple(augment or ())
-    bad = [a for a in augment if a not in AUGMENTATIONS]
-    if bad:
-        raise ConfigError(f"unknown augmentation(s) {bad}; known: {list(AUGMENTATIONS)}. "
-                          f"Received: augment={list(augment)!r}")
-    if not augment:
-        return ds
-    seed_t = tf.constant(int(seed) + 104729, tf.int64)
-
-    def one(b, x):
-        n = tf.shape(x)[0]
-
-        def draw(k):  # one stream per (batch, augmentation)
-            return tf.random.stateless_uniform([n], seed=tf.stack([seed_t, 3 * b + k])) < 0.5
-
-        if "flip_lr" in augment:
-            f = draw(0)
-            x = tf.where(f[:, None, None, None], tf.reverse(x, axis=[2]), x)
-        if "flip_ud" in augment:
-            f = draw(1)
-            x = tf.where(f[:, None, None, None], tf.reverse(x, axis=[1]), x)
-        if "rot90" in augment:
-            f = draw(2)  # a transpose with the flips gives all 8 symmetries
-            x = tf.where(f[:, None, None, None], tf.transpose(x, [0, 2, 1, 3]), x)
-        return x
-
-    def fn(b, el):
-        if isinstance(el, tuple):
-            return (one(b, el[0]), *el[1:])
-        return one(b, el)
-
-    return ds.enumerate(start=int(start)).map(fn, num_parallel_calls=1)
-
-
 def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
                   task: str = "classification", n_classes: int = 2, batch_size: int = 32,
                   shuffle: bool = False, seed: int = 0, drop_remainder: bool = False,
-                  prefetch: bool = True, augment=(), repeat: bool = False,
-                  skip_batches: int = 0):
+                  prefetch: bool = True, augment=None, normalize: str = "unit",
+                  repeat: bool = False, skip_batches: int = 0, weights=None):
     """A ``tf.data.Dataset`` of batches read from ``cache``.
 
-    ``augment`` (names of :data:`AUGMENTATIONS`) applies seeded random flips / rotations
-    per image, for training.
+    ``augment`` (a :class:`~dicomml.preprocess.augment.AugmentConfig`, for training) applies
+    the seeded geometric and intensity augmentation per image, on the cached tensors
+    (``normalize``: the pipeline's normalization; see :func:`augment_for`). ``weights``
+    (per example, with ``targets``) makes the batches ``(x, y, sample_weight)``.
 
     ``repeat=True`` gives an endless dataset, epoch after epoch (for ``fit`` with
     ``steps_per_epoch``). With ``shuffle`` the order of epoch ``e`` is then the stateless
@@ -130,9 +84,11 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
     shard_no, rows = shard_no[keep], rows[keep]
     for n in names:
         cache._mmap(n)  # open every memory map before threads use them
-    y = None
+    y = w = None
     if targets is not None:
         y = encode_targets(np.asarray(targets)[keep], task, n_classes)
+        if weights is not None:
+            w = np.asarray(weights, np.float32)[keep]
 
     # numpy gathers the stored bytes (uint8: 4x less to copy); TensorFlow decodes them:
     # uint8 / 255 and float16 -> float32 give exactly what TensorCache.get returns.
@@ -141,6 +97,8 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
 
     def gather(idx):
         x = cache.gather_raw(shard_no[idx], rows[idx], names)
+        if w is not None:
+            return x, y[idx], w[idx]
         return (x, y[idx]) if y is not None else x
 
     def decode_tf(x):
@@ -172,15 +130,20 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
     def tf_gather(idx):
         if ydim is None:
             x = tf.numpy_function(gather, [idx], tf_raw, stateful=False)
-            x.set_shape((None, *SHAPE))
+            x.set_shape((None, *cache.shape))
             return decode_tf(x)
-        x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
-        x.set_shape((None, *SHAPE))
+        if w is not None:
+            x, yy, ww = tf.numpy_function(gather, [idx], (tf_raw, tf.float32, tf.float32),
+                                          stateful=False)
+            ww.set_shape((None,))
+        else:
+            x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
+        x.set_shape((None, *cache.shape))
         yy.set_shape((None, ydim))
-        return decode_tf(x), yy
+        return (decode_tf(x), yy, ww) if w is not None else (decode_tf(x), yy)
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = augment_batches(ds, augment, seed, start=skip_batches)
+    ds = augment_batches(ds, augment, seed, start=skip_batches, normalize=normalize)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 
 
@@ -197,7 +160,7 @@ def _compute_batch(pipeline, chunk: list) -> tuple[list, np.ndarray, list]:
                 raise
             failures.append({"position": p, "path": path, "frame": int(frame),
                              "reason": f"{type(e).__name__}: {e}"})
-    x = np.stack(arrays) if arrays else np.zeros((0, *SHAPE), np.float32)
+    x = np.stack(arrays) if arrays else np.zeros((0, *tensor_shape(pipeline)), np.float32)
     return pos, x, failures
 
 
@@ -222,6 +185,7 @@ class OnTheFly:
         self.paths = examples["path"].astype(str).to_numpy()
         self.frames = examples["frame"].astype(int).to_numpy()
         self.pipeline = pipeline
+        self.shape = tensor_shape(pipeline)
         self.workers = workers
         self.kind = "inprocess" if workers == 0 else executor
         self._ex = None
@@ -247,7 +211,7 @@ class OnTheFly:
             if out.ok:
                 pos, x, fails = out.result
             else:  # the worker crashed on this item, or fn raised: the item(s) failed
-                pos, x = [], np.zeros((0, *SHAPE), np.float32)
+                pos, x = [], np.zeros((0, *self.shape), np.float32)
                 fails = [{"position": it[0], "path": it[1], "frame": it[2],
                           "reason": str(getattr(out.result, "reason", out.result))}
                          for it in out.chunk]
@@ -265,8 +229,8 @@ class OnTheFly:
                 nxt += 1
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
-                shuffle=False, seed=0, augment=(), repeat: bool = False,
-                skip_batches: int = 0):
+                shuffle=False, seed=0, augment=None, repeat: bool = False,
+                skip_batches: int = 0, weights=None):
         """A ``tf.data.Dataset`` over :meth:`batches`.
 
         Without ``repeat``: one pass, reshuffled at each new iteration when ``shuffle`` (a
@@ -274,11 +238,14 @@ class OnTheFly:
         order ``numpy.random.default_rng((seed, e)).permutation(n)`` when ``shuffle``, so
         that it depends on nothing but ``seed`` and ``e``; ``skip_batches`` then starts that
         many batches in (whole epochs skipped for free, the rest decoded and dropped), with
-        the augmentation draws of those batch numbers (see :func:`augment_batches`).
+        the augmentation draws of those batch numbers (``augment``: an
+        :class:`~dicomml.preprocess.augment.AugmentConfig`, see
+        :func:`dicomml.preprocess.augment.augment_batches`).
         """
         import tensorflow as tf
 
         y = None if targets is None else encode_targets(targets, task, n_classes)
+        w = None if weights is None or y is None else np.asarray(weights, np.float32)
         rng = np.random.default_rng(seed)
         n = len(self.paths)
         n_batches = max(1, -(-n // int(batch_size)))
@@ -291,10 +258,15 @@ class OnTheFly:
             else:
                 order = np.random.default_rng((int(seed), int(e))).permutation(n)
             for pos, x in self.batches(order, batch_size):
-                yield (x, y[pos]) if y is not None else x
+                if w is not None:
+                    yield x, y[pos], w[pos]
+                else:
+                    yield (x, y[pos]) if y is not None else x
 
-        xs = tf.TensorSpec((None, *SHAPE), tf.float32)
+        xs = tf.TensorSpec((None, *self.shape), tf.float32)
         sig = xs if y is None else (xs, tf.TensorSpec((None, y.shape[1]), tf.float32))
+        if w is not None:
+            sig = (*sig, tf.TensorSpec((None,), tf.float32))
         skip = int(skip_batches) if repeat else 0
         if repeat:
             first, rest = divmod(skip, n_batches)
@@ -305,7 +277,8 @@ class OnTheFly:
                 ds = ds.skip(rest)
         else:
             ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-        return augment_batches(ds, augment, seed, start=skip).prefetch(2)
+        norm = getattr(getattr(self.pipeline, "config", None), "normalize", "unit")
+        return augment_batches(ds, augment, seed, start=skip, normalize=norm).prefetch(2)
 
     def close(self) -> None:
         if self._ex is not None:
@@ -321,20 +294,21 @@ class OnTheFly:
 
 def predict_tensors(manifest_df: pd.DataFrame, pipeline, *, batch_size: int = 32,
                     workers: int | None = None, cache_dir=None) -> Iterator[np.ndarray]:
-    """float32 (N, 224, 224, 3) batches of ``manifest_df``'s examples, in manifest order.
+    """float32 (N, size, size, 3) batches of ``manifest_df``'s examples, in manifest order.
 
     With ``cache_dir``, missing tensors are added to the cache first and read from it;
     otherwise they are computed on the fly in worker processes. An example that cannot be
     decoded comes back as a tensor of NaN (its prediction is then NaN), with a warning.
     """
     n = len(manifest_df)
+    shape = tensor_shape(pipeline)
     if cache_dir is not None:
         cache = TensorCache.for_pipeline(cache_dir, pipeline)
         cache.fill(manifest_df, pipeline, workers=workers, progress=False)
         shard_no, rows, names = cache.locate(manifest_df)
         for i in range(0, n, batch_size):
             s, r = shard_no[i:i + batch_size], rows[i:i + batch_size]
-            out = np.full((len(s), *SHAPE), np.nan, np.float32)
+            out = np.full((len(s), *shape), np.nan, np.float32)
             ok = s >= 0
             if ok.any():
                 out[ok] = cache.gather(s[ok], r[ok], names)
@@ -346,14 +320,14 @@ def predict_tensors(manifest_df: pd.DataFrame, pipeline, *, batch_size: int = 32
             b = pos[0] // batch_size if len(pos) else None
             start = b * batch_size
             while expected < start:  # whole batches that failed entirely
-                yield np.full((min(batch_size, n - expected), *SHAPE), np.nan, np.float32)
+                yield np.full((min(batch_size, n - expected), *shape), np.nan, np.float32)
                 expected += batch_size
-            buf = np.full((min(batch_size, n - start), *SHAPE), np.nan, np.float32)
+            buf = np.full((min(batch_size, n - start), *shape), np.nan, np.float32)
             buf[pos - start] = x
             yield buf
             expected = start + batch_size
         while expected < n:
-            yield np.full((min(batch_size, n - expected), *SHAPE), np.nan, np.float32)
+            yield np.full((min(batch_size, n - expected), *shape), np.nan, np.float32)
             expected += batch_size
         if otf.failures:
             log.warning("%d examples could not be decoded; their tensors are NaN",
@@ -363,4 +337,5 @@ def predict_tensors(manifest_df: pd.DataFrame, pipeline, *, batch_size: int = 32
 def load_tensors(manifest_df: pd.DataFrame, pipeline, **kwargs) -> np.ndarray:
     """All of :func:`predict_tensors` in one float32 array (for small sets)."""
     parts = list(predict_tensors(manifest_df, pipeline, **kwargs))
-    return np.concatenate(parts) if parts else np.zeros((0, *SHAPE), np.float32)
+    return (np.concatenate(parts) if parts
+            else np.zeros((0, *tensor_shape(pipeline)), np.float32))

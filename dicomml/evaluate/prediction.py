@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicomml._atomic import ensure_writable_dir
+from dicomml._atomic import ensure_writable_dir, safe_join
 from dicomml.errors import ConfigError
-from dicomml.evaluate.reports import safe_message, study_key, write_study_reports
+from dicomml.evaluate.reports import result_uids, safe_message, study_key, write_study_reports
 from dicomml.evaluate.selection import SKIP_COLUMNS, select_series, skip_row
 
 __all__ = ["PredictResult", "predict", "select_examples", "run_threshold",

@@ -2,13 +2,15 @@
 
 Written by :func:`write_study_reports` for ``predict`` (:mod:`dicomml.evaluate.prediction`)
 and for ``evaluate`` (:mod:`dicomml.evaluate.evaluation`); messages name a study by its
-pseudonym (:func:`study_key`) and never hold patient identifiers (:func:`safe_message`).
+pseudonym (:func:`study_key`) and never hold patient identifiers (:func:`safe_message`);
+the UIDs of the objects written are derived by :func:`result_uids`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ from dicomml._atomic import safe_join
 from dicomml.evaluate.selection import skip_row
 from dicomml.io.guards import DEFER_SIZE
 
-__all__ = ["write_study_reports", "study_key", "safe_message"]
+__all__ = ["write_study_reports", "study_key", "result_uids", "safe_message"]
 
 log = logging.getLogger("dicomml.evaluate.prediction")
 
@@ -65,11 +67,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``). ``uid_key``: see
     :func:`predict`.
     """
-    import pydicom
-
     from dicomml.evaluate.aggregate import aggregate_studies
     from dicomml.evaluate.runio import positive_index, prob_columns
-    from dicomml.report.sr import write_sr as _write
 
     classes = run.classes
     pos = positive_index(run.config, classes)
@@ -79,50 +78,75 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     forced = forced or {}
     studies = aggregate_studies(table, cols, how=aggregation, task=run.task)
     sr_paths, sc_paths, summary = [], [], []
-    for row in studies.itertuples(index=False):
-        study_uid = getattr(row, "study_instance_uid")
-        key = study_key(study_uid)
-        p = np.array([getattr(row, c) for c in cols], dtype=np.float64)
-        if len(classes) == 2:
-            finding_idx, prob = pos, float(p[pos])
-            present = prob >= threshold
-        else:
-            finding_idx = int(np.argmax(p))
-            prob, present = float(p[finding_idx]), True
-        rows = table[table["study_instance_uid"] == study_uid]
-        ex = examples.loc[rows.index]
-        paths = list(dict.fromkeys(ex["path"].astype(str)))
-        rules = sorted({forced[s] for s in ex["series_instance_uid"].astype(str) if s in forced})
-        summary.append({"study_instance_uid": study_uid, "study_key": key,
-                        "finding": classes[finding_idx], "probability": prob,
-                        "present": bool(present), "threshold": threshold,
-                        "n_images": len(rows), "forced": ",".join(rules)})
-        algorithm = _algorithm(run, threshold, aggregation, operating, ",".join(rules))
-        if write_sr:
-            where = f"study {key}"
-            sources = []
-            try:
-                sources = [pydicom.dcmread(q, stop_before_pixels=True,
-                                           defer_size=DEFER_SIZE) for q in paths]
-                sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
-                               where=where, notes=notes, forced=bool(rules),
-                               **result_uids(uid_key, study_uid, "SR"))
-                sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
-            except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
-                why = safe_message(e, sources)
-                log.warning("%s: no SR: %s", where, why)
-                skipped.append(skip_row("study", "sr", f"SR not written: {why}",
-                                        path=paths[0], study=study_uid))
-        if write_sc and present:
-            best = getattr(row, "best_index")
-            made = _heatmaps(model, run.pipeline, examples.loc[best], finding_idx, skipped,
-                             where=f"study {key}", forced=bool(rules),
-                             uids={k: result_uids(uid_key, study_uid, k) for k in ("SC", "PM")})
-            for kind, obj in made:
-                name = f"GRADCAM_{study_uid}.dcm" if kind == "sc" else \
-                    f"PM_GRADCAM_{study_uid}.dcm"
-                sc_paths.append(_write(obj, safe_join(out_dir, name)))
+    # a study's Grad-CAM (TensorFlow, which releases the GIL) runs in a thread while this
+    # one builds its SR (highdicom, pure Python): on two cores they overlap
+    with ThreadPoolExecutor(1, thread_name_prefix="dicomml-gradcam") as pool:
+        for row in studies.itertuples(index=False):
+            _study_reports(row, out_dir, run, model, examples, table, pool, classes=classes,
+                           pos=pos, cols=cols, threshold=threshold, aggregation=aggregation,
+                           write_sr=write_sr, write_sc=write_sc, skipped=skipped,
+                           forced=forced, operating=operating, notes=notes, uid_key=uid_key,
+                           out=(sr_paths, sc_paths, summary))
     return sr_paths, sc_paths, summary
+
+
+def _study_reports(row, out_dir, run, model, examples, table, pool, *, classes, pos, cols,
+                   threshold, aggregation, write_sr, write_sc, skipped, forced, operating,
+                   notes, uid_key, out):
+    """The SR and the heatmaps of one study (a row of the aggregated table) into ``out``
+    = ``(sr_paths, sc_paths, summary)``; the heatmaps are computed in ``pool``."""
+    import pydicom
+
+    from dicomml.report.sr import write_sr as _write
+
+    sr_paths, sc_paths, summary = out
+    study_uid = getattr(row, "study_instance_uid")
+    key = study_key(study_uid)
+    p = np.array([getattr(row, c) for c in cols], dtype=np.float64)
+    if len(classes) == 2:
+        finding_idx, prob = pos, float(p[pos])
+        present = prob >= threshold
+    else:
+        finding_idx = int(np.argmax(p))
+        prob, present = float(p[finding_idx]), True
+    rows = table[table["study_instance_uid"] == study_uid]
+    ex = examples.loc[rows.index]
+    paths = list(dict.fromkeys(ex["path"].astype(str)))
+    rules = sorted({forced[s] for s in ex["series_instance_uid"].astype(str) if s in forced})
+    summary.append({"study_instance_uid": study_uid, "study_key": key,
+                    "finding": classes[finding_idx], "probability": prob,
+                    "present": bool(present), "threshold": threshold,
+                    "n_images": len(rows), "forced": ",".join(rules)})
+    algorithm = _algorithm(run, threshold, aggregation, operating, ",".join(rules))
+    heat, heat_skipped = None, []
+    if write_sc and present:
+        best = getattr(row, "best_index")
+        heat = pool.submit(
+            _heatmaps, model, run.pipeline, examples.loc[best], finding_idx, heat_skipped,
+            where=f"study {key}", forced=bool(rules),
+            uids={k: result_uids(uid_key, study_uid, k) for k in ("SC", "PM")})
+    if write_sr:
+        where = f"study {key}"
+        sources = []
+        try:
+            sources = [pydicom.dcmread(q, stop_before_pixels=True,
+                                       defer_size=DEFER_SIZE) for q in paths]
+            sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
+                           run.config, where=where, notes=notes, forced=bool(rules),
+                           **result_uids(uid_key, study_uid, "SR"))
+            sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
+        except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
+            why = safe_message(e, sources)
+            log.warning("%s: no SR: %s", where, why)
+            skipped.append(skip_row("study", "sr", f"SR not written: {why}",
+                                    path=paths[0], study=study_uid))
+    if heat is not None:
+        made = heat.result()
+        skipped.extend(heat_skipped)  # after the SR's: the order of a serial run
+        for kind, obj in made:
+            name = f"GRADCAM_{study_uid}.dcm" if kind == "sc" else \
+                f"PM_GRADCAM_{study_uid}.dcm"
+            sc_paths.append(_write(obj, safe_join(out_dir, name)))
 
 
 _IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
@@ -160,14 +184,16 @@ def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
             "sop_instance_uid": generate_uid(entropy_srcs=[*src, "instance"])}
 
 
-def _build_sr(sources, finding, prob, present, algorithm, *, where="", notes=None,
-              forced=False, **uids):
+def _build_sr(sources, finding, prob, present, algorithm, config=None, *, where="",
+              notes=None, forced=False, **uids):
     from dicomml.report.sr import build_sr
+    from dicomml.train.findings import run_finding
 
+    finding, site = run_finding(config or {}, finding)  # [report] finding_code / _site
     desc = "dicomml AI result FORCED outside input contract" if forced else "dicomml AI result"
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
-                    present=bool(present), algorithm=algorithm, where=where, notes=notes,
-                    series_description=desc, **uids)
+                    present=bool(present), algorithm=algorithm, finding_site=site,
+                    where=where, notes=notes, series_description=desc, **uids)
 
 
 def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, where: str,
@@ -181,8 +207,12 @@ def _heatmaps(model, pipeline, example, class_index: int, skipped: list, *, wher
     from dicomml.io import read_image
     from dicomml.evaluate.heatmaps import heatmap_objects
 
+    from dicomml.models.mil import is_study_model, slice_model_of
+
     path, frame = str(example["path"]), int(example["frame"])
     source = None
+    if is_study_model(model):  # explain the slice through the study model's own encoder
+        model = slice_model_of(model)
     try:
         source = pydicom.dcmread(path, stop_before_pixels=True, defer_size=DEFER_SIZE)
         image = read_image(path, frames=[frame])

@@ -126,9 +126,22 @@ def predict_examples(model, examples: pd.DataFrame, pipeline, *, batch_size: int
     are NaN. With ``return_status``, returns ``(outputs, status)`` where ``status[i]`` is
     ``""``, ``"unreadable"`` (no tensor) or ``"constant"`` (every channel of the tensor is
     one value: the preprocessing mapped the image to a constant, e.g. the windows miss its
-    values); constant rows are then NaN too, never a probability.
+    values); constant rows are then NaN too, never a probability. A study-level
+    model gives each example its study's probabilities (:mod:`dicomml.train.study`); its
+    status is then only ``""`` or ``"unreadable"``.
     """
     from dicomml.data import predict_tensors
+    from dicomml.models.mil import is_study_model
+
+    if is_study_model(model):
+        from dicomml.train.study import predict_studies
+
+        out = predict_studies(model, examples, pipeline, workers=workers,
+                              cache_dir=cache_dir, progress=progress,
+                              batch_size=batch_size).study
+        if not return_status:
+            return out
+        return out, np.where(np.isfinite(out).all(axis=1), "", "unreadable").astype(object)
 
     n = len(examples)
     outs, states = [], []

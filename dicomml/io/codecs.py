@@ -193,38 +193,86 @@ def check_decodable(uid: str, path: str | None = None) -> None:
         f"'{name}' ({uid}) is not supported by the installed plugins; {how}.")
 
 
-def plugins_that_decode(path: str, frame: int = 0) -> tuple[list[str], list[str]]:
+def plugins_that_decode(path: str, frame: int = 0, *, isolate: bool = True,
+                        timeout: float = 60.0) -> tuple[list[str], list[str]]:
     """Try every installed pydicom plugin on one frame of ``path``.
+
+    The trials run in a child process of :mod:`dicomml.parallel` (``isolate=True``, the
+    default), because a plugin can abort or panic on a corrupt stream; a frame whose declared
+    size is above the decoding budget (:func:`dicomml.io.guards.check_decode_budget`) is not
+    tried. Large elements are not read (``defer_size``).
 
     Returns
     -------
     ok : list of str
         The plugins that decoded the frame (empty for native syntaxes: no plugin needed).
     failed : list of str
-        ``"plugin: reason"`` for each installed plugin that raised.
+        ``"plugin: reason"`` for each installed plugin that raised, or one line saying why
+        nothing was tried (over the budget, the trial process crashed or timed out).
     """
+    item = (str(path), int(frame))
+    if not isolate:
+        return plugin_trials([item])[0]
+    from dicomml.parallel import WorkerCrashed, get_executor
+
+    with get_executor("processes", workers=1, item_timeout=timeout) as ex:
+        for _, result in ex.map_chunks(plugin_trials, [[item]]):
+            if isinstance(result, WorkerCrashed):
+                return [], [f"a decoder crashed or hung the trial process ({result})"]
+            if isinstance(result, list):
+                return result[0]
+            return [], [f"the trial failed ({result})"]
+    return [], []
+
+
+def plugin_trials(items: list) -> list:
+    """Worker function of :func:`plugins_that_decode`: ``[(path, frame)]`` -> ``[(ok, failed)]``."""
+    return [_plugin_trial(path, frame) for path, frame in items]
+
+
+def _plugin_trial(path: str, frame: int) -> tuple[list[str], list[str]]:
+    from dicomml.io._read_dataset import quiet_pydicom
+
+    with quiet_pydicom():  # each failure is a reason here, not an ERROR record with a traceback
+        return _try_plugins(path, frame)
+
+
+def _try_plugins(path: str, frame: int) -> tuple[list[str], list[str]]:
     import warnings
 
     import pydicom
     from pydicom.pixels import get_decoder, pixel_array
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path, force=True)
-    uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    if uid in NATIVE_TRANSFER_SYNTAXES or not uid:
-        return [], []
+    from dicomml.errors import FATAL, DicommlError
+    from dicomml.io.guards import DEFER_SIZE, check_decode_budget
+
     try:
-        plugins = sorted(get_decoder(uid).available_plugins)
-    except NotImplementedError:
-        return [], []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True, defer_size=DEFER_SIZE)
+        uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        if uid in NATIVE_TRANSFER_SYNTAXES or not uid:
+            return [], []
+        try:
+            plugins = sorted(get_decoder(uid).available_plugins)
+        except NotImplementedError:
+            return [], []
+        check_decode_budget(ds, path, 1, uid)
+    except DicommlError as e:
+        return [], [str(e)]
+    except BaseException as e:  # noqa: BLE001 - a header pydicom cannot parse is a reason
+        if isinstance(e, FATAL):
+            raise
+        return [], [f"the header cannot be read ({type(e).__name__})"]
     ok, failed = [], []
     for name in plugins:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pixel_array(ds, index=frame, decoding_plugin=name)
-        except Exception as e:  # noqa: BLE001 - each plugin raises its own types
+        except BaseException as e:  # noqa: BLE001 - each plugin raises its own types (a panic too)
+            if isinstance(e, FATAL):
+                raise
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             reason = lines[-1] if lines else type(e).__name__
             failed.append(reason if reason.startswith(f"{name}:") else f"{name}: {reason}")

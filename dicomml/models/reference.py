@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from dicomml.errors import ConfigError
 from dicomml.models.registry import register
 
 __all__ = ["reference_cnn", "output_layer"]
@@ -20,8 +21,8 @@ def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> la
 
 def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
                   *, l2: float = 0.0, dropout: float = 0.0, batch_norm: bool = False,
-                  dense_units: int = 128, filters=(32, 64, 128),
-                  name: str = "reference_cnn") -> keras.Model:
+                  dense_units: int = 128, filters=(32, 64, 128), global_pool: str = "",
+                  bn_momentum: float = 0.99, name: str = "reference_cnn") -> keras.Model:
     """The reference CNN (DESIGN.md, "The reference CNN").
 
     ``Input → [Conv2D(f, 3×3, relu) → MaxPool 2×2] for f in (32, 64, 128) → Flatten →
@@ -41,10 +42,18 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
         Dropout rate before the hidden Dense layer and before the output (0: none).
     batch_norm : bool
         Insert ``BatchNormalization`` after each convolution (before the ReLU).
+    bn_momentum : float
+        Momentum of the batch normalization's moving statistics (Keras default 0.99; lower
+        follows the training statistics faster, so that validation tracks training).
     dense_units : int
         Width of the hidden Dense layer (128 in the reference).
     filters : tuple of int
-        Filters of the three convolutions (32, 64, 128 in the reference).
+        Filters of the convolutions (32, 64, 128 in the reference).
+    global_pool : {"", "max", "avg"}
+        "" (the reference): ``Flatten``; ``"max"`` / ``"avg"``: global max / average pooling
+        of the last feature maps instead (position-independent features with far fewer
+        weights: a small finding anywhere in the image counts the same; the default
+        slice encoder of study-level models).
 
     Returns
     -------
@@ -57,13 +66,21 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
     for i, f in enumerate(filters, start=1):
         if batch_norm:
             x = layers.Conv2D(f, (3, 3), use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(x)
-            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{i}")(x)
             x = layers.Activation("relu", name=f"relu{i}")(x)
         else:
             x = layers.Conv2D(f, (3, 3), activation="relu", kernel_regularizer=reg,
                               name=f"conv{i}")(x)
         x = layers.MaxPooling2D((2, 2), name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if global_pool not in ("", "max", "avg"):
+        raise ConfigError("global_pool must be '', 'max' or 'avg'. "
+                          f"Received: global_pool={global_pool!r}")
+    if global_pool == "max":
+        x = layers.GlobalMaxPooling2D(name="global_pool")(x)
+    elif global_pool == "avg":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout1")(x)
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)

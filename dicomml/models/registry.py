@@ -40,3 +40,4 @@ def get_builder(name: str) -> Callable:
     hint = did_you_mean(key, _REGISTRY, n=3, cutoff=0.5)
     raise ConfigError(f"unknown model name.{hint} Expected one of {available_models()}. "
                       f"Received: name={name!r}")
+

@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 30
 
 
+def run_dask_chunk(fn, chunk: list):
+    """:func:`run_chunk` on a Dask worker, with :mod:`dicomml.privacy`'s scrubbing filter
+    installed first (idempotent): what a worker logs or warns names no patient either."""
+    from dicomml.privacy import install
+
+    install()
+    return run_chunk(fn, chunk)
+
+
 class DaskExecutor(Executor):
     """Runs chunks as Dask tasks, at most ``2 × threads`` in flight.
 
@@ -152,7 +161,7 @@ class DaskExecutor(Executor):
         ac = as_completed(loop=client.loop)
 
         def submit(index, chunk, item_index):
-            fut = client.submit(run_chunk, fn, chunk, pure=False, retries=0,
+            fut = client.submit(run_dask_chunk, fn, chunk, pure=False, retries=0,
                                 key=f"dicomml-chunk-{token}-{next(keys)}")
             pending[fut] = (index, chunk, item_index)
             ac.add(fut)

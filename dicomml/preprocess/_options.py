@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from typing import TypeVar
 
+import numpy as np
+
 from dicomml.errors import ConfigError, PreprocessError
 from dicomml.errors import did_you_mean as _did_you_mean
 
@@ -71,6 +73,11 @@ E = TypeVar("E", bound=enum.Enum)
 def did_you_mean(word: str, candidates) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or ``""``."""
     return _did_you_mean(word, candidates, cutoff=0.5)
+
+
+#: ImageNet per-channel mean and standard deviation (normalization ``"imagenet"``).
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def choose(value: str | enum.Enum, enum_cls: type[E], what: str) -> E:

@@ -53,7 +53,9 @@ class PreprocessConfig:
     voi_function : {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
         (0028,1056) VOI LUT Function used for presets and explicit windows.
     augment : AugmentConfig
-        Training augmentation ranges (used only with ``training=True``).
+        Training augmentation ranges: applied to the training split only, on the tensors
+        inside tf.data (:func:`dicomml.preprocess.augment.augment_batches`); per plane with
+        ``Pipeline(..., training=True)``. Not part of :meth:`config_hash`.
     version : int
         :data:`CONFIG_VERSION` of the definition the config was made with.
     """
@@ -143,7 +145,8 @@ class PreprocessConfig:
                 raise ConfigError(f"unknown preprocess setting {k!r}; known: {sorted(known)}."
                                   f"{did_you_mean(k, sorted(known))}")
         kwargs = dict(data)
-        if "windows" in kwargs:
+        if "windows" in kwargs and not isinstance(kwargs["windows"], str):
+            # a single string (``windows = "lung"``) is one window, kept as it is
             kwargs["windows"] = tuple(tuple(w) if isinstance(w, list) else w
                                       for w in kwargs["windows"])
         if "augment" in kwargs:
@@ -151,12 +154,17 @@ class PreprocessConfig:
         return cls(**kwargs)
 
     def config_hash(self) -> str:
-        """SHA-256 (hex) of the canonical JSON of :meth:`to_dict` (sorted keys, no spaces).
+        """SHA-256 (hex) of the canonical JSON of :meth:`to_dict` without ``augment``
+        (sorted keys, no spaces).
 
         Equal configs give equal hashes across processes and machines; the data stage keys
-        its tensor cache on it.
+        its tensor cache on it. The augmentation ranges are left out: they act on the cached
+        tensors at training time (:func:`dicomml.preprocess.augment.augment_batches`), so
+        changing them never recomputes the cache.
         """
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+        d = self.to_dict()
+        d.pop("augment", None)
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=True, allow_nan=False)
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 

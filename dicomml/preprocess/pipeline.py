@@ -29,7 +29,8 @@ import numpy as np
 
 from dicomml.errors import FATAL, ConfigError, DicommlError
 from dicomml.io.types import VOILUT, Image, Volume, Window
-from dicomml.preprocess._options import Mode, Normalization, PreprocessError
+from dicomml.preprocess._options import (IMAGENET_MEAN, IMAGENET_STD, Mode, Normalization,
+                                         PreprocessError, VOILUTFunction)
 from dicomml.preprocess.augment import apply_geometry, apply_intensity, draw
 from dicomml.preprocess.config import PreprocessConfig
 from dicomml.preprocess.presets import ResolvedWindow, resolve_window
@@ -39,8 +40,6 @@ from dicomml.preprocess.window import apply_voi_lut, apply_window
 __all__ = ["Pipeline", "to_tensor", "invert_monochrome1", "apply_padding_floor",
            "normalize", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 # ---------------------------------------------------------------- pure steps

@@ -149,9 +149,10 @@ def _item(ds: Dataset | None, seq: str) -> Dataset | None:
 
 
 def geometry(ds: Dataset, frame: int = 0) -> dict:
-    """Pixel spacing, slice thickness, orientation and position of ``frame`` (0-based).
+    """Pixel spacing, slice thickness, orientation, position and spacing between slices
+    of ``frame`` (0-based).
 
-    Top-level (0028,0030), (0018,0050), (0020,0037), (0020,0032), else the functional
+    Top-level (0028,0030), (0018,0050), (0020,0037), (0020,0032), (0018,0088), else the functional
     groups of an enhanced multi-frame image: (0028,9110) Pixel Measures, (0020,9116) Plane
     Orientation, (0020,9113) Plane Position, per frame first, then shared (PS3.3 C.7.6.16).
     Keys that cannot be found (or are not numbers) are missing from the result.
@@ -169,7 +170,9 @@ def geometry(ds: Dataset, frame: int = 0) -> dict:
                             ("ImageOrientationPatient", "ImageOrientationPatient", 6,
                              "PlaneOrientationSequence"),
                             ("ImagePositionPatient", "ImagePositionPatient", 3,
-                             "PlanePositionSequence")):
+                             "PlanePositionSequence"),
+                            ("SpacingBetweenSlices", "SpacingBetweenSlices", 1,
+                             "PixelMeasuresSequence")):
         v = _numbers(ds, kw, n)
         for g in groups:
             if v is not None:

@@ -110,7 +110,8 @@ def _prepared_sources(sources: Sequence[Dataset], where: str = "",
 
 
 def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: float,
-             present: bool, algorithm: AlgorithmInfo, series_instance_uid: str | None = None,
+             present: bool, algorithm: AlgorithmInfo, finding_site: Code | None = None,
+             series_instance_uid: str | None = None,
              sop_instance_uid: str | None = None, series_number: int = 9001,
              instance_number: int = 1, series_description: str = "dicomml AI result",
              content_datetime: _dt.datetime | None = None, where: str = "",
@@ -130,6 +131,9 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
     present : bool
         The decision at the operating threshold (SCT "Present" / "Absent").
     algorithm : AlgorithmInfo
+    finding_site : pydicom.sr.coding.Code, optional
+        TID 1501 (363698007, SCT, "Finding Site") of the measurement group, e.g. SCT
+        39607008 "Lung" (``[report] finding_site``).
     series_instance_uid, sop_instance_uid : str, optional
         New UIDs are generated when omitted.
     series_number, instance_number : int
@@ -171,6 +175,7 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
             uid=generate_uid(), identifier=f"{algorithm.name} result"[:64]),
         finding_type=fcode,
         algorithm_id=algo,
+        finding_sites=[hd.sr.FindingSite(finding_site)] if finding_site is not None else None,
         measurements=[hd.sr.Measurement(name=C.PROBABILITY, value=p, unit=C.PROBABILITY_UNIT,
                                         algorithm_id=algo)],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(

@@ -8,9 +8,11 @@ Main entry points
 -----------------
 write_ct_series, write_mr_series, write_radiograph, write_enhanced_ct,
 write_secondary_capture, write_sr, write_key_object_selection, write_head_ct_task,
-make_export; Patient / Study (make_patient, make_study) to share a study between series.
+make_export, write_chest_nodule_task (study labels, a nodule on a few slices);
+Patient / Study (make_patient, make_study) to share a study between series.
 """
 
+from .chest_task import read_task_masks, write_chest_nodule_task
 from .ct import render_plane, series_geometry, write_ct_series
 from .enhanced import write_enhanced_ct
 from .export import Export, make_export
@@ -23,7 +25,7 @@ from .task import write_head_ct_task
 __all__ = [
     "write_ct_series", "write_mr_series", "write_radiograph", "write_enhanced_ct",
     "write_secondary_capture", "write_sr", "write_key_object_selection", "write_head_ct_task",
-    "make_export", "Export",
+    "make_export", "Export", "write_chest_nodule_task", "read_task_masks",
     "Patient", "Study", "make_patient", "make_study",
     "render_plane", "series_geometry", "render_labels", "random_anatomy", "Tissue", "HU",
 ]

@@ -18,7 +18,7 @@ from .phantom import HU, BodyAnatomy, HeadAnatomy, plane_coordinates, random_ana
     render_labels
 
 __all__ = ["write_ct_series", "render_plane", "SliceGeometry", "series_geometry",
-           "CT_WINDOWS", "DEFAULT_FOV"]
+           "ct_dataset", "r6", "CT_WINDOWS", "DEFAULT_FOV"]
 
 #: Default (0028,1050)/(0028,1051)/(0028,1055) windows per body part: (center, width, name).
 CT_WINDOWS = {
@@ -50,7 +50,7 @@ def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _r6(v) -> tuple[float, ...]:
+def r6(v) -> tuple[float, ...]:
     # Decimal strings (DS) hold 16 characters: keep 6 decimals, which round-trips exactly.
     return tuple(float(round(float(x), 6)) + 0.0 for x in v)
 
@@ -80,7 +80,7 @@ def series_geometry(n_slices: int, rows: int, columns: int, *, spacing: float,
     normal = np.cross(row, col)
     half_w = (columns - 1) / 2 * pixel_spacing
     half_h = (rows - 1) / 2 * pixel_spacing
-    row_r, col_r = _r6(row), _r6(col)
+    row_r, col_r = r6(row), r6(col)
     out = []
     for k in range(n_slices):
         offset = z_center + ((n_slices - 1) / 2 - k) * spacing
@@ -89,7 +89,7 @@ def series_geometry(n_slices: int, rows: int, columns: int, *, spacing: float,
         else:
             center = offset * normal
         origin = center - half_w * np.asarray(row_r) - half_h * np.asarray(col_r)
-        out.append(SliceGeometry(_r6(origin), row_r, col_r, (pixel_spacing, pixel_spacing)))
+        out.append(SliceGeometry(r6(origin), row_r, col_r, (pixel_spacing, pixel_spacing)))
     return out
 
 
@@ -111,7 +111,7 @@ def render_plane(geom: SliceGeometry, rows: int, columns: int, anatomy, rng, *,
     return img.astype(np.float32, copy=False)
 
 
-def _ct_dataset(*, patient, study, series_uid, sop_uid, series_number, description, body,
+def ct_dataset(*, patient, study, series_uid, sop_uid, series_number, description, body,
                 instance_number, frame_uid, geom: SliceGeometry, thickness, spacing_between,
                 tilt, image_type, fov, acq_number=1):
     ds = base_dataset(sop_class=CTImageStorage, sop_instance=sop_uid, modality="CT",
@@ -250,7 +250,7 @@ def write_ct_series(
         lrows = rows
         lspacing = extent / lrows
         origin = (-(columns - 1) / 2 * lps, 0.0, z_center + (lrows - 1) / 2 * lspacing)
-        g = SliceGeometry(_r6(origin), (1.0, 0.0, 0.0), (0.0, 0.0, -1.0),
+        g = SliceGeometry(r6(origin), (1.0, 0.0, 0.0), (0.0, 0.0, -1.0),
                           (float(round(lspacing, 6)), float(round(lps, 6))))
         plan.append((g, ("ORIGINAL", "PRIMARY", "LOCALIZER"), n_slices + 2))
     uids = [uid_from(rng, "ct-instance", i) for i in range(len(plan))]
@@ -271,7 +271,7 @@ def write_ct_series(
         else:
             stored = np.clip(hu + 1024, 1 if padding else 0, 4095).astype(np.uint16)
             pad_value = 0
-        ds = _ct_dataset(patient=patient, study=study, series_uid=series_uid, sop_uid=uid,
+        ds = ct_dataset(patient=patient, study=study, series_uid=series_uid, sop_uid=uid,
                          series_number=series_number, description=description, body=body,
                          instance_number=inumber, frame_uid=frame_uid, geom=g,
                          thickness=thickness, spacing_between=between, tilt=gantry_tilt,

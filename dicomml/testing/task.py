@@ -23,7 +23,7 @@ from dicomml._atomic import atomic_write_text
 from dicomml.errors import ConfigError
 
 from ._common import check_transfer_syntax, name_files, set_pixels, write_dataset
-from .ct import SliceGeometry, _ct_dataset, _r6, render_plane
+from .ct import SliceGeometry, ct_dataset, r6, render_plane
 from .people import as_rng, make_patient, make_study, uid_from
 from .phantom import HU, HeadAnatomy, Lesion, Tissue, random_anatomy
 
@@ -142,11 +142,11 @@ def write_head_ct_task(
         names = name_files(n_slices, prng, shuffle=True, pattern="IM%04d", uids=uids)
         folder = out_dir / (folder_format % (k + 1))
         for i, (z, uid, name) in enumerate(zip(zs, uids, names)):
-            g = SliceGeometry(_r6((-(columns - 1) / 2 * ps, -(rows - 1) / 2 * ps, z)),
+            g = SliceGeometry(r6((-(columns - 1) / 2 * ps, -(rows - 1) / 2 * ps, z)),
                               (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (ps, ps))
             hu = np.rint(render_plane(g, rows, columns, anatomy, prng, noise=sigma, lut=lut))
             stored = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
-            ds = _ct_dataset(patient=patient, study=study, series_uid=series_uid,
+            ds = ct_dataset(patient=patient, study=study, series_uid=series_uid,
                              sop_uid=uid, series_number=2, description="HEAD AXIAL",
                              body="head", instance_number=i + 1, frame_uid=frame_uid, geom=g,
                              thickness=max(spacing, 0.5), spacing_between=spacing, tilt=0.0,

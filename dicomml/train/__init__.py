@@ -14,7 +14,7 @@ The run folder (``RUN_DIR/``) written by :meth:`Trainer.fit`:
   counters, whether early stopping ended the run, the history). A run killed at any point
   (even with SIGKILL) and re-run ends with the same history, checkpoints and ``model.keras``
   as an uninterrupted one (bit for bit on the CPU with ``train.deterministic``): the
-  data order and the ``train.augment`` draws depend only on ``(seed, epoch, batch)``, the
+  data order and the ``[preprocess.augment]`` draws depend only on ``(seed, epoch, batch)``, the
   layers' random state (dropout) is reset from ``(seed, epoch)`` at each epoch start;
 * ``logs/`` — TensorBoard; ``plots/training_curves.png``.
 """

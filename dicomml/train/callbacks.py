@@ -135,7 +135,7 @@ class RunState(keras.callbacks.Callback):
     Order at the end of epoch ``e`` (each write atomic): the best model to
     ``RUN_DIR/model.keras`` when ``monitor`` improved; the full model with its optimizer
     state to ``checkpoints/epoch-<e>.keras``; ``checkpoints/state.json`` (last finished
-    epoch, best value, history rows, the learning rate, the counters of the ``resumables``
+    epoch, best value and the epoch it came from, history rows, the learning rate, the counters of the ``resumables``
     callbacks, whether training was stopped early) pointing at it; ``history.csv`` (the
     CSVLogger format: ``epoch`` then the sorted metric names); finally the previous epoch
     file is deleted. A run killed at any point resumes from the newest state, whose
@@ -144,8 +144,14 @@ class RunState(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: str, monitor: str = "val_loss", history: list | None = None,
-                 best: float | None = None, resumables: dict | None = None):
+                 best: float | None = None, resumables: dict | None = None,
+                 best_epoch: int | None = None):
         super().__init__()
+        #: the epoch (0-based) whose weights are ``model.keras``
+        self.best_epoch = best_epoch
+        #: a ROC AUC monitor ties often on a small validation split (1.0 for several
+        #: epochs): the tie goes to the lower loss of the same split
+        self.tie_break = (monitor.replace("auc", "loss") if "auc" in monitor else None)
         self.run_dir = run_dir
         self.monitor = monitor
         self.mode = "max" if any(s in monitor for s in ("auc", "acc")) else "min"
@@ -162,11 +168,16 @@ class RunState(keras.callbacks.Callback):
                     except OSError:
                         pass
 
-    def _improved(self, value) -> bool:
+    def _improved(self, value, row=None) -> bool:
         if value is None:
             return False
         if self.best is None:
             return True
+        if value == self.best and self.tie_break and row is not None \
+                and self.best_epoch is not None:
+            prev = next((r for r in self.rows if r["epoch"] == self.best_epoch), {})
+            new, old = row.get(self.tie_break), prev.get(self.tie_break)
+            return new is not None and old is not None and new < old
         return value < self.best if self.mode == "min" else value > self.best
 
     def on_epoch_end(self, epoch, logs=None):
@@ -177,14 +188,15 @@ class RunState(keras.callbacks.Callback):
         row = {"epoch": int(epoch), **{k: _clean(v) for k, v in logs.items()}}
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
         value = row.get(self.monitor, row.get(self.monitor.removeprefix("val_")))
-        if self._improved(value):
+        if self._improved(value, row):
             self.best = value
+            self.best_epoch = int(epoch)
             save_model_atomic(self.model, os.path.join(self.run_dir, "model.keras"))
         ck = os.path.join(self.run_dir, "checkpoints")
         name = f"epoch-{epoch:04d}.keras"
         save_model_atomic(self.model, os.path.join(ck, name))
         state = {"epoch": int(epoch), "checkpoint": name, "monitor": self.monitor,
-                 "best": self.best,
+                 "best": self.best, "best_epoch": self.best_epoch,
                  "learning_rate": None if lr is None else _clean(lr),
                  "stopped": bool(getattr(self.model, "stop_training", False)),
                  "callbacks": {k: cb.state() for k, cb in self.resumables.items()},

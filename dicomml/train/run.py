@@ -42,8 +42,11 @@ class Run:
     manifest: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def model(self, path: str | None = None):
-        """Load ``model.keras`` (or ``path``) with ``compile=False``."""
+        """Load ``model.keras`` (or ``path``) with ``compile=False`` (a study-level model
+        too: :mod:`dicomml.models.mil` registers its pooling layer)."""
         import keras
+
+        import dicomml.models.mil  # noqa: F401  (registers MILPooling for loading)
 
         return keras.saving.load_model(path or os.path.join(self.run_dir, "model.keras"),
                                        compile=False)

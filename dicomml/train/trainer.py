@@ -41,7 +41,7 @@ seeded pipeline and keeps its part of every global batch: ``AutoShardPolicy.DATA
 nothing depends on how the cache's shards are spread over files. Two exceptions:
 ``BatchNormalization`` normalizes with per-replica statistics (use
 ``synchronized=True`` for identical results) and dropout draws different masks per replica
-(so do ``train.augment`` draws). From the cache, epoch ``e`` visits the training examples in
+(so do the ``[preprocess.augment]`` draws). From the cache, epoch ``e`` visits the training examples in
 the order ``stateless_shuffle(seed, e)`` (see :func:`dicomml.data.tfdata.cache_dataset`),
 whatever the strategy. Keras 3 cannot run ``fit`` under ``MultiWorkerMirroredStrategy`` as
 released; :mod:`dicomml.train._compat` patches it for the duration of ``fit``.
@@ -189,6 +189,8 @@ class TrainResult:
     epochs_run: int
     resumed_from: int | None
     model: object = None
+    #: the epoch (1-based) whose weights are ``model.keras`` (None: the last one)
+    best_epoch: int | None = None
 
 
 class Trainer:
@@ -215,7 +217,8 @@ class Trainer:
         if d.positive_class and d.positive_class not in manifest.classes:
             raise ConfigError(f"data.positive_class {d.positive_class!r} is not among the "
                               f"classes {manifest.classes}")
-        return self.config.replace(data=changes)
+        return self.config.replace(data=changes,
+                                   train={"monitor": self.config.monitor(manifest.task)})
 
     def _strategy(self):
         """The ``tf.distribute`` strategy of ``train.strategy`` (see the module docstring).
@@ -250,7 +253,10 @@ class Trainer:
             tf.data.experimental.AutoShardPolicy.DATA
         return ds.with_options(opts)
 
-    def _compile(self, model, task: str, n_classes: int):
+    def _compile(self, model, task: str, n_classes: int, total_steps: int = 0):
+        """Compile with the optimizer, learning-rate schedule, loss and metrics of
+        ``[train]``; ``"auc"`` (added when the monitor needs it) is the ROC AUC averaged over
+        the classes one-vs-rest — for two classes, the binary ROC AUC."""
         import keras
 
         t = self.config.train
@@ -258,33 +264,79 @@ class Trainer:
                "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW}[t.optimizer]
         loss = t.loss or ("mean_squared_error" if task == "regression"
                           else "categorical_crossentropy")
+        names = list(t.metrics)
+        if "auc" in self.config.monitor(task) and "auc" not in names and task == "classification":
+            names.append("auc")
         metrics = []
-        for m in t.metrics:
+        for m in names:
             if m == "auc":
-                metrics.append(keras.metrics.AUC(name="auc"))
+                metrics.append(keras.metrics.AUC(name="auc", multi_label=True,
+                                                 num_labels=n_classes))
             elif m == "accuracy" and task == "regression":
                 continue
             else:
                 metrics.append(m)
-        model.compile(optimizer=opt(learning_rate=t.learning_rate), loss=loss, metrics=metrics)
+        lr = t.learning_rate
+        if t.lr_schedule == "cosine" and total_steps > 0:
+            lr = keras.optimizers.schedules.CosineDecay(t.learning_rate, int(total_steps),
+                                                        alpha=0.05)
+        kw = {"weight_decay": t.weight_decay} if t.optimizer == "adamw" else {}
+        model.compile(optimizer=opt(learning_rate=lr, **kw), loss=loss, metrics=metrics)
         return model
 
+    def _n_batches(self, df: pd.DataFrame, split: str) -> int:
+        """Steps of one pass over ``split``: batches of images, or studies (study level)."""
+        part = df[df["split"] == split]
+        if self.config.model.level == "study":
+            return int(part["study_instance_uid"].nunique())
+        return -(-len(part) // self.config.train.batch_size)
+
     def _datasets(self, df: pd.DataFrame, pipeline, task: str, n_classes: int, stack,
-                  skip_batches: int = 0):
+                  skip_batches: int = 0, positive: int = 1):
         """Endless training and validation datasets; the training one starts
-        ``skip_batches`` batches in (a resumed run: the batches the finished epochs used)."""
+        ``skip_batches`` batches in (a resumed run: the batches the finished epochs used).
+        Only the training one is augmented (``[preprocess.augment]``) and weighted
+        (``[train] balance``)."""
+        from dicomml.data.bags import example_weights, study_groups, study_targets
+        from dicomml.data.tfdata import augment_for
+
         d, t = self.config.data, self.config.train
         tr, va = df[df["split"] == "train"], df[df["split"] == "val"]
         ytr, yva = tr["target"].to_numpy(), va["target"].to_numpy()
-        if d.cache:
+        aug, norm = augment_for(pipeline)
+        study = self.config.model.level == "study"
+        weights = None
+        if task == "classification" and study:
+            _, groups = study_groups(tr)
+            st = study_targets(ytr, groups, n_classes, positive)
+            weights = example_weights(st, np.arange(len(st)), t.balance, n_classes)
+        elif task == "classification":
+            weights = example_weights(ytr, tr["study_instance_uid"], t.balance, n_classes)
+        if study:
+            from dicomml.data.bags import bag_dataset
+
+            if not d.cache:
+                raise ConfigError("model.level = \"study\" reads the tensor cache: set "
+                                  "data.cache (a folder)")
+            cache = TensorCache.for_pipeline(d.cache, pipeline)
+
+            def mk(ex, y, sh):
+                return bag_dataset(cache, ex, targets=y, weights=weights if sh else None,
+                                   task=task, n_classes=n_classes, positive=positive,
+                                   shuffle=sh, seed=t.seed, augment=aug if sh else None,
+                                   normalize=norm, repeat=True,
+                                   skip_batches=skip_batches if sh else 0)
+        elif d.cache:
             from dicomml.data.tfdata import cache_dataset
 
             cache = TensorCache.for_pipeline(d.cache, pipeline)
+
             def mk(ex, y, sh):
                 return cache_dataset(cache, ex, targets=y, task=task, n_classes=n_classes,
                                      batch_size=t.batch_size, shuffle=sh, seed=t.seed,
-                                     augment=t.augment if sh else (), repeat=True,
-                                     skip_batches=skip_batches if sh else 0)
+                                     augment=aug if sh else None, normalize=norm,
+                                     repeat=True, skip_batches=skip_batches if sh else 0,
+                                     weights=weights if sh else None)
         else:
             from dicomml.data.tfdata import OnTheFly
 
@@ -292,11 +344,12 @@ class Trainer:
                 otf = stack.enter_context(OnTheFly(ex, pipeline, workers=_workers(d.workers)))
                 return otf.dataset(targets=y, task=task, n_classes=n_classes,
                                    batch_size=t.batch_size, shuffle=sh, seed=t.seed,
-                                   augment=t.augment if sh else (), repeat=True,
-                                   skip_batches=skip_batches if sh else 0)
+                                   augment=aug if sh else None, repeat=True,
+                                   skip_batches=skip_batches if sh else 0,
+                                   weights=weights if sh else None)
         train_ds = mk(tr, ytr, True)
         val_ds = mk(va, yva, False) if len(va) else None
-        n_batches = (-(-len(tr) // t.batch_size), -(-len(va) // t.batch_size))
+        n_batches = (self._n_batches(df, "train"), self._n_batches(df, "val"))
         # Keras warns when a dataset of unknown length (a generator) ends, or when a capped
         # number of steps runs past a finite one: both datasets are endless (repeated) and
         # fit() gets the steps. Each repetition reshuffles the training examples; from the
@@ -393,8 +446,10 @@ class Trainer:
             initial_epoch = resumed = int(state["epoch"]) + 1
             if state.get("stopped"):  # early stopping ended the run: nothing more to do
                 epochs = min(epochs, initial_epoch)
-        n_tr_batches = -(-int((train_df["split"] == "train").sum()) // t.batch_size)
+        n_tr_batches = self._n_batches(train_df, "train")
         skip = initial_epoch * (min(n_tr_batches, steps) if steps else n_tr_batches)
+        pos = (manifest.classes.index(resolved.data.positive_class)
+               if resolved.data.positive_class in manifest.classes else 1)
         policy = keras.mixed_precision.global_policy().name
         use_mp = t.mixed_precision == "on" or (t.mixed_precision == "auto"
                                                and tf.config.list_physical_devices("GPU"))
@@ -403,7 +458,7 @@ class Trainer:
                 keras.mixed_precision.set_global_policy("mixed_float16")
                 stack.callback(keras.mixed_precision.set_global_policy, policy)
             train_ds, val_ds, ytr, (n_tr, n_va) = self._datasets(
-                train_df, pipeline, task, n_classes, stack, skip_batches=skip)
+                train_df, pipeline, task, n_classes, stack, skip_batches=skip, positive=pos)
             train_ds = self._distribute(train_ds, strategy)
             val_ds = self._distribute(val_ds, strategy)
             tr_steps = min(n_tr, steps) if steps else n_tr
@@ -412,7 +467,8 @@ class Trainer:
                 if state is not None:
                     ck = os.path.join(state_dir, "checkpoints", state["checkpoint"])
                     model = keras.saving.load_model(ck, compile=True)
-                    if state.get("learning_rate") is not None:  # also in the optimizer
+                    if state.get("learning_rate") is not None and \
+                            t.lr_schedule == "constant":  # a schedule: in the optimizer
                         model.optimizer.learning_rate = float(state["learning_rate"])
                     print(f"dicomml train: resuming after epoch {initial_epoch} "
                           f"from {os.path.relpath(ck, state_dir)}", file=sys.stderr)
@@ -420,11 +476,16 @@ class Trainer:
                     model = build_model(resolved.model.name, input_shape=(
                         pipeline.config.size, pipeline.config.size, 3),
                         n_classes=n_classes, task=task, **dict(resolved.model.kwargs))
-                    self._compile(model, task, n_classes)
-            run_state = RunState(run_dir, t.monitor if val_ds is not None else
-                                 t.monitor.removeprefix("val_"),
+                    if resolved.model.level == "study":
+                        from dicomml.models.mil import study_model
+
+                        model = study_model(model, resolved.model.pooling,
+                                            resolved.model.attention_units)
+                    self._compile(model, task, n_classes, total_steps=epochs * tr_steps)
+            run_state = RunState(run_dir, resolved.monitor(task, val_ds is not None),
                                  history=state["history"] if state else None,
-                                 best=state["best"] if state else None)
+                                 best=state["best"] if state else None,
+                                 best_epoch=(state or {}).get("best_epoch"))
             # Every piece of training state is restored at a resume: weights, optimizer and
             # learning rate (checkpoint), the callbacks' counters and best values
             # (state.json), the data order and augmentation draws (skip_batches), the
@@ -449,7 +510,7 @@ class Trainer:
                                                              write_graph=False))
             callbacks.append(run_state)  # last: it saves the others' end-of-epoch state
             cw = (class_weights(ytr, n_classes, t.class_weights, manifest.classes)
-                  if task == "classification" else None)
+                  if task == "classification" and t.balance == "none" else None)
             if initial_epoch < epochs:
                 from dicomml.train._compat import multi_worker_fit_patches
 
@@ -465,12 +526,31 @@ class Trainer:
             from dicomml.train.callbacks import save_model_atomic
 
             save_model_atomic(model, os.path.join(run_dir, "model.keras"))
+        _report_best(run_state, rows)
         if rows:
             plot_history(rows, os.path.join(run_dir, "plots", "training_curves.png"))
         hist = pd.read_csv(os.path.join(run_dir, "history.csv")) if rows else pd.DataFrame()
         return TrainResult(run_dir, manifest.df[MANIFEST_COLUMNS], hist, failed,
                            epochs_run=max(0, epochs - initial_epoch), resumed_from=resumed,
-                           model=model)
+                           model=model, best_epoch=(None if run_state.best_epoch is None
+                                                    else int(run_state.best_epoch) + 1))
+
+
+def _report_best(run_state, rows: list) -> None:
+    """Say which epoch ``model.keras`` holds (1-based, with its monitored value); warn when
+    it is the first or second of several (the later epochs did not improve on it)."""
+    if run_state.best_epoch is None or not rows:
+        return
+    e = int(run_state.best_epoch) + 1
+    value = run_state.best
+    msg = (f"dicomml train: model.keras is epoch {e} of {len(rows)} "
+           f"({run_state.monitor} = {value:.4g})" if isinstance(value, (int, float))
+           else f"dicomml train: model.keras is epoch {e} of {len(rows)}")
+    print(msg, file=sys.stderr)
+    if e <= 2 < len(rows):
+        log.warning("model.keras is epoch %d of %d: %s did not improve after it; the model "
+                    "may not have learned (check the validation curves, the learning rate "
+                    "and the labels)", e, len(rows), run_state.monitor)
 
 
 def _shuffle_train_labels(df: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -68,39 +68,3 @@ def test_predict_tensors_order_with_workers_and_cache(tmp_path):
     wq = want.copy()
     wq[ok.to_numpy()] = _expected(pipe, ex.loc[ok, "seed"])
     np.testing.assert_array_equal(np.concatenate(batches), wq)
-
-
-def test_augment_batches_are_symmetries_and_seeded():
-    import tensorflow as tf
-
-    from dicomml.data.tfdata import augment_batches
-    from dicomml.errors import ConfigError
-
-    rng = np.random.default_rng(4)
-    x = rng.random((16, 8, 8, 3), dtype=np.float32)
-    y = np.arange(16, dtype=np.float32)[:, None]
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    out = [(a.numpy(), b.numpy()) for a, b in augment_batches(ds, ["flip_lr", "flip_ud",
-                                                                    "rot90"], seed=3)]
-    xa = np.concatenate([o[0] for o in out])
-    np.testing.assert_array_equal(np.concatenate([o[1] for o in out]), y)
-    kinds = set()
-    for i in range(16):
-        syms = {}
-        for t in (False, True):
-            base = x[i].transpose(1, 0, 2) if t else x[i]
-            for lr in (False, True):
-                for ud in (False, True):
-                    v = base[:, ::-1] if lr else base
-                    v = v[::-1] if ud else v
-                    syms[(t, lr, ud)] = v
-        # the 8 symmetries of the square form a group: any order of the ops lands in it
-        match = [k for k, v in syms.items() if np.array_equal(xa[i], v)]
-        assert match, i
-        kinds.add(match[0])
-    assert len(kinds) > 2  # several different transforms were drawn
-    again = np.concatenate([a.numpy() for a, _ in augment_batches(ds, ["flip_lr", "flip_ud",
-                                                                        "rot90"], seed=3)])
-    np.testing.assert_array_equal(again, xa)
-    with pytest.raises(ConfigError, match="flip"):
-        augment_batches(ds, ["flip"])

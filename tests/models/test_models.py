@@ -133,3 +133,16 @@ def test_mixed_precision_output_stays_float32():
         assert str(y.dtype) in ("float32", "<dtype: 'float32'>")
     finally:
         keras.mixed_precision.set_global_policy(policy)
+
+
+@pytest.mark.parametrize("filters", [(8,), (8, 8), (8, 8, 8)])
+def test_min_input_size_is_the_smallest_that_builds(filters):
+    from dicomml.train.config import min_input_size
+
+    need = min_input_size("reference_cnn", {"filters": filters})
+    m = build_model("reference_cnn", input_shape=(need, need, 3), filters=filters,
+                    dense_units=4)
+    assert m.output_shape == (None, 2)
+    with pytest.raises(ValueError):
+        build_model("reference_cnn", input_shape=(need - 1, need - 1, 3), filters=filters,
+                    dense_units=4)

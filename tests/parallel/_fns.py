@@ -87,3 +87,15 @@ def sleep_pid(chunk):
     """Sleep ``chunk[0]`` seconds; the process id that ran it."""
     time.sleep(chunk[0])
     return os.getpid()
+
+
+def privacy_state(chunk):
+    """Whether dicomml.privacy's filter is installed in this worker, and what a warning
+    naming a patient looks like once scrubbed there."""
+    import warnings as _w
+
+    from dicomml.privacy import installed, scrub
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        return [(installed(), scrub("Unable to convert 'DOE^JOHN' to a name"))] * len(chunk)

@@ -73,6 +73,16 @@ def test_same_results_as_other_executors(cluster_ex, run_dir):
     assert isinstance(got[-1][2], ChunkFailed) and got[-1][2].message == "bad value -1"
 
 
+def test_workers_scrub_what_they_log(cluster_ex):
+    """Dask workers run every chunk under dicomml.privacy's filter (issue 14: every verb)."""
+    ex, _, _ = cluster_ex
+    got = [r for _, r in ex.map_chunks(_fns.privacy_state, chunked(range(4), 2))]
+    assert got and all(isinstance(r, list) for r in got), got
+    for rows in got:
+        for on, text in rows:
+            assert on is True and "DOE" not in text
+
+
 def test_crashing_item_is_isolated(cluster_ex, run_dir):
     ex, _, _ = cluster_ex
     check_crash_isolation(ex, run_dir, _fns.ABORT, None, others_at_most=2)

@@ -74,12 +74,22 @@ def test_hash_is_sha256_of_canonical_json():
         "version": 1, "windows": [[40.0, 80.0], "file:BRAIN", "p1-p99"], "mode": "windows",
         "size": 224, "resize": "pad", "normalize": "unit", "voi_function": "LINEAR_EXACT",
         "fov_mm": 250.0,
-        "augment": {"flip_lr": 0.5, "flip_ud": 0.0, "rotate_deg": 5.0, "scale": 0.1,
-                    "translate": 0.05, "intensity": 0.05, "window_center": 0.05,
-                    "window_width": 0.1, "seed": 7},
-    }
+    }  # the augmentation ranges act on cached tensors: not part of the cache key
     text = json.dumps(expected, sort_keys=True, separators=(",", ":"))
     assert cfg.config_hash() == hashlib.sha256(text.encode()).hexdigest()
+    assert cfg.to_dict()["augment"]["seed"] == 7  # but recorded in the run's config.toml
+
+
+def test_augmentation_is_out_of_the_cache_key():
+    a = PreprocessConfig(augment=AugmentConfig(rotate_deg=5, flip_lr=0.0))
+    b = PreprocessConfig(augment=AugmentConfig(rotate_deg=0, seed=3))
+    assert a != b and a.config_hash() == b.config_hash()
+
+
+def test_a_single_window_string_is_one_window():
+    cfg = PreprocessConfig.from_dict({"windows": "lung", "mode": "replicate"})
+    assert cfg.windows == ("lung",)
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_equal_spellings_equal_hash_and_different_configs_differ():

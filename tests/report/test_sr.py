@@ -120,3 +120,65 @@ def test_patient_identifiers_not_in_error_messages(tmp_path):
     with pytest.raises(ConfigError) as info:
         build_sr(a + b, finding="ich", probability=0.5, present=True, algorithm=ALGO)
     assert "SECRET" not in str(info.value) and "CompressedSamples" not in str(info.value)
+
+
+def _flat(ds, prefix=""):
+    """Every element of ``ds`` (recursively) as ``{path: value}``, path by keyword."""
+    out = {}
+    for elem in ds:
+        path = f"{prefix}{elem.keyword or elem.tag}"
+        if elem.VR == "SQ":
+            for i, item in enumerate(elem.value):
+                out.update(_flat(item, f"{path}[{i}]."))
+        elif elem.VR in ("DS", "IS", "FD", "FL", "US", "SS", "UL", "SL") and elem.VM:
+            # numbers as numbers: a view holds floats where the source held DS strings
+            vals = elem.value if elem.VM > 1 else [elem.value]
+            out[path] = str([float(v) for v in vals])
+        else:
+            out[path] = str(elem.value)
+    return out
+
+
+@pytest.mark.parametrize("maker", ["pydicom_ct_small", "dicomml_testing_ct"])
+def test_sr_from_views_equals_sr_from_full_headers(tmp_path, monkeypatch, maker):
+    """The SR is built from light source views (report.sources: no pixels, no sequences,
+    only what the SR copies); it must be the SR highdicom writes from the complete
+    instances, attribute by attribute: patient / study modules, the evidence (every
+    source), the image library descriptors, the measurement group."""
+    from dicomml.report import sources as S
+    from dicomml.testing import write_ct_series
+
+    if maker == "pydicom_ct_small":
+        paths = write_series(tmp_path / "src", 5)
+    else:
+        paths = write_ct_series(tmp_path / "src", seed=3, n_slices=5, rows=64, columns=64,
+                                body="head")
+    full = [pydicom.dcmread(p) for p in paths]  # with pixel data and every sequence
+    assert all("PixelData" in ds for ds in full)
+    when = dt.datetime(2024, 5, 6, 7, 8, 9)
+    kw = dict(finding="intracranial hemorrhage", probability=0.7, present=True,
+              algorithm=ALGO, content_datetime=when, series_instance_uid="1.2.3.4",
+              sop_instance_uid="1.2.3.4.5")
+    light = build_sr(full, **kw)
+    views, _ = S.source_views(full)
+    assert all("PixelData" not in v for v in views)
+    monkeypatch.setattr(S, "source_views", lambda ds, where="": (list(ds), []))
+    reference = build_sr(full, **kw)  # highdicom given the complete headers
+    # left out of the views on purpose (issue 15): the Patient / Study module attributes
+    # beyond report.sources.PATIENT_STUDY (e.g. Other Patient IDs) and the source's
+    # equipment as Contributing Equipment; an absent Type 2 value is written empty either way
+    dropped = ("ContributingEquipmentSequence", "OtherPatientIDsSequence", "PatientAge",
+               "PatientWeight", "PatientSize", "AdditionalPatientHistory", "StudyDescription",
+               "PatientComments", "EthnicGroup", "NameOfPhysiciansReadingStudy")
+    a, b = ({k: "" if v == "None" else v for k, v in _flat(sr).items()
+             if not k.startswith(dropped)} for sr in (light, reference))
+    assert set(a) == set(b), sorted(set(a) ^ set(b))
+    differ = {k for k in a if a[k] != b[k]}
+    # only what is new at each build: the SOP Instance UID and tracking UID, the time
+    allowed = ("InstanceCreationDate", "InstanceCreationTime", ".UID")
+    assert [k for k in sorted(differ) if not k.endswith(allowed)] == []
+    assert sum(".ReferencedSOPInstanceUID" in k and "Evidence" in k for k in a) == len(full)
+    for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+              "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+              "StudyInstanceUID"):
+        assert a.get(k) == str(full[0].get(k, "")) or (a.get(k) == "" and not full[0].get(k)), k

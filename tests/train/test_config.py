@@ -20,12 +20,17 @@ def _write(tmp_path, text):
     return p
 
 
-def test_defaults_are_the_reference(tmp_path):
+def test_defaults_generalize_on_small_data(tmp_path):
     cfg = load_config(_write(tmp_path, '[data]\nfolder = "d"\nlabels = "d/l.csv"\n'))
     t = cfg.train
-    assert (t.optimizer, t.learning_rate, t.epochs, t.batch_size) == ("adam", 1e-3, 10, 32)
+    assert (t.optimizer, t.learning_rate, t.weight_decay, t.lr_schedule, t.epochs,
+            t.batch_size) == ("adamw", 1e-3, 1e-4, "cosine", 30, 32)
+    assert (t.monitor, t.early_stopping_patience, t.balance) == ("auto", 8, "study")
+    assert cfg.monitor("classification") == "val_auc"
+    assert cfg.monitor("regression") == "val_loss"
+    assert cfg.monitor("classification", has_val=False) == "auc"
     assert t.metrics == ("accuracy",) and t.loss == ""
-    assert cfg.model.name == "reference_cnn"
+    assert (cfg.model.name, cfg.model.level) == ("reference_cnn", "slice")
     assert cfg.data.folder == str(tmp_path / "d")  # relative to the config file
     assert cfg.data.labels == str(tmp_path / "d" / "l.csv")
 
@@ -50,11 +55,12 @@ dropout = 0.25
 [train]
 epochs = 2
 class_weights = {haemorrhage = 2.0, normal = 1.0}
+balance = "none"
 """
     cfg = load_config(_write(tmp_path, text))
     d = cfg.to_dict()
     assert d["data"]["slices"] == {"mode": "central", "n": 4, "every": 1}
-    assert d["model"] == {"name": "reference_cnn_dropout", "dropout": 0.25}
+    assert d["model"] == {"name": "reference_cnn_dropout", "level": "slice", "dropout": 0.25}
     assert d["preprocess"]["windows"] == ["brain", "subdural", [70.0, 50.0]]
     again = RunConfig.from_dict(tomllib.loads(dumps_toml(d)))
     assert again.to_dict() == d
@@ -67,6 +73,21 @@ class_weights = {haemorrhage = 2.0, normal = 1.0}
     ('[data]\nfolder="a"\nlabels="b"\n[data.slices]\nmode = "middle"\n', "mode"),
     ('[data]\nfolder="a"\n', "labels"),
     ('[data]\nfolder="a"\nlabels="b"\n[preprocess]\nnormalise = "unit"\n', "normalize"),
+    # the whole file is checked when it is loaded, before any scan
+    ('[data]\nfolder="a"\nlabels="b"\nclasses=["normal", "nodule"]\npositive_class="Nodule"\n',
+     "Did you mean 'nodule'"),
+    ('[data]\nfolder="a"\nlabels="b"\n[model]\nlevel = "studies"\n', "Did you mean 'study'"),
+    ('[data]\nfolder="a"\nlabels="b"\n[model]\nlevel = "study"\npooling = "sum"\n',
+     "pooling"),
+    ('[data]\nfolder="a"\nlabels="b"\n[train]\naugment = ["flip_lr"]\n',
+     r"preprocess\.augment"),
+    ('[data]\nfolder="a"\nlabels="b"\n[train]\nclass_weights = "balanced"\n', "balance"),
+    ('[data]\nfolder="a"\nlabels="b"\n[train]\nreduce_lr_patience = 2\n', "lr_schedule"),
+    ('[data]\nfolder="a"\nlabels="b"\ntask="regression"\n[model]\nlevel="study"\n',
+     "classification"),
+    ('[data]\nfolder="a"\nlabels="b"\n[preprocess]\nsize = 16\n', "at least 22 x 22"),
+    ('[data]\nfolder="a"\nlabels="b"\n[preprocess]\nsize = 24\n[model]\nname = "resnet50"\n',
+     "at least 32"),
 ])
 def test_config_errors(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
@@ -118,3 +139,17 @@ def test_shuffled_labels_are_independent_of_truth():
     # gets that mix, by cumulative rounding (numpy rounds 12.5 and 7.5 to even)
     np.testing.assert_array_equal(table.to_numpy(), [[12, 8], [8, 4]])
     assert _shuffle_train_labels(df, seed=1).equals(out)
+
+
+def test_loading_checks_without_importing_tensorflow(tmp_path):
+    """The whole file is validated at load, before the scan and the TensorFlow import."""
+    import subprocess
+    import sys
+
+    p = _write(tmp_path, '[data]\nfolder="a"\nlabels="b"\n[model]\nlevel="study"\n')
+    code = ("import sys; from dicomml.train.config import load_config; "
+            f"load_config({str(p)!r}); print('keras' in sys.modules, "
+            "'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]

@@ -45,7 +45,7 @@ def task(tmp_path_factory):
 def _config(task, **train):
     d, labels = task
     t = {"epochs": 4, "batch_size": 4, "verbose": 0, "tensorboard": False, "seed": 5,
-         "deterministic": True, "augment": ["flip_lr", "flip_ud", "rot90"],
+         "deterministic": True, "lr_schedule": "constant",
          "reduce_lr_patience": 1, "reduce_lr_factor": 0.5, "early_stopping_patience": 3,
          **train}
     return RunConfig.from_dict({
@@ -53,6 +53,8 @@ def _config(task, **train):
                  "labels": str(labels), "cache": str(d / "cache"), "workers": 0,
                  "slices": {"mode": "central", "n": 2}},
         "split": {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 1},
+        # the default [preprocess.augment]: flips, rotation, zoom, shift, intensity, window
+        "preprocess": {"size": 64},
         "model": {"name": "reference_cnn_dropout"}, "train": t})
 
 
@@ -186,6 +188,47 @@ def test_resume_on_the_fly_with_capped_steps(task, tmp_path, monkeypatch):
         np.testing.assert_allclose(y, x, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
+def test_study_level_resume_with_cosine_schedule(task, tmp_path, monkeypatch):
+    """Study bags, the cosine learning-rate schedule (in the optimizer's step count) and
+    the augmentation draws of every bag: a run killed after epoch 1 and resumed ends as the
+    uninterrupted one."""
+    from dicomml.train import callbacks as cb_mod
+
+    cfg = _config(task, lr_schedule="cosine", reduce_lr_patience=0).replace(
+        model={"name": "reference_cnn", "level": "study", "pooling": "attention",
+               "filters": [4, 8, 8], "dense_units": 8},
+        data={"slices": {"mode": "all"}})
+    a, c = tmp_path / "a", tmp_path / "c"
+    Trainer(cfg).fit(a, progress=False)
+
+    class Killed(BaseException):
+        pass
+
+    real = cb_mod.atomic_write_text
+
+    def dies_after_state_1(path, text, *args, **kwargs):
+        real(path, text, *args, **kwargs)
+        if str(path).endswith("state.json") and json.loads(text)["epoch"] == 1:
+            raise Killed
+
+    monkeypatch.setattr(cb_mod, "atomic_write_text", dies_after_state_1)
+    with pytest.raises(Killed):  # the same configuration (same schedule), killed
+        Trainer(cfg).fit(c, progress=False)
+    monkeypatch.setattr(cb_mod, "atomic_write_text", real)
+    res = Trainer(cfg).fit(c, progress=False)
+    assert res.resumed_from == 2
+    ha, hc = pd.read_csv(a / "history.csv"), pd.read_csv(c / "history.csv")
+    assert ha["epoch"].tolist() == hc["epoch"].tolist() == [0, 1, 2, 3]
+    assert ha["learning_rate"].is_monotonic_decreasing  # the cosine schedule
+    for col in ha.columns:
+        np.testing.assert_allclose(hc[col].to_numpy(float), ha[col].to_numpy(float),
+                                   rtol=RTOL, atol=0, err_msg=col)
+    for x, y in zip(_weights(a / "checkpoints" / "epoch-0003.keras"),
+                    _weights(c / "checkpoints" / "epoch-0003.keras")):
+        np.testing.assert_allclose(y, x, rtol=RTOL, atol=ATOL)
+
+
 def _tiny_model():
     inp = keras.Input((3,))
     out = keras.layers.Dense(1)(keras.layers.Dropout(0.5)(inp))
@@ -273,8 +316,10 @@ def test_skip_batches_continues_the_same_stream(tmp_path):
     pipe = FakePipeline()
     cache = TensorCache.for_pipeline(tmp_path / "cache", pipe, shard_size=4)
     cache.fill(ex, pipe, executor="inprocess", progress=False)
+    from dicomml.preprocess.augment import AugmentConfig
+
     kw = dict(targets=ex["seed"].to_numpy() % 2, batch_size=4, shuffle=True, seed=3,
-              repeat=True, augment=("flip_lr", "flip_ud", "rot90"))
+              repeat=True, augment=AugmentConfig(flip_ud=0.5))
 
     def take(ds, n):
         it = iter(ds)

@@ -1,0 +1,168 @@
+"""Studies as bags of slices, for study-level (multiple-instance) training.
+
+A bag is every example (slice, frame) of one study, in manifest order. The tf.data
+pipeline yields one bag per step — ``x`` float32 (1, n, size, size, 3) with the study's own
+``n``, ``y`` (1, n_classes) and a loss weight (1,) — so bags of any length need no padding.
+The epoch order is a stateless function of ``(seed, epoch)`` like
+:func:`dicomml.data.tfdata.cache_dataset`, and the augmentation draws of step ``b`` are a
+function of ``(seed, b)`` (:func:`dicomml.preprocess.augment.augment_batches`), so a
+resumed run sees what the uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from dicomml.data.tfdata import encode_targets
+from dicomml.errors import ConfigError
+from dicomml.preprocess.augment import augment_batches
+
+__all__ = ["study_groups", "study_targets", "example_weights", "bag_dataset"]
+
+log = logging.getLogger(__name__)
+
+
+def study_groups(examples: pd.DataFrame) -> tuple[list[str], list[np.ndarray]]:
+    """Study Instance UIDs (in order of first appearance) and the row positions of each."""
+    uids = examples["study_instance_uid"].astype(str).to_numpy()
+    order, groups = [], {}
+    for i, u in enumerate(uids):
+        if u not in groups:
+            groups[u] = []
+            order.append(u)
+        groups[u].append(i)
+    return order, [np.asarray(groups[u], np.int64) for u in order]
+
+
+def study_targets(targets, groups, n_classes: int, positive: int = 1) -> np.ndarray:
+    """One class index per study: for two classes, ``positive`` when any slice is positive
+    (labels per slice, e.g. keyed by SOP Instance UID); otherwise every slice of a study
+    must have the same label."""
+    t = np.asarray(targets).astype(np.int64)
+    out = np.empty(len(groups), np.int64)
+    for k, g in enumerate(groups):
+        v = t[g]
+        if n_classes == 2:
+            out[k] = positive if (v == positive).any() else v[0]
+        elif (v == v[0]).all():
+            out[k] = v[0]
+        else:
+            raise ConfigError("model.level = \"study\" with more than two classes needs one "
+                              "label per study; a study has slices labelled "
+                              f"{sorted(set(v.tolist()))}")
+    return out
+
+
+def example_weights(targets, studies, how: str, n_classes: int) -> np.ndarray | None:
+    """Loss weights of examples (mean 1) for ``[train] balance``.
+
+    ``"study"``: each study weighs the same (its examples share ``1 / n_study``) and each
+    class the same in total; ``"class"``: each class the same total; ``"none"`` → None.
+    ``studies`` is one study key per example (pass distinct keys at the study level).
+    """
+    if how == "none":
+        return None
+    t = np.asarray(targets).astype(np.int64)
+    if how == "study":
+        s = pd.Series(np.asarray(studies).astype(str))
+        w = 1.0 / s.map(s.value_counts()).to_numpy(np.float64)
+    else:
+        w = np.ones(len(t))
+    total = np.bincount(t, weights=w, minlength=n_classes)
+    present = total > 0
+    w = w / np.where(present, total, 1.0)[t] / max(int(present.sum()), 1)
+    return (w * len(t)).astype(np.float32)
+
+
+def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
+                task: str = "classification", n_classes: int = 2, positive: int = 1,
+                shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                skip_batches: int = 0, augment=None, normalize: str = "unit",
+                prefetch: bool = True):
+    """A ``tf.data.Dataset`` of study bags read from the tensor ``cache``.
+
+    Parameters
+    ----------
+    examples : pandas.DataFrame
+        Manifest rows (``study_instance_uid``, ``sop_instance_uid``, ``frame``).
+    targets : array, optional
+        Per-example class indices (aggregated by :func:`study_targets`).
+    weights : array, optional
+        Per-study loss weights (:func:`example_weights` over studies).
+    shuffle, seed, repeat, skip_batches, augment, normalize
+        As :func:`dicomml.data.tfdata.cache_dataset` (one "batch" = one bag).
+    """
+    import tensorflow as tf
+
+    _, groups = study_groups(examples)
+    shard_no, rows, names = cache.locate(examples)
+    missing = shard_no < 0
+    if missing.any():
+        log.warning("%d of %d examples are not in the cache (failed to decode?); left out "
+                    "of their studies", int(missing.sum()), len(missing))
+    groups = [g[~missing[g]] for g in groups]
+    keep = [k for k, g in enumerate(groups) if len(g)]
+    if len(keep) < len(groups):
+        log.warning("%d studies have no cached slice; left out", len(groups) - len(keep))
+    y = None
+    if targets is not None:
+        st = study_targets(targets, [g if len(g) else np.array([0]) for g in groups],
+                           n_classes, positive)
+        y = encode_targets(st, task, n_classes)[keep]
+    w = None if weights is None else np.asarray(weights, np.float32)[keep]
+    groups = [groups[k] for k in keep]
+    for n in names:
+        cache._mmap(n)  # open every memory map before threads use them
+    raw = np.dtype(cache._mmap(names[0]).dtype if names else cache.dtype)
+    n_bags = len(groups)
+
+    def gather(b):
+        g = groups[int(b)]
+        x = cache.gather_raw(shard_no[g], rows[g], names)[None]
+        if y is None:
+            return x
+        ww = np.ones(1, np.float32) if w is None else w[int(b)][None]
+        return x, y[int(b)][None], ww
+
+    def decode_tf(x):
+        x = tf.cast(x, tf.float32)
+        return x / tf.constant(255.0, tf.float32) if raw == np.uint8 else x
+
+    if repeat and shuffle:
+        seed_t = tf.constant(int(seed), tf.int64)
+
+        def epoch(e):
+            return tf.data.Dataset.from_tensor_slices(
+                tf.random.experimental.stateless_shuffle(tf.range(n_bags, dtype=tf.int64),
+                                                         seed=tf.stack([seed_t, e])))
+
+        ds = tf.data.Dataset.counter(dtype=tf.int64).flat_map(epoch)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(np.arange(n_bags, dtype=np.int64))
+        if shuffle:
+            ds = ds.shuffle(max(1, n_bags), seed=int(seed), reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+    if skip_batches:
+        ds = ds.skip(int(skip_batches))
+    tf_raw = tf.as_dtype(raw)
+    xshape = (1, None, *cache.shape)
+
+    def tf_gather(b):
+        if y is None:
+            x = tf.numpy_function(gather, [b], tf_raw, stateful=False)
+            x.set_shape(xshape)
+            return decode_tf(x)
+        x, yy, ww = tf.numpy_function(gather, [b], (tf_raw, tf.float32, tf.float32),
+                                      stateful=False)
+        x.set_shape(xshape)
+        yy.set_shape((1, y.shape[1]))
+        ww.set_shape((1,))
+        return decode_tf(x), yy, ww
+
+    ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = augment_batches(ds, augment, seed, start=skip_batches, normalize=normalize)
+    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds

@@ -1,0 +1,143 @@
+"""Study-level models: multiple-instance learning over the slices of a study.
+
+A study is a *bag* of slices with one label; the finding may be on a few of them. The
+study model applies one shared slice encoder to every slice (``TimeDistributed``), pools
+the slice features over the bag and classifies the pooled vector with the slice model's
+own head::
+
+    bag (B, n, rows, columns, 3) → encoder (per slice) → (B, n, d) → pooling → (B, d)
+        → Dense(n_classes, softmax)
+
+Pooling (``[model] pooling``):
+
+``"attention"`` (default)
+    Gated attention (Ilse, Tomczak & Welling, "Attention-based deep multiple instance
+    learning", ICML 2018): ``a = softmax_n(w · (tanh(V h) ⊙ sigmoid(U h)))``, pooled
+    ``Σ a_i h_i``. The weights ``a`` say which slices the decision rests on.
+``"max"``
+    Element-wise maximum of the slice features (a finding on any slice).
+``"mean"``
+    Mean of the slice features (diffuse findings).
+
+The same model predicts per slice: :func:`slice_model_of` is the encoder followed by the
+shared head, applied to one slice (what Grad-CAM explains). ``n`` varies from study to
+study; the trainer feeds one bag per step, so nothing is padded.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from dicomml.errors import ConfigError
+
+__all__ = ["MILPooling", "study_model", "slice_model_of", "attention_weights", "POOLINGS",
+           "is_study_model"]
+
+POOLINGS = ("attention", "max", "mean")
+
+
+@keras.saving.register_keras_serializable(package="dicomml")
+class MILPooling(layers.Layer):
+    """Pool (B, n, d) slice features over the bag axis → (B, d); see the module docstring.
+
+    Parameters
+    ----------
+    mode : {"attention", "max", "mean"}
+    units : int
+        Width of the attention network (``"attention"`` only).
+    """
+
+    def __init__(self, mode: str = "attention", units: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in POOLINGS:
+            raise ConfigError(f"model.pooling must be one of {list(POOLINGS)}. "
+                              f"Received: pooling={mode!r}")
+        self.mode, self.units = mode, int(units)
+        if mode == "attention":
+            self.v = layers.Dense(self.units, activation="tanh", name="attention_v")
+            self.u = layers.Dense(self.units, activation="sigmoid", name="attention_u")
+            self.w = layers.Dense(1, name="attention_w")
+
+    def build(self, input_shape):
+        if self.mode == "attention":
+            feat = (None, input_shape[-1])
+            self.v.build(feat)
+            self.u.build(feat)
+            self.w.build((None, self.units))
+
+    def weights_of(self, h):
+        """Attention weights (B, n) of slice features ``h`` (B, n, d)."""
+        logits = ops.squeeze(self.w(self.v(h) * self.u(h)), -1)
+        e = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))  # softmax over slices
+        return e / ops.sum(e, axis=-1, keepdims=True)
+
+    def call(self, h):
+        if self.mode == "max":
+            return ops.max(h, axis=1)
+        if self.mode == "mean":
+            return ops.mean(h, axis=1)
+        a = self.weights_of(h)
+        return ops.sum(h * a[..., None], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode, "units": self.units}
+
+
+def study_model(slice_model: keras.Model, pooling: str = "attention",
+                attention_units: int = 64) -> keras.Model:
+    """The study (bag) model around ``slice_model`` (a model whose last layer is named
+    ``"output"``, as every :func:`dicomml.models.build_model` model): its layers before
+    ``output`` become the shared slice encoder, ``output`` the study head.
+
+    Returns
+    -------
+    keras.Model
+        Input ``bag`` (B, None, rows, columns, channels); not compiled.
+    """
+    try:
+        head = slice_model.get_layer("output")
+    except ValueError as e:
+        raise ConfigError(f"model {slice_model.name!r} has no layer named 'output'; a study "
+                          "model needs one (dicomml.models.output_layer)") from e
+    encoder = keras.Model(slice_model.inputs[0], head.input, name="slice_encoder")
+    bag = keras.Input(shape=(None, *slice_model.input_shape[1:]), name="bag")
+    h = layers.TimeDistributed(encoder, name="encode_slices")(bag)
+    pooled = MILPooling(pooling, attention_units, name="mil_pooling")(h)
+    return keras.Model(bag, head(pooled), name=f"study_{pooling}_{slice_model.name}")
+
+
+def is_study_model(model) -> bool:
+    """Whether ``model`` is a :func:`study_model` (input rank 5, a ``mil_pooling`` layer)."""
+    return any(getattr(layer, "name", "") == "mil_pooling" for layer in model.layers)
+
+
+def slice_model_of(model: keras.Model) -> keras.Model:
+    """The per-slice model of a study model: shared encoder + shared head, input one slice
+    (rows, columns, channels). It shares the study model's weights."""
+    encoder = model.get_layer("encode_slices").layer
+    head = model.get_layer("output")
+    return keras.Model(encoder.inputs[0], head(encoder.outputs[0]), name="slice_model")
+
+
+def attention_weights(model: keras.Model, bag):
+    """Per-slice pooling weights of one bag (n, rows, columns, channels) → (n,) numpy.
+
+    Attention pooling: the attention weights; max pooling: the share of feature maxima each
+    slice holds; mean pooling: uniform.
+    """
+    import numpy as np
+
+    encoder = model.get_layer("encode_slices").layer
+    pool = model.get_layer("mil_pooling")
+    h = encoder(np.asarray(bag, np.float32), training=False)
+    if pool.mode == "attention":
+        return np.asarray(pool.weights_of(h[None])[0])
+    h = np.asarray(h)
+    if pool.mode == "max":
+        counts = np.bincount(np.argmax(h, axis=0), minlength=len(h)).astype(float)
+        return counts / max(counts.sum(), 1.0)
+    return np.full(len(h), 1.0 / len(h))
