@@ -117,6 +117,15 @@ def test_valid_files_next_to_every_hostile_kind(hostile, tmp_path):
         {p: type(got[p]).__name__ for p in bad if not isinstance(got[p], DicommlError)}
 
 
+#: Code of a child process: ``peak_mb()``, the peak resident memory of that process itself
+#: (VmHWM; ``ru_maxrss`` keeps the peak of the forking parent, pytest, across exec).
+_PEAK_MB = """
+def peak_mb():
+    hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    return (hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+"""
+
+
 def _run(code: str, tmp_path: Path, timeout: float = 300):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", RUST_BACKTRACE="0")
     return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
@@ -133,11 +142,8 @@ from dicomml.io import read_image
 from dicomml.io._read_dataset import load_dataset
 img = read_image({str(path)!r})
 ds, n = load_dataset({str(path)!r}, fast=False)
-# VmHWM: the peak of this process's own memory (ru_maxrss keeps the peak of the forking
-# parent, pytest, across exec)
-hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
-print(json.dumps({{"shape": list(img.pixels.shape), "n": n, "rss_mb": (hwm[0] if hwm else
-                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024}}))
+{_PEAK_MB}
+print(json.dumps({{"shape": list(img.pixels.shape), "n": n, "rss_mb": peak_mb()}}))
 """, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -172,8 +178,8 @@ t = time.monotonic()
 from dicomml.cli import main
 status = main(["preprocess", {str(src)!r}, "--cache", {str(tmp_path / "cache")!r},
                "--db", {str(tmp_path / "i.sqlite")!r}, "--workers", "2", "--quiet"])
-print(json.dumps({{"status": status, "s": time.monotonic() - t,
-                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+{_PEAK_MB}
+print(json.dumps({{"status": status, "s": time.monotonic() - t, "rss_mb": peak_mb()}}))
 """, tmp_path, timeout=300)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == 1, proc.stderr[-3000:]
