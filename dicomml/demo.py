@@ -49,19 +49,6 @@ TASK_FOLDER = "head_ct_task"
 #: The training configuration inside the sample export.
 CONFIG_NAME = "train.toml"
 
-#: Used only when ``sample_dicom/train.toml`` is absent (e.g. an export regenerated elsewhere
-#: without it): the same settings as the committed file (paths relative to the export).
-FALLBACK_CONFIG = {
-    "data": {"folder": TASK_FOLDER, "labels": f"{TASK_FOLDER}/labels.csv",
-             "key": "StudyInstanceUID", "label_column": "label", "task": "classification",
-             "classes": ["normal", "haemorrhage"], "positive_class": "haemorrhage"},
-    "split": {"method": "random", "seed": 0, "train": 0.6, "val": 0.15, "test": 0.25},
-    "preprocess": {"windows": ["brain", "subdural", "bone"], "mode": "windows", "size": 96},
-    "model": {"name": "reference_cnn", "level": "study", "pooling": "attention"},
-    "train": {"epochs": 30, "seed": 0},
-}
-
-
 @dataclass(frozen=True)
 class DemoResult:
     """Where the demo wrote everything and its headline numbers."""
@@ -131,14 +118,15 @@ def _check_out(out: Path, data: Path) -> None:
 
 def _config(data: Path, out: Path, epochs: int | None, workers: int | None):
     """The training configuration with the demo's index, cache and overrides."""
-    from dicomml.train.config import RunConfig, load_config
+    from dicomml.train.config import load_config
 
     path = data / CONFIG_NAME
-    if path.is_file():
-        cfg = load_config(path)
-    else:
-        log.warning("%s not found: using the demo's built-in training configuration", path)
-        cfg = RunConfig.from_dict(FALLBACK_CONFIG, base_dir=data)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: the demo trains with the export's own "
+                          f"{CONFIG_NAME} (sample_dicom/{CONFIG_NAME} in the repository); copy "
+                          "it next to the export's DICOMDIR, or run 'dicomml train --config "
+                          "FILE' with a configuration of your own")
+    cfg = load_config(path)
     d = {"index": str(out / "head_ct_index.sqlite"), "cache": str(out / "cache")}
     if not cfg.data.folder:
         d["folder"] = str(data / TASK_FOLDER)
@@ -230,9 +218,8 @@ def run_demo(out_dir: str | os.PathLike = DEFAULT_OUT, *, data: str | os.PathLik
     say(f"[1/5] scan {data_dir} (headers only)")
     res = scan(data_dir, out / "index.sqlite", workers=workers, progress=progress)
     seconds["scan"] = time.perf_counter() - t0
-    from dicomml.cli.scan import format_summary
 
-    for line in format_summary(res).splitlines():
+    for line in res.format().splitlines():
         say("      " + line)
 
     t0 = time.perf_counter()

@@ -6,7 +6,8 @@ every other series, and every image that cannot be given to the model, is listed
 contract too, and their SRs say so). ``--json`` prints the machine-readable summary.
 
 Extending: another source of studies (e.g. ``--dicomweb URL --study UID``) adds its options
-in :func:`add_arguments` and an entry in :data:`SOURCES`: a function ``(args) -> int | None``
+in :func:`add_arguments` and an entry in :data:`SOURCES` (a tuple, built once at import): a
+function ``(args) -> int | None``
 that handles the request when its options are given (returns the exit status) and returns
 None otherwise. The local PATH is the fallback.
 """
@@ -36,8 +37,6 @@ Exit status: 0 done, 1 done but something was skipped (see DIR/skipped.csv), 2 e
 #: Skipped inputs listed on stderr before "... and N more (all in DIR/skipped.csv)".
 SHOW_SKIPPED = 20
 
-#: Extra sources of studies, tried in order before the local PATH (see module docstring).
-SOURCES: list[Callable] = []
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,11 +113,13 @@ def report(result, as_json: bool = False) -> int:
     return 0
 
 
-def run(args) -> int:
+def run(args, sources: tuple[Callable, ...] | None = None) -> int:
+    """``dicomml predict``; ``sources``: the sources tried before PATH (default
+    :data:`SOURCES`)."""
     from dicomml.cli._common import require_output_dir, require_paths
 
     require_output_dir(args.out)
-    for source in SOURCES:
+    for source in SOURCES if sources is None else sources:
         status = source(args)
         if status is not None:
             return int(status)
@@ -179,4 +180,5 @@ def pacs_source(args) -> int | None:
     return status
 
 
-SOURCES.append(pacs_source)
+#: Extra sources of studies, tried in order before the local PATH (see module docstring).
+SOURCES: tuple[Callable, ...] = (pacs_source,)

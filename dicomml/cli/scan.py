@@ -34,65 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_summary(result) -> str:
-    """The text summary of a :class:`~dicomml.io.scanner.ScanResult` (no patient identifiers)."""
-    from dicomml.cli._common import plural
-
-    s = result.summary
-    lines = [
-        f"Index: {result.db_path}",
-        f"patients: {s['patients']}   studies: {s['studies']}   "
-        f"image series: {s['series']}   instances: {s['instances']} "
-        f"({plural(s['images'], 'image')})",
-    ]
-    if s["series_by_modality"]:
-        lines.append("series by modality: " + ", ".join(
-            f"{m} {n}" for m, n in s["series_by_modality"].items()))
-    if s["non_image_by_kind"]:
-        lines.append("non-image objects: " + ", ".join(
-            f"{k} {n}" for k, n in s["non_image_by_kind"].items()))
-    if s["dicomdir_referenced"]:
-        lines.append(f"DICOMDIR cross-check: {s['dicomdir_referenced']} referenced files, "
-                     f"{s['dicomdir_missing']} not indexed")
-    lines.append(f"files: {result.files_seen} found, {result.files_read} read, "
-                 f"{result.files_unchanged} unchanged, {result.files_removed} removed; "
-                 f"{result.elapsed_s:.2f} s, {result.files_per_s:.0f} files/s")
-    notes = series_notes(result)
-    if notes:
-        lines.append(f"series to note: {len(notes)}")
-        for key, note in notes[:20]:
-            lines.append(f"    {key}: {note}")
-        if len(notes) > 20:
-            lines.append(f"    ... and {len(notes) - 20} more (see Index.series())")
-    conflicts = getattr(result, "conflicts", ())
-    if conflicts:
-        lines.append(f"conflicting duplicates: {len(conflicts)} files indexed although an "
-                     "earlier file holds their SOP Instance UID with other content")
-        for path, first in conflicts[:20]:
-            lines.append(f"    {path}: conflicts with {first}")
-        if len(conflicts) > 20:
-            lines.append(f"    ... and {len(conflicts) - 20} more (see --json)")
-    if s["skipped_by_reason"]:
-        lines.append(f"skipped: {s['skipped']} files")
-        for reason, n in s["skipped_by_reason"].items():
-            lines.append(f"  {n:6d}  {reason}")
-        shown = result.skipped[:20]
-        for path, reason in shown:
-            lines.append(f"    {path}: {reason}")
-        if len(result.skipped) > len(shown):
-            lines.append(f"    ... and {len(result.skipped) - len(shown)} more "
-                         "(see --json or Index.skipped())")
-    return "\n".join(lines)
+    """The text summary of a :class:`~dicomml.io.scanner.ScanResult` (no patient identifiers);
+    see :meth:`~dicomml.io.scanner.ScanResult.format`."""
+    return result.format()
 
 
 def series_notes(result) -> list[tuple[str, str]]:
-    """``(series_key, note)`` of the series that are mosaics, 4-D, multi-echo or hold
-    conflicting duplicates (:func:`dicomml.io.index.series_note`)."""
-    from dicomml.io.index import series_note
-
-    with result.index() as idx:
-        series = idx.series()
-    notes = ((row["series_key"], series_note(row)) for _i, row in series.iterrows())
-    return [(key, note) for key, note in notes if note]
+    """``(series_key, note)`` of the series to note; see
+    :meth:`~dicomml.io.scanner.ScanResult.series_notes`."""
+    return result.series_notes()
 
 
 def run(args: argparse.Namespace) -> int:

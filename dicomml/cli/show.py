@@ -22,7 +22,6 @@ EXAMPLE = """example:
 
 List the series keys of an Index with 'dicomml series --db FILE'."""
 
-_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 MASK = "<masked>"
 
 
@@ -47,9 +46,11 @@ def codec_text(ts_uid: str | None, path: str | None = None) -> str:
     to install. Without ``path``: the plugins installed for the transfer syntax."""
     if ts_uid is None:
         return "unknown transfer syntax"
-    if ts_uid in _NATIVE:
+    from dicomml.io.uids import NATIVE_SYNTAXES, TS_DEFLATED_LE
+
+    if ts_uid in NATIVE_SYNTAXES:
         return "native (pydicom + NumPy, no plugin)"
-    if ts_uid == "1.2.840.10008.1.2.1.99":
+    if ts_uid == TS_DEFLATED_LE:
         return "native after zlib inflate (pydicom)"
     from pydicom.pixels import get_decoder
 

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dicomml._atomic import atomic_write, atomic_write_text, ensure_writable_dir
-from dicomml.errors import FATAL, ConfigError, OutputError, is_own_failure
+from dicomml.errors import FATAL, ConfigError, OutputError, PreprocessError, is_own_failure
 
 __all__ = ["TensorCache", "storage_dtype_for", "encode", "decode", "FillReport",
            "pipeline_hash", "preprocess_one", "make_executor", "tensor_shape"]
@@ -105,8 +105,9 @@ def preprocess_one(pipeline, path: str, frame: int) -> np.ndarray:
         x = pipeline(read_image(path), index=int(frame))
     x = np.asarray(x, dtype=np.float32)
     if x.shape != tensor_shape(pipeline):
-        raise ValueError(f"pipeline output has shape {x.shape}, expected "
-                         f"{tensor_shape(pipeline)}")
+        raise PreprocessError(f"{path}: the pipeline's output has shape {x.shape}, expected "
+                              f"{tensor_shape(pipeline)} (frame {frame}): the cache holds "
+                              "the tensors of its own preprocessing configuration.")
     return x
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from dicomml.errors import ConfigError
 
-__all__ = ["SplitConfig", "split_by_patient", "SPLITS"]
+__all__ = ["SplitConfig", "split_by_patient", "allocate", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -57,7 +57,7 @@ class SplitConfig:
         return asdict(self)
 
 
-def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
+def allocate(n: int, fractions: np.ndarray) -> np.ndarray:
     """Counts per split for ``n`` items: cumulative rounding, so counts sum to ``n``."""
     bounds = np.round(np.cumsum(fractions) * n).astype(int)
     bounds[-1] = n
@@ -117,7 +117,7 @@ def split_by_patient(examples: pd.DataFrame, config: SplitConfig = SplitConfig()
         keys.extend(members)
         qs.extend((np.arange(len(members)) + phase) / len(members))
     order = np.argsort(np.asarray(qs), kind="stable")
-    counts = _allocate(len(keys), config.fractions)
+    counts = allocate(len(keys), config.fractions)
     names = np.repeat(np.array(SPLITS, dtype=object), counts)
     assign = {keys[i]: names[r] for r, i in enumerate(order)}
     return examples[group].map(assign).rename("split")

@@ -35,14 +35,13 @@ from dicomml.errors import ConfigError
 from dicomml.evaluate import metrics as M
 from dicomml.evaluate.aggregate import aggregate_studies, normalize_aggregation
 from dicomml.evaluate.bootstrap import classification_metrics, regression_metrics
+from dicomml.evaluate.predictions_table import LEVEL_IMAGE, operating_point, predictions_table
 
 __all__ = ["evaluate_predictions", "evaluate_run", "headline", "operating_point",
            "LEVEL_IMAGE"]
 
 log = logging.getLogger(__name__)
 
-LEVEL_IMAGE = "image"
-UID_COLUMNS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame")
 
 
 def _levels(df: pd.DataFrame, cols: list[str], task: str, aggregation) -> dict:
@@ -141,29 +140,6 @@ def evaluate_predictions(predictions: pd.DataFrame, *, classes: Sequence[str],
     return out
 
 
-def operating_point(metrics: dict) -> dict:
-    """The run's one operating point, from a ``metrics.json`` content.
-
-    The threshold chosen at level ``study_<first aggregation>`` (the level of the SRs), on
-    the validation split when ``evaluate`` had one: ``{"threshold", "level", "method",
-    "chosen_on"}``; ``{}`` for regression and multi-class runs. ``evaluate`` stores it as
-    ``meta.operating_point``; predictions, the SRs and the ROC/PR plots use it.
-    """
-    meta = metrics.get("meta", {})
-    if meta.get("operating_point"):
-        return dict(meta["operating_point"])
-    aggs = meta.get("aggregation") or ["max"]
-    for level in (f"study_{aggs[0]}", LEVEL_IMAGE):
-        t = (metrics.get(level) or {}).get("threshold") or {}
-        if t.get("value") is not None:
-            chosen = t.get("chosen_on")
-            if chosen == "threshold_data":
-                chosen = meta.get("threshold_data") or "threshold data"
-            return {"threshold": float(t["value"]), "level": level,
-                    "method": t.get("method"), "chosen_on": chosen}
-    return {}
-
-
 def headline(metrics: dict) -> str:
     """A short summary: ROC AUC with its interval and sensitivity/specificity per level,
     then the operating point (:func:`operating_point`)."""
@@ -188,27 +164,6 @@ def headline(metrics: dict) -> str:
         lines.append(f"operating point: threshold {op['threshold']:.4g} ({op.get('method')} "
                      f"on {op.get('chosen_on') or 'the evaluated data'}, {op['level']})")
     return "\n".join(lines)
-
-
-def _predictions_table(examples: pd.DataFrame, probs: np.ndarray, classes, task, cols,
-                       positive: int, threshold: float | None) -> pd.DataFrame:
-    out = examples[[c for c in UID_COLUMNS if c in examples]].reset_index(drop=True).copy()
-    for j, c in enumerate(cols):
-        out[c] = probs[:, j] if probs.shape[1] > j else np.nan
-    if "label" in examples:
-        out["label"] = examples["label"].to_numpy()
-    if "target" in examples:
-        out["target"] = examples["target"].to_numpy()
-    if task == "regression":
-        return out
-    p = probs[:, :len(cols)]
-    ok = np.isfinite(p).all(axis=1)
-    if len(classes) == 2 and threshold is not None:
-        pred_idx = np.where(p[:, positive] >= threshold, positive, 1 - positive)
-    else:
-        pred_idx = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
-    out["prediction"] = np.where(ok, np.asarray(classes, dtype=object)[pred_idx], "")
-    return out
 
 
 def _write_plots(plots_dir: Path, metrics: dict, levels: dict, classes, task, cols,
@@ -337,14 +292,14 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
     model = run.model()
     probs = predict_examples(model, examples, run.pipeline, batch_size=batch_size,
                              workers=workers, progress=progress)
-    table = _predictions_table(examples, probs, classes, task, cols, pos, None)
+    table = predictions_table(examples, probs, classes, task, cols, pos, None)
     table["patient_key"] = examples["patient_key"].astype(str).to_numpy()
     ref_table = None
     if ref is not None and len(ref) and task != "regression" and not isinstance(
             threshold, (int, float)):
         rprobs = predict_examples(model, ref, run.pipeline, batch_size=batch_size,
                                   workers=workers, progress=progress)
-        ref_table = _predictions_table(ref, rprobs, classes, task, cols, pos, None)
+        ref_table = predictions_table(ref, rprobs, classes, task, cols, pos, None)
         ref_table["patient_key"] = ref["patient_key"].astype(str).to_numpy()
     metrics = evaluate_predictions(table, classes=classes, task=task, positive=pos,
                                    aggregation=aggregation, threshold=threshold,
@@ -358,7 +313,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
         metrics["meta"]["operating_point"] = op
     # predictions.csv: the image-level decision at the operating point, without the key
     thr = op.get("threshold") if op else metrics[LEVEL_IMAGE].get("threshold", {}).get("value")
-    final = _predictions_table(examples, probs, classes, task, cols, pos, thr)
+    final = predictions_table(examples, probs, classes, task, cols, pos, thr)
     write_csv(run_dir / "predictions.csv", final)
     write_json(run_dir / "metrics.json", metrics)
     if plots:
@@ -370,7 +325,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
 
         plot_training_curves(run_dir / "history.csv", run_dir / "plots" / "training_curves.png")
     if reports and task != "regression":
-        from dicomml.evaluate.prediction import write_study_reports
+        from dicomml.evaluate.reports import write_study_reports
 
         how = normalize_aggregation(aggregation)[0]
         thr_r = thr if op else metrics[f"study_{how}"].get("threshold", {}).get("value")

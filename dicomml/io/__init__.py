@@ -16,7 +16,7 @@ _LAZY = {
     "Index": "dicomml.io.index",
     "open_index": "dicomml.io.index",
     "default_db_path": "dicomml.io.index",
-    "read_image": "dicomml.io.pixels",
+    "read_image": "dicomml.io.reader",
     "read_images": "dicomml.io.isolated",
     "read_series": "dicomml.io.volume",
     "resample": "dicomml.io.volume",

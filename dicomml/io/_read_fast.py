@@ -4,8 +4,9 @@ Parsing a whole data set with pydicom costs more than reading the file and conve
 pixels. For files in Implicit or Explicit VR Little Endian (PS3.5 A.1, A.2) whose image is
 plain grayscale, :func:`parse_light` walks the top-level elements once with
 ``struct.unpack_from`` on the file's bytes, decodes only the attributes the reader needs
-(the table ``NEEDED``), and returns a :class:`LightDataset` whose ``PixelData`` is a
-zero-copy ``memoryview`` of the (7FE0,0010) value.
+(the table ``NEEDED``; undefined-length sequences are skipped by the one walker,
+:func:`dicomml.io.walker.skip_sequence`, with its VR table), and returns a
+:class:`LightDataset` whose ``PixelData`` is a zero-copy ``memoryview`` of the (7FE0,0010) value.
 
 Anything unusual returns None and the caller falls back to pydicom: no 'DICM' prefix,
 another transfer syntax, encapsulated or float pixel data, colour, a (0028,3000) Modality LUT
@@ -20,20 +21,20 @@ from __future__ import annotations
 from struct import error as StructError
 from struct import Struct, unpack_from
 
-from dicomml.io.guards import MAX_NESTING
+from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
+from dicomml.io.walker import (
+    LONG_VRS,
+    PIXEL_DATA,
+    SHORT_VRS,
+    UNDEFINED,
+    Fallback,
+    NestingTooDeep,
+    Reader,
+    Truncated,
+    skip_sequence,
+)
 
 __all__ = ["LightDataset", "parse_light", "NEEDED", "NestingTooDeep"]
-
-
-class NestingTooDeep(ValueError):
-    """Sequences nested deeper than :data:`dicomml.io.guards.MAX_NESTING` levels."""
-
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
-_PIXEL_DATA = 0x7FE00010
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 #: tag -> (keyword, VR used to decode the value)
 NEEDED: dict[int, tuple[str, str]] = {
@@ -95,11 +96,8 @@ def _swap(tag: int) -> int:
 
 _NEEDED_SW = {_swap(t): v for t, v in NEEDED.items()}
 _DISQUALIFY_SW = frozenset(_swap(t) for t in _DISQUALIFY)
-_PIXEL_SW = _swap(_PIXEL_DATA)
+_PIXEL_SW = _swap(PIXEL_DATA)
 _CHARSET_SW = _swap(0x00080005)
-_SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS",
-                        b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL",
-                        b"US"})
 _EXPLICIT_HEAD = Struct("<I2sH").unpack_from
 _IMPLICIT_HEAD = Struct("<II").unpack_from
 _U32 = Struct("<I").unpack_from
@@ -124,7 +122,7 @@ class LightDataset:
         self._values: dict[str, object] = {}
         self.file_meta = _Meta(TransferSyntaxUID=ts)
         self.PixelData = pixel
-        self.original_encoding = (ts == _IMPLICIT_LE, True)
+        self.original_encoding = (ts == TS_IMPLICIT_LE, True)
 
     def __contains__(self, keyword: str) -> bool:
         return keyword in self._raw or (keyword == "PixelData")
@@ -202,7 +200,7 @@ def parse_light(data: bytes) -> LightDataset | None:
         return _parse(data)
     except NestingTooDeep:
         raise
-    except (StructError, ValueError, IndexError, UnicodeDecodeError):
+    except (StructError, ValueError, IndexError, UnicodeDecodeError, Fallback, Truncated):
         return None
 
 
@@ -218,7 +216,7 @@ def _parse(data: bytes) -> LightDataset | None:
         if group != 0x0002:
             break
         vr = data[pos + 4:pos + 6]
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             length = unpack_from("<I", data, pos + 8)[0]
             hdr = 12
         else:
@@ -227,13 +225,14 @@ def _parse(data: bytes) -> LightDataset | None:
         if elem == 0x0010:
             ts = data[pos + hdr:pos + hdr + length].decode("ascii").rstrip("\x00 ")
         pos += hdr + length
-    if ts not in (_EXPLICIT_LE, _IMPLICIT_LE):
+    if ts not in (TS_EXPLICIT_LE, TS_IMPLICIT_LE):
         return None
-    explicit = ts == _EXPLICIT_LE
+    explicit = ts == TS_EXPLICIT_LE
     raw: dict[str, tuple[int, int, str]] = {}
     pixel = None
     # Tags are compared as read by one "<I" (element << 16 | group): no per-element swap.
-    needed, disqualify, long_vrs, short_vrs = _NEEDED_SW, _DISQUALIFY_SW, _LONG_VRS, _SHORT_VRS
+    needed, disqualify, long_vrs, short_vrs = _NEEDED_SW, _DISQUALIFY_SW, LONG_VRS, SHORT_VRS
+    reader = None  # the walker's view of the same bytes, to skip sequences
     head = _EXPLICIT_HEAD if explicit else _IMPLICIT_HEAD
     u32 = _U32
     while pos + 8 <= end:
@@ -252,10 +251,12 @@ def _parse(data: bytes) -> LightDataset | None:
             start = pos + 8
         if tag in disqualify:
             return None
-        if length == 0xFFFFFFFF:
+        if length == UNDEFINED:
             if tag == _PIXEL_SW or vr == b"UN":
                 return None  # encapsulated, or UN holding implicit VR (PS3.5 6.2.2)
-            pos = _skip_undefined(data, start, explicit)
+            if reader is None:
+                reader = Reader.in_memory(data)
+            pos = skip_sequence(reader, start, explicit, pos)
             continue
         if tag == _PIXEL_SW:
             pixel = memoryview(data)[start:start + length]
@@ -277,49 +278,3 @@ def _parse(data: bytes) -> LightDataset | None:
             "MONOCHROME1", "MONOCHROME2") or light.get("BitsAllocated") not in (8, 16, 32):
         return None
     return light
-
-
-def _skip_undefined(data: bytes, pos: int, explicit: bool, depth: int = 1) -> int:
-    """Position after an undefined-length sequence value that starts at ``pos``."""
-    if depth > MAX_NESTING:
-        raise NestingTooDeep(f"sequences nested more than {MAX_NESTING} levels deep")
-    end = len(data)
-    while pos + 8 <= end:
-        group, elem = unpack_from("<HH", data, pos)
-        tag = (group << 16) | elem
-        length = unpack_from("<I", data, pos + 4)[0]
-        pos += 8
-        if tag == _SEQ_END:
-            return pos
-        if tag != _ITEM:
-            raise ValueError("unexpected element in a sequence")
-        if length != 0xFFFFFFFF:
-            pos += length
-            continue
-        pos = _skip_item(data, pos, explicit, depth)
-    raise ValueError("sequence without delimiter")
-
-
-def _skip_item(data: bytes, pos: int, explicit: bool, depth: int) -> int:
-    end = len(data)
-    while pos + 8 <= end:
-        group, elem = unpack_from("<HH", data, pos)
-        tag = (group << 16) | elem
-        if tag == _ITEM_END:
-            return pos + 8
-        if explicit:
-            vr = data[pos + 4:pos + 6]
-            if vr in _LONG_VRS:
-                length = unpack_from("<I", data, pos + 8)[0]
-                pos += 12
-            else:
-                length = unpack_from("<H", data, pos + 6)[0]
-                pos += 8
-        else:
-            length = unpack_from("<I", data, pos + 4)[0]
-            pos += 8
-        if length == 0xFFFFFFFF:
-            pos = _skip_undefined(data, pos, explicit, depth + 1)
-        else:
-            pos += length
-    raise ValueError("item without delimiter")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicomml.errors import UnsupportedTransferSyntaxError
+from dicomml.io.uids import NATIVE_SYNTAXES, TS_DEFLATED_LE
 
 __all__ = [
     "TransferSyntaxInfo",
@@ -107,9 +108,7 @@ TRANSFER_SYNTAXES: dict[str, TransferSyntaxInfo] = {
 }
 
 #: Uncompressed transfer syntaxes (PS3.5 Section 8.1.1 / A.1-A.3); pydicom needs no plugin.
-NATIVE_TRANSFER_SYNTAXES = frozenset({
-    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-})
+NATIVE_TRANSFER_SYNTAXES = NATIVE_SYNTAXES | {TS_DEFLATED_LE}
 
 
 def transfer_syntax_name(uid: str) -> str:

@@ -29,6 +29,7 @@ import os
 import numpy as np
 
 from dicomml.errors import ConfigError, DecodeError, InvalidDicomError
+from dicomml.io.uids import NATIVE_SYNTAXES
 
 __all__ = ["DEFAULT_MAX_DECODED_MB", "MAX_NESTING", "max_decoded_bytes", "check_decode_budget",
            "declared_frames_fit", "finite", "check_finite", "nesting_error", "NATIVE_SYNTAXES",
@@ -41,8 +42,6 @@ DEFAULT_MAX_DECODED_MB = 1024
 MAX_NESTING = 64
 
 #: Transfer syntaxes whose pixel data is stored uncompressed (PS3.5 A.1, A.2; 8.1.1).
-NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
-                             "1.2.840.10008.1.2.2"})
 
 _ITEM_HEADER = 8  # (FFFE,E000) tag + 4-byte length
 

@@ -46,9 +46,9 @@ def _guarded(path: str, fn):
 
 def read_chunk(items: list) -> list:
     """Worker function: ``[(path, options), ...]`` -> ``[(path, Image | error), ...]``."""
-    from dicomml.io.pixels import read_image
+    from dicomml.io.pixels import read_in_process
 
-    return [(path, _guarded(path, lambda p=path, o=opts: read_image(p, **o)))
+    return [(path, _guarded(path, lambda p=path, o=opts: read_in_process(p, **o)))
             for path, opts in items]
 
 

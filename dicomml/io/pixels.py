@@ -31,6 +31,7 @@ import numpy as np
 
 from dicomml.errors import (
     FATAL,
+    ConfigError,
     DecodeError,
     DicommlError,
     InvalidDicomError,
@@ -48,10 +49,12 @@ from dicomml.io._read_dataset import (
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
 from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, Window
+from dicomml.io.uids import TS_EXPLICIT_BE
 
-__all__ = ["read_image", "image_from_dataset", "decode_stored", "plugin_order",
+__all__ = ["read_in_process", "image_from_dataset", "decode_stored", "plugin_order",
            "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
-           "windows_of", "voi_luts_of", "frame_geometry"]
+           "windows_of", "voi_luts_of", "frame_geometry", "n_frames", "rescale_into",
+           "transfer_syntax"]
 
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -59,63 +62,15 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 # ----------------------------------------------------------------------------- public API
-def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
-               modality_lut: bool | None = None, isolate: bool = False,
-               decoders: Sequence[str] | None = None, timeout: float | None = None) -> Image:
-    """Read one instance (single- or multi-frame) with its pixels in modality units.
+def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
+                    modality_lut: bool | None = None,
+                    decoders: Sequence[str] | None = None) -> Image:
+    """:func:`dicomml.io.read_image` in this process (what an isolated worker runs too).
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A DICOM file. It is opened read-only and never modified.
-    frames : int or iterable of int, optional
-        0-based frame indices to decode (default: all frames).
-    modality_lut : bool or None
-        ``True``: the modality transform must be applied (raise
-        :class:`~dicomml.errors.MissingAttributeError` if the file has none);
-        ``None`` (default): apply it if present; ``False``: never (stored values as float32).
-    isolate : bool
-        Decode in a child process (default False: in this process). Some codecs are C
-        libraries that abort the whole process on a corrupt stream (e.g. GDCM on a JPEG
-        Baseline file with a few bad bytes: SIGABRT, no exception). With ``isolate=True`` such
-        a crash raises :class:`~dicomml.errors.DecoderCrashedError` naming the file and its
-        (0002,0010) Transfer Syntax UID; the caller survives. For many files use
-        :func:`dicomml.io.read_images`.
-    decoders : sequence of str, optional
-        pydicom decoding plugins to try, in this order (e.g. ``("pylibjpeg", "gdcm")``).
-        Default: the ``DICOMML_DECODERS`` environment variable (comma-separated) if set,
-        else every installed plugin with GDCM last. GDCM is never tried after another
-        plugin found the stream corrupt (it may abort the process on such streams).
-    timeout : float, optional
-        With ``isolate=True``: seconds before a stuck decoder is killed (then
-        :class:`~dicomml.errors.DecoderCrashedError` too). Default: no limit.
-
-    Returns
-    -------
-    Image
-        ``pixels`` float32 (frames, rows, columns) or (frames, rows, columns, 3) for colour.
-
-    Raises
-    ------
-    NotDicomError, InvalidDicomError, NoPixelDataError, MissingAttributeError,
-    UnsupportedTransferSyntaxError, DecodeError
-        Each naming the file and the attribute.
-    DecoderCrashedError
-        ``isolate=True`` and the decoder killed its process (or ran past ``timeout``).
-
-    Examples
-    --------
-    >>> from pydicom.data import get_testdata_file
-    >>> img = read_image(get_testdata_file("CT_small.dcm", download=False))
-    >>> img.pixels.shape, img.pixels.dtype.name, img.modality
-    ((1, 128, 128), 'float32', 'CT')
+    Parameters and errors as :func:`dicomml.io.read_image` (without ``isolate`` and
+    ``timeout``).
     """
     path = os.fspath(path)
-    if isolate:
-        from dicomml.io.isolated import read_image_isolated
-
-        return read_image_isolated(path, frames=frames, modality_lut=modality_lut,
-                                   decoders=decoders, timeout=timeout)
     with quiet_pydicom():
         ds, _ = load_dataset(path)
         try:
@@ -139,8 +94,9 @@ def corrupt_value_error(where, e: BaseException) -> InvalidDicomError:
 def image_from_dataset(ds, path: str | None = None, *, frames=None,
                        modality_lut: bool | None = None,
                        decoders: Sequence[str] | None = None) -> Image:
-    """Build an :class:`Image` from an already parsed pydicom Dataset (see :func:`read_image`)."""
-    n_total = _n_frames(ds, path)
+    """Build an :class:`Image` from an already parsed pydicom Dataset (see
+    :func:`dicomml.io.read_image`)."""
+    n_total = n_frames(ds, path)
     index = _frame_index(frames, n_total, path)
     stored, pi = decode_stored(ds, path, frames=index, decoders=decoders)
     color = stored.ndim == 4
@@ -168,7 +124,7 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
         pixel_spacing=spacing, positions=positions, orientations=orientations,
         slice_thickness=thickness, bits_stored=_int(ds.get("BitsStored")),
         rescale_slope=float(slope), rescale_intercept=float(intercept), rescale_type=rtype,
-        transfer_syntax_uid=_str(_transfer_syntax(ds)),
+        transfer_syntax_uid=_str(transfer_syntax(ds)),
         instance_number=_int(ds.get("InstanceNumber")), extra=extra)
 
 
@@ -181,7 +137,8 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
     dtype of the pixel data (float for (7FE0,0008)/(7FE0,0009)); ``photometric`` is the
     (0028,0004) value that describes it (``"RGB"`` after YBR or palette conversion).
     Identical to pydicom's ``Dataset.pixel_array`` (native data is read with
-    ``numpy.frombuffer``; the result is bit-identical). ``decoders``: see :func:`read_image`.
+    ``numpy.frombuffer``; the result is bit-identical). ``decoders``: see
+    :func:`dicomml.io.read_image`.
     """
     where = path or shown_uid(ds.get("SOPInstanceUID"), "<dataset>")
     keyword = next((k for k in _PIXEL_TAGS if k in ds), None)
@@ -201,9 +158,9 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
         raise MissingAttributeError(
             f"{where}: (0028,0103) Pixel Representation is missing; the pixel data cannot "
             "be interpreted as signed or unsigned.")
-    ts = _transfer_syntax(ds)
+    ts = transfer_syntax(ds)
     pi = str(ds.PhotometricInterpretation).strip()
-    n = _n_frames(ds, where)
+    n = n_frames(ds, where)
     if (ts in _NATIVE_LE and keyword == "PixelData" and ds.BitsAllocated in (8, 16, 32)
             and (ds.SamplesPerPixel == 1 or (ds.SamplesPerPixel == 3 and ds.BitsAllocated == 8))
             and pi != "YBR_FULL_422"):
@@ -280,7 +237,8 @@ def _within_bits(arr: np.ndarray, stored_bits: int, signed: bool) -> bool:
 
 
 def plugin_order(available: Sequence[str], decoders: Sequence[str] | None = None) -> list[str]:
-    """The pydicom decoding plugins to try, in order (see ``decoders`` in :func:`read_image`).
+    """The pydicom decoding plugins to try, in order (see ``decoders`` in
+    :func:`dicomml.io.read_image`).
 
     ``decoders`` (or, when None, the comma-separated ``DICOMML_DECODERS`` environment
     variable) lists plugin names; those not installed for the transfer syntax are left out.
@@ -505,11 +463,11 @@ def to_modality(stored: np.ndarray, ds, rescale=None, *, modality_lut: bool | No
         return out
     slopes, intercepts, _ = rescale
     for k in range(stored.shape[0]):
-        _rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k])
+        rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k])
     return out
 
 
-def _rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
+def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
     if src.dtype.kind in "iu" and src.dtype.itemsize <= 2 and slope.is_integer() \
             and intercept.is_integer() and abs(slope) * 65536 + abs(intercept) < 2 ** 24:
         if slope != 1.0:
@@ -675,7 +633,7 @@ def frame_geometry(ds, frames: Iterable[int]):
         if len(ipp) == 3:
             positions = np.tile(np.asarray(ipp, float), (len(frames), 1))
             offsets = _floats(ds.get("GridFrameOffsetVector"))
-            if orients is not None and len(offsets) == _n_frames(ds) and len(offsets) > 1:
+            if orients is not None and len(offsets) == n_frames(ds) and len(offsets) > 1:
                 normal = np.cross(orients[0][:3], orients[0][3:])
                 off = np.asarray(offsets, float)[frames] - offsets[0]
                 positions = positions + off[:, None] * normal[None, :]
@@ -687,7 +645,9 @@ def frame_geometry(ds, frames: Iterable[int]):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _n_frames(ds, where: str | None = None) -> int:
+def n_frames(ds, where: str | None = None) -> int:
+    """(0028,0008) Number of Frames of ``ds`` (1 when absent); InvalidDicomError naming the
+    attribute and ``where`` when it is not an integer."""
     try:
         value = ds.get("NumberOfFrames")
         n = int(value or 1)
@@ -705,12 +665,12 @@ def _frame_index(frames, n: int, path) -> list[int] | None:
     idx = [int(frames)] if isinstance(frames, (int, np.integer)) else [int(f) for f in frames]
     bad = [f for f in idx if not -n <= f < n]
     if bad:
-        raise IndexError(f"{path}: frame(s) {bad} out of range; (0028,0008) Number of Frames "
-                         f"is {n}. Received: frames={frames!r}")
+        raise ConfigError(f"{path}: frame(s) {bad} out of range; (0028,0008) Number of Frames "
+                          f"is {n}. Received: frames={frames!r}")
     return [f % n for f in idx]
 
 
-def _transfer_syntax(ds) -> str:
+def transfer_syntax(ds) -> str:
     """(0002,0010) of ``ds``; without file meta, the syntax the data set was parsed with."""
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -743,7 +703,7 @@ def _with_transfer_syntax(ds, ts: str):
 
 
 def _is_little_endian(ds) -> bool:
-    return _transfer_syntax(ds) != "1.2.840.10008.1.2.2"
+    return transfer_syntax(ds) != TS_EXPLICIT_BE
 
 
 def _fg_item(seq, index: int, keyword: str):

@@ -12,18 +12,22 @@ reported.
 Workers
 -------
 ``workers=0`` or ``1`` reads in this process. With ``workers=N > 1``, when forking is
-safe (Linux, no other thread, TensorFlow not loaded), N - 1 local processes are forked
-from this one and this process reads chunks too whenever no result is waiting to be
-stored: header parsing is pure Python, and a forked worker starts in milliseconds where a
-fresh interpreter needs about half a second of imports. Otherwise N worker processes of
+safe (Linux, no other thread, TensorFlow not loaded), N - 1 processes of
+:mod:`dicomml.parallel` are forked from this one (``start_method="fork"``) and this
+process reads chunks too whenever no result is waiting to be stored (``local=True``):
+header parsing is pure Python, and a forked worker starts in milliseconds where a fresh
+interpreter needs about half a second of imports. Otherwise N worker processes of
 :mod:`dicomml.parallel` are used (started with ``preload=["dicomml.io.scanner"]`` before
 the folder is walked, so that their start-up overlaps the walk), as is any ``executor``
 given (e.g. a Dask cluster). Small jobs (one chunk) always run in this process.
+Either way a worker that dies (the OOM killer, a signal) costs no more than its chunk:
+:mod:`dicomml.parallel` reads its files again one by one in fresh workers, and a file that
+kills its worker again is recorded as skipped ("scan failed", with the exit status; read
+again by the next scan). The scan goes on.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicomml.errors import ConfigError
+from dicomml.io._scan_fast import ValueCache
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, encode_array
 from dicomml.io.files import FileEntry, walk_files
 from dicomml.io.header import Skip, read_header
@@ -99,6 +104,66 @@ class ScanResult:
 
         return Index(self.db_path)
 
+    def format(self) -> str:
+        """The text summary of the scan, as ``dicomml scan`` prints it (no patient identifiers)."""
+        result = self
+        s = result.summary
+        images = f"{s['images']} image" + ("" if s["images"] == 1 else "s")
+        lines = [
+            f"Index: {result.db_path}",
+            f"patients: {s['patients']}   studies: {s['studies']}   "
+            f"image series: {s['series']}   instances: {s['instances']} "
+            f"({images})",
+        ]
+        if s["series_by_modality"]:
+            lines.append("series by modality: " + ", ".join(
+                f"{m} {n}" for m, n in s["series_by_modality"].items()))
+        if s["non_image_by_kind"]:
+            lines.append("non-image objects: " + ", ".join(
+                f"{k} {n}" for k, n in s["non_image_by_kind"].items()))
+        if s["dicomdir_referenced"]:
+            lines.append(f"DICOMDIR cross-check: {s['dicomdir_referenced']} referenced files, "
+                         f"{s['dicomdir_missing']} not indexed")
+        lines.append(f"files: {result.files_seen} found, {result.files_read} read, "
+                     f"{result.files_unchanged} unchanged, {result.files_removed} removed; "
+                     f"{result.elapsed_s:.2f} s, {result.files_per_s:.0f} files/s")
+        notes = result.series_notes()
+        if notes:
+            lines.append(f"series to note: {len(notes)}")
+            for key, note in notes[:20]:
+                lines.append(f"    {key}: {note}")
+            if len(notes) > 20:
+                lines.append(f"    ... and {len(notes) - 20} more (see Index.series())")
+        conflicts = getattr(result, "conflicts", ())
+        if conflicts:
+            lines.append(f"conflicting duplicates: {len(conflicts)} files indexed although an "
+                         "earlier file holds their SOP Instance UID with other content")
+            for path, first in conflicts[:20]:
+                lines.append(f"    {path}: conflicts with {first}")
+            if len(conflicts) > 20:
+                lines.append(f"    ... and {len(conflicts) - 20} more (see --json)")
+        if s["skipped_by_reason"]:
+            lines.append(f"skipped: {s['skipped']} files")
+            for reason, n in s["skipped_by_reason"].items():
+                lines.append(f"  {n:6d}  {reason}")
+            shown = result.skipped[:20]
+            for path, reason in shown:
+                lines.append(f"    {path}: {reason}")
+            if len(result.skipped) > len(shown):
+                lines.append(f"    ... and {len(result.skipped) - len(shown)} more "
+                             "(see --json or Index.skipped())")
+        return "\n".join(lines)
+
+    def series_notes(self) -> list[tuple[str, str]]:
+        """``(series_key, note)`` of the series that are mosaics, 4-D, multi-echo or hold
+        conflicting duplicates (:func:`dicomml.io.index.series_note`)."""
+        from dicomml.io.index import series_note
+
+        with self.index() as idx:
+            series = idx.series()
+        notes = ((row["series_key"], series_note(row)) for _i, row in series.iterrows())
+        return [(key, note) for key, note in notes if note]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the summary counts, scan figures, ``skipped`` as {path, reason} and
         ``conflicts`` as {path, duplicate_of}."""
@@ -137,8 +202,12 @@ def _dicomdir_refs(path: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tuple]:
+def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True, *,
+               cache_items: int = 4096) -> list[tuple]:
     """Read the headers of one chunk of ``(path, size, mtime_ns)``; runs in a worker.
+
+    The values that repeat from file to file are normalized once per chunk (caches of at
+    most ``cache_items`` entries, created here: no state is kept between chunks).
 
     Returns one tuple per item: ``("row", path, size, mtime_ns, values, dicomdir_refs)``
     (``values`` as :func:`dicomml.io._scan_store.db_values` gives them) or
@@ -149,27 +218,26 @@ def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True) -> list[tup
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        _scan_items(items, fast, out)
+        _scan_items(items, fast, out, cache_items)
     finally:
         log.setLevel(level)
     return out
-
-
-#: JSON text of the array columns by tuple identity, ``id(value) -> (value, text)``: the
-#: struct reader returns the very same tuple for a repeated raw value (orientation,
-#: spacing, windows), and holding it keeps its id from being reused. Identity, not
-#: equality: (0.0,) == (-0.0,) but their JSON differs. Bounded: cleared when full.
-_ARRAY_TEXT: dict = {}
 
 
 #: (column, is an array column, is "is_image") for every column of ``instances``.
 _DB_COLUMNS = tuple((col, col in ARRAY_COLUMNS, col == "is_image") for col in INSTANCE_COLUMNS)
 
 
-def _db_values(row: dict) -> tuple:
-    """:func:`dicomml.io._scan_store.db_values`, with the JSON of repeated arrays remembered."""
+def _db_values(row: dict, cache: dict) -> tuple:
+    """:func:`dicomml.io._scan_store.db_values`, with the JSON of repeated arrays remembered.
+
+    ``cache``: JSON text of the array columns by tuple identity, ``id(value) -> (value,
+    text)``, for the files of one chunk: the struct reader returns the very same tuple for a
+    repeated raw value (orientation, spacing, windows), and holding it keeps its id from
+    being reused. Identity, not equality: (0.0,) == (-0.0,) but their JSON differs.
+    Bounded: cleared when full.
+    """
     values = []
-    cache = _ARRAY_TEXT
     get = row.get
     for col, is_array, is_image in _DB_COLUMNS:
         v = get(col)
@@ -191,14 +259,15 @@ def _db_values(row: dict) -> tuple:
     return tuple(values)
 
 
-def _scan_items(items, fast, out) -> None:
+def _scan_items(items, fast, out, cache_items: int) -> None:
+    values, arrays = ValueCache(cache_items), {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for path, size, mtime_ns in items:
             try:
-                row = read_header(path, size, mtime_ns, fast=fast)
+                row = read_header(path, size, mtime_ns, fast=fast, cache=values)
                 refs = _dicomdir_refs(path) if row["object_kind"] == "dicomdir" else None
-                out.append(("row", path, size, mtime_ns, _db_values(row), refs))
+                out.append(("row", path, size, mtime_ns, _db_values(row, arrays), refs))
             except Skip as s:
                 out.append(("skip", path, size, mtime_ns, s.category, s.reason))
             except Exception as e:  # a reader bug must not stop the batch
@@ -210,72 +279,10 @@ def _scan_chunk_pydicom(items):
     return scan_chunk(items, fast=False)
 
 
-class _ForkedProcesses:
-    """Worker processes forked from this one, with the executor shape of dicomml.parallel.
-
-    Used only when forking is safe (no TensorFlow loaded, no other thread running): header
-    parsing is pure Python (no native decoder can crash), and a forked worker starts in
-    milliseconds where a fresh interpreter needs ~0.5 s of imports, which is longer than
-    scanning a few thousand files. The processes are started at construction, before any
-    progress-bar thread exists. A worker that dies fails its chunk (recorded, retried by
-    the next scan) instead of being isolated item by item as dicomml.parallel does.
-
-    With ``local=True`` this process reads chunks too whenever no worker result is waiting
-    to be stored (it has nothing else to do then): ``workers`` processes are forked for
-    ``workers + 1`` readers. On a busy machine extra processes get little CPU, and this
-    keeps the parallel scan from being slower than the in-process one.
-    """
-
-    def __init__(self, workers: int, local: bool = False):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.workers = workers
-        self.local = local
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
-        # gc.freeze: the workers' garbage collector then leaves the parent's objects alone,
-        # so their memory pages stay shared instead of being copied on write.
-        gc.freeze()
-        try:
-            self._pool.submit(int).result()  # fork every worker now
-        finally:
-            gc.unfreeze()
-
-    def map_chunks(self, fn, chunks, *, progress=None):
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        pending = {}
-        it = iter(chunks)
-        ahead = 2 * self.workers
-        for chunk in it:
-            pending[self._pool.submit(fn, chunk)] = chunk
-            if len(pending) >= ahead:
-                break
-        while pending:
-            done = [f for f in pending if f.done()] if self.local else ()
-            if not done:
-                nxt = next(it, None) if self.local else None
-                if nxt is not None:  # nothing to store yet: read a chunk here
-                    try:
-                        result = fn(nxt)
-                    except Exception as e:  # noqa: BLE001 - as a worker's failure
-                        result = e
-                    yield nxt, result
-                    continue
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                chunk = pending.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as e:  # BrokenProcessPool: a worker died
-                    result = e
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending[self._pool.submit(fn, nxt)] = nxt
-                yield chunk, result
-
-    def close(self):
-        self._pool.shutdown(wait=True, cancel_futures=True)
+def _failure_reason(result) -> str:
+    """Why a chunk gave no rows: a dicomml.parallel failure's reason, or the error type."""
+    reason = getattr(result, "reason", None)
+    return str(reason) if reason else type(result).__name__
 
 
 def _fork_is_safe() -> bool:
@@ -299,11 +306,13 @@ def _start_executor(workers: int):
     :func:`scan` calls this before walking the folder, so that the workers' start-up
     (about half a second of imports when they cannot be forked) overlaps the walk.
     """
-    if _fork_is_safe():  # this process reads too: one process fewer to fork
-        return _ForkedProcesses(workers - 1, local=True)
     from dicomml.parallel import get_executor
 
-    ex = get_executor(kind="processes", workers=workers, preload=["dicomml.io.scanner"])
+    if _fork_is_safe():  # this process reads too: one process fewer to fork
+        ex = get_executor(kind="processes", workers=workers - 1, start_method="fork",
+                          local=True)
+    else:
+        ex = get_executor(kind="processes", workers=workers, preload=["dicomml.io.scanner"])
     ex.start()
     return ex
 
@@ -449,7 +458,7 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
             if isinstance(result, list):
                 store.write(result)
             else:  # the worker failed on this chunk: record it, read it again next time
-                why = f"scan worker failed ({type(result).__name__}); scan again to retry"
+                why = f"scan worker failed ({_failure_reason(result)}); scan again to retry"
                 store.write([("skip", p, s, m, "scan failed", why, "retry")
                              for p, s, m in chunk])
             if bar is not None:

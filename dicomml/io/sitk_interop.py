@@ -16,47 +16,18 @@ __all__ = ["to_sitk", "from_sitk", "resample"]
 
 
 def to_sitk(volume: Volume):
-    """Return a ``SimpleITK.Image`` with the volume's pixels, spacing, origin and direction.
-
-    SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
-    direction is used as is (its columns are already in that order). A 4-D volume becomes
-    one 4-D image (x, y, z, t), as ``sitk.GetImageFromArray`` makes it and as SimpleITK's
-    ``JoinSeries`` would: spacing 1 and origin 0 along t, the 4×4 direction with the 3×3
-    direction in its upper-left block. (A list of 3-D images: ``[to_sitk(v.volume(k)) ...]``.)
-    """
-    import SimpleITK as sitk
-
-    pixels = np.ascontiguousarray(volume.pixels)
-    img = sitk.GetImageFromArray(pixels, isVector=False)
-    d = np.asarray(volume.direction, float)
-    spacing = tuple(float(v) for v in reversed(volume.spacing))
-    origin = tuple(float(v) for v in volume.origin)
-    if pixels.ndim == 4:
-        d4 = np.eye(4)
-        d4[:3, :3] = d
-        d, spacing, origin = d4, spacing + (1.0,), origin + (0.0,)
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    img.SetDirection(tuple(float(v) for v in d.ravel()))
-    return img
+    """Return a ``SimpleITK.Image`` with the volume's pixels, spacing, origin and direction
+    (see :meth:`dicomml.io.types.Volume.to_sitk`)."""
+    return volume.to_sitk()
 
 
 def from_sitk(image, **fields) -> Volume:
     """Build a Volume from a 3-D (or 4-D: x, y, z, t) scalar ``SimpleITK.Image`` (float32).
 
-    Extra keyword arguments set other Volume fields (``modality=``, ``windows=``...).
+    Extra keyword arguments set other Volume fields (``modality=``, ``windows=``...); see
+    :meth:`dicomml.io.types.Volume.from_sitk`.
     """
-    import SimpleITK as sitk
-
-    dim = image.GetDimension()
-    if dim not in (3, 4) or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ConfigError("from_sitk expects a 3-D or 4-D scalar image. Received: dimension="
-                          f"{dim}, components={image.GetNumberOfComponentsPerPixel()}")
-    arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    d = np.reshape(np.asarray(image.GetDirection(), float), (dim, dim))[:3, :3]
-    return Volume(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing()[:3])),
-                  origin=tuple(float(v) for v in image.GetOrigin()[:3]), direction=d,
-                  **fields)
+    return Volume.from_sitk(image, **fields)
 
 
 _INTERPOLATORS = {"nearest": "sitkNearestNeighbor", "linear": "sitkLinear",

@@ -11,10 +11,12 @@ Contract (see DESIGN.md, "Volume / Image"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from dicomml.errors import ConfigError
 
 __all__ = ["Window", "VOILUT", "Image", "Volume", "VolumeInfo", "SeriesIssue"]
 
@@ -227,21 +229,67 @@ class Volume:
         return int(self.pixels.shape[0]) if self.pixels.ndim == 4 else 1
 
     def volume(self, k: int) -> "Volume":
-        """Volume ``k`` (0-based) of a 4-D volume as a 3-D Volume (the array is a view)."""
-        from dicomml.io.volume import select_volume
+        """Volume ``k`` (0-based) of a 4-D volume as a 3-D Volume (the pixels are a view).
 
-        return select_volume(self, k)
+        A 3-D volume is its own volume 0.
+        """
+        n = self.n_volumes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -n <= int(k) < n:
+            raise ConfigError(f"volume index {k!r} is out of range; the volume holds {n} "
+                              "volume(s) (0-based)")
+        k = int(k) % n
+        if self.pixels.ndim != 4:
+            return self
+        per = self.pixels.shape[1]
+
+        def part(t):
+            return tuple(t[k * per:(k + 1) * per]) if len(t) == n * per else tuple(t)
+
+        return replace(self, pixels=self.pixels[k], sop_instance_uids=part(
+            self.sop_instance_uids), paths=part(self.paths), frames=part(self.frames),
+            padding_mask=None if self.padding_mask is None else self.padding_mask[k],
+            volumes=self.volumes[k:k + 1], extra={**self.extra, "volume": k, "n_volumes": n})
 
     def to_sitk(self):
-        """This volume as a ``SimpleITK.Image`` with identical spacing, origin and direction
-        (4-D: a 4-D image, see :func:`dicomml.io.to_sitk`)."""
-        from dicomml.io.volume import to_sitk
+        """This volume as a ``SimpleITK.Image`` with the same pixels, spacing, origin and
+        direction (:func:`dicomml.io.to_sitk`).
 
-        return to_sitk(self)
+        SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
+        direction is used as is (its columns are already in that order). A 4-D volume becomes
+        one 4-D image (x, y, z, t), as ``sitk.GetImageFromArray`` makes it and as SimpleITK's
+        ``JoinSeries`` would: spacing 1 and origin 0 along t, the 4×4 direction with the 3×3
+        direction in its upper-left block. (A list of 3-D images:
+        ``[v.volume(k).to_sitk() ...]``.)
+        """
+        import SimpleITK as sitk
+
+        pixels = np.ascontiguousarray(self.pixels)
+        img = sitk.GetImageFromArray(pixels, isVector=False)
+        d = np.asarray(self.direction, float)
+        spacing = tuple(float(v) for v in reversed(self.spacing))
+        origin = tuple(float(v) for v in self.origin)
+        if pixels.ndim == 4:
+            d4 = np.eye(4)
+            d4[:3, :3] = d
+            d, spacing, origin = d4, spacing + (1.0,), origin + (0.0,)
+        img.SetSpacing(spacing)
+        img.SetOrigin(origin)
+        img.SetDirection(tuple(float(v) for v in d.ravel()))
+        return img
 
     @classmethod
     def from_sitk(cls, image, **fields) -> "Volume":
-        """A Volume from a ``SimpleITK.Image``; ``fields`` set the other attributes."""
-        from dicomml.io.volume import from_sitk
+        """A Volume from a 3-D (or 4-D: x, y, z, t) scalar ``SimpleITK.Image`` (float32);
+        ``fields`` set the other attributes (``modality=``, ``windows=``...)."""
+        import SimpleITK as sitk
 
-        return from_sitk(image, **fields)
+        dim = image.GetDimension()
+        if dim not in (3, 4) or image.GetNumberOfComponentsPerPixel() != 1:
+            raise ConfigError("from_sitk expects a 3-D or 4-D scalar image. Received: "
+                              f"dimension={dim}, components="
+                              f"{image.GetNumberOfComponentsPerPixel()}")
+        arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        d = np.reshape(np.asarray(image.GetDirection(), float), (dim, dim))[:3, :3]
+        return cls(pixels=arr, spacing=tuple(float(v) for v in reversed(image.GetSpacing()[:3])),
+                   origin=tuple(float(v) for v in image.GetOrigin()[:3]), direction=d,
+                   **fields)

@@ -73,13 +73,14 @@ from dicomml.errors import (
 )
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
 from dicomml.io.pixels import (
-    _n_frames,
     corrupt_value_error,
-    _rescale_into,
     decode_stored,
     frame_geometry,
+    n_frames,
     padding_mask,
+    rescale_into,
     to_modality,
+    transfer_syntax,
     voi_luts_of,
     windows_of,
 )
@@ -130,8 +131,8 @@ def _resolve_paths(x, index) -> tuple[list[str], bool]:
             return [str(p)], False
         if index is not None:
             return [str(f) for f in index.series_files(str(x))], False
-        raise FileNotFoundError(f"read_series: {x} is neither a folder nor a file (pass "
-                                "index= to read a series key)")
+        raise ConfigError(f"read_series: {x} is neither a folder nor a file (pass index= to "
+                          "read a series key). Received: source=" + repr(str(x)))
     try:
         return [os.fspath(p) for p in x], False
     except TypeError:
@@ -238,10 +239,9 @@ def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
     from pydicom.uid import UID
 
     from dicomml.io.isolated import crash_error
-    from dicomml.io.pixels import _transfer_syntax
     from dicomml.parallel import WorkerCrashed, chunked, get_executor
 
-    todo = [i for i, ds in enumerate(datasets) if UID(_transfer_syntax(ds)).is_encapsulated]
+    todo = [i for i, ds in enumerate(datasets) if UID(transfer_syntax(ds)).is_encapsulated]
     if not todo:
         return {}
     own = executor is None
@@ -341,10 +341,8 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
 
     from pydicom.uid import UID
 
-    from dicomml.io.pixels import _transfer_syntax
-
     compressed = workers > native_workers and any(
-        i not in done and UID(_transfer_syntax(ds)).is_encapsulated
+        i not in done and UID(transfer_syntax(ds)).is_encapsulated
         for i, ds in enumerate(datasets))
     decoded = _map(decode, list(range(len(datasets))),
                    workers if compressed else native_workers)
@@ -373,7 +371,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     for i in keep_files:
         try:
             built = slices_of(i, datasets[i], files[i], decoded[i][0],
-                              _n_frames(datasets[i]), philips_precise, fail_or_record)
+                              n_frames(datasets[i]), philips_precise, fail_or_record)
         except DicommlError as e:
             fail_or_record("unreadable", f"{e} — the slice is left out", e)
             continue
@@ -471,7 +469,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         try:
             use_lut = bool(ds.get("ModalityLUTSequence"))
             if modality_lut is not False and s.slope is not None and not use_lut:
-                _rescale_into(stored, s.slope, s.intercept, vol[k])
+                rescale_into(stored, s.slope, s.intercept, vol[k])
             else:
                 resc = None if s.slope is None else (np.array([s.slope]),
                                                      np.array([s.intercept]), None)
@@ -506,7 +504,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         fail_or_record("unreadable", f"{err} — the volume has no default window / VOI LUT",
                        err)
         windows, luts = (), ()
-    multi = ctx.tiled or any(_n_frames(datasets[s.file]) > 1 for s in flat)
+    multi = ctx.tiled or any(n_frames(datasets[s.file]) > 1 for s in flat)
     if len(layers) > 1:
         vol = vol.reshape(len(layers), len(layers[0]), rows, cols)
         if mask is not None:
@@ -535,26 +533,9 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
 
 
 def select_volume(volume: Volume, k: int) -> Volume:
-    """Volume ``k`` (0-based) of a 4-D :class:`Volume` as a 3-D one (the pixels are a view).
-
-    A 3-D volume is its own volume 0.
-    """
-    n = volume.n_volumes
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -n <= int(k) < n:
-        raise ConfigError(f"volume index {k!r} is out of range; the volume holds {n} "
-                          "volume(s) (0-based)")
-    k = int(k) % n
-    if volume.pixels.ndim != 4:
-        return volume
-    per = volume.pixels.shape[1]
-
-    def part(t):
-        return tuple(t[k * per:(k + 1) * per]) if len(t) == n * per else tuple(t)
-
-    return replace(volume, pixels=volume.pixels[k], sop_instance_uids=part(
-        volume.sop_instance_uids), paths=part(volume.paths), frames=part(volume.frames),
-        padding_mask=None if volume.padding_mask is None else volume.padding_mask[k],
-        volumes=volume.volumes[k:k + 1], extra={**volume.extra, "volume": k, "n_volumes": n})
+    """Volume ``k`` (0-based) of a 4-D :class:`Volume` as a 3-D one (the pixels are a view);
+    see :meth:`dicomml.io.types.Volume.volume`."""
+    return volume.volume(k)
 
 
 def _describe_series(by_series, datasets) -> str:

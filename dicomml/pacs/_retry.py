@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 
 from dicomml.pacs.errors import PacsError
 
-__all__ = ["RetryPolicy", "TransientError", "call_with_retry"]
+__all__ = ["RetryPolicy", "TransientError", "call_with_retry", "raise_level"]
 
 log = logging.getLogger("dicomml.pacs")
 T = TypeVar("T")
@@ -75,7 +75,7 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, what: str) -> T:
             wait = min(wait * 2, policy.max_backoff)
 
 
-def _raise_level(name: str, level: int) -> None:
+def raise_level(name: str, level: int) -> None:
     """Make logger ``name`` drop records below ``level`` (never lowers it).
 
     The client libraries log query URLs and identifiers (which may hold a Patient ID) at

@@ -18,10 +18,10 @@ from typing import Callable, Iterable
 import pydicom
 
 from dicomml._atomic import atomic_write_bytes
-from dicomml.pacs._retry import RetryPolicy, TransientError, _raise_level, call_with_retry
+from dicomml.pacs._retry import RetryPolicy, TransientError, call_with_retry, raise_level
 from dicomml.pacs.base import (RETURN_KEYS, InstanceRef, Pacs, StoreResult, dataset_to_dict,
                                instance_path, read_store_items)
-from dicomml.pacs.errors import PacsError
+from dicomml.pacs.errors import PacsError, rejected_message
 
 __all__ = ["DicomwebPacs"]
 
@@ -69,9 +69,9 @@ class DicomwebPacs(Pacs):
         # `retrying` helper would log a traceback for every failed attempt.
         self._client.set_http_retry_params(retry=False)
         # ... and the client and urllib3 log query URLs (which may hold a PatientID) at DEBUG.
-        _raise_level("retrying", logging.ERROR)
-        _raise_level("dicomweb_client", logging.INFO)
-        _raise_level("urllib3", logging.INFO)
+        raise_level("retrying", logging.ERROR)
+        raise_level("dicomweb_client", logging.INFO)
+        raise_level("urllib3", logging.INFO)
 
     @property
     def endpoint(self) -> str:
@@ -211,7 +211,7 @@ class DicomwebPacs(Pacs):
         finally:
             bar.close()
         if failures:
-            raise PacsError(_rejected_message(self.endpoint, failures), failures=failures)
+            raise PacsError(rejected_message(self.endpoint, failures), failures=failures)
         return result
 
     def _stow(self, datasets: list[pydicom.Dataset]) -> pydicom.Dataset:
@@ -239,13 +239,6 @@ def _reason(value) -> str:
         return f"0x{int(value):04X}"
     except (TypeError, ValueError):
         return str(value)
-
-
-def _rejected_message(endpoint: str, failures: list[tuple[str, str]]) -> str:
-    shown = "; ".join(f"SOP Instance UID {uid}: status {st}" for uid, st in failures[:5])
-    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-    return (f"{endpoint} rejected {len(failures)} object(s): {shown}{more}. Check the PACS log "
-            "for the reason (PS3.4 Annex B status codes).")
 
 
 def _short(e: Exception) -> str:

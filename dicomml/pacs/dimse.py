@@ -23,10 +23,10 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
                          JPEGLSLossless, JPEGLSNearLossless, RLELossless)
 
 from dicomml._atomic import atomic_write_bytes
-from dicomml.pacs._retry import RetryPolicy, TransientError, _raise_level, call_with_retry
+from dicomml.pacs._retry import RetryPolicy, TransientError, call_with_retry, raise_level
 from dicomml.pacs.base import (RETURN_KEYS, InstanceRef, Pacs, StoreResult, dataset_to_dict,
                                instance_path, read_store_items)
-from dicomml.pacs.errors import PacsError
+from dicomml.pacs.errors import PacsError, rejected_message
 
 __all__ = ["DimsePacs"]
 
@@ -93,7 +93,7 @@ class DimsePacs(Pacs):
         self.timeout = float(timeout)
         self.policy = RetryPolicy(retries=retries, backoff=backoff, total=total)
         # pynetdicom dumps identifiers (Patient ID, names) at DEBUG/INFO: keep them out of logs.
-        _raise_level("pynetdicom", logging.WARNING)
+        raise_level("pynetdicom", logging.WARNING)
 
     @property
     def endpoint(self) -> str:
@@ -333,9 +333,7 @@ class DimsePacs(Pacs):
         finally:
             bar.close()
         if failures:
-            from dicomml.pacs.dicomweb import _rejected_message
-
-            raise PacsError(_rejected_message(self.endpoint, failures), failures=failures)
+            raise PacsError(rejected_message(self.endpoint, failures), failures=failures)
         return result
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dicomml.errors import DicommlError
 
-__all__ = ["PacsError"]
+__all__ = ["PacsError", "rejected_message"]
 
 
 class PacsError(DicommlError, ConnectionError):
@@ -27,3 +27,12 @@ class PacsError(DicommlError, ConnectionError):
         super().__init__(message)
         self.failures = list(failures or [])
         self.transient = transient
+
+
+def rejected_message(endpoint: str, failures: list[tuple[str, str]]) -> str:
+    """The message of a store that ``endpoint`` refused for some objects: ``failures`` are
+    (SOP Instance UID, status) pairs, the first five shown (PS3.4 Annex B status codes)."""
+    shown = "; ".join(f"SOP Instance UID {uid}: status {st}" for uid, st in failures[:5])
+    more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+    return (f"{endpoint} rejected {len(failures)} object(s): {shown}{more}. Check the PACS log "
+            "for the reason (PS3.4 Annex B status codes).")

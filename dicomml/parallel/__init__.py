@@ -19,8 +19,9 @@ The contract
     ``list`` of items, returning a picklable result. It is expected to catch the errors
     of each item itself (and report them in its result): an exception escaping ``fn``
     is treated as a bug and fails the whole chunk. Worker processes are started with
-    "forkserver" or "spawn", never "fork", so they never inherit a TensorFlow runtime
-    from the parent; they import only dicomml.parallel and what ``fn`` needs (and the
+    "forkserver" or "spawn" by default, so they never inherit a TensorFlow runtime from
+    the parent ("fork" is on request only, e.g. by the header scan, and refused while
+    TensorFlow is loaded); they import only dicomml.parallel and what ``fn`` needs (and the
     main script, as Python always does for these start methods: keep a script's
     TensorFlow import under ``if __name__ == "__main__":``).
 
@@ -115,9 +116,10 @@ def get_executor(kind: str = "processes", workers: int | None = None,
     scheduler : str, optional
         "dask" only: address of a running scheduler, e.g. ``"tcp://host:8786"``.
     **options
-        "processes": ``start_method`` ("forkserver" or "spawn"), ``preload`` (modules
-        each worker imports at start, see :meth:`ProcessExecutor.start`) and
-        ``item_timeout`` (seconds per item before a worker is killed); "dask": ``timeout``
+        "processes": ``start_method`` ("forkserver", "spawn", or "fork" while TensorFlow
+        is not loaded), ``preload`` (modules each worker imports at start, see
+        :meth:`ProcessExecutor.start`), ``item_timeout`` (seconds per item before a worker
+        is killed) and ``local`` (the caller runs chunks too); "dask": ``timeout``
         (seconds to wait for the scheduler, default 30).
 
     Returns
@@ -148,7 +150,7 @@ def get_executor(kind: str = "processes", workers: int | None = None,
     if scheduler is not None and name != "dask":
         raise ConfigError("a scheduler address needs kind='dask'. "
                           f"Received: kind={kind!r}, scheduler={scheduler!r}")
-    accepted = {"processes": {"start_method", "preload", "item_timeout"},
+    accepted = {"processes": {"start_method", "preload", "item_timeout", "local"},
                 "dask": {"timeout"}}.get(name, set())
     unknown = set(options) - accepted
     if unknown:

@@ -8,9 +8,11 @@ dies the executor knows exactly which chunk it was running and with which exit s
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import pickle
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,8 +29,9 @@ __all__ = ["ProcessExecutor", "START_METHODS"]
 
 log = logging.getLogger(__name__)
 
-#: Start methods that never copy the parent's memory (TensorFlow may be loaded there).
-START_METHODS = ("forkserver", "spawn")
+#: Start methods: "forkserver" and "spawn" never copy the parent's memory; "fork" (a worker
+#: starts in milliseconds) is accepted only while TensorFlow is not loaded in this process.
+START_METHODS = ("forkserver", "spawn", "fork")
 
 _JOIN_TIMEOUT_S = 5.0
 #: Time a worker may take to unpickle a task (import fn's module) before it starts fn,
@@ -47,13 +50,28 @@ class _Task:
 class _Slot:
     """One worker process, its pipe, and the task it is running (``None`` when idle)."""
 
-    def __init__(self, ctx, number: int, preload: tuple[str, ...] = ()):
+    def __init__(self, ctx, number: int, preload: tuple[str, ...] = (), inherited=()):
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(child_conn, preload), daemon=True,
+        forked = ctx.get_start_method() == "fork"
+        if forked:  # the child holds copies of the parent's pipe ends: it closes them
+            target, args = _forked_main, (child_conn, preload, (parent_conn, *inherited))
+        else:
+            target, args = worker_main, (child_conn, preload)
+        self.process = ctx.Process(target=target, args=args, daemon=True,
                                    name=f"dicomml-worker-{number}")
         try:
-            with main_hidden_if_unguarded():  # an unguarded script is not run again
-                self.process.start()
+            if forked:
+                # The child's garbage collector then leaves the parent's objects alone, so
+                # their memory pages stay shared instead of being copied on write. A forked
+                # child never imports the main script: nothing to hide.
+                gc.freeze()
+                try:
+                    self.process.start()
+                finally:
+                    gc.unfreeze()
+            else:
+                with main_hidden_if_unguarded():  # an unguarded script is not run again
+                    self.process.start()
         except Exception as e:
             parent_conn.close()
             raise ExecutorError(
@@ -93,16 +111,29 @@ class _Slot:
         p.close()
 
 
+def _forked_main(conn, preload, inherited) -> None:
+    """:func:`worker_main` in a forked child, after closing its copies of the parent's pipe
+    ends (else a worker would never see its own pipe close)."""
+    for c in inherited:
+        try:
+            c.close()
+        except OSError:
+            pass
+    worker_main(conn, preload)
+
+
 class ProcessExecutor(Executor):
-    """``workers`` local processes started with "forkserver" (or "spawn").
+    """``workers`` local processes started with "forkserver" (or "spawn", or "fork").
 
     Parameters
     ----------
     workers : int, optional
         Number of worker processes (default: the CPUs available to this process).
-    start_method : {"forkserver", "spawn"}, optional
-        Default "forkserver" where the platform has it, else "spawn". "fork" is refused:
-        it would copy a TensorFlow runtime loaded in the parent, which is unsafe.
+    start_method : {"forkserver", "spawn", "fork"}, optional
+        Default "forkserver" where the platform has it, else "spawn". "fork" starts a
+        worker in milliseconds (no imports) and suits short jobs of pure-Python work such
+        as the header scan; it is refused while TensorFlow is loaded in this process (a
+        forked copy of its runtime is unsafe).
     item_timeout : float, optional
         Seconds one item may take: a chunk of n items that is not answered within
         ``n * item_timeout`` s of ``fn`` starting (a worker's start-up and the import of
@@ -113,6 +144,11 @@ class ProcessExecutor(Executor):
     preload : sequence of str, optional
         Modules every worker imports as soon as it starts (e.g. ``["dicomml.io.scanner"]``):
         with :meth:`start` called early, that import overlaps the caller's own work.
+    local : bool, optional
+        The caller runs chunks too, whenever every worker is busy and no result is waiting
+        (it has nothing else to do then): ``workers`` processes make ``workers + 1``
+        readers. An exception escaping ``fn`` there fails its chunk (:class:`ChunkFailed`),
+        as in a worker; a crash there is the caller's own.
 
     Workers start on the first :meth:`~Executor.map_chunks`, or at :meth:`start`.
     """
@@ -120,7 +156,7 @@ class ProcessExecutor(Executor):
     kind = "processes"
 
     def __init__(self, workers: int | None = None, *, start_method: str | None = None,
-                 preload=(), item_timeout: float | None = None):
+                 preload=(), item_timeout: float | None = None, local: bool = False):
         workers = default_workers() if workers is None else workers
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"workers must be an integer >= 1. Received: workers={workers!r}")
@@ -131,6 +167,10 @@ class ProcessExecutor(Executor):
             choices = [m for m in START_METHODS if m in available]
             raise ConfigError(f"start_method must be one of {choices} on this platform. "
                               f"Received: start_method={start_method!r}")
+        if start_method == "fork" and "tensorflow" in sys.modules:
+            raise ConfigError("start_method='fork' would copy the TensorFlow runtime loaded in "
+                              "this process into every worker; use 'forkserver' or 'spawn'. "
+                              "Received: start_method='fork'")
         super().__init__(workers)
         preload = () if preload is None else preload
         if isinstance(preload, str) or not all(isinstance(m, str) for m in preload):
@@ -144,6 +184,7 @@ class ProcessExecutor(Executor):
         self.item_timeout = None if item_timeout is None else float(item_timeout)
         self.start_method = start_method
         self.preload = tuple(preload)
+        self.local = bool(local)
         self._ctx = multiprocessing.get_context(start_method)
         self._slots: list[_Slot | None] = [None] * workers
         self._started = 0
@@ -160,7 +201,8 @@ class ProcessExecutor(Executor):
             slot = None
         if slot is None:
             self._started += 1
-            slot = self._slots[i] = _Slot(self._ctx, self._started, self.preload)
+            inherited = [s.conn for s in self._slots if s is not None]
+            slot = self._slots[i] = _Slot(self._ctx, self._started, self.preload, inherited)
         return slot
 
     def start(self, wait: bool = False) -> None:
@@ -251,11 +293,27 @@ class ProcessExecutor(Executor):
                 if not busy:
                     clean = True
                     return
-                # 2. wait for an answer, a death, or the nearest deadline.
+                # 2. wait for an answer, a death, or the nearest deadline; with ``local``,
+                # run the next chunk here while every worker is busy and none has answered.
+                watched = [s.conn for s in busy] + [s.process.sentinel for s in busy]
+                if self.local and not exhausted and not retry and not isolate \
+                        and not wait(watched, timeout=0):
+                    try:
+                        chunk = next(chunks)
+                    except StopIteration:
+                        exhausted = True
+                    else:
+                        task = _Task(next_index, list(chunk))
+                        next_index += 1
+                        try:
+                            result = fn(task.chunk)
+                        except Exception as e:  # noqa: BLE001 - as in a worker: the chunk fails
+                            result = ChunkFailed.from_exception(e)
+                        yield _outcome(task, result)
+                        continue
                 deadlines = [s.deadline for s in busy if s.deadline is not None]
                 limit = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-                ready = set(wait([s.conn for s in busy] + [s.process.sentinel for s in busy],
-                                 timeout=limit))
+                ready = set(wait(watched, timeout=limit))
                 now = time.monotonic()
                 for slot in busy:
                     readable = slot.conn in ready or slot.process.sentinel in ready

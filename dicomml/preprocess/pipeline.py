@@ -35,6 +35,7 @@ from dicomml.preprocess.augment import apply_geometry, apply_intensity, draw
 from dicomml.preprocess.config import PreprocessConfig
 from dicomml.preprocess.presets import ResolvedWindow, resolve_window
 from dicomml.preprocess.resize import resize_planes
+from dicomml.preprocess.window import apply_voi_lut, apply_window
 
 __all__ = ["Pipeline", "to_tensor", "invert_monochrome1", "apply_padding_floor",
            "normalize", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -42,28 +43,47 @@ __all__ = ["Pipeline", "to_tensor", "invert_monochrome1", "apply_padding_floor",
 
 
 # ---------------------------------------------------------------- pure steps
-def invert_monochrome1(windowed: np.ndarray, photometric_interpretation: str | None
-                       ) -> np.ndarray:
+def invert_monochrome1(windowed: np.ndarray, photometric_interpretation: str | None, *,
+                       inplace: bool = False) -> np.ndarray:
     """Step 3: ``1 − y`` for (0028,0004) MONOCHROME1, identity otherwise.
 
     PS3.3 C.7.6.3.1.2: MONOCHROME1 displays the minimum value as white. Inverting *after*
     the VOI transform keeps the window (defined on modality values) unchanged.
-    Input and output ``float32`` [0, 1]; a new array (the input is not modified).
+    Input and output ``float32`` [0, 1]; a new array (the input is not modified), or with
+    ``inplace=True`` the input itself (a ``float32`` array), as the Pipeline does.
     """
+    mono1 = (photometric_interpretation or "").strip().upper() == "MONOCHROME1"
+    if inplace:
+        y = _float32_array(windowed, "invert_monochrome1")
+        if mono1:
+            np.subtract(np.float32(1.0), y, out=y)
+        return y
     y = np.asarray(windowed, dtype=np.float32)
-    if (photometric_interpretation or "").strip().upper() == "MONOCHROME1":
+    if mono1:
         return np.float32(1.0) - y
     return y.copy()
 
 
-def apply_padding_floor(displayed: np.ndarray, padding_mask: np.ndarray | None) -> np.ndarray:
+def _float32_array(x, what: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise ConfigError(f"{what}(..., inplace=True) needs a float32 numpy array. Received: "
+                          f"{getattr(x, 'dtype', type(x).__name__)}")
+    return x
+
+
+def apply_padding_floor(displayed: np.ndarray, padding_mask: np.ndarray | None, *,
+                        inplace: bool = False) -> np.ndarray:
     """Step 4: set padding pixels to 0 (black, the floor of the displayed range).
 
     ``displayed`` is ``float32`` [0, 1] of shape (..., rows, cols); ``padding_mask`` is a
     ``bool`` (rows, cols) or the same shape, from (0028,0120) Pixel Padding Value and
-    (0028,0121) Pixel Padding Range Limit. Returns a new array.
+    (0028,0121) Pixel Padding Range Limit. Returns a new array, or with ``inplace=True``
+    the input itself (a ``float32`` array), as the Pipeline does.
     """
-    y = np.array(displayed, dtype=np.float32, copy=True)
+    if inplace:
+        y = _float32_array(displayed, "apply_padding_floor")
+    else:
+        y = np.array(displayed, dtype=np.float32, copy=True)
     if padding_mask is not None:
         m = np.asarray(padding_mask, dtype=bool)
         if m.shape == y.shape:
@@ -221,11 +241,9 @@ def _step(name: str, x, where: str):
 def _window_stack(values: np.ndarray, windows: list[ResolvedWindow]) -> np.ndarray:
     """Window one plane with several windows (or several planes with one each) → (k, r, c).
 
-    LINEAR / LINEAR_EXACT windows are fused: ``clip(a·x + b, 0, 1)`` written in place into
-    one preallocated ``float32`` stack.
+    Each window is :func:`~dicomml.preprocess.apply_window` writing into one preallocated
+    ``float32`` stack (``out=``); a VOI LUT is :func:`~dicomml.preprocess.apply_voi_lut`.
     """
-    from dicomml.preprocess.window import window_coefficients
-
     x = np.asarray(values)
     many = x.ndim == 3
     k = len(windows)
@@ -233,15 +251,10 @@ def _window_stack(values: np.ndarray, windows: list[ResolvedWindow]) -> np.ndarr
     out = np.empty((k, *shape), dtype=np.float32)
     for j, w in enumerate(windows):
         plane = x[j] if many else x
-        linear = w.lut is None and w.function is not VOILUTFunction.SIGMOID
-        a = window_coefficients(w.center, w.width, w.function)[0] if linear else None
-        if linear and np.isfinite(a):
-            b = window_coefficients(w.center, w.width, w.function)[1]
-            np.multiply(plane, np.float32(a), out=out[j], casting="unsafe")
-            out[j] += np.float32(b)
-            np.clip(out[j], 0.0, 1.0, out=out[j])
+        if w.lut is None:
+            apply_window(plane, w.center, w.width, w.function, out=out[j])
         else:
-            out[j] = w.apply(plane)
+            out[j] = apply_voi_lut(plane, w.lut)
     return out
 
 
@@ -383,15 +396,9 @@ class Pipeline:
             if mode is Mode.REPLICATE:  # one channel is resized, then copied to three
                 labels = labels * 3
             with _step("MONOCHROME1 inversion", stack, where):
-                if plane.photometric.strip().upper() == "MONOCHROME1":
-                    np.subtract(np.float32(1.0), stack, out=stack)
+                invert_monochrome1(stack, plane.photometric, inplace=True)
             with _step("padding floor", stack, where):
-                if plane.padding is not None:
-                    m = np.asarray(plane.padding, dtype=bool)
-                    if m.ndim == 2:
-                        stack[:, m] = 0.0
-                    else:
-                        stack[m] = 0.0
+                apply_padding_floor(stack, plane.padding, inplace=True)
         with _step("resize", stack, where):
             out = resize_planes(stack, cfg.size, cfg.resize, cfg.fov_mm, plane.spacing)
         with _step("channels", out, where):

@@ -51,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dicomml.errors import ConfigError, MissingAttributeError
+from dicomml.errors import ConfigError, InvalidDicomError, MissingAttributeError
 from dicomml.io.types import VOILUT, Window
 from dicomml.preprocess._options import VOILUTFunction, choose, did_you_mean
 from dicomml.preprocess.window import apply_voi_lut, apply_window
@@ -194,6 +194,22 @@ def _pick_file_window(arg: str, windows: Sequence[Window], voi_luts: Sequence[VO
                       f"{[n for n in names if n]}.{did_you_mean(arg, [n for n in names if n])}")
 
 
+def _check_file_width(width: float, function: VOILUTFunction, name: str, where: str) -> None:
+    """A file's own (0028,1051) Window Width that its (0028,1056) VOI LUT Function forbids
+    is a defect of the file (:class:`InvalidDicomError`), not of the configuration."""
+    w = float(width)
+    if function is VOILUTFunction.LINEAR and not w >= 1:
+        rule = ">= 1 for the LINEAR VOI LUT Function (PS3.3 C.11.2.1.2.1)"
+    elif function is not VOILUTFunction.LINEAR and not w > 0:
+        rule = f"> 0 for the {function.value} VOI LUT Function (PS3.3 C.11.2.1.3)"
+    else:
+        return
+    raise InvalidDicomError(f"{where}: window {name}: the file's (0028,1051) Window Width is "
+                            f"{_fmt(w)}, which must be {rule}; the file's window cannot be "
+                            "used: choose a preset, an explicit 'C/W' window or a "
+                            "percentile window instead.")
+
+
 def resolve_window(spec: Any, *, values: np.ndarray | None = None,
                    padding_mask: np.ndarray | None = None,
                    file_windows: Sequence[Window] = (), voi_luts: Sequence[VOILUT] = (),
@@ -217,6 +233,16 @@ def resolve_window(spec: Any, *, values: np.ndarray | None = None,
         to 0 and 1.
     where : str
         The file (or SOP Instance UID) named in error messages.
+
+    Raises
+    ------
+    ConfigError
+        A choice that cannot be read, or a file window/LUT index out of range.
+    MissingAttributeError
+        ``file:``/``voilut:`` asked of a file without windows or VOI LUT items.
+    InvalidDicomError
+        The file's own (0028,1051) Window Width is forbidden by its (0028,1056) VOI LUT
+        Function (e.g. 0 for LINEAR); the message names the tag.
     """
     fn = choose(function, VOILUTFunction, "VOI LUT Function (0028,1056)")
     canon = normalize_window_spec(spec)
@@ -237,6 +263,7 @@ def resolve_window(spec: Any, *, values: np.ndarray | None = None,
         if kind == "voilut":
             return ResolvedWindow(f"{name} VOI LUT", lut=item)
         f = choose(item.function or "LINEAR", VOILUTFunction, "VOI LUT Function (0028,1056)")
+        _check_file_width(item.width, f, name, where)
         return ResolvedWindow(f"{name} {_fmt(item.center)}/{_fmt(item.width)}",
                               float(item.center), float(item.width), f)
     # percentile / minmax

@@ -68,7 +68,8 @@ def window_coefficients(center: float, width: float,
 
 
 def apply_window(values: np.ndarray, center: float, width: float,
-                 function: str | VOILUTFunction = "LINEAR") -> np.ndarray:
+                 function: str | VOILUTFunction = "LINEAR", *,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Apply one DICOM window, PS3.3 C.11.2.1.2 and C.11.2.1.3, to ``values``.
 
     Order of operations: stored → modality (dicomml.io) → **this window** → MONOCHROME1
@@ -83,11 +84,15 @@ def apply_window(values: np.ndarray, center: float, width: float,
         (0028,1050) Window Center and (0028,1051) Window Width, in modality units.
     function : {"LINEAR", "LINEAR_EXACT", "SIGMOID"} or VOILUTFunction
         (0028,1056) VOI LUT Function. LINEAR needs ``width >= 1``, the others ``width > 0``.
+    out : numpy.ndarray, optional
+        A ``float32`` array of the same shape to write the result into (no new array: the
+        :class:`~dicomml.preprocess.Pipeline` windows into one preallocated stack).
 
     Returns
     -------
     numpy.ndarray
-        ``float32`` in [0, 1] (the standard's ``y_min .. y_max`` mapped to 0 .. 1), same shape.
+        ``float32`` in [0, 1] (the standard's ``y_min .. y_max`` mapped to 0 .. 1), same shape
+        (``out`` when given).
 
         * LINEAR (C.11.2.1.2.1): ``clip(((x - (c - 0.5)) / (w - 1) + 0.5), 0, 1)``; a width
           of 1 is a step: 0 for ``x <= c - 0.5``, 1 above.
@@ -111,8 +116,11 @@ def apply_window(values: np.ndarray, center: float, width: float,
     """
     fn = choose(function, VOILUTFunction, "VOI LUT Function (0028,1056)")
     x = np.asarray(values)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
+    if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                            or out.shape != x.shape):
+        raise ConfigError("out must be a float32 array of the values' shape. Received: "
+                          f"out {getattr(out, 'dtype', type(out).__name__)} "
+                          f"{getattr(out, 'shape', '')}, values {x.shape}")
     if fn is VOILUTFunction.SIGMOID:
         c, w = float(center), float(width)
         if not (np.isfinite(c) and np.isfinite(w)) or w <= 0:
@@ -120,11 +128,21 @@ def apply_window(values: np.ndarray, center: float, width: float,
                               f"Function (PS3.3 C.11.2.1.3.1). Received: width={width!r}")
         z = (x.astype(np.float64) - c) * (-4.0 / w)
         with np.errstate(over="ignore"):
-            return (1.0 / (1.0 + np.exp(z))).astype(np.float32)
+            y = 1.0 / (1.0 + np.exp(z))
+        if out is None:
+            return y.astype(np.float32)
+        out[...] = y
+        return out
     a, b = window_coefficients(center, width, fn)
     if not np.isfinite(a):  # LINEAR, width 1: a step at c - 0.5
-        return (x > float(center) - 0.5).astype(np.float32)
-    out = np.multiply(x, np.float32(a), dtype=np.float32)
+        if out is None:
+            return (x > float(center) - 0.5).astype(np.float32)
+        np.greater(x, float(center) - 0.5, out=out, casting="unsafe")
+        return out
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    # Fused: clip(a·x + b, 0, 1) written in place, in float32.
+    out = np.multiply(x, np.float32(a), out=out, dtype=np.float32, casting="unsafe")
     out += np.float32(b)
     np.clip(out, 0.0, 1.0, out=out)
     return out

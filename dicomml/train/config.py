@@ -382,6 +382,24 @@ class RunConfig:
         return dataclasses.replace(self, **new)
 
     @classmethod
+    def from_run_dir(cls, run_dir: str | os.PathLike) -> "RunConfig":
+        """The typed configuration a run was trained with: ``RUN_DIR/config.toml`` (the
+        resolved configuration :class:`dicomml.train.Trainer` writes), as training read it.
+
+        Raises
+        ------
+        ConfigError
+            ``run_dir`` holds no ``config.toml`` (not a run folder), or the file is not a
+            valid configuration.
+        """
+        path = os.path.join(os.path.abspath(os.fspath(run_dir)), "config.toml")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{os.fspath(run_dir)} is not a run folder (no config.toml); "
+                              "train into it first with 'dicomml train --config FILE --out "
+                              "RUN_DIR'")
+        return load_config(path)
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any], base_dir: str | os.PathLike | None = None
                   ) -> "RunConfig":
         """Build from parsed TOML; relative paths are resolved against ``base_dir``."""

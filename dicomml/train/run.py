@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from dicomml.data.manifest import read_manifest
-from dicomml.errors import ConfigError
 from dicomml.train.toml_io import load_toml
 
 __all__ = ["Run", "load_run"]
@@ -31,6 +30,9 @@ class Run:
     positive_class : str or None
     manifest : pandas.DataFrame
         ``manifest.csv`` (UIDs as strings).
+    run_config : dicomml.train.config.RunConfig
+        The same configuration, typed (:meth:`RunConfig.from_run_dir`): ``config`` is its
+        TOML content as written.
     """
 
     run_dir: str
@@ -40,6 +42,7 @@ class Run:
     task: str = "classification"
     positive_class: str | None = None
     manifest: pd.DataFrame = field(default_factory=pd.DataFrame)
+    run_config: object = None
 
     def model(self, path: str | None = None):
         """Load ``model.keras`` (or ``path``) with ``compile=False`` (a study-level model
@@ -54,19 +57,16 @@ class Run:
 
 def load_run(run_dir) -> Run:
     """Open a run folder written by :class:`dicomml.train.Trainer`."""
-    from dicomml.preprocess import Pipeline, PreprocessConfig
+    from dicomml.preprocess import Pipeline
+    from dicomml.train.config import RunConfig
 
     run_dir = os.path.abspath(os.fspath(run_dir))
-    cfg_path = os.path.join(run_dir, "config.toml")
-    if not os.path.exists(cfg_path):
-        raise ConfigError(f"{run_dir} is not a run folder (no config.toml); train into it first "
-                          "with 'dicomml train --config FILE --out RUN_DIR'")
-    cfg = load_toml(cfg_path)
-    data = cfg.get("data", {})
+    typed = RunConfig.from_run_dir(run_dir)  # ConfigError when it is not a run folder
+    cfg = load_toml(os.path.join(run_dir, "config.toml"))
     man_path = os.path.join(run_dir, "manifest.csv")
     manifest = read_manifest(man_path) if os.path.exists(man_path) else pd.DataFrame()
-    return Run(run_dir=run_dir, config=cfg,
-               pipeline=Pipeline(PreprocessConfig.from_dict(cfg.get("preprocess", {}))),
-               classes=[str(c) for c in data.get("classes", [])],
-               task=data.get("task", "classification"),
-               positive_class=data.get("positive_class") or None, manifest=manifest)
+    return Run(run_dir=run_dir, config=cfg, pipeline=Pipeline(typed.preprocess_config()),
+               classes=[str(c) for c in typed.data.classes],
+               task=typed.data.task or "classification",
+               positive_class=typed.data.positive_class or None, manifest=manifest,
+               run_config=typed)

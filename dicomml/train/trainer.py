@@ -563,7 +563,7 @@ def _shuffle_train_labels(df: pd.DataFrame, seed: int) -> pd.DataFrame:
     overall proportions (a stratified permutation), so the shuffled targets carry no
     information about the true ones. Regression targets are permuted plainly.
     """
-    from dicomml.data.split import _allocate
+    from dicomml.data.split import allocate
 
     df = df.copy()
     tr = df["split"] == "train"
@@ -578,7 +578,7 @@ def _shuffle_train_labels(df: pd.DataFrame, seed: int) -> pd.DataFrame:
         for v in values:
             members = studies.index[studies.to_numpy() == v].to_numpy()
             members = members[rng.permutation(len(members))]
-            new = np.repeat(values, _allocate(len(members), fractions))
+            new = np.repeat(values, allocate(len(members), fractions))
             new = new[rng.permutation(len(new))]
             mapping.update(zip(members, new))
     df.loc[tr, "target"] = df.loc[tr, "study_instance_uid"].map(mapping).to_numpy()

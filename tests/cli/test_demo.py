@@ -199,19 +199,15 @@ def test_demo_config_is_train_toml_with_the_demo_folders(tmp_path):
     assert cfg.replace(train={"epochs": ref.train.epochs}).train == ref.train
 
 
-def test_demo_fallback_config_matches_train_toml(tmp_path):
-    """Without train.toml (an export regenerated elsewhere) the demo trains the same way."""
+def test_demo_without_train_toml_names_the_file(tmp_path):
+    """The demo's training configuration is the export's train.toml, never a copy in code."""
     import shutil
 
     from dicomml.demo import _config
+    from dicomml.errors import ConfigError
 
     data = tmp_path / "export"
     (data / TASK_FOLDER).mkdir(parents=True)
     shutil.copy(SAMPLE / TASK_FOLDER / "labels.csv", data / TASK_FOLDER / "labels.csv")
-    ours = _config(data, tmp_path / "out", None, None).to_dict()
-    ref = _config(SAMPLE, tmp_path / "out", None, None).to_dict()
-    for table in (ours, ref):
-        for k in ("folder", "labels"):
-            table["data"][k] = Path(table["data"][k]).relative_to(
-                data if table is ours else SAMPLE).as_posix()
-    assert ours == ref
+    with pytest.raises(ConfigError, match="train.toml not found"):
+        _config(data, tmp_path / "out", None, None)

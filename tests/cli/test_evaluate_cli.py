@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-pytest.importorskip("keras")
+import keras  # noqa: F401 - a hard dependency: a broken install fails
 
 from dicomml.cli import main  # noqa: E402
 from tests.evaluate.runfolder import copy_run, shared_run  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("keras")
+import keras  # noqa: F401 - a hard dependency: a broken install fails
 
 from dicomml.cli import main  # noqa: E402
 from dicomml.cli import predict as predict_cli  # noqa: E402
@@ -47,12 +47,15 @@ def test_predict_ok_and_skipped(shared, tmp_path, capsys):
     assert (tmp_path / "out2" / "predictions.csv").is_file()
 
 
-def test_path_required_unless_a_source_handles_it(tmp_path, capsys, monkeypatch):
+def test_path_required_unless_a_source_handles_it(tmp_path, capsys):
+    from dicomml.cli import build_parser
+
     assert main(["predict", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "give PATH" in capsys.readouterr().err
+    assert predict_cli.SOURCES == (predict_cli.pacs_source,)
     seen = []
-    monkeypatch.setattr(predict_cli, "SOURCES", [lambda args: seen.append(args.run_dir) or 0])
-    assert main(["predict", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
+    args = build_parser().parse_args(["predict", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert predict_cli.run(args, sources=(lambda a: seen.append(a.run_dir) or 0,)) == 0
     assert seen == [str(tmp_path)]
 
 

@@ -46,7 +46,7 @@ def test_operating_point_from_metrics():
 
 @pytest.mark.slow
 def test_evaluate_then_predict_use_one_threshold(tmp_path_factory, tmp_path):
-    pytest.importorskip("keras")
+    import keras  # noqa: F401 - a hard dependency: a broken install fails
     from dicomml.evaluate.evaluation import evaluate_run
     from dicomml.evaluate.prediction import predict
     from dicomml.report.sr import read_sr

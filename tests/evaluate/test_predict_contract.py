@@ -16,7 +16,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-pytest.importorskip("keras")
+import keras  # noqa: F401 - a hard dependency: a broken install fails
 
 from dicomml.cli import main  # noqa: E402
 from dicomml.evaluate.prediction import predict  # noqa: E402

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-pytest.importorskip("keras")
+import keras  # noqa: F401 - a hard dependency: a broken install fails
 
 from dicomml.evaluate.evaluation import evaluate_run  # noqa: E402
 from dicomml.evaluate.prediction import predict  # noqa: E402

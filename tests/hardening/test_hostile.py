@@ -117,6 +117,15 @@ def test_valid_files_next_to_every_hostile_kind(hostile, tmp_path):
         {p: type(got[p]).__name__ for p in bad if not isinstance(got[p], DicommlError)}
 
 
+#: Code of a child process: ``peak_mb()``, the peak resident memory of that process itself
+#: (VmHWM; ``ru_maxrss`` keeps the peak of the forking parent, pytest, across exec).
+_PEAK_MB = """
+def peak_mb():
+    hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+    return (hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+"""
+
+
 def _run(code: str, tmp_path: Path, timeout: float = 300):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", RUST_BACKTRACE="0")
     return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
@@ -133,8 +142,8 @@ from dicomml.io import read_image
 from dicomml.io._read_dataset import load_dataset
 img = read_image({str(path)!r})
 ds, n = load_dataset({str(path)!r}, fast=False)
-print(json.dumps({{"shape": list(img.pixels.shape), "n": n,
-                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+{_PEAK_MB}
+print(json.dumps({{"shape": list(img.pixels.shape), "n": n, "rss_mb": peak_mb()}}))
 """, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -169,10 +178,35 @@ t = time.monotonic()
 from dicomml.cli import main
 status = main(["preprocess", {str(src)!r}, "--cache", {str(tmp_path / "cache")!r},
                "--db", {str(tmp_path / "i.sqlite")!r}, "--workers", "2", "--quiet"])
-print(json.dumps({{"status": status, "s": time.monotonic() - t,
-                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+{_PEAK_MB}
+print(json.dumps({{"status": status, "s": time.monotonic() - t, "rss_mb": peak_mb()}}))
 """, tmp_path, timeout=300)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == 1, proc.stderr[-3000:]
     assert "22 examples" in proc.stdout and "3 failed" in proc.stdout, proc.stdout
     assert out["s"] < 60 and out["rss_mb"] < 1024, out
+
+
+
+@pytest.mark.parametrize("kind", ["nested_200", "nested_5000"])
+def test_scan_skips_deep_nesting_with_its_reason(hostile, tmp_path, kind):
+    """The walker of the scan (its check of the rest of the file) refuses deep nesting as
+    the reader does: the file is skipped as invalid DICOM, with the reason, for both
+    header readers, never a RecursionError."""
+    import struct
+
+    from dicomml.io.header import Skip, read_header
+
+    data = bytearray(Path(hostile[kind]).read_bytes())
+    # The hostile file keeps the sample's (FFFC,FFFC) Data Set Trailing Padding before the
+    # nested private element (tags out of order): drop it so the walk reaches the nesting.
+    pad = data.find(b"\xfc\xff\xfc\xffOB\x00\x00")
+    assert pad > 0
+    del data[pad:pad + 12 + struct.unpack_from("<I", data, pad + 8)[0]]
+    path = tmp_path / f"{kind}.dcm"
+    path.write_bytes(bytes(data))
+    for fast in (True, False):
+        with pytest.raises(Skip) as exc:
+            read_header(str(path), fast=fast)
+        assert exc.value.category == "invalid DICOM", (fast, exc.value.reason)
+        assert "nested more than 64 levels" in exc.value.reason, (fast, exc.value.reason)

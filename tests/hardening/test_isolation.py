@@ -166,7 +166,7 @@ def test_predict_survives_decoder_crash(tmp_path):
     series before any decoding (a colour image is never given to a grayscale model, even
     forced), so predict never reaches the decoder that would abort; the crash isolation of the
     decoding itself is held by ``read_images`` tests above."""
-    pytest.importorskip("keras")
+    import keras  # noqa: F401 - a hard dependency: a broken install fails
     from tests.evaluate.runfolder import make_run
 
     run = make_run(tmp_path / "r", n_patients=4)

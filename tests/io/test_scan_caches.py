@@ -13,7 +13,6 @@ import warnings
 import pydicom
 import pytest
 
-from dicomml.io import _scan_fast
 from dicomml.io._scan_store import db_values
 from dicomml.io.header import read_header_pydicom
 from dicomml.io.scanner import scan_chunk
@@ -50,16 +49,16 @@ def _reference(path):
 
 
 @pytest.mark.parametrize("cache_items", [4096, 1])
-def test_cached_rows_equal_pydicom(files, monkeypatch, cache_items):
+def test_cached_rows_equal_pydicom(files, cache_items):
     import os
 
-    monkeypatch.setattr(_scan_fast, "_CACHE_ITEMS", cache_items)  # 1: cleared at every miss
     items = [(str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in files]
-    for _ in range(2):  # the second pass reads every value from the caches
-        got = scan_chunk(items)
-        for item, res in zip(items, got):
-            assert res[0] == "row", res
-            assert res[4] == _reference(item[0])
+    # every file twice in one chunk: the second time from the caches (1: cleared at every miss)
+    got = scan_chunk(items + items, cache_items=cache_items)
+    assert len(got) == 2 * len(items)
+    for item, res in zip(items + items, got):
+        assert res[0] == "row", res
+        assert res[4] == _reference(item[0])
     rows = {r[1]: r[4] for r in got}
     ori = [rows[str(p)][list(_cols()).index("image_orientation")] for p in files]
     assert ori[0] == "[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]"

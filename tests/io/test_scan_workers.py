@@ -1,8 +1,8 @@
 """Parallel scans give the Index of the in-process scan, whichever way the workers run.
 
-Paths: forked processes with this process reading chunks too (``local``), and
-:mod:`dicomml.parallel` local processes started before the walk (when forking is not
-safe). The reference is the in-process scan, itself checked against pydicom in
+Paths: :mod:`dicomml.parallel` processes forked from this one with this process reading
+chunks too (``local``), and :mod:`dicomml.parallel` processes started before the walk
+(when forking is not safe). A killed worker costs its files, never the scan. The reference is the in-process scan, itself checked against pydicom in
 ``test_scan.py``; here every row is also compared with pydicom directly.
 """
 
@@ -40,13 +40,14 @@ def test_parallel_scan_equals_in_process(export, tmp_path, monkeypatch, forked):
     if forked:  # in a fresh process: forking needs a process without other threads
         code = ("import sys, dicomml.io.scanner as m; m.CHUNK_SIZE = 4; used = []; "
                 "start = m._start_executor; "
-                "m._start_executor = lambda w: used.append(type(ex := start(w)).__name__) or ex; "
+                "m._start_executor = lambda w: used.append(ex := start(w)) or ex; "
                 "r = m.scan(sys.argv[1], sys.argv[2], workers=2, progress=False); "
-                "print(r.files_read, *used)")
+                "print(r.files_read, *[(type(e).__name__, e.start_method, e.local, e.workers) "
+                "for e in used])")
         out = subprocess.run([sys.executable, "-c", code, str(export),
                               str(tmp_path / "par.sqlite")], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).resolve().parents[2]).stdout
-        assert out.split() == ["41", "_ForkedProcesses"]
+        assert out.strip().split(maxsplit=1) == ["41", "('ProcessExecutor', 'fork', True, 1)"]
         got_db = tmp_path / "par.sqlite"
     else:
         monkeypatch.setattr(scan_mod, "_fork_is_safe", lambda: False)
@@ -72,3 +73,40 @@ def test_parallel_scan_equals_in_process(export, tmp_path, monkeypatch, forked):
             assert row["image_orientation"] == tuple(
                 float(v) for v in ds.ImageOrientationPatient)
             assert row["instance_number"] == int(ds.InstanceNumber)
+
+
+def test_a_killed_worker_costs_its_file_not_the_scan(export, tmp_path):
+    """SIGKILL of the worker reading one file (as the OOM killer does): the scan finishes,
+    every other file is indexed, that file is skipped with the reason and read again by the
+    next scan."""
+    poison = str(sorted((export / "a").iterdir())[5])
+    code = ("import os, signal, sys, dicomml.io.scanner as m\n"
+            "from dicomml.parallel import get_executor\n"
+            "m.CHUNK_SIZE = 4\n"
+            "parent = os.getpid()\n"
+            "read = m.scan_chunk\n"
+            "def scan_chunk(items, fast=True):\n"
+            "    if os.getpid() != parent and any(p == sys.argv[3] for p, _s, _m in items):\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return read(items, fast=fast)\n"
+            "m.scan_chunk = scan_chunk\n"
+            "m._start_executor = lambda w: get_executor('processes', workers=2, "
+            "start_method='fork')\n"
+            "r = m.scan(sys.argv[1], sys.argv[2], workers=3, progress=False)\n"
+            "print(r.files_read, len(r.skipped))\n")
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.run([sys.executable, "-c", code, str(export), str(db), poison],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["41", "2"], proc.stdout
+    with Index(db) as index:
+        skipped = index.skipped().set_index("path")
+        assert len(index.instances()) == 39
+        assert poison not in set(index.instances()["path"])
+    reason = skipped.loc[poison, "reason"]
+    assert "SIGKILL" in reason and "scan again" in reason, reason
+    again = scan(export, db, workers=0, progress=False)  # the next scan reads it again
+    assert again.files_read == 1
+    with Index(db) as index:
+        assert poison in set(index.instances()["path"]) and len(index.instances()) == 40

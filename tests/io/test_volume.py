@@ -15,7 +15,7 @@ from dicomml.io import read_series, resample
 from dicomml.io.volume import from_sitk, to_sitk
 from dicomml.testing import write_ct_series, write_enhanced_ct
 
-sitk = pytest.importorskip("SimpleITK")
+import SimpleITK as sitk
 
 
 def _dcm(path):

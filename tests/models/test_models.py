@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from dicomml.errors import ConfigError  # noqa: E402
 from dicomml.models import available_models, build_model  # noqa: E402

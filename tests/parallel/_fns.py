@@ -83,6 +83,12 @@ def sleep_items(chunk):
     return list(chunk)
 
 
+def sleep_pid(chunk):
+    """Sleep ``chunk[0]`` seconds; the process id that ran it."""
+    time.sleep(chunk[0])
+    return os.getpid()
+
+
 def privacy_state(chunk):
     """Whether dicomml.privacy's filter is installed in this worker, and what a warning
     naming a patient looks like once scrubbed there."""

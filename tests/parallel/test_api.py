@@ -136,7 +136,7 @@ def test_get_executor_validation():
     with pytest.raises(ConfigError, match="workers must be"):
         get_executor("processes", workers=0)
     with pytest.raises(ConfigError, match="start_method"):
-        get_executor("processes", workers=1, start_method="fork")
+        get_executor("processes", workers=1, start_method="vfork")
     with pytest.raises(ConfigError, match="not accepted"):
         get_executor("inprocess", start_method="spawn")
     with pytest.raises(ConfigError, match="inprocess"):

@@ -229,3 +229,37 @@ def test_item_timeout_does_not_count_worker_start_up(tmp_path, monkeypatch):
     with get_executor("processes", workers=1, item_timeout=0.5) as ex:
         out = list(ex.map_chunks(slow_import_fns.ident, [[1], [2]]))
     assert [o.result for o in out] == [[1], [2]]
+
+
+def test_fork_is_refused_while_tensorflow_is_loaded(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", type(sys)("tensorflow"))
+    with pytest.raises(ConfigError, match="TensorFlow"):
+        get_executor("processes", workers=1, start_method="fork")
+
+
+def test_forked_workers_with_the_caller_reading_too(tmp_path):
+    """``start_method="fork"`` (with ``local=True`` as the scan uses it): a SIGKILLed
+    worker costs only its item (run again alone in a fresh forked worker), the caller runs
+    chunks while the workers are busy, and close() ends every worker at once (a forked child
+    closes its copies of the parent's pipe ends, else it would wait for the join timeout).
+    In a fresh process: forking needs a parent without TensorFlow."""
+    script = tmp_path / "forked.py"
+    (tmp_path / "runs").mkdir()
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        from dicomml.parallel import WorkerCrashed, chunked, get_executor
+        from tests.parallel import _fns
+        from tests.parallel.conftest import check_crash_isolation
+        with get_executor("processes", workers=2, start_method="fork") as ex:
+            check_crash_isolation(ex, {str(tmp_path / "runs")!r}, _fns.KILL, -9)
+        with get_executor("processes", workers=2, start_method="fork", local=True) as ex:
+            pids = [o.result for o in ex.map_chunks(_fns.sleep_pid, [[0.2]] * 12)]
+            t0 = time.monotonic()
+        print(os.getpid() in pids, len(set(pids)) == 3 and len(pids) == 12,
+              time.monotonic() - t0 < 3)
+    """))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         cwd=os.getcwd(), timeout=90,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.split() == ["True", "True", "True"], res.stdout

@@ -112,3 +112,36 @@ def test_voi_lut_matches_dcm2pnm(tmp_path):
     ours = _display(apply_voi_lut(img.pixels[0], img.voi_luts[0]),
                     img.photometric_interpretation)
     assert np.abs(ours - ref).max() <= 1.0 + 1e-3
+
+
+#: Square files (the Pipeline at native size with "stretch" resizes nothing): CT, MR (also
+#: RLE, JPEG-LS, multi-frame), CT with (0028,0120) padding, CR MONOCHROME1.
+SQUARE = ["CT_small.dcm", "693_UNCI.dcm", "MR_small.dcm", "MR_small_RLE.dcm",
+          "MR_small_jpeg_ls_lossless.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm",
+          "emri_small_RLE.dcm", "6154"]
+
+
+@pytest.mark.parametrize("name", SQUARE)
+def test_pipeline_matches_dcm2pnm(name, tmp_path):
+    """The Pipeline itself (window → MONOCHROME1 inversion → padding floor → resize →
+    channels → normalize "unit"), at native size, against dcm2pnm: within one grey level
+    outside the padding, and padding pixels black."""
+    from dicomml.preprocess import Pipeline, PreprocessConfig
+
+    path = sample_file(name)
+    img = read_image(path)
+    rows, cols = img.pixels.shape[-2:]
+    assert rows == cols
+    c, w = _explicit_windows(img.pixels[0].astype(np.float64))[1]
+    ref = _render(path, tmp_path / "p.pgm", "+Ww", f"{c}", f"{w}")
+    cfg = PreprocessConfig(windows=[(c, w)], mode="replicate", size=int(rows),
+                           resize="stretch", normalize="unit")
+    out = Pipeline(cfg)(img, 0)
+    assert out.shape == (rows, cols, 3) and out.dtype == np.float32
+    assert np.array_equal(out[..., 0], out[..., 2])
+    ours = out[..., 0].astype(np.float64) * 255.0
+    pad = np.zeros((rows, cols), bool) if img.padding_mask is None else \
+        np.asarray(img.padding_mask, bool).reshape(-1, rows, cols)[0]
+    assert (ours[pad] == 0).all()
+    diff = np.abs(ours - ref)[~pad].max()
+    assert diff <= 1.0 + 1e-3, (name, c, w, diff)

@@ -174,3 +174,46 @@ def test_percentile_window_ignores_padding():
     m = resolve_window("minmax", values=values, padding_mask=pad)
     assert m.center - m.width / 2 == pytest.approx(values[~pad].min())
     assert m.center + m.width / 2 == pytest.approx(values[~pad].max())
+
+
+@pytest.mark.parametrize("function,width", [("LINEAR", 80.0), ("LINEAR", 1.0),
+                                            ("LINEAR_EXACT", 0.5), ("SIGMOID", 80.0)])
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_apply_window_into_out_is_the_same_window(function, width, dtype):
+    """``out=`` (the Pipeline's preallocated stack) writes exactly what a new array holds."""
+    x = np.arange(-100, 200, 3, dtype=dtype).reshape(10, 10)
+    ref = apply_window(x, 40, width, function)
+    out = np.full(x.shape, np.nan, np.float32)
+    got = apply_window(x, 40, width, function, out=out)
+    assert got is out and got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)
+    with pytest.raises(ConfigError, match="out must be a float32 array"):
+        apply_window(x, 40, width, function, out=np.empty((10, 9), np.float32))
+
+
+@pytest.mark.parametrize("width,function", [(0.0, "LINEAR"), (0.5, "LINEAR"),
+                                            (0.0, "LINEAR_EXACT"), (-2.0, "SIGMOID")])
+def test_a_files_own_forbidden_window_width_is_a_file_defect(tmp_path, width, function):
+    """(0028,1051) Window Width 0 in the file: InvalidDicomError naming the tag and the file
+    (not ConfigError, which is for the caller's own choices), from resolve_window and from
+    the Pipeline; an explicit window of the same width stays a ConfigError."""
+    import pydicom
+
+    from dicomml.errors import InvalidDicomError
+    from dicomml.io import read_image
+    from dicomml.preprocess import Pipeline, PreprocessConfig, resolve_window
+
+    ds = pydicom.dcmread(sample_file("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 40, width, function
+    path = tmp_path / "width.dcm"
+    ds.save_as(path)
+    img = read_image(path)
+    assert img.windows[0].width == width
+    with pytest.raises(InvalidDicomError, match=r"\(0028,1051\) Window Width") as exc:
+        resolve_window("file:0", file_windows=img.windows, where=str(path))
+    assert str(path) in str(exc.value)
+    cfg = PreprocessConfig(windows=["file:0"], mode="replicate", size=32)
+    with pytest.raises(InvalidDicomError, match=r"\(0028,1051\) Window Width"):
+        Pipeline(cfg)(img, 0)
+    with pytest.raises(ConfigError):
+        apply_window(img.pixels[0], 40, width, function)

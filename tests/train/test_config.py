@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,22 @@ def test_loading_checks_without_importing_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+
+
+def test_run_config_from_run_dir_is_the_config_training_wrote(tmp_path):
+    """``RunConfig.from_run_dir`` reads RUN_DIR/config.toml back as the typed configuration
+    (what predict and evaluate use); a folder without it is no run folder."""
+    from dicomml.errors import ConfigError
+    from dicomml.train.config import RunConfig, load_config
+    from dicomml.train.run import load_run
+    from dicomml.train.toml_io import write_toml
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "sample_dicom" / "train.toml")
+    write_toml(tmp_path / "config.toml", cfg.to_dict())
+    back = RunConfig.from_run_dir(tmp_path)
+    assert back == cfg and back.data.classes == ("normal", "haemorrhage")
+    run = load_run(tmp_path)
+    assert run.run_config == cfg and run.classes == ["normal", "haemorrhage"]
+    assert run.pipeline.config == cfg.preprocess_config()
+    with pytest.raises(ConfigError, match="not a run folder"):
+        RunConfig.from_run_dir(tmp_path / "nothing")

@@ -123,7 +123,7 @@ def _predict(run_dir, x):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    pytest.importorskip("tensorflow")
+    import tensorflow  # noqa: F401 - a hard dependency: a broken install fails
     from dicomml.testing.task import write_head_ct_task
 
     d = tmp_path_factory.mktemp("dist")
@@ -205,7 +205,7 @@ def test_multi_worker_two_local_workers_matches_single(setup):
 def test_repeated_shuffle_order_depends_only_on_seed_and_epoch(tmp_path):
     """The fix behind the equality above: Keras pulls a batch and re-creates the iterator
     under a strategy; a stateful ``shuffle`` then starts at another permutation."""
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     from dicomml.data.cache import TensorCache
     from dicomml.data.tfdata import cache_dataset
     from tests.data._fake import FakePipeline, write_files

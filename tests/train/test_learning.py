@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-pytest.importorskip("keras")
+import keras  # noqa: F401 - a hard dependency: a broken install fails
 
 from dicomml.evaluate.runio import predict_examples  # noqa: E402
 from dicomml.train import Trainer, load_run  # noqa: E402

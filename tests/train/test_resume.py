@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras
 
 from dicomml.testing.task import write_head_ct_task  # noqa: E402
 from dicomml.train.callbacks import (EpochSeeds, ResumableEarlyStopping,  # noqa: E402
