@@ -112,7 +112,6 @@ def test_same_result_whatever_the_order_files_arrive(export, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["processes", "dask"])
 def test_same_result_whatever_the_executor(export, tmp_path, monkeypatch, kind):
-    pytest.importorskip("distributed") if kind == "dask" else None
     from dicomml.parallel import get_executor
 
     root, files = export

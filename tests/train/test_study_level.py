@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402 - a hard dependency: a broken install fails
 
 from dicomml.data.bags import example_weights, study_groups, study_targets  # noqa: E402
 from dicomml.testing import write_chest_nodule_task  # noqa: E402
