@@ -5,7 +5,7 @@ pipeline yields one bag per step — ``x`` float32 (1, n, size, size, 3) with th
 ``n``, ``y`` (1, n_classes) and a loss weight (1,) — so bags of any length need no padding.
 The epoch order is a stateless function of ``(seed, epoch)`` like
 :func:`dicomml.data.tfdata.cache_dataset`, and the augmentation draws of step ``b`` are a
-function of ``(seed, b)`` (:func:`dicomml.preprocess.augment.augment_batches`), so a
+function of ``(seed, b)`` (:func:`dicomml.data.augmentation.augment_batches`), so a
 resumed run sees what the uninterrupted one saw.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 
 from dicomml.data.tfdata import encode_targets
 from dicomml.errors import ConfigError
-from dicomml.preprocess.augment import augment_batches
+from dicomml.data.augmentation import augment_batches
 
 __all__ = ["study_groups", "study_targets", "example_weights", "bag_dataset"]
 

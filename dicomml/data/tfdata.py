@@ -24,7 +24,7 @@ import pandas as pd
 
 from dicomml.data.cache import TensorCache, make_executor, preprocess_one, tensor_shape
 from dicomml.errors import FATAL
-from dicomml.preprocess.augment import augment_batches
+from dicomml.data.augmentation import augment_batches
 
 __all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
            "augment_for"]
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def augment_for(pipeline):
     """``(AugmentConfig, normalize)`` of ``pipeline``'s configuration, for
-    :func:`dicomml.preprocess.augment.augment_batches` (training batches only)."""
+    :func:`dicomml.data.augmentation.augment_batches` (training batches only)."""
     cfg = pipeline.config
     return cfg.augment, cfg.normalize
 
@@ -240,7 +240,7 @@ class OnTheFly:
         many batches in (whole epochs skipped for free, the rest decoded and dropped), with
         the augmentation draws of those batch numbers (``augment``: an
         :class:`~dicomml.preprocess.augment.AugmentConfig`, see
-        :func:`dicomml.preprocess.augment.augment_batches`).
+        :func:`dicomml.data.augmentation.augment_batches`).
         """
         import tensorflow as tf
 

@@ -54,7 +54,7 @@ class PreprocessConfig:
         (0028,1056) VOI LUT Function used for presets and explicit windows.
     augment : AugmentConfig
         Training augmentation ranges: applied to the training split only, on the tensors
-        inside tf.data (:func:`dicomml.preprocess.augment.augment_batches`); per plane with
+        inside tf.data (:func:`dicomml.data.augmentation.augment_batches`); per plane with
         ``Pipeline(..., training=True)``. Not part of :meth:`config_hash`.
     version : int
         :data:`CONFIG_VERSION` of the definition the config was made with.
@@ -159,7 +159,7 @@ class PreprocessConfig:
 
         Equal configs give equal hashes across processes and machines; the data stage keys
         its tensor cache on it. The augmentation ranges are left out: they act on the cached
-        tensors at training time (:func:`dicomml.preprocess.augment.augment_batches`), so
+        tensors at training time (:func:`dicomml.data.augmentation.augment_batches`), so
         changing them never recomputes the cache.
         """
         d = self.to_dict()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicomml.preprocess.augment import (_DRAWS, AugmentConfig, AugmentParams, apply_geometry,
-                                        augment_batches, augment_images, is_identity)
+from dicomml.data.augmentation import augment_batches, augment_images
+from dicomml.preprocess.augment import (DRAWS, AugmentConfig, AugmentParams, apply_geometry,
+                                        is_identity)
 from dicomml.preprocess.window import apply_window
 
 OFF = dict(flip_lr=0.0, flip_ud=0.0, rotate_deg=0.0, scale=0.0, translate=0.0, intensity=0.0,
@@ -17,7 +18,7 @@ OFF = dict(flip_lr=0.0, flip_ud=0.0, rotate_deg=0.0, scale=0.0, translate=0.0, i
 def _draws(n, seed):
     import tensorflow as tf
 
-    return tf.random.stateless_uniform([n, len(_DRAWS)], seed=seed).numpy()
+    return tf.random.stateless_uniform([n, len(DRAWS)], seed=seed).numpy()
 
 
 def test_identity_config_changes_nothing():
