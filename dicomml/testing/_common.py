@@ -137,3 +137,22 @@ def name_files(n: int, rng: np.random.Generator, *, shuffle: bool,
     except (TypeError, ValueError) as e:
         raise ConfigError(f"file_names pattern must contain one integer field such as "
                           f"'IM%04d'. Received: file_names={pattern!r}") from e
+
+
+def draw_labels(n_patients: int, positive_fraction: float, seed):
+    """The random generator of a learning task and which of its patients are positive.
+
+    ``positive_fraction`` (in [0, 1], else ConfigError) of ``n_patients``, rounded, in a
+    shuffled order; ``seed`` an int or a Generator (one int is drawn from it), so a task is
+    reproducible from its seed. Returns ``(rng, is_positive)``.
+    """
+    from .people import as_rng
+
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ConfigError("positive_fraction must be in [0, 1]. "
+                          f"Received: positive_fraction={positive_fraction}")
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(2 ** 63))
+    rng = as_rng(seed)
+    n_pos = int(round(n_patients * positive_fraction))
+    return rng, rng.permutation(np.r_[np.ones(n_pos, bool), np.zeros(n_patients - n_pos, bool)])

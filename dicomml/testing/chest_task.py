@@ -29,9 +29,10 @@ from scipy.ndimage import gaussian_filter
 from dicomml._atomic import atomic_write, atomic_write_text
 from dicomml.errors import ConfigError
 
-from ._common import check_transfer_syntax, name_files, set_pixels, write_dataset
+from ._common import (check_transfer_syntax, draw_labels, name_files, set_pixels,
+                      write_dataset)
 from .ct import CT_WINDOWS, SliceGeometry, ct_dataset, r6
-from .people import as_rng, make_patient, make_study, uid_from
+from .people import make_patient, make_study, uid_from
 
 __all__ = ["write_chest_nodule_task", "CHEST_LABELS", "NODULE_DIAMETER", "read_task_masks"]
 
@@ -165,15 +166,8 @@ def write_chest_nodule_task(
     if slices < 12:
         raise ConfigError(f"slices must be at least 12 (the nodule spans up to 7). "
                           f"Received: slices={slices}")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ConfigError("positive_fraction must be in [0, 1]. "
-                          f"Received: positive_fraction={positive_fraction}")
+    rng, is_pos = draw_labels(n_patients, positive_fraction, seed)
     ts = check_transfer_syntax(transfer_syntax)
-    if isinstance(seed, np.random.Generator):
-        seed = int(seed.integers(2 ** 63))
-    rng = as_rng(seed)
-    n_pos = int(round(n_patients * positive_fraction))
-    is_pos = rng.permutation(np.r_[np.ones(n_pos, bool), np.zeros(n_patients - n_pos, bool)])
     out_dir = Path(out_dir)
     ps = fov / rows
     coords = (np.arange(rows) - (rows - 1) / 2) * ps

@@ -22,9 +22,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicomml._atomic import atomic_write_text
 from dicomml.errors import ConfigError
 
-from ._common import check_transfer_syntax, name_files, set_pixels, write_dataset
+from ._common import (check_transfer_syntax, draw_labels, name_files, set_pixels,
+                      write_dataset)
 from .ct import SliceGeometry, ct_dataset, r6, render_plane
-from .people import as_rng, make_patient, make_study, uid_from
+from .people import make_patient, make_study, uid_from
 from .phantom import HU, HeadAnatomy, Lesion, Tissue, random_anatomy
 
 __all__ = ["write_head_ct_task", "HEAD_TASK_WINDOWS", "LABELS"]
@@ -105,15 +106,8 @@ def write_head_ct_task(
     """
     if n_patients < 2:
         raise ConfigError(f"n_patients must be at least 2. Received: n_patients={n_patients}")
-    if not 0.0 <= positive_fraction <= 1.0:
-        raise ConfigError("positive_fraction must be in [0, 1]. "
-                          f"Received: positive_fraction={positive_fraction}")
+    rng, is_pos = draw_labels(n_patients, positive_fraction, seed)
     ts = check_transfer_syntax(transfer_syntax)
-    if isinstance(seed, np.random.Generator):
-        seed = int(seed.integers(2 ** 63))
-    rng = as_rng(seed)
-    n_pos = int(round(n_patients * positive_fraction))
-    is_pos = rng.permutation(np.r_[np.ones(n_pos, bool), np.zeros(n_patients - n_pos, bool)])
     out_dir = Path(out_dir)
     fov = 240.0
     ps = fov / columns
