@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pydicom
 
+from tests.conftest import require_tool
 from tests.pacs.orthanc import _set_pdeathsig
 
 NODE_AET, NODE_PORT = "DICOMML", 11112  # as tests.pacs.orthanc.Orthanc's modality "dicomml"
@@ -115,7 +116,7 @@ def orthanc_send(orthanc, study_id: str) -> None:
 
 def storescu(paths, *, timeout: float = 120) -> subprocess.CompletedProcess:
     """dcmtk's storescu sends files to the node as AE STORESCU."""
-    return subprocess.run(["storescu", "-aet", "STORESCU", "-aec", NODE_AET, "127.0.0.1",
+    return subprocess.run([require_tool("storescu"), "-aet", "STORESCU", "-aec", NODE_AET, "127.0.0.1",
                            str(NODE_PORT), *map(str, paths)], capture_output=True, text=True,
                           timeout=timeout)
 
