@@ -22,6 +22,7 @@ from typing import Iterator
 from dicomml.errors import InvalidDicomError, NotDicomError
 from dicomml.privacy import scrub
 from dicomml.io._read_fast import NestingTooDeep, parse_light
+from dicomml.io.functional_groups import attach, strip_per_frame
 from dicomml.io.guards import DEFER_SIZE, MMAP_FROM, nesting_error
 
 __all__ = ["load_dataset", "quiet_pydicom", "describe_error", "shown_uid", "shown_cs"]
@@ -128,12 +129,16 @@ def quiet_pydicom() -> Iterator[None]:
 
 
 def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
-                 fast: bool = True):
+                 fast: bool = True, frame_groups: bool = False):
     """Read ``path`` and return ``(dataset, n_bytes)``.
 
     With ``fast=True`` a native little-endian grayscale file is parsed by
     :func:`dicomml.io._read_fast.parse_light` (a :class:`LightDataset` with the attributes the
-    reader needs); anything else by pydicom (a ``pydicom.Dataset``).
+    reader needs); anything else by pydicom (a ``pydicom.Dataset``). With
+    ``frame_groups=True`` the (5200,9230) Per-Frame Functional Groups of an enhanced object
+    are parsed by :mod:`dicomml.io.functional_groups` (only the attributes dicomml's readers
+    use; the dataset's ``PerFrameFunctionalGroupsSequence`` is then absent: read it with
+    :func:`~dicomml.io.functional_groups.per_frame_groups`) and pydicom parses the rest.
 
     Raises
     ------
@@ -162,6 +167,11 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
             raise nesting_error(path) from None
         if light is not None:
             return light, len(data)
+    groups = None
+    if frame_groups and part10 and not isinstance(data, mmap.mmap):
+        stripped = strip_per_frame(data)
+        if stripped is not None:
+            data, groups = stripped
     # A large file is parsed from its path, large values deferred (read when used).
     source = (lambda: path) if isinstance(data, mmap.mmap) else (lambda: io.BytesIO(data))
     opts = {"stop_before_pixels": stop_before_pixels, "defer_size": DEFER_SIZE}
@@ -196,6 +206,8 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
             "truncated or corrupt. Re-export or re-transfer it.") from e
     if isinstance(data, mmap.mmap):
         data.close()  # pydicom read from the path
+    if groups is not None:
+        attach(ds, groups)
     return ds, size
 
 

@@ -18,9 +18,19 @@ The raw values become row values by :mod:`dicomml.io.fields`.
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 
-from dicomml.io.fields import MAX_TAG, RAW_TAGS, Skip, normalize_strings, row_from_values
+from dicomml.io.fields import (
+    FUNCTIONAL_GROUP_CLASSES,
+    MAX_TAG,
+    RAW_TAGS,
+    Skip,
+    functional_group_values,
+    normalize_strings,
+    row_from_values,
+)
+from dicomml.io.functional_groups import PARSE_ERRORS, read_groups
 from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     BLOCK,
@@ -145,6 +155,7 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
                     else:
                         start, length = item[1]
                         raw[tag] = (item[0], r.get(start, length, start))
+            frame_values, pos = _frame_values(f, raw, pos, explicit)
             cut = check_rest(r, pos, explicit)
         except Truncated as t:
             raise Skip("truncated header", f"truncated header at byte {t.offset}") from None
@@ -183,4 +194,21 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
     msi = meta[0x00020003]
     return row_from_values(path, size, mtime, ts, values,
                            normalize_strings("ui", _text(msc[1])) if msc else None,
-                           normalize_strings("ui", _text(msi[1])) if msi else None)
+                           normalize_strings("ui", _text(msi[1])) if msi else None,
+                           frame_values)
+
+
+def _frame_values(f, raw: dict, pos: int, explicit: bool) -> tuple[dict | None, int]:
+    """``(functional_group_values, where the walk goes on)`` of an enhanced object, parsed
+    by :mod:`dicomml.io.functional_groups` from ``pos`` (after :data:`MAX_TAG`) on a memory
+    map of the file ``f``; ``(None, pos)`` for other objects or where that parser falls
+    back (:func:`~dicomml.io.fields.row_from_values` then reads them its own way)."""
+    sop = raw.get(0x00080016)
+    if sop is None or normalize_strings("ui", _text(sop[1])) not in FUNCTIONAL_GROUP_CLASSES:
+        return None, pos
+    try:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            groups, span = read_groups(mm, pos, explicit)
+    except PARSE_ERRORS:
+        return None, pos
+    return functional_group_values(groups), pos if span is None else span[1]

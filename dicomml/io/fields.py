@@ -12,9 +12,16 @@ reasons a file is not indexed). See :mod:`dicomml.io.header` for the row represe
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any
 
+from dicomml.io.functional_groups import (
+    PARSE_ERRORS,
+    FrameGroups,
+    groups_of_file,
+    per_frame_groups,
+)
 from dicomml.io.uids import TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 
 __all__ = [
@@ -262,8 +269,13 @@ def normalize_pydicom(kind: str, value: Any) -> Any:
 
 def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str | None,
                     values: dict[str, Any], meta_sop_class: str | None,
-                    meta_sop_instance: str | None) -> HeaderRow:
-    """Assemble an Index row from normalized values; raise :class:`Skip` when unusable."""
+                    meta_sop_instance: str | None,
+                    frame_values: dict[str, Any] | None = None) -> HeaderRow:
+    """Assemble an Index row from normalized values; raise :class:`Skip` when unusable.
+
+    ``frame_values``: :func:`functional_group_values` of an enhanced object when the caller
+    already parsed its functional groups (else they are read from ``path``).
+    """
     row: dict[str, Any] = {"path": path, "size": size, "mtime": mtime,
                            "transfer_syntax_uid": transfer_syntax_uid}
     get = values.get
@@ -290,7 +302,9 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
         row["mosaic_images"] = number_of_images_in_mosaic(values.get("csa_image")) or 0
     row["frames_per_position"] = None
     if kind == "image" and row["sop_class_uid"] in FUNCTIONAL_GROUP_CLASSES:
-        for name, value in functional_group_values(path).items():
+        if frame_values is None:
+            frame_values = functional_group_values(path)
+        for name, value in frame_values.items():
             if name == "frames_per_position" or row.get(name) is None:
                 row[name] = value
     return row
@@ -319,8 +333,9 @@ def functional_group_values(source) -> dict[str, Any]:
     """Index values of an enhanced multi-frame object from its functional groups.
 
     Reads (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups Sequence of
-    ``source`` (a path, read with pydicom without pixel data, or a pydicom Dataset) and
-    returns the columns of :data:`_FRAME_VALUES` whose value
+    ``source`` (a path, read by :mod:`dicomml.io.functional_groups`, or by pydicom without
+    pixel data where that parser falls back; a pydicom Dataset; or a
+    :class:`~dicomml.io.functional_groups.FrameGroups`) and returns the columns of :data:`_FRAME_VALUES` whose value
     is the same in every frame (shared, or per-frame and constant): (0018,9082) Effective
     Echo Time, (0008,9208) Complex Image Component, (0018,9087) Diffusion b-value,
     (0020,9128) Temporal Position Index, (0020,9056) Stack ID, (0020,0037) Image
@@ -335,10 +350,17 @@ def functional_group_values(source) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(
-                source, stop_before_pixels=True, specific_tags=[0x52009229, 0x52009230])
-            shared = ds.get("SharedFunctionalGroupsSequence") or [None]
-            frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+            if isinstance(source, (str, os.PathLike)):
+                try:
+                    source = groups_of_file(source)
+                except PARSE_ERRORS:
+                    source = pydicom.dcmread(source, stop_before_pixels=True,
+                                             specific_tags=[0x52009229, 0x52009230])
+            if isinstance(source, FrameGroups):
+                shared, frames = [source.shared], source.per_frame
+            else:
+                shared = source.get("SharedFunctionalGroupsSequence") or [None]
+                frames = per_frame_groups(source) or []
             out: dict[str, Any] = {}
             for column, seq, attr in _FRAME_VALUES:
                 kind = TAGS[next(t for n, t, _k in FIELDS if n == column)][1]

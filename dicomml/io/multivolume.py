@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dicomml.io.csa import CSA_IMAGE, CSAError, csa_header, csa_value
+from dicomml.io.functional_groups import per_frame_groups
 from dicomml.io.geometry import POSITION_TOL_MM
 from dicomml.io.types import SeriesIssue, VolumeInfo
 
@@ -145,7 +146,7 @@ def acquisition(ds, n: int) -> list[Acquisition]:
     base = _classic_info(ds)
     instance = _num(ds.get("InstanceNumber"), int) or 0
     temporal = base["temporal_position"] or 0
-    per = ds.get("PerFrameFunctionalGroupsSequence")
+    per = per_frame_groups(ds)
     if not per or len(per) < n:
         return [Acquisition(order=(temporal, instance, f), info=base) for f in range(n)]
     shared = ds.get("SharedFunctionalGroupsSequence")

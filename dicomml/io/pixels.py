@@ -47,6 +47,7 @@ from dicomml.io._read_dataset import (
     shown_uid,
 )
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
+from dicomml.io.functional_groups import per_frame_groups
 from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, Window
 from dicomml.io.uids import TS_EXPLICIT_BE
@@ -412,7 +413,7 @@ def frame_rescale(ds, frames: Iterable[int], *, where: str | None = None):
                 _str(ds.get("RescaleType")))
     shared = _fg_item(ds.get("SharedFunctionalGroupsSequence"), 0,
                       "PixelValueTransformationSequence")
-    per = ds.get("PerFrameFunctionalGroupsSequence")
+    per = per_frame_groups(ds)
     if shared is None and not (per and _fg_item(per, 0, "PixelValueTransformationSequence")):
         return None
     slopes, intercepts, rtype = [], [], None
@@ -538,7 +539,7 @@ def windows_of(ds, frame: int = 0, *, where: str | None = None) -> tuple[Window,
     """
     src = ds
     if "WindowCenter" not in ds:
-        src = _fg_item(ds.get("PerFrameFunctionalGroupsSequence"), frame,
+        src = _fg_item(per_frame_groups(ds), frame,
                        "FrameVOILUTSequence") or _fg_item(
             ds.get("SharedFunctionalGroupsSequence"), 0, "FrameVOILUTSequence")
         if src is None or "WindowCenter" not in src:
@@ -564,7 +565,7 @@ def voi_luts_of(ds, frame: int = 0) -> tuple[VOILUT, ...]:
     Enhanced objects) in the Frame VOI LUT functional group."""
     seq = ds.get("VOILUTSequence")
     if not seq:
-        item = _fg_item(ds.get("PerFrameFunctionalGroupsSequence"), frame,
+        item = _fg_item(per_frame_groups(ds), frame,
                         "FrameVOILUTSequence") or _fg_item(
             ds.get("SharedFunctionalGroupsSequence"), 0, "FrameVOILUTSequence")
         seq = item.get("VOILUTSequence") if item is not None else None
@@ -605,7 +606,7 @@ def frame_geometry(ds, frames: Iterable[int]):
     geometry gives None.
     """
     frames = list(frames)
-    per = ds.get("PerFrameFunctionalGroupsSequence")
+    per = per_frame_groups(ds)
     shared = ds.get("SharedFunctionalGroupsSequence")
     spacing = thickness = None
     if per or shared:

@@ -143,7 +143,7 @@ def _resolve_paths(x, index) -> tuple[list[str], bool]:
 def _load(path: str):
     """Return (dataset, None), (None, ("ignored", why)) or (None, ("unreadable", error))."""
     try:
-        ds, _ = load_dataset(path)
+        ds, _ = load_dataset(path, frame_groups=True)
     except (NotDicomError, OSError) as e:
         return None, ("ignored", str(e))
     except DicommlError as e:

@@ -1,0 +1,386 @@
+"""A fast parser of the Shared / Per-Frame Functional Groups of enhanced objects.
+
+Enhanced multi-frame objects (Enhanced CT / MR / PET, Legacy Converted Enhanced, ...,
+PS3.3 C.7.6.16) describe every frame in the (5200,9230) Per-Frame Functional Groups
+Sequence: a Siemens XA30 diffusion file of 39 frames holds some 3,000 elements there, and
+pydicom builds a ``Dataset`` and a ``DataElement`` for each of them (two thirds of the time
+dicomml spent on such a series). This module walks the same bytes with the constants and
+rules of :mod:`dicomml.io.walker` (PS3.5 Section 7.5: items of defined or undefined length,
+implicit VR inside UN) and keeps only the attributes that ordering, geometry, rescale and
+per-volume values need (:data:`WANTED`); every other element is skipped by its length or to
+its delimiter.
+
+The result is a list of :class:`Item` per sequence: a ``dict`` keyed by the DICOM keyword
+whose values are what pydicom returns for the element (``float`` / ``int`` / ``str`` for one
+value, a list for several, ``None`` for an empty number, ``""`` for empty text, a list of
+:class:`Item` for a sequence), so that ``item.get("PlanePositionSequence")[0].get(
+"ImagePositionPatient")`` reads alike on both. Anything the parser does not follow (big
+endian, deflate, an unexpected VR for a wanted tag, non-ASCII text, a malformed number)
+raises :class:`~dicomml.io.walker.Fallback` and the caller uses pydicom.
+
+:func:`per_frame_groups` is how every reader of dicomml gets the per-frame groups of a data
+set: the fast parser's when :func:`dicomml.io._read_dataset.load_dataset` attached them
+(:func:`attach`), else pydicom's.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from typing import NamedTuple
+
+from dicomml.io.guards import MAX_NESTING
+from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
+from dicomml.io.walker import (
+    ITEM,
+    ITEM_END,
+    LONG_VRS,
+    SEQ_END,
+    UNDEFINED,
+    VRS,
+    Fallback,
+    NestingTooDeep,
+    Reader,
+    Truncated,
+    walk,
+)
+
+__all__ = ["WANTED", "SHARED", "PER_FRAME", "Item", "FrameGroups", "parse_sequence",
+           "read_groups", "groups_of_file", "strip_per_frame", "attach", "per_frame_groups",
+           "PARSE_ERRORS"]
+
+SHARED = 0x52009229
+PER_FRAME = 0x52009230
+
+#: The attributes kept, anywhere inside the functional groups: tag -> (keyword, VR). The VR
+#: is the data dictionary's (implicit VR files); an explicit VR must be this one (or UN for
+#: a sequence is refused). Sequences are PS3.3 C.7.6.16.2 (Pixel Measures, Frame Content,
+#: Plane Position / Orientation, Frame VOI LUT, Pixel Value Transformation) and C.8.13.5
+#: (MR Image Frame Type, MR Echo, MR Diffusion), C.7.6.16.2.7 Cardiac Synchronization.
+WANTED: dict[int, tuple[str, bytes]] = {
+    0x00209113: ("PlanePositionSequence", b"SQ"),
+    0x00200032: ("ImagePositionPatient", b"DS"),
+    0x00209116: ("PlaneOrientationSequence", b"SQ"),
+    0x00200037: ("ImageOrientationPatient", b"DS"),
+    0x00289110: ("PixelMeasuresSequence", b"SQ"),
+    0x00280030: ("PixelSpacing", b"DS"),
+    0x00180050: ("SliceThickness", b"DS"),
+    0x00180088: ("SpacingBetweenSlices", b"DS"),
+    0x00209111: ("FrameContentSequence", b"SQ"),
+    0x00209157: ("DimensionIndexValues", b"UL"),
+    0x00209128: ("TemporalPositionIndex", b"UL"),
+    0x00209056: ("StackID", b"SH"),
+    0x00209057: ("InStackPositionNumber", b"UL"),
+    0x00209156: ("FrameAcquisitionNumber", b"US"),
+    0x00189074: ("FrameAcquisitionDateTime", b"DT"),
+    0x00189151: ("FrameReferenceDateTime", b"DT"),
+    0x00289145: ("PixelValueTransformationSequence", b"SQ"),
+    0x00281052: ("RescaleIntercept", b"DS"),
+    0x00281053: ("RescaleSlope", b"DS"),
+    0x00281054: ("RescaleType", b"LO"),
+    0x00289132: ("FrameVOILUTSequence", b"SQ"),
+    0x00281050: ("WindowCenter", b"DS"),
+    0x00281051: ("WindowWidth", b"DS"),
+    0x00281055: ("WindowCenterWidthExplanation", b"LO"),
+    0x00281056: ("VOILUTFunction", b"CS"),
+    0x00189226: ("MRImageFrameTypeSequence", b"SQ"),
+    0x00089007: ("FrameType", b"CS"),
+    0x00089208: ("ComplexImageComponent", b"CS"),
+    0x00189114: ("MREchoSequence", b"SQ"),
+    0x00189082: ("EffectiveEchoTime", b"FD"),
+    0x00189117: ("MRDiffusionSequence", b"SQ"),
+    0x00189075: ("DiffusionDirectionality", b"CS"),
+    0x00189087: ("DiffusionBValue", b"FD"),
+    0x00189076: ("DiffusionGradientDirectionSequence", b"SQ"),
+    0x00189089: ("DiffusionGradientOrientation", b"FD"),
+    0x00189118: ("CardiacSynchronizationSequence", b"SQ"),
+    0x00209153: ("NominalCardiacTriggerDelayTime", b"FD"),
+}
+#: Elements whose presence sends the whole object to pydicom: a (0028,3010) VOI LUT
+#: Sequence inside the Frame VOI LUT group (its LUT Data is read by pydicom's rules).
+_REFUSED = frozenset({0x00283010})
+_NOTHING: dict = {}
+
+_EXPL = struct.Struct("<HH2sH")
+_IMPL = struct.Struct("<HHI")
+_I = struct.Struct("<I")
+_TEXT = frozenset({b"SH", b"LO", b"CS", b"DT"})
+_BINARY = {b"UL": "I", b"US": "H", b"FD": "d"}
+
+
+class Item(dict):
+    """One sequence item: keyword -> value, as pydicom's ``Dataset.get(keyword)`` returns it
+    (attribute access too: ``item.RescaleSlope``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class FrameGroups(NamedTuple):
+    """The functional groups of one object: ``shared`` the (5200,9229) item (or None),
+    ``per_frame`` one :class:`Item` per frame of (5200,9230)."""
+
+    shared: Item | None
+    per_frame: list
+
+
+def _value(vr: bytes, raw: bytes):
+    """What pydicom returns for one wanted element of VR ``vr`` (PS3.5 Table 6.2-1)."""
+    if vr == b"DS":
+        if not raw.isascii():
+            raise Fallback
+        parts = raw.decode("ascii").split("\\")
+        try:
+            vals = [float(p) if p.strip(" \x00") else None for p in parts]
+        except ValueError:
+            raise Fallback from None
+        if len(vals) == 1:
+            return vals[0]
+        if None in vals:
+            raise Fallback
+        return vals
+    if vr in _TEXT:
+        if not raw.isascii():
+            raise Fallback
+        parts = [p.rstrip(" \x00") for p in raw.decode("ascii").split("\\")]
+        if vr == b"CS":
+            parts = [p.lstrip(" ") for p in parts]
+        return parts[0] if len(parts) == 1 else parts
+    fmt = _BINARY[vr]
+    size = struct.calcsize(fmt)
+    if len(raw) % size:
+        raise Fallback
+    n = len(raw) // size
+    if n == 0:
+        return None
+    vals = struct.unpack(f"<{n}{fmt}", raw)
+    return vals[0] if n == 1 else list(vals)
+
+
+def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
+                   wanted: dict = WANTED):
+    """Parse the items of a sequence value starting at ``pos`` (``length`` bytes, or
+    :data:`~dicomml.io.walker.UNDEFINED`): ``(list of Item, end)``.
+
+    ``buf`` is the whole file (``bytes`` or ``mmap``); ``wanted`` the attributes kept (an
+    empty table skips the sequence: its items come back empty). Raises
+    :class:`~dicomml.io.walker.Fallback` for what the parser does not follow,
+    :class:`~dicomml.io.walker.Truncated` when the file ends inside,
+    :class:`~dicomml.io.walker.NestingTooDeep` past ``MAX_NESTING`` levels.
+    """
+    if depth > MAX_NESTING:
+        raise NestingTooDeep(f"sequences nested more than {MAX_NESTING} levels deep")
+    size = len(buf)
+    end = size if length == UNDEFINED else pos + length
+    if end > size:
+        raise Truncated(pos)
+    items = []
+    while pos < end:
+        if pos + 8 > size:
+            raise Truncated(pos)
+        group, elem, ilen = _IMPL.unpack_from(buf, pos)
+        tag = (group << 16) | elem
+        if tag == SEQ_END:
+            if length != UNDEFINED:
+                raise Fallback
+            return items, pos + 8
+        if tag != ITEM:
+            raise Fallback
+        item, pos = _parse_item(buf, pos + 8, ilen, explicit, depth, wanted)
+        items.append(item)
+    if length == UNDEFINED:
+        raise Truncated(pos)
+    if pos != end:
+        raise Fallback
+    return items, end
+
+
+def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: dict):
+    size = len(buf)
+    undefined = length == UNDEFINED
+    end = size if undefined else pos + length
+    if end > size:
+        raise Truncated(pos)
+    item = Item()
+    refused = _REFUSED if wanted else frozenset()
+    unpack = _EXPL.unpack_from if explicit else _IMPL.unpack_from
+    while pos < end:
+        if pos + 8 > size:
+            raise Truncated(pos)
+        if explicit:
+            group, elem, vr, vlen = unpack(buf, pos)
+            if group == 0xFFFE:
+                vlen = _I.unpack_from(buf, pos + 4)[0]
+                vstart = pos + 8
+            elif vr in LONG_VRS:
+                if pos + 12 > size:
+                    raise Truncated(pos)
+                vlen = _I.unpack_from(buf, pos + 8)[0]
+                vstart = pos + 12
+            elif vr in VRS:
+                vstart = pos + 8
+            else:
+                raise Fallback
+        else:
+            group, elem, vlen = unpack(buf, pos)
+            vr = None
+            vstart = pos + 8
+        tag = (group << 16) | elem
+        if tag == ITEM_END:
+            if not undefined:
+                raise Fallback
+            return item, vstart
+        if group == 0xFFFE:
+            raise Fallback
+        if tag in refused:
+            raise Fallback
+        spec = wanted.get(tag)
+        if vlen == UNDEFINED:
+            # a sequence (implicit VR, SQ) or a UN holding implicit VR (PS3.5 6.2.2)
+            if explicit and vr not in (b"SQ", b"UN"):
+                raise Fallback
+            inner_explicit = explicit and vr != b"UN"
+            if spec is not None and (spec[1] != b"SQ" or (explicit and vr != b"SQ")):
+                raise Fallback
+            items, pos = parse_sequence(buf, vstart, UNDEFINED, inner_explicit, depth + 1,
+                                        wanted if spec is not None else _NOTHING)
+            if spec is not None:
+                item[spec[0]] = items
+            continue
+        pos = vstart + vlen
+        if pos > size:
+            raise Truncated(vstart)
+        if spec is None:
+            continue
+        keyword, want = spec
+        if explicit and vr != want:
+            raise Fallback
+        if want == b"SQ":
+            item[keyword], _ = parse_sequence(buf, vstart, vlen, explicit, depth + 1, wanted)
+        elif vlen == 0:
+            item[keyword] = "" if want in _TEXT else None
+        else:
+            item[keyword] = _value(want, bytes(buf[vstart:pos]))
+    if undefined:
+        raise Truncated(pos)
+    if pos != end:
+        raise Fallback
+    return item, end
+
+
+def _dataset_start(buf) -> tuple[int, bool]:
+    """``(offset of the data set, explicit VR)`` of a Part 10 file in ``buf``; Fallback for
+    anything but Explicit / Implicit VR Little Endian (PS3.10 7.1: the file meta is explicit
+    VR little endian)."""
+    if len(buf) < 144 or buf[128:132] != b"DICM":
+        raise Fallback
+    r = Reader.in_memory(buf)
+    meta = {0x00020010: None}
+    pos = walk(r, 132, True, 0x0002FFFF, meta)
+    if meta[0x00020010] is None:
+        raise Fallback
+    ts = bytes(meta[0x00020010][1]).decode("ascii", "replace").rstrip("\x00 ")
+    if ts == TS_EXPLICIT_LE:
+        return pos, True
+    if ts == TS_IMPLICIT_LE:
+        return pos, False
+    raise Fallback
+
+
+def _element_at(buf, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
+    """(tag, vr, value start, length) of the top-level element at ``pos``."""
+    if pos + 8 > len(buf):
+        raise Truncated(pos)
+    if explicit:
+        group, elem, vr, vlen = _EXPL.unpack_from(buf, pos)
+        if vr in LONG_VRS:
+            return (group << 16) | elem, vr, pos + 12, _I.unpack_from(buf, pos + 8)[0]
+        if vr not in VRS:
+            raise Fallback
+        return (group << 16) | elem, vr, pos + 8, vlen
+    group, elem, vlen = _IMPL.unpack_from(buf, pos)
+    return (group << 16) | elem, None, pos + 8, vlen
+
+
+def read_groups(buf, pos: int | None = None, explicit: bool | None = None):
+    """Parse the functional groups of the Part 10 file in ``buf`` (``bytes`` / ``mmap``).
+
+    ``pos`` / ``explicit``: where to start the top-level walk (a caller that already walked
+    the header to an earlier tag), else the start of the data set. Returns
+    ``(FrameGroups, (start, end))`` where ``start``-``end`` is the byte span of the
+    (5200,9230) element (``None`` without one); raises
+    :class:`~dicomml.io.walker.Fallback` when pydicom must read the file.
+    """
+    if pos is None or explicit is None:
+        pos, explicit = _dataset_start(buf)
+    r = Reader.in_memory(buf)
+    pos = walk(r, pos, explicit, SHARED - 1, {})
+    shared, span, frames = None, None, []
+    for wanted in (SHARED, PER_FRAME):
+        if pos + 8 > len(buf):
+            break
+        tag, vr, vstart, vlen = _element_at(buf, pos, explicit)
+        if tag != wanted:
+            continue
+        if explicit and vr != b"SQ":
+            raise Fallback
+        items, end = parse_sequence(buf, vstart, vlen, explicit)
+        if tag == SHARED:
+            shared = items[0] if items else None
+        else:
+            frames, span = items, (pos, end)
+        pos = end
+    return FrameGroups(shared, frames), span
+
+
+def groups_of_file(path: str | os.PathLike) -> FrameGroups:
+    """:func:`read_groups` of the file at ``path`` (memory-mapped: only the pages of the
+    header are read); Fallback when pydicom must read it."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 144:
+            raise Fallback
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return read_groups(mm)[0]
+
+
+def strip_per_frame(data: bytes):
+    """``(data without its (5200,9230) element, FrameGroups)`` of a Part 10 file, or None
+    when it has no Per-Frame Functional Groups or the parser does not follow it.
+
+    pydicom then parses the rest (a few hundred elements) and the frames are described by
+    the fast parser's items (:func:`attach`).
+    """
+    try:
+        groups, span = read_groups(data)
+    except PARSE_ERRORS:
+        return None
+    if span is None or not groups.per_frame:
+        return None
+    return data[:span[0]] + data[span[1]:], groups
+
+
+#: What the parser raises on bytes it does not follow: the caller uses pydicom.
+PARSE_ERRORS = (Fallback, Truncated, NestingTooDeep, struct.error, ValueError, IndexError)
+
+_ATTR = "dicomml_per_frame_groups"
+
+
+def attach(ds, groups: FrameGroups) -> None:
+    """Keep the fast parser's per-frame items on the pydicom data set ``ds`` (whose bytes had
+    them stripped), for :func:`per_frame_groups`."""
+    object.__setattr__(ds, _ATTR, groups.per_frame)
+
+
+def per_frame_groups(ds):
+    """The (5200,9230) Per-Frame Functional Groups items of ``ds`` (attached by the fast
+    parser, else pydicom's), or None."""
+    got = getattr(ds, _ATTR, None)
+    if got is not None:
+        return got
+    return ds.get("PerFrameFunctionalGroupsSequence")

@@ -1,0 +1,167 @@
+"""The fast functional-group parser against pydicom, on every enhanced file of the datasets.
+
+:mod:`dicomml.io.functional_groups` keeps the attributes of :data:`WANTED` of the Shared
+and Per-Frame Functional Groups; pydicom parses every element. On each enhanced object of
+dcm2niix's validation datasets (Siemens XA30 Enhanced MR, ``../shared/realdata``) and of a
+synthetic Enhanced CT, both must give the same values, in explicit and implicit VR and
+with defined or undefined lengths; what the parser does not follow must fall back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dicomml.io._read_dataset import load_dataset
+from dicomml.io.fields import functional_group_values
+from dicomml.io.functional_groups import (
+    WANTED,
+    Item,
+    groups_of_file,
+    per_frame_groups,
+    read_groups,
+)
+from dicomml.io.walker import Fallback, Truncated
+from dicomml.testing.enhanced import write_enhanced_ct
+from tests.io.realdata import dataset
+
+_KEYWORDS = {k for k, _ in WANTED.values()}
+
+
+def _reference(ds) -> Item:
+    """pydicom's values of the wanted attributes of one item (sequences recursively)."""
+    out = Item()
+    for elem in ds:
+        if elem.keyword not in _KEYWORDS:
+            continue
+        if elem.VR == "SQ":
+            out[elem.keyword] = [_reference(i) for i in elem.value]
+            continue
+        v = elem.value
+        if type(v).__name__ == "MultiValue":
+            v = list(v)
+        out[elem.keyword] = v
+    return out
+
+
+def _enhanced_files() -> list[Path]:
+    root = dataset("dcm_qa_xa30") / "In"
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[0x52009230])
+            if "PerFrameFunctionalGroupsSequence" in ds:
+                out.append(p)
+    return out
+
+
+def _check_equal(path) -> int:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    groups = groups_of_file(path)
+    per = [_reference(i) for i in ds.PerFrameFunctionalGroupsSequence]
+    assert groups.per_frame == per, path
+    assert groups.shared == _reference(ds.SharedFunctionalGroupsSequence[0]), path
+    return len(per)
+
+
+@pytest.fixture(scope="module")
+def xa30_files():
+    files = _enhanced_files()
+    assert len(files) >= 60  # 62 Enhanced MR objects in dcm_qa_xa30
+    return files
+
+
+@pytest.mark.slow
+def test_every_xa30_enhanced_file_equals_pydicom(xa30_files):
+    frames = sum(_check_equal(p) for p in xa30_files)
+    assert frames > 3000
+
+
+def test_xa30_sample_equals_pydicom_and_index_values(xa30_files):
+    for p in xa30_files[::15]:
+        _check_equal(p)
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        assert functional_group_values(str(p)) == functional_group_values(ds)
+
+
+def _rewrite(src, dst, *, implicit: bool, defined: bool) -> Path:
+    ds = pydicom.dcmread(src)
+
+    def walk(d):
+        for elem in d:
+            if elem.VR == "SQ":
+                elem.is_undefined_length = not defined
+                for item in elem.value:
+                    item.is_undefined_length_sequence_item = not defined
+                    walk(item)
+
+    walk(ds)
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(dst, enforce_file_format=True)
+    return Path(dst)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("defined", [False, True])
+def test_encodings_equal_pydicom(xa30_files, tmp_path, implicit, defined):
+    """Implicit VR (the data dictionary's VRs) and defined-length items, on edited copies."""
+    src = xa30_files[0]
+    dst = _rewrite(src, tmp_path / "copy.dcm", implicit=implicit, defined=defined)
+    assert _check_equal(dst) > 1
+    assert functional_group_values(str(dst)) == functional_group_values(str(src))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_synthetic_enhanced_ct_equals_pydicom(tmp_path, shared):
+    path = tmp_path / "ect.dcm"
+    write_enhanced_ct(path, n_frames=5, rows=32, columns=32, shared=shared)
+    assert _check_equal(path) == 5
+
+
+def test_load_dataset_attaches_the_parsed_frames(xa30_files):
+    path = xa30_files[0]
+    ds, _ = load_dataset(path, frame_groups=True)
+    assert "PerFrameFunctionalGroupsSequence" not in ds
+    ref = pydicom.dcmread(path)
+    assert per_frame_groups(ds) == [_reference(i) for i in ref.PerFrameFunctionalGroupsSequence]
+    assert ds.PixelData == ref.PixelData
+    assert ds.SharedFunctionalGroupsSequence == ref.SharedFunctionalGroupsSequence
+    plain, _ = load_dataset(path)
+    assert per_frame_groups(plain) == ref.PerFrameFunctionalGroupsSequence
+
+
+def test_big_endian_and_voi_lut_fall_back(tmp_path):
+    path = tmp_path / "ect.dcm"
+    write_enhanced_ct(path, n_frames=3, rows=16, columns=16, shared=False)
+    ds = pydicom.dcmread(path)
+    lut = pydicom.Dataset()
+    lut.LUTDescriptor = [4, 0, 16]
+    lut.add_new(0x00283006, "US", [0, 1, 2, 3])  # LUT Data
+    voi = pydicom.Dataset()
+    voi.VOILUTSequence = [lut]
+    ds.PerFrameFunctionalGroupsSequence[0].FrameVOILUTSequence = [voi]
+    ds.save_as(tmp_path / "voi.dcm", enforce_file_format=True)
+    with pytest.raises(Fallback):
+        groups_of_file(tmp_path / "voi.dcm")
+    # the Index values still come (from pydicom)
+    assert functional_group_values(str(tmp_path / "voi.dcm")) == functional_group_values(
+        str(path))
+    big = pydicom.dcmread(path)
+    big.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    del big.PixelData  # only the header matters here
+    pydicom.dcmwrite(tmp_path / "big.dcm", big, implicit_vr=False, little_endian=False,
+                     force_encoding=True)
+    with pytest.raises(Fallback):
+        groups_of_file(tmp_path / "big.dcm")
+
+
+def test_truncated_inside_the_frames(xa30_files):
+    data = Path(xa30_files[0]).read_bytes()
+    _, span = read_groups(data)
+    with pytest.raises(Truncated):
+        read_groups(data[:(span[0] + span[1]) // 2])
+    assert os.path.getsize(xa30_files[0]) == len(data)
