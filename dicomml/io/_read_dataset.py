@@ -22,7 +22,7 @@ from typing import Iterator
 from dicomml.errors import InvalidDicomError, NotDicomError
 from dicomml.privacy import scrub
 from dicomml.io._read_fast import NestingTooDeep, parse_light
-from dicomml.io.functional_groups import attach, strip_per_frame
+from dicomml.io.functional_groups import attach, strip_groups
 from dicomml.io.guards import DEFER_SIZE, MMAP_FROM, nesting_error
 
 __all__ = ["load_dataset", "quiet_pydicom", "describe_error", "shown_uid", "shown_cs"]
@@ -135,10 +135,11 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
     With ``fast=True`` a native little-endian grayscale file is parsed by
     :func:`dicomml.io._read_fast.parse_light` (a :class:`LightDataset` with the attributes the
     reader needs); anything else by pydicom (a ``pydicom.Dataset``). With
-    ``frame_groups=True`` the (5200,9230) Per-Frame Functional Groups of an enhanced object
-    are parsed by :mod:`dicomml.io.functional_groups` (only the attributes dicomml's readers
-    use; the dataset's ``PerFrameFunctionalGroupsSequence`` is then absent: read it with
-    :func:`~dicomml.io.functional_groups.per_frame_groups`) and pydicom parses the rest.
+    ``frame_groups=True`` the (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups
+    of an enhanced object are parsed by :mod:`dicomml.io.functional_groups` (only the
+    attributes dicomml's readers use; the dataset then lacks both sequences: read them with
+    :func:`~dicomml.io.functional_groups.per_frame_groups` / ``shared_groups``) and pydicom
+    parses the rest.
 
     Raises
     ------
@@ -169,7 +170,7 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
             return light, len(data)
     groups = None
     if frame_groups and part10 and not isinstance(data, mmap.mmap):
-        stripped = strip_per_frame(data)
+        stripped = strip_groups(data)
         if stripped is not None:
             data, groups = stripped
     # A large file is parsed from its path, large values deferred (read when used).

@@ -21,6 +21,7 @@ from dicomml.io.functional_groups import (
     FrameGroups,
     groups_of_file,
     per_frame_groups,
+    shared_groups,
 )
 from dicomml.io.uids import TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 
@@ -359,7 +360,7 @@ def functional_group_values(source) -> dict[str, Any]:
             if isinstance(source, FrameGroups):
                 shared, frames = [source.shared], source.per_frame
             else:
-                shared = source.get("SharedFunctionalGroupsSequence") or [None]
+                shared = shared_groups(source) or [None]
                 frames = per_frame_groups(source) or []
             out: dict[str, Any] = {}
             for column, seq, attr in _FRAME_VALUES:

@@ -18,9 +18,9 @@ value, a list for several, ``None`` for an empty number, ``""`` for empty text, 
 endian, deflate, an unexpected VR for a wanted tag, non-ASCII text, a malformed number)
 raises :class:`~dicomml.io.walker.Fallback` and the caller uses pydicom.
 
-:func:`per_frame_groups` is how every reader of dicomml gets the per-frame groups of a data
-set: the fast parser's when :func:`dicomml.io._read_dataset.load_dataset` attached them
-(:func:`attach`), else pydicom's.
+:func:`per_frame_groups` and :func:`shared_groups` are how every reader of dicomml gets the
+groups of a data set: the fast parser's when :func:`dicomml.io._read_dataset.load_dataset`
+attached them (:func:`attach`), else pydicom's.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from dicomml.io.walker import (
     ITEM_END,
     LONG_VRS,
     SEQ_END,
+    SHORT_VRS,
     UNDEFINED,
     VRS,
     Fallback,
@@ -47,8 +48,8 @@ from dicomml.io.walker import (
 )
 
 __all__ = ["WANTED", "SHARED", "PER_FRAME", "Item", "FrameGroups", "parse_sequence",
-           "read_groups", "groups_of_file", "strip_per_frame", "attach", "per_frame_groups",
-           "PARSE_ERRORS"]
+           "read_groups", "groups_of_file", "strip_groups", "attach", "per_frame_groups",
+           "shared_groups", "PARSE_ERRORS"]
 
 SHARED = 0x52009229
 PER_FRAME = 0x52009230
@@ -164,18 +165,22 @@ def _value(vr: bytes, raw: bytes):
 
 
 def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
-                   wanted: dict = WANTED):
+                   wanted: dict = WANTED, cache: dict | None = None):
     """Parse the items of a sequence value starting at ``pos`` (``length`` bytes, or
     :data:`~dicomml.io.walker.UNDEFINED`): ``(list of Item, end)``.
 
     ``buf`` is the whole file (``bytes`` or ``mmap``); ``wanted`` the attributes kept (an
-    empty table skips the sequence: its items come back empty). Raises
+    empty table skips the sequence: its items come back empty); ``cache`` maps the raw
+    values already converted to their value (most repeat from frame to frame: one value
+    object is shared by the frames). Raises
     :class:`~dicomml.io.walker.Fallback` for what the parser does not follow,
     :class:`~dicomml.io.walker.Truncated` when the file ends inside,
     :class:`~dicomml.io.walker.NestingTooDeep` past ``MAX_NESTING`` levels.
     """
     if depth > MAX_NESTING:
         raise NestingTooDeep(f"sequences nested more than {MAX_NESTING} levels deep")
+    if cache is None:
+        cache = {}
     size = len(buf)
     end = size if length == UNDEFINED else pos + length
     if end > size:
@@ -192,7 +197,7 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
             return items, pos + 8
         if tag != ITEM:
             raise Fallback
-        item, pos = _parse_item(buf, pos + 8, ilen, explicit, depth, wanted)
+        item, pos = _parse_item(buf, pos + 8, ilen, explicit, depth, wanted, cache)
         items.append(item)
     if length == UNDEFINED:
         raise Truncated(pos)
@@ -201,55 +206,71 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
     return items, end
 
 
-def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: dict):
+def _swap(tag: int) -> int:
+    """A tag as one little-endian "<I" reads its 4 bytes: (element << 16) | group."""
+    return ((tag & 0xFFFF) << 16) | (tag >> 16)
+
+
+#: :data:`WANTED` and the refused tags keyed by swapped tag (:func:`_swap`): one unpack per
+#: element header, no shifts in the loop.
+_WANTED_SW = {_swap(t): spec for t, spec in WANTED.items()}
+_REFUSED_SW = frozenset(_swap(t) for t in _REFUSED)
+_ITEM_END_SW = _swap(ITEM_END)
+_HEAD_EXPL = struct.Struct("<I2sH")
+_HEAD_IMPL = struct.Struct("<II")
+
+
+def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: dict,
+                cache: dict):
     size = len(buf)
     undefined = length == UNDEFINED
     end = size if undefined else pos + length
     if end > size:
         raise Truncated(pos)
     item = Item()
-    refused = _REFUSED if wanted else frozenset()
-    unpack = _EXPL.unpack_from if explicit else _IMPL.unpack_from
+    table = _WANTED_SW if wanted else _NOTHING
+    refused = _REFUSED_SW if wanted else _NOTHING
+    short_vrs, long_vrs = SHORT_VRS, LONG_VRS
+    unpack = _HEAD_EXPL.unpack_from if explicit else _HEAD_IMPL.unpack_from
+    u32 = _I.unpack_from
     while pos < end:
         if pos + 8 > size:
             raise Truncated(pos)
         if explicit:
-            group, elem, vr, vlen = unpack(buf, pos)
-            if group == 0xFFFE:
-                vlen = _I.unpack_from(buf, pos + 4)[0]
+            tag, vr, vlen = unpack(buf, pos)
+            if vr in short_vrs:
                 vstart = pos + 8
-            elif vr in LONG_VRS:
+            elif vr in long_vrs:
                 if pos + 12 > size:
                     raise Truncated(pos)
-                vlen = _I.unpack_from(buf, pos + 8)[0]
+                vlen = u32(buf, pos + 8)[0]
                 vstart = pos + 12
-            elif vr in VRS:
-                vstart = pos + 8
+            elif tag == _ITEM_END_SW:
+                if not undefined:
+                    raise Fallback
+                return item, pos + 8
             else:
                 raise Fallback
         else:
-            group, elem, vlen = unpack(buf, pos)
+            tag, vlen = unpack(buf, pos)
             vr = None
             vstart = pos + 8
-        tag = (group << 16) | elem
-        if tag == ITEM_END:
-            if not undefined:
-                raise Fallback
-            return item, vstart
-        if group == 0xFFFE:
+            if tag == _ITEM_END_SW:
+                if not undefined:
+                    raise Fallback
+                return item, vstart
+        if tag & 0xFFFF == 0xFFFE or tag in refused:
             raise Fallback
-        if tag in refused:
-            raise Fallback
-        spec = wanted.get(tag)
+        spec = table.get(tag)
         if vlen == UNDEFINED:
             # a sequence (implicit VR, SQ) or a UN holding implicit VR (PS3.5 6.2.2)
-            if explicit and vr not in (b"SQ", b"UN"):
+            if explicit and vr != b"SQ" and vr != b"UN":
                 raise Fallback
-            inner_explicit = explicit and vr != b"UN"
             if spec is not None and (spec[1] != b"SQ" or (explicit and vr != b"SQ")):
                 raise Fallback
-            items, pos = parse_sequence(buf, vstart, UNDEFINED, inner_explicit, depth + 1,
-                                        wanted if spec is not None else _NOTHING)
+            items, pos = parse_sequence(buf, vstart, UNDEFINED, explicit and vr != b"UN",
+                                        depth + 1, wanted if spec is not None else _NOTHING,
+                                        cache)
             if spec is not None:
                 item[spec[0]] = items
             continue
@@ -262,11 +283,17 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
         if explicit and vr != want:
             raise Fallback
         if want == b"SQ":
-            item[keyword], _ = parse_sequence(buf, vstart, vlen, explicit, depth + 1, wanted)
+            item[keyword], _ = parse_sequence(buf, vstart, vlen, explicit, depth + 1, wanted,
+                                              cache)
         elif vlen == 0:
             item[keyword] = "" if want in _TEXT else None
         else:
-            item[keyword] = _value(want, bytes(buf[vstart:pos]))
+            raw = buf[vstart:pos]
+            key = (want, raw)
+            value = cache.get(key, cache)
+            if value is cache:
+                value = cache[key] = _value(want, raw)
+            item[keyword] = value
     if undefined:
         raise Truncated(pos)
     if pos != end:
@@ -314,7 +341,7 @@ def read_groups(buf, pos: int | None = None, explicit: bool | None = None):
     ``pos`` / ``explicit``: where to start the top-level walk (a caller that already walked
     the header to an earlier tag), else the start of the data set. Returns
     ``(FrameGroups, (start, end))`` where ``start``-``end`` is the byte span of the
-    (5200,9230) element (``None`` without one); raises
+    (5200,9229) and (5200,9230) elements (``None`` without either); raises
     :class:`~dicomml.io.walker.Fallback` when pydicom must read the file.
     """
     if pos is None or explicit is None:
@@ -334,7 +361,8 @@ def read_groups(buf, pos: int | None = None, explicit: bool | None = None):
         if tag == SHARED:
             shared = items[0] if items else None
         else:
-            frames, span = items, (pos, end)
+            frames = items
+        span = (pos if span is None else span[0], end)
         pos = end
     return FrameGroups(shared, frames), span
 
@@ -349,12 +377,13 @@ def groups_of_file(path: str | os.PathLike) -> FrameGroups:
             return read_groups(mm)[0]
 
 
-def strip_per_frame(data: bytes):
-    """``(data without its (5200,9230) element, FrameGroups)`` of a Part 10 file, or None
-    when it has no Per-Frame Functional Groups or the parser does not follow it.
+def strip_groups(data: bytes):
+    """``(data without its (5200,9229) / (5200,9230) elements, FrameGroups)`` of a Part 10
+    file, or None when it has no Per-Frame Functional Groups or the parser does not follow
+    it.
 
-    pydicom then parses the rest (a few hundred elements) and the frames are described by
-    the fast parser's items (:func:`attach`).
+    pydicom then parses the rest (a hundred elements) and the frames are described by the
+    fast parser's items (:func:`attach`).
     """
     try:
         groups, span = read_groups(data)
@@ -368,13 +397,13 @@ def strip_per_frame(data: bytes):
 #: What the parser raises on bytes it does not follow: the caller uses pydicom.
 PARSE_ERRORS = (Fallback, Truncated, NestingTooDeep, struct.error, ValueError, IndexError)
 
-_ATTR = "dicomml_per_frame_groups"
+_ATTR = "dicomml_frame_groups"
 
 
 def attach(ds, groups: FrameGroups) -> None:
-    """Keep the fast parser's per-frame items on the pydicom data set ``ds`` (whose bytes had
-    them stripped), for :func:`per_frame_groups`."""
-    object.__setattr__(ds, _ATTR, groups.per_frame)
+    """Keep the fast parser's groups on the pydicom data set ``ds`` (whose bytes had them
+    stripped), for :func:`per_frame_groups` and :func:`shared_groups`."""
+    object.__setattr__(ds, _ATTR, groups)
 
 
 def per_frame_groups(ds):
@@ -382,5 +411,14 @@ def per_frame_groups(ds):
     parser, else pydicom's), or None."""
     got = getattr(ds, _ATTR, None)
     if got is not None:
-        return got
+        return got.per_frame
     return ds.get("PerFrameFunctionalGroupsSequence")
+
+
+def shared_groups(ds):
+    """The (5200,9229) Shared Functional Groups Sequence of ``ds`` (a list of one item;
+    attached by the fast parser, else pydicom's), or None."""
+    got = getattr(ds, _ATTR, None)
+    if got is not None:
+        return None if got.shared is None else [got.shared]
+    return ds.get("SharedFunctionalGroupsSequence")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dicomml.io.csa import CSA_IMAGE, CSAError, csa_header, csa_value
-from dicomml.io.functional_groups import per_frame_groups
+from dicomml.io.functional_groups import per_frame_groups, shared_groups
 from dicomml.io.geometry import POSITION_TOL_MM
 from dicomml.io.types import SeriesIssue, VolumeInfo
 
@@ -149,7 +149,7 @@ def acquisition(ds, n: int) -> list[Acquisition]:
     per = per_frame_groups(ds)
     if not per or len(per) < n:
         return [Acquisition(order=(temporal, instance, f), info=base) for f in range(n)]
-    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_groups(ds)
     shared = shared[0] if shared else None
     pointers = [int(item.get("DimensionIndexPointer") or 0)
                 for item in (ds.get("DimensionIndexSequence") or [])]

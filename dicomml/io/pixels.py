@@ -47,7 +47,7 @@ from dicomml.io._read_dataset import (
     shown_uid,
 )
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
-from dicomml.io.functional_groups import per_frame_groups
+from dicomml.io.functional_groups import per_frame_groups, shared_groups
 from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, Window
 from dicomml.io.uids import TS_EXPLICIT_BE
@@ -411,7 +411,7 @@ def frame_rescale(ds, frames: Iterable[int], *, where: str | None = None):
         i = finite(ds.RescaleIntercept, "(0028,1052)", "Rescale Intercept", where)
         return (np.full(len(frames), s), np.full(len(frames), i),
                 _str(ds.get("RescaleType")))
-    shared = _fg_item(ds.get("SharedFunctionalGroupsSequence"), 0,
+    shared = _fg_item(shared_groups(ds), 0,
                       "PixelValueTransformationSequence")
     per = per_frame_groups(ds)
     if shared is None and not (per and _fg_item(per, 0, "PixelValueTransformationSequence")):
@@ -541,7 +541,7 @@ def windows_of(ds, frame: int = 0, *, where: str | None = None) -> tuple[Window,
     if "WindowCenter" not in ds:
         src = _fg_item(per_frame_groups(ds), frame,
                        "FrameVOILUTSequence") or _fg_item(
-            ds.get("SharedFunctionalGroupsSequence"), 0, "FrameVOILUTSequence")
+            shared_groups(ds), 0, "FrameVOILUTSequence")
         if src is None or "WindowCenter" not in src:
             return ()
     centers = _floats(src.get("WindowCenter"))
@@ -567,7 +567,7 @@ def voi_luts_of(ds, frame: int = 0) -> tuple[VOILUT, ...]:
     if not seq:
         item = _fg_item(per_frame_groups(ds), frame,
                         "FrameVOILUTSequence") or _fg_item(
-            ds.get("SharedFunctionalGroupsSequence"), 0, "FrameVOILUTSequence")
+            shared_groups(ds), 0, "FrameVOILUTSequence")
         seq = item.get("VOILUTSequence") if item is not None else None
     if not seq:
         return ()
@@ -607,7 +607,7 @@ def frame_geometry(ds, frames: Iterable[int]):
     """
     frames = list(frames)
     per = per_frame_groups(ds)
-    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_groups(ds)
     spacing = thickness = None
     if per or shared:
         pos, ori = [], []

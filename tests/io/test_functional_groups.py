@@ -23,6 +23,7 @@ from dicomml.io.functional_groups import (
     groups_of_file,
     per_frame_groups,
     read_groups,
+    shared_groups,
 )
 from dicomml.io.walker import Fallback, Truncated
 from dicomml.testing.enhanced import write_enhanced_ct
@@ -126,12 +127,15 @@ def test_load_dataset_attaches_the_parsed_frames(xa30_files):
     path = xa30_files[0]
     ds, _ = load_dataset(path, frame_groups=True)
     assert "PerFrameFunctionalGroupsSequence" not in ds
+    assert "SharedFunctionalGroupsSequence" not in ds
     ref = pydicom.dcmread(path)
     assert per_frame_groups(ds) == [_reference(i) for i in ref.PerFrameFunctionalGroupsSequence]
+    assert shared_groups(ds) == [_reference(ref.SharedFunctionalGroupsSequence[0])]
     assert ds.PixelData == ref.PixelData
-    assert ds.SharedFunctionalGroupsSequence == ref.SharedFunctionalGroupsSequence
+    assert ds.DimensionIndexSequence == ref.DimensionIndexSequence
     plain, _ = load_dataset(path)
     assert per_frame_groups(plain) == ref.PerFrameFunctionalGroupsSequence
+    assert shared_groups(plain) == ref.SharedFunctionalGroupsSequence
 
 
 def test_big_endian_and_voi_lut_fall_back(tmp_path):
