@@ -53,7 +53,7 @@ def dicomml_all(folder: Path, tmp: Path) -> tuple[int, int]:
         for key in series["series_key"]:
             try:
                 vol = read_series((key, idx))
-            except Exception:  # noqa: BLE001 - colour series are refused: not counted
+            except Exception:  # noqa: BLE001 - a series that cannot be read is not counted
                 continue
             n += 1
             voxels += vol.pixels.size

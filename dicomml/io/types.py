@@ -184,7 +184,10 @@ class Volume:
     pixels : numpy.ndarray
         ``float32``, shape (slices, rows, columns); for a series of several volumes (fMRI,
         diffusion, multi-phase) (volumes, slices, rows, columns), volumes in acquisition
-        order, all on the same grid.
+        order, all on the same grid. A colour series (``photometric_interpretation``
+        ``"RGB"``, e.g. a colour FA map) has a trailing axis of the three samples (R, G, B),
+        stored values 0-255 as float32, no Modality LUT (PS3.3 C.7.6.3.1.2): (slices, rows,
+        columns, 3) or (volumes, slices, rows, columns, 3); see :attr:`is_color`.
     spacing : tuple of float
         (slice, row, column) spacing in mm, in the same order as the axes of ``pixels``.
         The slice spacing is measured from the positions, not (0018,0050) Slice Thickness.
@@ -224,9 +227,15 @@ class Volume:
     volumes: tuple[VolumeInfo, ...] = ()
 
     @property
+    def is_color(self) -> bool:
+        """True for an RGB series: ``pixels`` ends with an axis of 3 samples (R, G, B)."""
+        return self.photometric_interpretation == "RGB" and self.pixels.ndim in (4, 5) \
+            and self.pixels.shape[-1] == 3
+
+    @property
     def n_volumes(self) -> int:
         """Number of volumes: ``pixels.shape[0]`` when 4-D, else 1."""
-        return int(self.pixels.shape[0]) if self.pixels.ndim == 4 else 1
+        return int(self.pixels.shape[0]) if self.pixels.ndim - self.is_color == 4 else 1
 
     def volume(self, k: int) -> "Volume":
         """Volume ``k`` (0-based) of a 4-D volume as a 3-D Volume (the pixels are a view).
@@ -238,7 +247,7 @@ class Volume:
             raise ConfigError(f"volume index {k!r} is out of range; the volume holds {n} "
                               "volume(s) (0-based)")
         k = int(k) % n
-        if self.pixels.ndim != 4:
+        if self.pixels.ndim - self.is_color != 4:
             return self
         per = self.pixels.shape[1]
 
@@ -255,7 +264,8 @@ class Volume:
         direction (:func:`dicomml.io.to_sitk`).
 
         SimpleITK orders axes (x, y, z) = (column, row, slice): the spacing is reversed, the
-        direction is used as is (its columns are already in that order). A 4-D volume becomes
+        direction is used as is (its columns are already in that order); a colour volume is a
+        vector image of 3 components (R, G, B). A 4-D volume becomes
         one 4-D image (x, y, z, t), as ``sitk.GetImageFromArray`` makes it and as SimpleITK's
         ``JoinSeries`` would: spacing 1 and origin 0 along t, the 4×4 direction with the 3×3
         direction in its upper-left block. (A list of 3-D images:
@@ -264,11 +274,11 @@ class Volume:
         import SimpleITK as sitk
 
         pixels = np.ascontiguousarray(self.pixels)
-        img = sitk.GetImageFromArray(pixels, isVector=False)
+        img = sitk.GetImageFromArray(pixels, isVector=self.is_color)
         d = np.asarray(self.direction, float)
         spacing = tuple(float(v) for v in reversed(self.spacing))
         origin = tuple(float(v) for v in self.origin)
-        if pixels.ndim == 4:
+        if pixels.ndim - self.is_color == 4:
             d4 = np.eye(4)
             d4[:3, :3] = d
             d, spacing, origin = d4, spacing + (1.0,), origin + (0.0,)

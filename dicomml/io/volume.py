@@ -214,12 +214,14 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
     -------
     Volume
         float32 (slices, rows, columns) in modality units, with geometry and UIDs; for a
-        series of several volumes (volumes, slices, rows, columns) with ``volumes``.
+        series of several volumes (volumes, slices, rows, columns) with ``volumes``. A
+        colour (RGB) series has a trailing axis of 3 samples (``Volume.is_color``).
 
     Raises
     ------
     SeriesError
-        No image in the input, several series, colour images, or (strict) any issue.
+        No image in the input, several series, colour and grayscale images mixed, or
+        (strict) any issue.
     """
     paths, _ = _resolve_paths(x, index)
     native_workers = workers
@@ -352,12 +354,9 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
             ignored.append(str(d))
         elif isinstance(d, Exception):
             fail_or_record("unreadable", f"{d} — the slice is left out", d)
-        elif d[0].ndim == 4:
-            raise SeriesError(f"{files[i]}: colour image ((0028,0004) Photometric "
-                              f"Interpretation {shown_cs(d[1])}); read_series assembles grayscale "
-                              "volumes only; use read_image.")
         else:
             keep_files.append(i)
+    _one_colour_kind(keep_files, decoded, files)
     if not keep_files:
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
@@ -458,14 +457,17 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
     # -- pixels
     ds0 = datasets[flat[0].file]
     rows, cols = flat[0].size
-    vol = np.empty((len(flat), rows, cols), dtype=np.float32)
-    has_pad = any("PixelPaddingValue" in datasets[s.file] for s in flat)
+    samples = stored_of[flat[0].file].shape[3:]  # (3,) for colour
+    vol = np.empty((len(flat), rows, cols) + samples, dtype=np.float32)
+    has_pad = not samples and any("PixelPaddingValue" in datasets[s.file] for s in flat)
     mask = np.zeros(vol.shape, dtype=bool) if has_pad else None
 
     def fill(k: int):
         s = flat[k]
         ds = datasets[s.file]
         stored = stored_of[s.file][s.frame]
+        if _colour_into(vol, k, stored):
+            return None
         try:
             use_lut = bool(ds.get("ModalityLUTSequence"))
             if modality_lut is not False and s.slope is not None and not use_lut:
@@ -506,7 +508,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         windows, luts = (), ()
     multi = ctx.tiled or any(n_frames(datasets[s.file]) > 1 for s in flat)
     if len(layers) > 1:
-        vol = vol.reshape(len(layers), len(layers[0]), rows, cols)
+        vol = vol.reshape((len(layers), len(layers[0])) + vol.shape[1:])
         if mask is not None:
             mask = mask.reshape(vol.shape)
     slice_spacing, origin, direction = geometry
@@ -518,7 +520,8 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         sop_instance_uids=tuple(str(datasets[s.file].get("SOPInstanceUID", "")) for s in flat),
         windows=windows,
         voi_luts=luts,
-        photometric_interpretation=str(ds0.PhotometricInterpretation).strip(),
+        photometric_interpretation="RGB" if samples else str(
+            ds0.PhotometricInterpretation).strip(),
         padding_mask=mask,
         modality=ds0.get("Modality"),
         series_instance_uid=_str_or(ds0.get("SeriesInstanceUID")),
@@ -530,6 +533,28 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         extra=extra,
         volumes=tuple(infos),
     )
+
+
+def _one_colour_kind(keep: list[int], decoded: list, files: list[str]) -> None:
+    """Refuse a series that mixes colour (RGB, 3 samples per pixel) and grayscale images:
+    they cannot share one array."""
+    colour = [i for i in keep if decoded[i][0].ndim == 4]
+    if colour and len(colour) < len(keep):
+        gray = next(i for i in keep if decoded[i][0].ndim != 4)
+        raise SeriesError(
+            f"the series mixes {len(colour)} colour image(s) (e.g. {files[colour[0]]}, "
+            f"(0028,0004) Photometric Interpretation {shown_cs(decoded[colour[0]][1])}) and "
+            f"{len(keep) - len(colour)} grayscale image(s) (e.g. {files[gray]}); read them "
+            "as separate lists of files.")
+
+
+def _colour_into(vol: np.ndarray, k: int, stored: np.ndarray) -> bool:
+    """Copy the stored RGB values of a colour slice into ``vol[k]`` (no Modality LUT
+    applies to colour images, PS3.3 C.7.6.3.1.2); False for a grayscale slice."""
+    if vol.ndim != 4:
+        return False
+    vol[k] = stored
+    return True
 
 
 def select_volume(volume: Volume, k: int) -> Volume:

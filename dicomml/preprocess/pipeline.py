@@ -175,6 +175,9 @@ def _plane(source, index: int, mode: Mode) -> _Plane:
             source = Image(pixels=arr)
     if isinstance(source, Volume):
         where = _where(source)
+        if source.is_color:
+            raise ConfigError(f"{where}: a colour (RGB) volume; preprocess takes grayscale "
+                              "series. Received: pixels of shape " + str(source.pixels.shape))
         if source.pixels.ndim == 4:
             raise ConfigError(f"{where}: a series of {source.pixels.shape[0]} volumes (4-D); "
                               "preprocess one of them: volume.volume(k) or "

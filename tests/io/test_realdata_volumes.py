@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from dicomml.errors import SeriesError
 from dicomml.io import read_series
 from tests.io.niftiref import geometry_error_mm, on_reference_grid
 from tests.io.realdata import ROOT, dataset
 
 DATASETS = ("dcm_qa_ts", "dcm_qa_nih", "dcm_qa_mosaic", "dcm_qa_xa30", "dcm_qa_12bit")
-#: dcm2niix writes colour (RGB) FA maps; read_series assembles grayscale volumes only and
-#: says so with a SeriesError (use read_image for colour).
+#: dcm2niix writes colour (RGB) FA maps as RGB NIfTI (a structured R, G, B dtype):
+#: read_series gives (slices, rows, columns, 3), compared channel by channel.
 COLOUR = {"dcm_qa_xa30/14_DWI_dir80_PA", "dcm_qa_xa30/22_DWI_dir80_AP"}
 
 
@@ -104,14 +104,30 @@ def _compare(vol, img) -> np.ndarray:
     return expected
 
 
+def _compare_colour(vol, img) -> None:
+    """An RGB reference: each of R, G, B as a grayscale volume on the same grid."""
+    assert vol.is_color and vol.photometric_interpretation == "RGB" and vol.issues == ()
+    assert vol.pixels.shape[-1] == 3 and vol.n_volumes == 1
+    rgb = np.asarray(img.dataobj)
+    for c, name in enumerate("RGB"):
+        channel = replace(vol, pixels=vol.pixels[..., c], photometric_interpretation="")
+        arr, affine = on_reference_grid(channel, img.affine)
+        np.testing.assert_array_equal(arr, rgb[name])
+        assert geometry_error_mm(affine, img.affine, arr.shape) <= 1e-3
+
+
+def test_colour_fa_map_equals_dcm2niix():
+    """One of XA30's two colour FA maps in every run (the other with the slow references)."""
+    test_volume_equals_dcm2niix("dcm_qa_xa30/14_DWI_dir80_PA")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ref", _references())
 def test_volume_equals_dcm2niix(ref):
     name, sidecar, img = _load_reference(ref)
     files = _files_of(name, sidecar)
     if ref in COLOUR:
-        with pytest.raises(SeriesError, match="colour image"):
-            read_series(files)
+        _compare_colour(read_series(files), img)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("error")
