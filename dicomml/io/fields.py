@@ -23,6 +23,7 @@ from dicomml.io.functional_groups import (
     per_frame_groups,
     shared_groups,
 )
+from dicomml.io.ge import b_value as ge_b_value
 from dicomml.io.uids import TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 
 __all__ = [
@@ -101,6 +102,7 @@ _FIELD_NAMES = tuple(name for name, _tag, _kind in FIELDS)
 #: is the raw value (the CSA header is read only for MOSAIC images).
 PRIVATE: dict[int, tuple[str, str, int, str]] = {
     0x0019100C: ("siemens_bvalue", "int", 0x00190010, "SIEMENS MR HEADER"),
+    0x00431039: ("ge_bvalue", "int", 0x00430010, "GEMS_PARM_01"),
     0x00291010: ("csa_image", "bytes", 0x00290010, "SIEMENS CSA HEADER"),
 }
 #: Their private creators, (LO) text.
@@ -294,6 +296,9 @@ def row_from_values(path: str, size: int, mtime: float, transfer_syntax_uid: str
     if row["diffusion_bvalue"] is None and values.get("siemens_bvalue") is not None \
             and _creator(values, 0x0019100C):
         row["diffusion_bvalue"] = float(values["siemens_bvalue"])
+    if row["diffusion_bvalue"] is None and values.get("ge_bvalue") is not None \
+            and _creator(values, 0x00431039):
+        row["diffusion_bvalue"] = ge_b_value(values["ge_bvalue"])
     row["mosaic_images"] = 0
     image_type = row["image_type"]
     if image_type and "MOSAIC" in image_type and is_mosaic(image_type) \

@@ -16,7 +16,8 @@ volume k. The acquisition key is numeric, never a string:
 
 Per-volume attributes (:class:`~dicomml.io.types.VolumeInfo`) come from the standard
 attributes of the frame or instance (PS3.3 C.8.13.5 MR functional groups, C.8.3.1 MR Image)
-and, for Siemens, the CSA image header (``B_value``, ``DiffusionGradientDirection``).
+and, for Siemens, the CSA image header (``B_value``, ``DiffusionGradientDirection``), for GE
+the private b-value (0043,1039) (:mod:`dicomml.io.ge`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from dicomml.io.csa import CSA_IMAGE, CSAError, csa_header, csa_value
 from dicomml.io.functional_groups import per_frame_groups, shared_groups
+from dicomml.io.ge import b_value_of as ge_b_value_of
 from dicomml.io.geometry import POSITION_TOL_MM
 from dicomml.io.types import SeriesIssue, VolumeInfo
 
@@ -95,6 +97,8 @@ def _classic_info(ds) -> dict:
         info["b_value"] = _num(csa_value(head, "B_value"))
         if head:
             info["gradient"] = _vector(head.get("DiffusionGradientDirection") or ())
+    if info["b_value"] is None:
+        info["b_value"] = ge_b_value_of(ds)
     return info
 
 

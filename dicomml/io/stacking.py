@@ -167,11 +167,13 @@ def order_slices(slices: list[Slice], datasets, files, extra: dict, fail_or_reco
 
 
 def layer_info(v: int, s: Slice, datasets, files):
-    """Attributes of volume ``v`` from its first slice (Siemens and diffusion files: from
-    the full header, a Siemens b-value is in the private CSA header)."""
+    """Attributes of volume ``v`` from its first slice (Siemens, GE and diffusion files:
+    from the full header, a Siemens b-value is in the private CSA header, a GE one in
+    (0043,1039))."""
     ds = datasets[s.file]
+    maker = str(ds.get("Manufacturer") or "").upper()
     if not hasattr(ds, "private_block") and (
-            "SIEMENS" in str(ds.get("Manufacturer") or "").upper()
+            "SIEMENS" in maker or maker.startswith("GE")
             or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
         ds = full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
     return volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
