@@ -31,7 +31,6 @@ import struct
 from typing import NamedTuple
 
 from dicomml.io.guards import MAX_NESTING
-from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     ITEM,
     ITEM_END,
@@ -44,6 +43,7 @@ from dicomml.io.walker import (
     NestingTooDeep,
     Reader,
     Truncated,
+    dataset_start,
     walk,
 )
 
@@ -301,25 +301,6 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
     return item, end
 
 
-def _dataset_start(buf) -> tuple[int, bool]:
-    """``(offset of the data set, explicit VR)`` of a Part 10 file in ``buf``; Fallback for
-    anything but Explicit / Implicit VR Little Endian (PS3.10 7.1: the file meta is explicit
-    VR little endian)."""
-    if len(buf) < 144 or buf[128:132] != b"DICM":
-        raise Fallback
-    r = Reader.in_memory(buf)
-    meta = {0x00020010: None}
-    pos = walk(r, 132, True, 0x0002FFFF, meta)
-    if meta[0x00020010] is None:
-        raise Fallback
-    ts = bytes(meta[0x00020010][1]).decode("ascii", "replace").rstrip("\x00 ")
-    if ts == TS_EXPLICIT_LE:
-        return pos, True
-    if ts == TS_IMPLICIT_LE:
-        return pos, False
-    raise Fallback
-
-
 def _element_at(buf, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
     """(tag, vr, value start, length) of the top-level element at ``pos``."""
     if pos + 8 > len(buf):
@@ -345,7 +326,7 @@ def read_groups(buf, pos: int | None = None, explicit: bool | None = None):
     :class:`~dicomml.io.walker.Fallback` when pydicom must read the file.
     """
     if pos is None or explicit is None:
-        pos, explicit = _dataset_start(buf)
+        pos, explicit = dataset_start(buf)
     r = Reader.in_memory(buf)
     pos = walk(r, pos, explicit, SHARED - 1, {})
     shared, span, frames = None, None, []

@@ -9,7 +9,12 @@ standard (0018,9087) Diffusion b-value takes precedence where a file has it.
 
 from __future__ import annotations
 
-__all__ = ["CREATOR", "BVALUE_TAG", "BVALUE_BIAS", "b_value", "b_value_of"]
+import mmap
+import os
+
+from dicomml.io.walker import Fallback, NestingTooDeep, Reader, Truncated, dataset_start, walk
+
+__all__ = ["CREATOR", "BVALUE_TAG", "BVALUE_BIAS", "b_value", "b_value_of", "b_value_of_file"]
 
 #: The private creator of the (0043,10xx) block.
 CREATOR = "GEMS_PARM_01"
@@ -50,3 +55,23 @@ def b_value_of(ds) -> float | None:
     elif not isinstance(value, (str, int, float)):
         value = value[0] if len(value) else None
     return b_value(value)
+
+
+def b_value_of_file(path: str | os.PathLike) -> float | None:
+    """:func:`b_value_of` read from the file by :func:`dicomml.io.walker.walk` (its header up
+    to (0043,1039) only, no pydicom): for a file that the fast reader parsed without its
+    private elements. None where the walker does not follow the file."""
+    keep = {0x00430010: None, BVALUE_TAG: None}
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            pos, explicit = dataset_start(mm)
+            walk(Reader.in_memory(mm), pos, explicit, BVALUE_TAG, keep)
+            creator, value = keep[0x00430010], keep[BVALUE_TAG]
+            if creator is None or value is None:
+                return None
+            if bytes(creator[1]).decode("latin-1").strip(" \x00") != CREATOR:
+                return None
+            first = bytes(value[1]).decode("ascii").split("\\")[0].strip(" \x00")
+    except (OSError, ValueError, Fallback, Truncated, NestingTooDeep):
+        return None
+    return b_value(first) if first else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from dicomml.errors import InvalidDicomError
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, shown_cs
 from dicomml.io.csa import image_type_values
+from dicomml.io.ge import b_value_of_file as ge_b_value_of_file
 from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
 from dicomml.io.multivolume import (
     Acquisition,
@@ -167,16 +168,19 @@ def order_slices(slices: list[Slice], datasets, files, extra: dict, fail_or_reco
 
 
 def layer_info(v: int, s: Slice, datasets, files):
-    """Attributes of volume ``v`` from its first slice (Siemens, GE and diffusion files:
-    from the full header, a Siemens b-value is in the private CSA header, a GE one in
-    (0043,1039))."""
+    """Attributes of volume ``v`` from its first slice (Siemens and diffusion files: from
+    the full header, a Siemens b-value is in the private CSA header; GE: (0043,1039) read
+    by :func:`dicomml.io.ge.b_value_of_file` when the fast parser left it out)."""
     ds = datasets[s.file]
     maker = str(ds.get("Manufacturer") or "").upper()
     if not hasattr(ds, "private_block") and (
-            "SIEMENS" in maker or maker.startswith("GE")
+            "SIEMENS" in maker
             or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
         ds = full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
-    return volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
+    info = volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
+    if info.b_value is None and maker.startswith("GE") and not hasattr(ds, "private_block"):
+        info = replace(info, b_value=ge_b_value_of_file(files[s.file]))
+    return info
 
 
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import struct
 
 from dicomml.io.guards import MAX_NESTING
+from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 
 __all__ = [
     "BLOCK", "MAX_VALUE", "VRS", "LONG_VRS", "SHORT_VRS", "ITEM", "ITEM_END", "SEQ_END",
     "UNDEFINED", "PIXEL_DATA", "Fallback", "Truncated", "NestingTooDeep", "Reader", "element",
     "skip_sequence", "skip_item", "walk", "walk_explicit", "check_rest", "is_pixel_data",
+    "dataset_start",
 ]
 
 #: Bytes read at a time.
@@ -331,3 +333,21 @@ def is_pixel_data(r: Reader, pos: int) -> bool:
         return r.get(pos, 4, pos) == b"\xe0\x7f\x10\x00"
     except Truncated:
         return False
+
+
+def dataset_start(buf) -> tuple[int, bool]:
+    """``(offset of the data set, explicit VR)`` of the Part 10 file in ``buf`` (``bytes`` or
+    ``mmap``): after the file meta, which is explicit VR little endian (PS3.10 7.1).
+    :class:`Fallback` for anything but Explicit / Implicit VR Little Endian."""
+    if len(buf) < 144 or buf[128:132] != b"DICM":
+        raise Fallback
+    meta = {0x00020010: None}
+    pos = walk(Reader.in_memory(buf), 132, True, 0x0002FFFF, meta)
+    if meta[0x00020010] is None:
+        raise Fallback
+    ts = bytes(meta[0x00020010][1]).decode("ascii", "replace").rstrip("\x00 ")
+    if ts == TS_EXPLICIT_LE:
+        return pos, True
+    if ts == TS_IMPLICIT_LE:
+        return pos, False
+    raise Fallback
