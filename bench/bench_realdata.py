@@ -11,6 +11,11 @@ For each dataset (dcm2niix's validation sets ``dcm_qa_nih`` and ``dcm_qa_xa30`` 
 
 Interleaved rounds (a burst of load from other jobs hits both alike), ratio of medians.
 
+A second table times the functional-group parser alone on the enhanced files of
+``dcm_qa_xa30``: :func:`dicomml.io.functional_groups.groups_of_file` against pydicom's
+``dcmread(stop_before_pixels=True, specific_tags=[(5200,9229), (5200,9230)])`` (what the
+scan and ``read_series`` used before), same files, interleaved rounds.
+
 Usage::
 
     python bench/bench_realdata.py                  # 5 rounds
@@ -73,6 +78,32 @@ def dcm2niix_all(folder: Path, exe: str) -> int:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def enhanced_files() -> list[Path]:
+    """The files of ``dcm_qa_xa30`` with a (5200,9230) Per-Frame Functional Groups Sequence."""
+    import pydicom
+
+    out = []
+    for p in sorted((DATA / "dcm_qa_xa30" / "In").resolve().rglob("*")):
+        if p.is_file():
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[0x52009230])
+            if "PerFrameFunctionalGroupsSequence" in ds:
+                out.append(p)
+    return out
+
+
+def parse_fast(files) -> int:
+    from dicomml.io.functional_groups import groups_of_file
+
+    return sum(len(groups_of_file(p).per_frame) for p in files)
+
+
+def parse_pydicom(files) -> int:
+    import pydicom
+
+    return sum(len(pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[
+        0x52009229, 0x52009230]).PerFrameFunctionalGroupsSequence) for p in files)
+
+
 def _cpu() -> float:
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -113,6 +144,15 @@ def main(argv=None) -> int:
             med = {k: float(np.median(v)) for k, v in times.items()}
             med_cpu = {k: float(np.median(v)) for k, v in cpus.items()}
             rows.append((name, n_files, results, med, med_cpu))
+        files = enhanced_files()
+        parsers = {"fast": lambda: parse_fast(files), "pydicom": lambda: parse_pydicom(files)}
+        frames = {k: fn() for k, fn in parsers.items()}
+        assert frames["fast"] == frames["pydicom"]
+        parse_cpu = {k: [] for k in parsers}
+        for _ in range(args.repeat):
+            for k, fn in parsers.items():
+                parse_cpu[k].append(timed(fn)[1])
+        parse_med = {k: float(np.median(v)) for k, v in parse_cpu.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
@@ -132,6 +172,13 @@ def main(argv=None) -> int:
                      f"{med['dicomml']:.3f} | {med['dcm2niix']:.3f} | "
                      f"{med['dicomml'] / med['dcm2niix']:.2f}× | {cpu['dicomml']:.3f} | "
                      f"{cpu['dcm2niix']:.3f} | {cpu['dicomml'] / cpu['dcm2niix']:.2f}× |")
+    lines += ["", f"Functional groups of the {len(files)} enhanced files of dcm_qa_xa30 "
+              f"({frames['fast']} frames), CPU s, median of {args.repeat} interleaved rounds:",
+              "", "| parser | CPU s | per frame µs | ratio |", "| --- | ---: | ---: | ---: |"]
+    for k in ("fast", "pydicom"):
+        lines.append(f"| {'dicomml.io.functional_groups' if k == 'fast' else 'pydicom dcmread'}"
+                     f" | {parse_med[k]:.3f} | {1e6 * parse_med[k] / frames[k]:.0f} | "
+                     f"{parse_med[k] / parse_med['fast']:.1f}× |")
     text = "\n".join(lines)
     print(text)
     if args.write_readme:
