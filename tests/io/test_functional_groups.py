@@ -10,6 +10,7 @@ with defined or undefined lengths; what the parser does not follow must fall bac
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -169,3 +170,38 @@ def test_truncated_inside_the_frames(xa30_files):
     with pytest.raises(Truncated):
         read_groups(data[:(span[0] + span[1]) // 2])
     assert os.path.getsize(xa30_files[0]) == len(data)
+
+
+@pytest.mark.slow
+def test_mutated_bytes_fall_back_or_equal_pydicom(xa30_files):
+    """Single-byte mutations inside the functional groups: the parser either raises one of
+    PARSE_ERRORS (the caller then uses pydicom) or gives pydicom's values, never others."""
+    import io
+
+    import numpy as np
+
+    from dicomml.io.functional_groups import PARSE_ERRORS
+
+    data = Path(xa30_files[0]).read_bytes()
+    _, (start, end) = read_groups(data)
+    rng = np.random.default_rng(13)
+    compared = 0
+    for at in rng.integers(start, end, 150):
+        mutated = bytearray(data)
+        mutated[at] = int(rng.integers(0, 256))
+        try:
+            groups, _ = read_groups(bytes(mutated))
+        except PARSE_ERRORS:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = pydicom.dcmread(io.BytesIO(bytes(mutated)), stop_before_pixels=True)
+                per = [_reference(i) for i in ref.PerFrameFunctionalGroupsSequence]
+                shared = _reference(ref.SharedFunctionalGroupsSequence[0])
+        except Exception:  # noqa: BLE001 - pydicom cannot read it either: nothing to compare
+            continue
+        assert groups.per_frame == per and groups.shared == shared, int(at)
+        compared += 1
+    assert compared > 50
+
