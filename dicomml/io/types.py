@@ -186,8 +186,8 @@ class Volume:
         diffusion, multi-phase) (volumes, slices, rows, columns), volumes in acquisition
         order, all on the same grid. A colour series (``photometric_interpretation``
         ``"RGB"``, e.g. a colour FA map) has a trailing axis of the three samples (R, G, B),
-        stored values 0-255 as float32, no Modality LUT (PS3.3 C.7.6.3.1.2): (slices, rows,
-        columns, 3) or (volumes, slices, rows, columns, 3); see :attr:`is_color`.
+        the stored values as float32, not rescaled (as dcm2niix writes RGB volumes): (slices,
+        rows, columns, 3) or (volumes, slices, rows, columns, 3); see :attr:`is_color`.
     spacing : tuple of float
         (slice, row, column) spacing in mm, in the same order as the axes of ``pixels``.
         The slice spacing is measured from the positions, not (0018,0050) Slice Thickness.

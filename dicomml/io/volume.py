@@ -549,8 +549,9 @@ def _one_colour_kind(keep: list[int], decoded: list, files: list[str]) -> None:
 
 
 def _colour_into(vol: np.ndarray, k: int, stored: np.ndarray) -> bool:
-    """Copy the stored RGB values of a colour slice into ``vol[k]`` (no Modality LUT
-    applies to colour images, PS3.3 C.7.6.3.1.2); False for a grayscale slice."""
+    """Copy the stored RGB values of a colour slice into ``vol[k]`` (not rescaled: the
+    rescale and Modality LUT of PS3.3 C.11.1 are for grayscale values, and dcm2niix writes
+    the stored RGB values); False for a grayscale slice."""
     if vol.ndim != 4:
         return False
     vol[k] = stored
