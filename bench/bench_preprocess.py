@@ -80,9 +80,10 @@ print(json.dumps({"monai": __import__("monai").__version__, "torch": torch.__ver
       flush=True)
 last = None
 for line in sys.stdin:                             # one timed pass per "run" line
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     last = [one(p) for p in paths]
-    print(json.dumps({"t": time.perf_counter() - t}), flush=True)
+    print(json.dumps({"t": time.perf_counter() - t, "cpu": time.process_time() - c}),
+          flush=True)
 np.save(out, np.stack(last))
 """
 
@@ -139,12 +140,14 @@ class _Monai:
         info = json.loads(line)
         self.note = f"MONAI {info['monai']}, torch {info['torch']}"
 
-    def run(self) -> float | None:
+    def run(self) -> tuple[float, float] | None:
+        """(wall, CPU) seconds of one pass over the files."""
         if self.proc is None:
             return None
         self.proc.stdin.write("run\n")
         self.proc.stdin.flush()
-        return float(json.loads(self.proc.stdout.readline())["t"])
+        r = json.loads(self.proc.stdout.readline())
+        return float(r["t"]), float(r["cpu"])
 
     def result(self) -> np.ndarray | None:
         if self.proc is None:
@@ -154,10 +157,11 @@ class _Monai:
         return np.load(self.out)
 
 
-def _pass(fn, items) -> tuple[float, np.ndarray]:
-    t = time.perf_counter()
+def _pass(fn, items) -> tuple[tuple[float, float], np.ndarray]:
+    """((wall, CPU) seconds, outputs) of one pass."""
+    t, c = time.perf_counter(), time.process_time()
     out = [fn(p) for p in items]
-    return time.perf_counter() - t, np.stack(out)
+    return (time.perf_counter() - t, time.process_time() - c), np.stack(out)
 
 
 def main(argv=None) -> int:
@@ -193,7 +197,7 @@ def main(argv=None) -> int:
         for fn, items in methods.values():  # warm-up: imports, caches
             fn(items[0])
         monai = _Monai(args.monai_python, paths, tmp)
-        times: dict[str, list[float]] = {k: [] for k in [*methods, "monai"]}
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in [*methods, "monai"]}
         outs: dict[str, np.ndarray] = {}
         for _ in range(args.rounds):
             for k, (fn, items) in methods.items():
@@ -209,15 +213,18 @@ def main(argv=None) -> int:
             monai.proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
-    med = {k: statistics.median(v) for k, v in times.items() if v}
+    med = {k: statistics.median(w for w, _ in v) for k, v in times.items() if v}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in times.items() if v}
     y_base = outs["baseline"]
 
     def row(name, key, y):
-        t = med[key]
+        t, c = med[key], cpu[key]
         diff = "" if y is None else f"{np.abs(y - y_base).max():.2e}"
-        vs_monai = f"{med['monai'] / t:.1f}×" if "monai" in med else ""
-        return (f"| {name} | {n / t:.1f} | {1000 * t / n:.2f} | {med['baseline'] / t:.1f}× | "
-                f"{vs_monai} | {diff} |")
+        vs_monai = (f"{med['monai'] / t:.1f}× | {cpu['monai'] / c:.1f}×" if "monai" in med
+                    else " | ")
+        return (f"| {name} | {n / t:.1f} | {1000 * t / n:.2f} | {1000 * c / n:.2f} | "
+                f"{med['baseline'] / t:.1f}× | {cpu['baseline'] / c:.1f}× | {vs_monai} | "
+                f"{diff} |")
 
     lines = [f"`python bench/bench_preprocess.py --files {n} --rounds {args.rounds}"
              f"{' --monai-python PATH' if 'monai' in med else ''}` on "
@@ -230,8 +237,9 @@ def main(argv=None) -> int:
              f"jobs**, load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}. "
              f"{monai_note}.",
              "",
-             "| method | slices/s | ms/slice | vs baseline | vs MONAI | max abs diff vs baseline |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |",
+             "| method | slices/s | ms/slice | CPU ms/slice | vs baseline | vs baseline, "
+             "CPU | vs MONAI | vs MONAI, CPU | max abs diff vs baseline |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
              row("**dicomml Pipeline.from_path, default settings (DICOM LINEAR)**", "default",
                  outs["default"]),
              row("baseline: pydicom + float64 clip/scale + skimage resize per channel",
