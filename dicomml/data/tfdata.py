@@ -22,7 +22,13 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from dicomml.data.cache import TensorCache, make_executor, preprocess_one, tensor_shape
+from dicomml.data.cache import (
+    TensorCache,
+    empty_aligned,
+    make_executor,
+    preprocess_one,
+    tensor_shape,
+)
 from dicomml.errors import FATAL, ConfigError
 from dicomml.data.augmentation import augment_batches
 
@@ -250,7 +256,10 @@ class OnTheFly:
                 if p:
                     rank = {it[0]: k for k, it in enumerate(chunks[nxt])}
                     idx = np.argsort([rank[q] for q in p], kind="stable")
-                    yield np.asarray(p)[idx], np.concatenate(xs)[idx]
+                    # one copy, into a buffer TensorFlow wraps without copying it again
+                    x = empty_aligned((len(p), *self.shape), np.float32)
+                    np.take(xs[0] if len(xs) == 1 else np.concatenate(xs), idx, axis=0, out=x)
+                    yield np.asarray(p)[idx], x
                 nxt += 1
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
