@@ -5,7 +5,7 @@ Compares, in one run on the same files (warm page cache):
 * **floor** - read each file's bytes and ``numpy.frombuffer`` its pixel data (no parsing,
   no conversion): the least any reader must do;
 * **pydicom** - ``dcmread(path).pixel_array`` + ``apply_modality_lut`` + float32, per file;
-* **SimpleITK** - ``ImageSeriesReader`` (ITK/GDCM) with float32 output;
+* **SimpleITK** - ``ImageSeriesReader`` (ITK/GDCM) with float32 output, one thread;
 * **read_series** - :func:`dicomml.io.read_series` (sorting, checks, float32 HU).
 
 Usage::
@@ -133,14 +133,17 @@ def pydicom_read(paths, rows, cols):
 
 
 def sitk_read(folder):
-    """SimpleITK (ITK/GDCM) ``ImageSeriesReader``: GDCM's series ordering, float32 HU."""
+    """SimpleITK (ITK/GDCM) ``ImageSeriesReader``: GDCM's series ordering, float32 HU (the
+    ``SimpleITK.Image``; its pixels are what ``GetArrayViewFromImage`` shows, no copy)."""
     import SimpleITK as sitk
 
+    # One thread, as the others here: ITK's idle pool threads otherwise keep running after
+    # Execute() and take CPU from the next method.
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
     reader.SetOutputPixelType(sitk.sitkFloat32)
-    image = reader.Execute()
-    return sitk.GetArrayViewFromImage(image)
+    return reader.Execute()
 
 
 def dicomml_read(folder, workers):
@@ -181,7 +184,10 @@ def main(argv=None) -> int:
         assert vol.pixels.shape == (n, r, c)
         assert np.array_equal(np.sort(ref.ravel()), np.sort(vol.pixels.ravel()))
         # SimpleITK reads the same values (its own order: compare sorted)
-        assert np.array_equal(np.sort(ref.ravel()), np.sort(np.asarray(sitk_read(tmp)).ravel()))
+        import SimpleITK as sitk
+
+        assert np.array_equal(np.sort(ref.ravel()),
+                              np.sort(sitk.GetArrayFromImage(sitk_read(tmp)).ravel()))
         # the output floor computes what read_series returns
         assert np.array_equal(floor_with_output(sorted(paths), r, c), ref)
         methods = [
@@ -203,8 +209,12 @@ def main(argv=None) -> int:
         # Interleaved rounds: a burst of load from other jobs hits every method alike.
         times: dict[str, list[float]] = {name: [] for name, _ in methods}
         cpus: dict[str, list[float]] = {name: [] for name, _ in methods}
+        order_rng = np.random.default_rng(0)
         for _ in range(args.repeat):
-            for name, fn in methods:
+            # a new (seeded) order each round: no method always follows the same one (a
+            # method that leaves freed memory or busy threads behind slows the next)
+            for j in order_rng.permutation(len(methods)):
+                name, fn = methods[j]
                 wall, cpu = timed(fn)
                 times[name].append(wall)
                 cpus[name].append(cpu)
@@ -222,7 +232,8 @@ def main(argv=None) -> int:
     table = [f"`python bench/bench_read.py --slices {n} --repeat {args.repeat}` on "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {n} slices of {r}×{c} "
              "(CT, 12-bit unsigned, Explicit VR Little Endian), median of "
-             f"{args.repeat} interleaved rounds after one warm-up round, warm page cache "
+             f"{args.repeat} interleaved rounds (methods in a new seeded order each round) "
+             "after one warm-up round, warm page cache "
              f"(not dropped: not allowed here); Python {platform.python_version()}, "
              f"{os.cpu_count()} CPU cores **shared with other jobs**, load average at the "
              f"end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (wall figures are noisy; "
