@@ -44,11 +44,26 @@ from dicomml._atomic import atomic_write, atomic_write_text, ensure_writable_dir
 from dicomml.errors import FATAL, ConfigError, OutputError, PreprocessError, is_own_failure
 
 __all__ = ["TensorCache", "storage_dtype_for", "encode", "decode", "FillReport",
-           "pipeline_hash", "preprocess_one", "make_executor", "tensor_shape"]
+           "pipeline_hash", "preprocess_one", "make_executor", "tensor_shape", "empty_aligned",
+           "ALIGN"]
 
 log = logging.getLogger(__name__)
 
 SHAPE = (224, 224, 3)
+
+
+#: Alignment of gathered batches: TensorFlow's (EIGEN_MAX_ALIGN_BYTES, 64 on x86-64 AVX-512).
+ALIGN = 64
+
+
+def empty_aligned(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an :data:`ALIGN`-byte
+    boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def tensor_shape(pipeline) -> tuple[int, int, int]:
@@ -447,16 +462,19 @@ class TensorCache:
 
     def gather_raw(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]
                    ) -> np.ndarray:
-        """Stored tensors (storage dtype, not decoded) for the given shard numbers and rows."""
+        """Stored tensors (storage dtype, not decoded) for the given shard numbers and rows.
+
+        Each row is copied once, from its memory-mapped shard straight into the batch, which
+        is aligned to :data:`ALIGN` bytes so that TensorFlow takes it without another copy
+        (``tf.numpy_function`` wraps an aligned array, and copies any other).
+        """
         first = self._mmap(names[int(shard_no[0])]) if len(rows) else None
         dtype = first.dtype if first is not None else np.dtype(self.dtype)
         shape = first.shape[1:] if first is not None else self.shape
-        out = np.empty((len(rows), *shape), dtype=dtype)
-        for s in np.unique(shard_no):
-            sel = np.nonzero(shard_no == s)[0]
-            r = rows[sel]
-            order = np.argsort(r, kind="stable")
-            out[sel[order]] = self._mmap(names[int(s)])[r[order]]
+        out = empty_aligned((len(rows), *shape), dtype)
+        maps = [self._mmap(n) for n in names]
+        for k, (s, r) in enumerate(zip(shard_no.tolist(), rows.tolist())):
+            out[k] = maps[s][r]
         return out
 
     def gather(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]) -> np.ndarray:

@@ -55,6 +55,7 @@ from dicomml.io.uids import TS_EXPLICIT_BE
 __all__ = ["read_in_process", "image_from_dataset", "decode_stored", "plugin_order",
            "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
            "windows_of", "voi_luts_of", "frame_geometry", "n_frames", "rescale_into",
+           "check_pixel_module", "clear_unused_bits",
            "transfer_syntax"]
 
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
@@ -142,23 +143,7 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
     :func:`dicomml.io.read_image`.
     """
     where = path or shown_uid(ds.get("SOPInstanceUID"), "<dataset>")
-    keyword = next((k for k in _PIXEL_TAGS if k in ds), None)
-    if keyword is None:
-        raise NoPixelDataError(
-            f"{where}: no (7FE0,0010) Pixel Data (SOP Class {shown_uid(ds.get('SOPClassUID'))},"
-            f" Modality {shown_cs(ds.get('Modality'))}); this object is not an image "
-            "(SR, RT structure set, presentation state, key object...). Skip it.")
-    for kw, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)"),
-                    ("BitsAllocated", "(0028,0100)"), ("SamplesPerPixel", "(0028,0002)"),
-                    ("PhotometricInterpretation", "(0028,0004)")):
-        if ds.get(kw) in (None, ""):
-            raise MissingAttributeError(
-                f"{where}: {tag} {kw} is missing or empty; the Image Pixel module is "
-                "incomplete and the pixel data cannot be interpreted.")
-    if keyword == "PixelData" and ds.get("PixelRepresentation") is None:
-        raise MissingAttributeError(
-            f"{where}: (0028,0103) Pixel Representation is missing; the pixel data cannot "
-            "be interpreted as signed or unsigned.")
+    keyword = check_pixel_module(ds, where)
     ts = transfer_syntax(ds)
     pi = str(ds.PhotometricInterpretation).strip()
     n = n_frames(ds, where)
@@ -182,6 +167,30 @@ def decode_stored(ds, path: str | None = None, *, frames: list[int] | None = Non
                 f"{where}: PALETTE COLOR image whose (0028,1201-1203) Palette Color Lookup "
                 f"Table cannot be applied ({e}).") from e
     return arr, pi
+
+
+def check_pixel_module(ds, where: str) -> str:
+    """The keyword of the pixel data element of ``ds`` after checking the Image Pixel module
+    (PS3.3 C.7.6.3) attributes that decoding needs; NoPixelDataError or
+    MissingAttributeError naming ``where`` and the attribute."""
+    keyword = next((k for k in _PIXEL_TAGS if k in ds), None)
+    if keyword is None:
+        raise NoPixelDataError(
+            f"{where}: no (7FE0,0010) Pixel Data (SOP Class {shown_uid(ds.get('SOPClassUID'))},"
+            f" Modality {shown_cs(ds.get('Modality'))}); this object is not an image "
+            "(SR, RT structure set, presentation state, key object...). Skip it.")
+    for kw, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)"),
+                    ("BitsAllocated", "(0028,0100)"), ("SamplesPerPixel", "(0028,0002)"),
+                    ("PhotometricInterpretation", "(0028,0004)")):
+        if ds.get(kw) in (None, ""):
+            raise MissingAttributeError(
+                f"{where}: {tag} {kw} is missing or empty; the Image Pixel module is "
+                "incomplete and the pixel data cannot be interpreted.")
+    if keyword == "PixelData" and ds.get("PixelRepresentation") is None:
+        raise MissingAttributeError(
+            f"{where}: (0028,0103) Pixel Representation is missing; the pixel data cannot "
+            "be interpreted as signed or unsigned.")
+    return keyword
 
 
 def _expected_bytes(ds, n: int) -> int:
@@ -214,17 +223,24 @@ def _native_fast(ds, where: str, n: int, frames: list[int] | None) -> np.ndarray
     arr = arr.reshape(n, per_frame)
     if frames is not None:
         arr = arr[frames]
-    if stored_bits < bits and not _within_bits(arr, stored_bits, signed):
-        # Same correction as pydicom (PS3.5 8.1.1: the unused high bits are undefined):
-        # shift left then right, which masks (unsigned) or sign-extends (signed).
-        shift = bits - stored_bits
-        arr = np.left_shift(arr, shift)
-        np.right_shift(arr, shift, out=arr)
+    arr = clear_unused_bits(arr, bits, stored_bits, signed)
     if spp == 1:
         return arr.reshape(-1, rows, cols)
     if int(ds.get("PlanarConfiguration", 0) or 0) == 1:
         return arr.reshape(-1, spp, rows, cols).transpose(0, 2, 3, 1).copy()
     return arr.reshape(-1, rows, cols, spp)
+
+
+def clear_unused_bits(arr: np.ndarray, bits: int, stored_bits: int, signed: bool,
+                      *, in_place: bool = False) -> np.ndarray:
+    """``arr`` with the bits above (0028,0101) Bits Stored masked (unsigned) or sign-extended
+    (signed), as pydicom does (PS3.5 8.1.1: the unused high bits are undefined); ``arr``
+    itself when every value already fits. ``in_place``: write into ``arr`` (writable)."""
+    if stored_bits < bits and not _within_bits(arr, stored_bits, signed):
+        shift = bits - stored_bits
+        arr = np.left_shift(arr, shift, out=arr if in_place else None)
+        np.right_shift(arr, shift, out=arr)
+    return arr
 
 
 def _within_bits(arr: np.ndarray, stored_bits: int, signed: bool) -> bool:

@@ -9,6 +9,7 @@ into volumes.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -197,10 +198,18 @@ def series_row(ds, path: str) -> dict:
     if hasattr(ds, "private_block"):
         row.update(header.dataset_values(ds, SPLIT_COLUMNS))
         return row
-    for name, tag, kind in header.FIELDS:
-        if name in SPLIT_COLUMNS:
-            row[name] = header.normalize_pydicom(kind, ds.get(keyword_for_tag(tag)))
+    for name, keyword, kind in _split_fields(keyword_for_tag):
+        row[name] = header.normalize_pydicom(kind, ds.get(keyword))
     return row
+
+
+@functools.lru_cache(maxsize=1)
+def _split_fields(keyword_for_tag) -> tuple:
+    """(column, pydicom keyword, kind) of the Index fields the same-series rule compares."""
+    from dicomml.io import header
+
+    return tuple((name, keyword_for_tag(tag), kind) for name, tag, kind in header.FIELDS
+                 if name in SPLIT_COLUMNS)
 
 
 def one_series(indices: list[int], datasets, files, fail_or_record) -> list[int]:

@@ -72,6 +72,7 @@ from dicomml.errors import (
     SeriesError,
 )
 from dicomml.io._read_dataset import load_dataset, quiet_pydicom, shown_cs, shown_uid
+from dicomml.io.direct_read import PixelRef, load_head
 from dicomml.io.pixels import (
     corrupt_value_error,
     decode_stored,
@@ -141,7 +142,12 @@ def _resolve_paths(x, index) -> tuple[list[str], bool]:
 
 
 def _load(path: str):
-    """Return (dataset, None), (None, ("ignored", why)) or (None, ("unreadable", error))."""
+    """Return (dataset, None), (dataset, PixelRef) when only the header was read
+    (:mod:`dicomml.io.direct_read`), (None, ("ignored", why)) or
+    (None, ("unreadable", error))."""
+    head = load_head(path)
+    if head is not None:
+        return head
     try:
         ds, _ = load_dataset(path, frame_groups=True)
     except (NotDicomError, OSError) as e:
@@ -294,7 +300,10 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     loaded = _map(_load, paths, native_workers)
     datasets: list = []
     files: list[str] = []
+    refs: dict[int, PixelRef] = {}  # files whose pixels are read straight into the volume
     for path, (ds, why) in zip(paths, loaded):
+        if isinstance(why, PixelRef):
+            refs[len(datasets)], why = why, None
         if ds is None:
             if why[0] == "ignored":
                 ignored.append(why[1])
@@ -327,6 +336,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         chosen = next(iter(by_series.values()))
     datasets = [datasets[i] for i in chosen]
     files = [files[i] for i in chosen]
+    refs = {k: refs[i] for k, i in enumerate(chosen) if i in refs}
 
     # -- decode stored values (threads: file I/O and codecs release the GIL)
     done = _decode_isolated(datasets, files, decoders, workers, executor) if isolate else {}
@@ -334,6 +344,8 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     def decode(i):
         if i in done:
             return done[i]
+        if i in refs:  # read in _assemble, straight into the volume
+            return refs[i], str(datasets[i].PhotometricInterpretation).strip()
         try:
             return decode_stored(datasets[i], files[i], decoders=decoders)
         except (DicommlError, IndexError) as e:
@@ -465,10 +477,11 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
     def fill(k: int):
         s = flat[k]
         ds = datasets[s.file]
-        stored = stored_of[s.file][s.frame]
-        if _colour_into(vol, k, stored):
+        src = stored_of[s.file]
+        if not isinstance(src, PixelRef) and _colour_into(vol, k, src[s.frame]):
             return None
         try:
+            stored = src.read() if isinstance(src, PixelRef) else src[s.frame]
             use_lut = bool(ds.get("ModalityLUTSequence"))
             if modality_lut is not False and s.slope is not None and not use_lut:
                 rescale_into(stored, s.slope, s.intercept, vol[k])

@@ -197,9 +197,9 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
     for c in range(ch):                                   # rows: (size, rows) @ (rows, cols)
         y[c] = R @ x[c]
     z = C @ np.ascontiguousarray(y.reshape(ch * size, cols).T)   # (size_col, ch*size_row)
-    out = z.reshape(size, ch, size).transpose(2, 0, 1)    # (row, col, channel)
-    out = np.clip(out, 0.0, 1.0)
-    return np.ascontiguousarray(out[..., 0] if squeeze else out)
+    out = np.empty((size, size, ch), dtype=np.float32)   # (row, col, channel), C order
+    np.clip(z.reshape(size, ch, size).transpose(2, 0, 1), 0.0, 1.0, out=out)  # one pass
+    return np.ascontiguousarray(out[..., 0]) if squeeze else out
 
 
 @functools.lru_cache(maxsize=64)

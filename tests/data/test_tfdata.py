@@ -68,3 +68,57 @@ def test_predict_tensors_order_with_workers_and_cache(tmp_path):
     wq = want.copy()
     wq[ok.to_numpy()] = _expected(pipe, ex.loc[ok, "seed"])
     np.testing.assert_array_equal(np.concatenate(batches), wq)
+
+
+@pytest.mark.parametrize("normalization", ["unit", "zscore"])
+def test_cache_dataset_stored_output_decodes_to_the_float32_batches(tmp_path, normalization):
+    import tensorflow as tf
+
+    from dicomml.data.cache import decode
+    from dicomml.data.tfdata import stored_to_float
+
+    ex = write_files(tmp_path / "src", range(7))
+    pipe = FakePipeline(normalization)
+    cache = TensorCache.for_pipeline(tmp_path / "c", pipe, shard_size=3)
+    cache.fill(ex, pipe, executor="inprocess", progress=False)
+    kw = dict(targets=np.arange(7) % 2, batch_size=3, shuffle=True, seed=5)
+    f32 = [(x.numpy(), y.numpy()) for x, y in cache_dataset(cache, ex, **kw)]
+    stored = [(x.numpy(), y.numpy()) for x, y in cache_dataset(cache, ex, output="stored",
+                                                               **kw)]
+    want_dtype = np.uint8 if normalization == "unit" else np.float16
+    assert all(x.dtype == want_dtype for x, _ in stored)
+    assert [len(x) for x, _ in stored] == [3, 3, 1]
+    for (xf, yf), (xs, ys) in zip(f32, stored):
+        np.testing.assert_array_equal(yf, ys)
+        np.testing.assert_array_equal(xf, decode(xs))  # the numpy decoding, exactly
+        np.testing.assert_array_equal(xf, stored_to_float(tf.constant(xs)).numpy())
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in f32]),
+                                  cache.get(ex.iloc[np.concatenate(
+                                      [_rows_of(cache, ex, x) for x, _ in f32])]))
+    with pytest.raises(Exception, match="output must be"):
+        cache_dataset(cache, ex, output="uint8")
+
+
+def _rows_of(cache, ex, batch):
+    """Which examples a float32 batch holds (each tensor is unique)."""
+    every = cache.get(ex)
+    return [int(np.argmin(np.abs(every - row).sum(axis=(1, 2, 3)))) for row in batch]
+
+
+def test_gathered_batches_are_aligned_for_tensorflow(tmp_path):
+    from dicomml.data.cache import ALIGN, empty_aligned
+
+    for n in (0, 1, 5):
+        a = empty_aligned((n, 7, 3), np.uint8)
+        assert a.shape == (n, 7, 3) and a.flags.c_contiguous
+        assert n == 0 or a.ctypes.data % ALIGN == 0  # (an empty array has no data)
+    ex = write_files(tmp_path / "src", range(5))
+    pipe = FakePipeline()
+    cache = TensorCache.for_pipeline(tmp_path / "c", pipe, shard_size=2)
+    cache.fill(ex, pipe, executor="inprocess", progress=False)
+    shard_no, rows, names = cache.locate(ex)
+    order = np.array([4, 0, 3, 1, 2])
+    raw = cache.gather_raw(shard_no[order], rows[order], names)
+    assert raw.ctypes.data % ALIGN == 0 and raw.flags.c_contiguous
+    np.testing.assert_array_equal(raw, np.stack(
+        [np.load(f"{cache.folder}/{names[shard_no[i]]}.npy")[rows[i]] for i in order]))
