@@ -76,6 +76,10 @@ Executors
 
 Every executor closes its workers on :meth:`Executor.close` (also a context manager).
 
+``workers`` has one meaning in every public entry point of dicomml (the scan, the cache,
+``read_series``, the trainer's ``[data] workers``, predict, every ``--workers``):
+:func:`resolve_workers` (None or -1 every CPU, 0 in this process, N at most N at once).
+
 Command-line verbs add ``--workers N | --scheduler tcp://HOST:8786 | --dask-local N`` and
 ``--item-timeout SECONDS`` with :func:`add_executor_arguments` and build the executor with
 :func:`executor_from_args`.
