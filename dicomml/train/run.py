@@ -140,12 +140,14 @@ def load_run(run_dir) -> Run:
     Raises
     ------
     ConfigError
-        ``run_dir`` is not a run folder (no ``config.toml``) or its configuration is not
-        valid.
+        ``run_dir`` does not exist, is not a run folder (no ``config.toml``), or its
+        configuration is not valid.
     """
     from dicomml.preprocess import Pipeline
 
     run_dir = os.path.abspath(os.fspath(run_dir))
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"run folder {run_dir} does not exist")
     typed = RunConfig.from_run_dir(run_dir)  # ConfigError when it is not a run folder
     written = load_toml(os.path.join(run_dir, "config.toml"))
     man_path = os.path.join(run_dir, "manifest.csv")
