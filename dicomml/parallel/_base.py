@@ -62,6 +62,7 @@ def resolve_workers(workers: Any, *, what: str = "workers") -> int:
 
     Every public entry point that takes ``workers`` (:func:`dicomml.io.scan`,
     :meth:`dicomml.data.TensorCache.fill`, :func:`dicomml.io.read_series`,
+    :func:`dicomml.io.read_images`,
     :class:`dicomml.data.OnTheFly` and :func:`dicomml.data.predict_tensors`, the trainer's
     ``[data] workers``, :func:`dicomml.evaluate.predict` and
     :func:`dicomml.evaluate.evaluate_run`, and every CLI verb's ``--workers``) reads it
@@ -79,7 +80,8 @@ def resolve_workers(workers: Any, *, what: str = "workers") -> int:
         At most N at once. Each entry point decides what carries the work, and says so:
         the scan reads headers in N processes *counting this one* (it reads too, so 1
         reads here, like 0); the tensor cache and on-the-fly decoding run N worker
-        processes (this one only gathers the results, so 1 is one isolated worker);
+        processes (this one only gathers the results, so 1 is one isolated worker), as
+        does ``read_images`` (with 0 it reads here, like ``isolate=False``);
         ``read_series`` decodes with N threads (codecs release the GIL).
 
     Anything else (another negative number, a float, a bool) is a

@@ -164,9 +164,9 @@ WORKERS = """\
 ## `workers`: one meaning everywhere
 
 `[data] workers`, every CLI verb's `--workers` and the `workers=` argument of the Python API
-(`dicomml.io.scan`, `read_series`, `TensorCache.fill`, `OnTheFly`, `predict_tensors`,
-`evaluate_run`, `predict`) are read by `dicomml.parallel.resolve_workers` and mean **how many
-CPUs the work may keep busy at once**:
+(`dicomml.io.scan`, `read_series`, `read_images`, `TensorCache.fill`, `OnTheFly`,
+`predict_tensors`, `evaluate_run`, `predict`) are read by `dicomml.parallel.resolve_workers`
+and mean **how many CPUs the work may keep busy at once**:
 
 | value | meaning |
 | --- | --- |
@@ -176,8 +176,8 @@ CPUs the work may keep busy at once**:
 
 What carries the work is each entry point's own business: the scan reads headers in N
 processes counting the caller (it reads too; 1 is the same as 0); the tensor cache and
-on-the-fly decoding run N worker processes while the caller gathers (1 is one isolated
-worker); `read_series` decodes with N threads. Any other value is an error that says what to
+on-the-fly decoding (and `read_images`) run N worker processes while the caller gathers (1
+is one isolated worker); `read_series` decodes with N threads. Any other value is an error that says what to
 write.
 """
 

@@ -133,3 +133,14 @@ def test_cli_workers(series, tmp_path):
     for verb in ("train", "predict", "evaluate", "demo"):
         r = _cli(verb, "--help")
         assert r.returncode == 0 and "--workers" in r.stdout, verb
+
+
+def test_read_images(series):
+    from dicomml.io import Image, read_images
+
+    paths = sorted(str(p) for p in series.iterdir())
+    for w in (0, -1, 2):
+        got = dict(read_images(paths, workers=w))
+        assert set(got) == set(paths) and all(isinstance(v, Image) for v in got.values()), w
+    with pytest.raises(ConfigError):
+        list(read_images(paths, workers=-3))
