@@ -177,8 +177,8 @@ and mean **how many CPUs the work may keep busy at once**:
 What carries the work is each entry point's own business: the scan reads headers in N
 processes counting the caller (it reads too; 1 is the same as 0); the tensor cache and
 on-the-fly decoding (and `read_images`) run N worker processes while the caller gathers (1
-is one isolated worker); `read_series` decodes with N threads. Any other value is an error that says what to
-write.
+is one isolated worker); `read_series` decodes with N threads. Any other value is an error
+that says what to write.
 """
 
 
