@@ -144,7 +144,6 @@ def _unreadable_reasons(pipeline, rows: list[tuple[str, int]], workers) -> list[
     """Why examples gave no tensor: each file read again **isolated** (a decoder that
     crashes kills a worker, not this process), then its frame preprocessed here."""
     from dicomml.io import read_images
-
     from dicomml.parallel import resolve_workers
 
     paths = list(dict.fromkeys(p for p, _ in rows))
@@ -190,6 +189,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         Write the SRs / the Grad-CAM heatmaps of positive studies.
     aggregation : {"max", "mean"}
         How image probabilities make the study's.
+    batch_size, workers : int
+        Prediction batch size, and the CPUs for the scan and the preprocessing
+        (:func:`dicomml.parallel.resolve_workers`: None or -1 every CPU, 0 in this process,
+        as ``dicomml serve`` does).
     force : bool
         Also predict series outside the input contract (their SRs say so); never a
         non-image, a segmentation or a colour image for a grayscale model.
