@@ -20,6 +20,7 @@ cores. Exit status: 0 done, 1 done but some task images could not be decoded, 2 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dicomml.demo import DEFAULT_OUT
+    from dicomml.parallel import workers_argument
 
     parser.add_argument("--out", metavar="DIR", default=DEFAULT_OUT,
                         help=f"output folder (default: ./{DEFAULT_OUT}); never inside the export")
@@ -28,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repository's copy)")
     parser.add_argument("--epochs", type=int, default=None, metavar="N",
                         help="override train.epochs of sample_dicom/train.toml")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (0: in this process; default: the config's)")
+    parser.add_argument("--workers", type=workers_argument, default=None, metavar="N",
+                        help="CPUs to use at once (0: in this process; -1: every CPU; "
+                             "default: the config's)")
     parser.add_argument("--resamples", type=int, default=1000, metavar="N",
                         help="bootstrap resamples by patient for the 95%% intervals "
                              "(default: 1000)")

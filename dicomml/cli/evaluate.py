@@ -16,6 +16,8 @@ study_mean). Exit status: 0 done, 1 done but some images could not be decoded, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dicomml.parallel import workers_argument
+
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder 'dicomml train' wrote")
     parser.add_argument("--data", metavar="PATH", default=None,
                         help="evaluate new labelled data in this DICOM folder instead of the "
@@ -35,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples by patient (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="preprocessing worker processes (0: in this process; "
-                             "default: all CPUs)")
+    parser.add_argument("--workers", type=workers_argument, default=None, metavar="N",
+                        help="CPUs for the scan and the preprocessing (0: in this process; "
+                             "default: every CPU)")
     parser.add_argument("--no-plots", action="store_true", help="do not write plots")
     parser.add_argument("--reports", action="store_true",
                         help="also write one DICOM SR per study (and Grad-CAM images of "

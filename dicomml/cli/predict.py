@@ -40,6 +40,8 @@ SHOW_SKIPPED = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dicomml.parallel import workers_argument
+
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder 'dicomml train' wrote")
     parser.add_argument("path", metavar="PATH", nargs="?", default=None,
                         help="DICOM folder (or file) with the new studies")
@@ -54,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sc", action="store_true",
                         help="do not write Grad-CAM Secondary Captures")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (0: in this process; default: all CPUs)")
+    parser.add_argument("--workers", type=workers_argument, default=None, metavar="N",
+                        help="CPUs to use at once (0: in this process; default: every CPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--force", action="store_true",
                         help="also predict series outside the run's input contract (their "

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _examples_from_source(args):
-    from dicomml.data.slices import SliceSelection, select_slices
+    from dicomml.data.config import DataConfig
+    from dicomml.data.selection import select_examples
     from dicomml.io import open_index, scan
 
     if os.path.isdir(args.source):
@@ -45,8 +46,7 @@ def _examples_from_source(args):
         db = args.source
     with open_index(db=db) as index:
         inst = index.instances()
-    inst = inst[inst["is_image"].astype(bool)]
-    return select_slices(inst, SliceSelection("all"))
+    return select_examples(inst, DataConfig()).examples  # every frame of every image
 
 
 def run(args) -> int:
@@ -72,7 +72,7 @@ def run(args) -> int:
         examples = manifest.df
         pcfg = cfg.preprocess_config()
         cache_dir = args.cache or cfg.data.cache
-        workers = None if cfg.data.workers < 0 else cfg.data.workers
+        workers = cfg.data.workers
     else:
         examples = _examples_from_source(args)
         table = load_toml(args.preprocess).get("preprocess", {}) if args.preprocess else {}

@@ -23,6 +23,8 @@ def _help_with_reference(parser: argparse.ArgumentParser) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from dicomml.parallel import workers_argument
+
     p.format_help = lambda: _help_with_reference(p)
     p.add_argument("--config", required=True, metavar="FILE",
                    help="training configuration (TOML; see sample_dicom/train.toml)")
@@ -32,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="override train.seed (the training seed)")
     p.add_argument("--split-seed", type=int, help="override split.seed (which patients go "
                    "to train / val / test)")
-    p.add_argument("--workers", type=int, help="override data.workers (0: no worker processes)")
+    p.add_argument("--workers", type=workers_argument,
+                   help="override data.workers (0: no worker processes; -1: every CPU)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode on the fly in worker processes instead of the tensor cache")
     from dicomml.cli._common import add_progress_argument

@@ -127,12 +127,15 @@ def preprocess_one(pipeline, path: str, frame: int) -> np.ndarray:
 
 
 def make_executor(kind: str = "processes", workers: int | None = None):
-    """A :mod:`dicomml.parallel` executor; ``workers=0`` or kind "inprocess" runs here."""
-    from dicomml.parallel import get_executor
+    """A :mod:`dicomml.parallel` executor of ``workers`` worker processes
+    (:func:`dicomml.parallel.resolve_workers`: None or -1 every CPU); ``workers=0`` or kind
+    "inprocess" runs here."""
+    from dicomml.parallel import get_executor, resolve_workers
 
-    if workers == 0 or str(kind).lower() == "inprocess":
+    n = resolve_workers(workers)
+    if n == 0 or str(kind).lower() == "inprocess":
         return get_executor("inprocess")
-    return get_executor(kind, workers)
+    return get_executor(kind, n)
 
 
 def _reason(e: BaseException) -> str:
@@ -326,7 +329,8 @@ class TensorCache:
         pipeline : dicomml.preprocess.Pipeline
             Picklable; sent to the worker processes.
         workers : int or None
-            Worker processes (None: every CPU).
+            Worker processes (:func:`dicomml.parallel.resolve_workers`: None or -1 every
+            CPU, 0 in this process).
         executor : {"processes", "inprocess", "dask"} or a ``dicomml.parallel`` executor
         progress : bool or tqdm-like
             A tqdm bar on stderr counted in examples.

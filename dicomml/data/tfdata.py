@@ -30,6 +30,7 @@ from dicomml.data.cache import (
     tensor_shape,
 )
 from dicomml.errors import FATAL, ConfigError
+from dicomml.parallel import resolve_workers
 from dicomml.data.augmentation import augment_batches
 
 __all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
@@ -204,7 +205,8 @@ class OnTheFly:
         ``path`` and ``frame`` columns.
     pipeline : dicomml.preprocess.Pipeline
     workers : int or None
-        Worker processes (None: every CPU; 0: in this process).
+        Worker processes (:func:`dicomml.parallel.resolve_workers`: None or -1 every CPU;
+        0: in this process).
     executor : str
         ``"processes"`` (default), ``"inprocess"`` or ``"dask"``.
 
@@ -217,8 +219,8 @@ class OnTheFly:
         self.frames = examples["frame"].astype(int).to_numpy()
         self.pipeline = pipeline
         self.shape = tensor_shape(pipeline)
-        self.workers = workers
-        self.kind = "inprocess" if workers == 0 else executor
+        self.workers = resolve_workers(workers)
+        self.kind = "inprocess" if self.workers == 0 else executor
         self._ex = None
         #: failure records (position, path, frame, reason) seen so far
         self.failures: list[dict] = []

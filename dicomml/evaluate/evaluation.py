@@ -201,27 +201,22 @@ def _write_plots(plots_dir: Path, metrics: dict, levels: dict, classes, task, co
     return written
 
 
-def _labelled_examples(run, data, labels) -> pd.DataFrame:
-    """Examples of new labelled data: scan ``data`` into a temporary Index, join ``labels``."""
+def _labelled_examples(run, data, labels, workers=None) -> pd.DataFrame:
+    """Examples of new labelled data: scan ``data`` into a temporary Index, then the run's
+    example selection with ``labels`` (:func:`dicomml.data.selection.select_examples`)."""
+    import dataclasses
     import tempfile
 
-    from dicomml.data import build_manifest, read_labels
-    from dicomml.data.slices import SliceSelection
+    from dicomml.data.selection import select_examples
     from dicomml.io import scan
 
-    dcfg = run.config.get("data", {})
     with tempfile.TemporaryDirectory(prefix="dicomml-eval-") as tmp:
-        res = scan(data, Path(tmp) / "index.sqlite", progress=False)
+        res = scan(data, Path(tmp) / "index.sqlite", progress=False, workers=workers)
         with res.index() as idx:
             inst = idx.instances()
-    if dcfg.get("modality") and "modality" in inst:
-        inst = inst[inst["modality"].astype(str).str.upper() == str(dcfg["modality"]).upper()]
-    lab, key = read_labels(labels, key=dcfg.get("key") or None,
-                           label_column=dcfg.get("label_column") or "label")
-    sel = dcfg.get("slices") or {}
-    man = build_manifest(inst, lab, key, task=run.task, classes=run.classes or None,
-                         selection=SliceSelection(**sel) if sel else SliceSelection())
-    return man.df
+    # the run's classes (recovered from its manifest when config.toml lists none)
+    dcfg = dataclasses.replace(run.config.data, task=run.task, classes=tuple(run.classes))
+    return select_examples(inst, dcfg, labels=labels).examples
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
@@ -248,7 +243,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
     n_resamples, seed : int
         Bootstrap resamples (patients) and seed.
     batch_size, workers : int
-        Prediction batch size and preprocessing worker processes (None: all CPUs, 0: here).
+        Prediction batch size and CPUs for the scan and the preprocessing
+        (:func:`dicomml.parallel.resolve_workers`: None or -1 every CPU, 0 in this process).
     plots : bool
         Write ``plots/*.png``.
     reports : bool
@@ -261,7 +257,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
     dict
         The content of ``metrics.json``.
     """
-    from dicomml.evaluate.runio import load_run, positive_index, predict_examples, prob_columns
+    from dicomml.evaluate.runio import load_run, predict_examples, prob_columns
     from dicomml.report.tables import write_csv, write_json
 
     run = load_run(run_dir)
@@ -271,12 +267,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, data=None, labels=None,
     if task != "regression" and len(classes) < 2:
         raise ConfigError(f"{run_dir}: the run's classes are unknown (data.classes in "
                           "config.toml is empty and manifest.csv has no labels)")
-    pos = positive_index(run.config, classes) if task != "regression" else 0
+    pos = run.positive_index if task != "regression" else 0
     cols = prob_columns(classes, task)
     if data is not None:
         if labels is None:
             raise ConfigError("evaluate --data needs --labels (the CSV of the new data)")
-        examples = _labelled_examples(run, data, labels)
+        examples = _labelled_examples(run, data, labels, workers)
         ref = None
         source = {"data": os.fspath(data), "labels": os.fspath(labels)}
     else:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from dicomml._atomic import ensure_writable_dir, safe_join
+from dicomml.data.selection import select_examples
 from dicomml.errors import ConfigError
 from dicomml.evaluate.reports import result_uids, safe_message, study_key, write_study_reports
 from dicomml.evaluate.selection import SKIP_COLUMNS, select_series, skip_row
@@ -111,43 +112,6 @@ def run_threshold(run_dir, aggregation: str) -> float | None:
     return None if v is None else float(v)
 
 
-def select_examples(instances: pd.DataFrame, config: dict, *, modality: bool = True
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Image instances matching the run's ``[data]`` (modality, slice selection) → examples.
-
-    Returns ``(examples, not_selected)``; ``examples`` has ``patient_key``, the UIDs,
-    ``frame`` and ``path`` (the Patient ID is replaced by its pseudonym). ``modality=False``
-    keeps every modality (the input contract decided already).
-    """
-    from dicomml.data import patient_key
-    from dicomml.data.slices import SliceSelection, select_slices
-
-    dcfg = config.get("data", {})
-    inst = instances
-    keep = np.ones(len(inst), bool)
-    if "is_image" in inst:
-        keep &= inst["is_image"].fillna(False).astype(bool).to_numpy()
-    want = str(dcfg.get("modality") or "").upper() if modality else ""
-    if want and "modality" in inst:
-        keep &= (inst["modality"].fillna("").astype(str).str.upper() == want).to_numpy()
-    not_selected = inst.loc[~keep, ["path"]].reset_index(drop=True)
-    inst = inst[keep]
-    for c in ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "path"):
-        inst = inst.assign(**{c: inst[c].astype(str)})
-    sel = dcfg.get("slices") or {}
-    ex = select_slices(inst, SliceSelection(**sel) if sel else SliceSelection())
-    pid = ex["patient_id"] if "patient_id" in ex else pd.Series([""] * len(ex), index=ex.index)
-    out = pd.DataFrame({
-        "patient_key": pid.fillna("").astype(str).map(patient_key).to_numpy(),
-        "study_instance_uid": ex["study_instance_uid"].to_numpy(),
-        "series_instance_uid": ex["series_instance_uid"].to_numpy(),
-        "sop_instance_uid": ex["sop_instance_uid"].to_numpy(),
-        "frame": ex["frame"].astype(int).to_numpy() if len(ex) else [],
-        "path": ex["path"].to_numpy(),
-    })
-    return out, not_selected
-
-
 def _is_sqlite(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -180,10 +144,12 @@ def _unreadable_reasons(pipeline, rows: list[tuple[str, int]], workers) -> list[
     """Why examples gave no tensor: each file read again **isolated** (a decoder that
     crashes kills a worker, not this process), then its frame preprocessed here."""
     from dicomml.io import read_images
+    from dicomml.parallel import resolve_workers
 
     paths = list(dict.fromkeys(p for p, _ in rows))
-    isolate = workers != 0  # with workers=0 the batch decoded in this process already
-    read = dict(read_images(paths, isolate=isolate, workers=min(len(paths), workers or 2),
+    n = resolve_workers(workers)
+    isolate = n != 0  # with workers=0 the batch decoded in this process already
+    read = dict(read_images(paths, isolate=isolate, workers=max(1, min(len(paths), n)),
                             progress=False))
     out = []
     for path, frame in rows:
@@ -223,6 +189,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         Write the SRs / the Grad-CAM heatmaps of positive studies.
     aggregation : {"max", "mean"}
         How image probabilities make the study's.
+    batch_size, workers : int
+        Prediction batch size, and the CPUs for the scan and the preprocessing
+        (:func:`dicomml.parallel.resolve_workers`: None or -1 every CPU, 0 in this process,
+        as ``dicomml serve`` does).
     force : bool
         Also predict series outside the input contract (their SRs say so); never a
         non-image, a segmentation or a colour image for a grayscale model.
@@ -244,7 +214,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     from dicomml.data.contract import InputContract
     from dicomml.evaluate.aggregate import normalize_aggregation
     from dicomml.evaluate.predictions_table import predictions_table
-    from dicomml.evaluate.runio import load_run, positive_index, predict_examples, prob_columns
+    from dicomml.evaluate.runio import load_run, predict_examples, prob_columns
     from dicomml.report.tables import write_csv
 
     (how,) = normalize_aggregation(aggregation)
@@ -258,7 +228,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         if not force:
             raise
         contract = None
-    pos = positive_index(run.config, classes) if task != "regression" else 0
+    pos = run.positive_index if task != "regression" else 0
     op = operating_point(run_dir, how)
     if threshold is None:
         threshold = op.get("threshold")
@@ -272,10 +242,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
 
     with tempfile.TemporaryDirectory(prefix="dicomml-predict-") as tmp:
         instances, skipped = _input_instances(inputs, tmp, progress=progress, workers=workers)
-    rgb = str(run.config.get("preprocess", {}).get("mode", "")).lower() == "rgb"
+    rgb = run.pipeline.config.mode == "rgb"
     sel = select_series(instances, contract, force=force, rgb_model=rgb)
     skipped += sel.skipped
-    examples, _ = select_examples(sel.instances, run.config, modality=not force)
+    examples = select_examples(sel.instances, run.config.data, modality=not force).examples
     cols = prob_columns(classes, task)
     common = dict(threshold=threshold, series=tuple(sel.series), forced=bool(sel.forced),
                   operating_point=op)

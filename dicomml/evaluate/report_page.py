@@ -287,10 +287,11 @@ def _gallery_section(run_dir: Path, metrics: dict | None, n: int, heatmaps: bool
         return out[0] + ("<p class=note>a gallery needs a binary classification run with "
                          "metrics.json and predictions.csv ('dicomml evaluate').</p>")
     from dicomml.evaluate.aggregate import aggregate_studies
-    from dicomml.evaluate.runio import load_run, positive_index, prob_columns
+    from dicomml.evaluate.runio import load_run, prob_columns
+    from dicomml.train.run import positive_index
 
     run = load_run(run_dir)
-    pos = positive_index(run.config, classes)
+    pos = positive_index(run.config, classes)  # the classes of metrics.json
     cols = prob_columns(classes, "classification")
     pcol = cols[pos]
     man = run.manifest.astype({"sop_instance_uid": str, "frame": int})

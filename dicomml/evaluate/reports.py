@@ -32,10 +32,8 @@ def study_key(study_instance_uid: str) -> str:
 
 def _algorithm(run, threshold, how, op: dict | None = None, forced: str = ""):
     from dicomml import __version__
-    from dicomml.evaluate.runio import config_hash
     from dicomml.report.sr import AlgorithmInfo
 
-    model_cfg = run.config.get("model", {})
     params = [f"threshold={threshold:.6g}", f"aggregation={how}",
               "classes=" + ",".join(run.classes)]
     if op and op.get("threshold") is not None and float(op["threshold"]) == threshold:
@@ -47,8 +45,8 @@ def _algorithm(run, threshold, how, op: dict | None = None, forced: str = ""):
         pass
     params.append(f"input_contract=FORCED outside the contract ({forced})" if forced
                   else "input_contract=met")
-    return AlgorithmInfo(name=str(model_cfg.get("name") or "dicomml model")[:64],
-                         version=f"dicomml {__version__} config {config_hash(run.config)}",
+    return AlgorithmInfo(name=str(run.config.model.name or "dicomml model")[:64],
+                         version=f"dicomml {__version__} config {run.config_hash}",
                          parameters=tuple(params))
 
 
@@ -68,10 +66,10 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     :func:`predict`.
     """
     from dicomml.evaluate.aggregate import aggregate_studies
-    from dicomml.evaluate.runio import positive_index, prob_columns
+    from dicomml.evaluate.runio import prob_columns
 
     classes = run.classes
-    pos = positive_index(run.config, classes)
+    pos = run.positive_index
     cols = prob_columns(classes, run.task)
     skipped = [] if skipped is None else skipped
     notes = [] if notes is None else notes
@@ -189,7 +187,7 @@ def _build_sr(sources, finding, prob, present, algorithm, config=None, *, where=
     from dicomml.report.sr import build_sr
     from dicomml.train.findings import run_finding
 
-    finding, site = run_finding(config or {}, finding)  # [report] finding_code / _site
+    finding, site = run_finding(config, finding)  # [report] finding_code / _site
     desc = "dicomml AI result FORCED outside input contract" if forced else "dicomml AI result"
     return build_sr(sources, finding=finding, probability=min(max(prob, 0.0), 1.0),
                     present=bool(present), algorithm=algorithm, finding_site=site,

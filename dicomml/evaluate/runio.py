@@ -1,97 +1,27 @@
-"""Reading a run folder and running its model over examples (used by evaluate and predict).
+"""Running a run's model over examples (used by evaluate and predict), and the run folder
+reader they share.
 
-The run folder contract is in DESIGN.md; :func:`load_run` wraps
-:func:`dicomml.train.run.load_run`.
+A run folder (the contract is in DESIGN.md) is opened with :func:`load_run`, the one reader:
+:func:`dicomml.train.run.load_run`, re-exported here with :func:`config_hash` and
+:func:`positive_index`; its configuration is the typed
+:class:`~dicomml.train.config.RunConfig`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dicomml.errors import ConfigError
+from dicomml.train.run import Run, config_hash, load_run, positive_index
 
-__all__ = ["RunView", "load_run", "prob_columns", "positive_index", "predict_examples",
+__all__ = ["Run", "load_run", "prob_columns", "positive_index", "predict_examples",
            "config_hash"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunView:
-    """What evaluation needs from a run folder."""
-
-    run_dir: Path
-    config: dict
-    pipeline: Any
-    classes: list[str]
-    task: str
-    manifest: pd.DataFrame
-    _model: Any = field(default=None, repr=False)
-    _loader: Any = field(default=None, repr=False)
-
-    def model(self):
-        """The Keras model of ``model.keras`` (loaded once, ``compile=False``)."""
-        if self._model is None:
-            self._model = self._loader()
-        return self._model
-
-
-def _classes_from(config: dict, manifest: pd.DataFrame) -> list[str]:
-    classes = [str(c) for c in config.get("data", {}).get("classes", []) or []]
-    if classes or manifest.empty or "target" not in manifest:
-        return classes
-    pairs = manifest[["target", "label"]].drop_duplicates()
-    try:
-        n = int(pairs["target"].astype(int).max()) + 1
-    except (TypeError, ValueError):
-        return []
-    out = [str(i) for i in range(n)]
-    for t, lab in pairs.itertuples(index=False):
-        out[int(t)] = str(lab)
-    return out
-
-
-def load_run(run_dir: str | os.PathLike) -> RunView:
-    """Open a run folder (:func:`dicomml.train.run.load_run`) for evaluation.
-
-    Adds to the training package's view: the classes recovered from the manifest when the
-    configuration lists none, and a model loaded once.
-    """
-    from dicomml.train.run import load_run as train_load_run
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run folder {run_dir} does not exist")
-    run = train_load_run(run_dir)
-    manifest = run.manifest
-
-    def loader():
-        if not (run_dir / "model.keras").is_file():
-            raise ConfigError(f"{run_dir}: model.keras is missing; the run did not finish "
-                              "an epoch. Train it (again) or give another run folder")
-        return run.model()
-
-    return RunView(run_dir, dict(run.config), run.pipeline,
-                   [str(c) for c in (run.classes or _classes_from(run.config, manifest))],
-                   str(run.task or "classification").lower(), manifest, _loader=loader)
-
-
-def config_hash(config: dict) -> str:
-    """First 12 hex digits of the SHA-256 of the run configuration (canonical JSON)."""
-    import hashlib
-    import json
-
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def prob_columns(classes: list[str], task: str = "classification") -> list[str]:
@@ -105,16 +35,6 @@ def prob_columns(classes: list[str], task: str = "classification") -> list[str]:
             name += "_"
         out.append(name)
     return out
-
-
-def positive_index(config: dict, classes: list[str]) -> int:
-    """Index of the positive class of a binary task (``data.positive_class``, else 1)."""
-    pos = str(config.get("data", {}).get("positive_class") or "")
-    if pos:
-        if pos not in classes:
-            raise ConfigError(f"data.positive_class {pos!r} is not among the classes {classes}")
-        return classes.index(pos)
-    return 1
 
 
 def predict_examples(model, examples: pd.DataFrame, pipeline, *, batch_size: int = 32,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dicomml._lazy import lazy_exports
 
-from dicomml.io.types import VOILUT, Image, SeriesIssue, Volume, VolumeInfo, Window
+from dicomml.io.types import (VOILUT, Image, SeriesIssue, VOILUTFunction, Volume, VolumeInfo,
+                              Window)
 
 _LAZY = {
     "scan": "dicomml.io.scanner",
@@ -25,4 +26,5 @@ _LAZY = {
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(
-    __name__, _LAZY, eager=("Image", "Volume", "VolumeInfo", "Window", "VOILUT", "SeriesIssue"))
+    __name__, _LAZY, eager=("Image", "Volume", "VolumeInfo", "Window", "VOILUTFunction", "VOILUT",
+                            "SeriesIssue"))

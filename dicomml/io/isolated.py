@@ -115,7 +115,9 @@ def read_images(paths: Iterable[str | os.PathLike], *, isolate: bool = True, exe
         Where to run (e.g. a Dask cluster); default a local process pool of ``workers``
         processes, closed at the end. An "inprocess" executor gives no isolation.
     workers : int, optional
-        Worker processes of the default pool (default: the CPUs available).
+        Worker processes of the default pool (:func:`dicomml.parallel.resolve_workers`:
+        None or -1 every CPU, the default); 0 reads in this process, as ``isolate=False``
+        (no worker, no crash isolation).
     chunk_size : int
         Files per task.
     item_timeout : float, optional
@@ -132,9 +134,12 @@ def read_images(paths: Iterable[str | os.PathLike], *, isolate: bool = True, exe
         the file (or an ``OSError`` for a file that cannot be opened). No file is
         decoded more than twice (once in its chunk, once alone after a crash of that chunk).
     """
+    from dicomml.parallel import resolve_workers
+
     options = {"frames": frames, "modality_lut": modality_lut, "decoders": decoders}
     items = ((os.fspath(p), options) for p in paths)
-    if not isolate:
+    workers = resolve_workers(workers)
+    if not isolate or (workers == 0 and executor is None):
         for item in items:
             yield read_chunk([item])[0]
         return

@@ -49,7 +49,7 @@ from dicomml.io._read_dataset import (
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
 from dicomml.io.functional_groups import per_frame_groups, shared_groups
 from dicomml.io.guards import check_decode_budget, check_finite, finite
-from dicomml.io.types import VOILUT, Image, Window
+from dicomml.io.types import VOILUT, Image, VOILUTFunction, Window
 from dicomml.io.uids import TS_EXPLICIT_BE
 
 __all__ = ["read_in_process", "image_from_dataset", "decode_stored", "plugin_order",
@@ -568,7 +568,14 @@ def windows_of(ds, frame: int = 0, *, where: str | None = None) -> tuple[Window,
     expl = src.get("WindowCenterWidthExplanation")
     expl = [] if expl is None else ([str(expl)] if isinstance(expl, str) else
                                     [str(e) for e in expl])
-    func = str(src.get("VOILUTFunction") or "LINEAR").strip().upper()
+    func = src.get("VOILUTFunction")
+    try:
+        func = VOILUTFunction.parse(None if func is None else str(func))
+    except ConfigError:  # the file's own value: a defect of the file, not of the caller
+        raise InvalidDicomError(
+            f"{where}: (0028,1056) VOI LUT Function {str(func)!r} is not one of "
+            f"{[m.value for m in VOILUTFunction]} (PS3.3 C.11.2.1.3); the file's windows "
+            "cannot be applied. Correct the attribute, or remove it (LINEAR)") from None
     out = []
     for k, (c, w) in enumerate(zip(centers, widths)):
         out.append(Window(center=c, width=w, explanation=(expl[k] or None) if k < len(expl)

@@ -317,13 +317,6 @@ def _start_executor(workers: int):
     return ex
 
 
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def _chunks(items: list, workers: int) -> list[list]:
     size = CHUNK_SIZE
     if workers > 1:  # at least ~4 chunks per worker so that none idles at the end
@@ -344,8 +337,9 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     db : path, optional
         The Index file; default :func:`dicomml.io.index.default_db_path` (user cache).
     workers : int, optional
-        Processes reading headers, this one included (see the module docs); 0 or 1
-        reads in this process only; default: the usable CPUs.
+        How many CPUs read at once (:func:`dicomml.parallel.resolve_workers`: None or -1
+        every CPU, the default): processes reading headers, this one included (see the
+        module docs), so 0 or 1 reads in this process only.
     executor : object, optional
         A :mod:`dicomml.parallel` executor (e.g. a Dask one) to use instead; it is not
         closed.
@@ -373,6 +367,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     from dicomml.io._scan_store import Store
     from dicomml.io.index import Index, default_db_path
     from dicomml.io.index_check import check_index_target
+    from dicomml.parallel import resolve_workers
 
     t0 = time.perf_counter()
     root = os.path.abspath(os.fspath(root))
@@ -380,10 +375,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         raise ConfigError(f"{root} does not exist: pass a folder of DICOM files (or one "
                           "file). Received: root=" + repr(os.fspath(root)))
     db_path = os.path.abspath(os.fspath(db)) if db is not None else str(default_db_path(root))
-    if workers is None:
-        workers = _default_workers()
-    if workers < 0:
-        raise ConfigError(f"workers must be 0 or more. Received: workers={workers}")
+    workers = resolve_workers(workers)
     check_index_target(db_path, root, replace=replace)
     store = Store(db_path, root)
     started = None  # worker processes started before the walk

@@ -11,14 +11,64 @@ Contract (see DESIGN.md, "Volume / Image"):
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, did_you_mean
 
-__all__ = ["Window", "VOILUT", "Image", "Volume", "VolumeInfo", "SeriesIssue"]
+__all__ = ["VOILUTFunction", "Window", "VOILUT", "Image", "Volume", "VolumeInfo",
+           "SeriesIssue"]
+
+
+class VOILUTFunction(str, enum.Enum):
+    """(0028,1056) VOI LUT Function, PS3.3 C.11.2.1.3: how a window maps values.
+
+    ``LINEAR`` (the default when the attribute is absent, C.11.2.1.2.1), ``LINEAR_EXACT``
+    (C.11.2.1.3.2) and ``SIGMOID`` (C.11.2.1.3.1). A member is its DICOM string
+    (``VOILUTFunction.LINEAR == "LINEAR"``, ``str()`` and f-strings give ``"LINEAR"``).
+    """
+
+    LINEAR = "LINEAR"
+    LINEAR_EXACT = "LINEAR_EXACT"
+    SIGMOID = "SIGMOID"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @classmethod
+    def parse(cls, value: "str | VOILUTFunction | None") -> "VOILUTFunction":
+        """A member from itself or its string (any case, surrounding blanks ignored);
+        None or ``""`` is ``LINEAR`` (the attribute absent).
+
+        Raises
+        ------
+        ConfigError
+            Any other value; the message names (0028,1056) and the allowed values.
+
+        Examples
+        --------
+        >>> VOILUTFunction.parse(" linear_exact ")
+        <VOILUTFunction.LINEAR_EXACT: 'LINEAR_EXACT'>
+        >>> VOILUTFunction.parse(None)
+        <VOILUTFunction.LINEAR: 'LINEAR'>
+        """
+        if isinstance(value, cls):
+            return value
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return cls.LINEAR
+        if isinstance(value, str):
+            key = value.strip().upper()
+            if key in cls._value2member_map_:
+                return cls(key)
+        allowed = [m.value for m in cls]
+        raise ConfigError(f"unknown (0028,1056) VOI LUT Function {value!r}; expected one of "
+                          f"{allowed} (PS3.3 C.11.2.1.3).{did_you_mean(str(value), allowed)} "
+                          f"Received: function={value!r}")
 
 
 @dataclass(frozen=True)
@@ -31,14 +81,19 @@ class Window:
         (0028,1050) Window Center and (0028,1051) Window Width, in modality units.
     explanation : str or None
         (0028,1055) Window Center & Width Explanation, e.g. ``"BRAIN"``.
-    function : str
-        (0028,1056) VOI LUT Function: ``"LINEAR"`` (default), ``"LINEAR_EXACT"`` or ``"SIGMOID"``.
+    function : VOILUTFunction
+        (0028,1056) VOI LUT Function: ``LINEAR`` (default), ``LINEAR_EXACT`` or ``SIGMOID``;
+        a string is accepted and converted (:meth:`VOILUTFunction.parse`: an unknown one is
+        a :class:`~dicomml.errors.ConfigError` naming the tag and the allowed values).
     """
 
     center: float
     width: float
     explanation: str | None = None
-    function: str = "LINEAR"
+    function: VOILUTFunction = VOILUTFunction.LINEAR
+
+    def __post_init__(self):
+        object.__setattr__(self, "function", VOILUTFunction.parse(self.function))
 
 
 @dataclass(frozen=True, eq=False)

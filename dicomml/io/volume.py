@@ -186,11 +186,12 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         unreadable slice) instead of recording it in ``Volume.issues``.
     workers : int, optional
         Threads that read, decode and convert files (file I/O, codecs and numpy release the
-        GIL); 1 reads sequentially. Default: ``min(4, os.cpu_count())`` threads to decode
-        compressed (encapsulated) pixel data, one thread for the rest: parsing headers is
-        pure Python (it holds the GIL) and converting native pixel data is bound by memory
-        (threads measured slower, see ``bench/README.md``, section *read*). The result
-        does not depend on it.
+        GIL), :func:`dicomml.parallel.resolve_workers`'s convention: 0 or 1 reads
+        sequentially in this thread; None or -1 (the default) is every CPU where it helps,
+        that is ``min(4, CPUs)`` threads to decode compressed (encapsulated) pixel data,
+        one thread for the rest: parsing headers is pure Python (it holds the GIL) and
+        converting native pixel data is bound by memory (threads measured slower, see
+        ``bench/README.md``, section *read*). The result does not depend on it.
     series_uid : str, optional
         Choose one (0020,000E) Series Instance UID when the input holds several.
     index : dicomml.io.Index, optional
@@ -229,11 +230,12 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         No image in the input, several series, colour and grayscale images mixed, or
         (strict) any issue.
     """
+    from dicomml.parallel import check_workers, resolve_workers
+
     paths, _ = _resolve_paths(x, index)
-    native_workers = workers
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1)
-        native_workers = 1
+    native_workers = workers = check_workers(workers)
+    if workers is None:  # the default: threads where they help (see above)
+        workers, native_workers = min(4, resolve_workers(None)), 1
     with quiet_pydicom():
         return _read_series(paths, strict=strict, workers=workers, series_uid=series_uid,
                             modality_lut=modality_lut, isolate=isolate, executor=executor,

@@ -76,6 +76,10 @@ Executors
 
 Every executor closes its workers on :meth:`Executor.close` (also a context manager).
 
+``workers`` has one meaning in every public entry point of dicomml (the scan, the cache,
+``read_series``, the trainer's ``[data] workers``, predict, every ``--workers``):
+:func:`resolve_workers` (None or -1 every CPU, 0 in this process, N at most N at once).
+
 Command-line verbs add ``--workers N | --scheduler tcp://HOST:8786 | --dask-local N`` and
 ``--item-timeout SECONDS`` with :func:`add_executor_arguments` and build the executor with
 :func:`executor_from_args`.
@@ -85,8 +89,9 @@ from __future__ import annotations
 
 
 from dicomml.errors import ConfigError, did_you_mean
-from dicomml.parallel._base import Executor, ExecutorError, InProcessExecutor, default_workers
-from dicomml.parallel._cli import add_executor_arguments, executor_from_args
+from dicomml.parallel._base import (Executor, ExecutorError, InProcessExecutor, check_workers,
+                                    default_workers, resolve_workers)
+from dicomml.parallel._cli import add_executor_arguments, executor_from_args, workers_argument
 from dicomml.parallel._processes import ProcessExecutor
 from dicomml.parallel._results import (ChunkFailed, Failure, Outcome, WorkerCrashed, chunked,
                                        is_failure)
@@ -95,7 +100,7 @@ __all__ = [
     "get_executor", "Executor", "InProcessExecutor", "ProcessExecutor", "DaskExecutor",
     "Outcome", "Failure", "ChunkFailed", "WorkerCrashed", "ExecutorError", "KINDS",
     "chunked", "is_failure", "default_workers", "add_executor_arguments",
-    "executor_from_args",
+    "executor_from_args", "resolve_workers", "check_workers", "workers_argument",
 ]
 
 #: The executor kinds accepted by :func:`get_executor`.

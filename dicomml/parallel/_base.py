@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import numbers
 import os
 import pickle
 import sys
@@ -12,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 from dicomml.errors import FATAL, ConfigError, DicommlError
 from dicomml.parallel._results import ChunkFailed, Outcome
 
-__all__ = ["Executor", "InProcessExecutor", "ExecutorError", "default_workers"]
+__all__ = ["Executor", "InProcessExecutor", "ExecutorError", "default_workers",
+           "check_workers", "resolve_workers"]
 
 
 class ExecutorError(DicommlError, RuntimeError):
@@ -25,6 +27,86 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_workers(workers: Any, *, what: str = "workers") -> int | None:
+    """The canonical form of a ``workers`` setting (see :func:`resolve_workers`): ``None``
+    (every CPU) or a whole number ``>= 0``; ``-1`` becomes ``None``.
+
+    Use it where the setting is *stored* (a configuration, a run folder): it keeps "every
+    CPU" rather than this machine's count.
+
+    Raises
+    ------
+    ConfigError
+        Anything else, naming ``what`` and saying what to write.
+    """
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral):
+        raise ConfigError(f"{what} must be a whole number: 0 (in this process), N >= 1 "
+                          "(N at once), or left out / None (every CPU). "
+                          f"Received: {what}={workers!r}")
+    n = int(workers)
+    if n == -1:  # the joblib / scikit-learn spelling of "every CPU" (and of earlier configs)
+        return None
+    if n < 0:
+        raise ConfigError(f"{what} must be 0 (in this process), N >= 1 (N at once), or left "
+                          "out / None (every CPU; -1 is accepted for it). "
+                          f"Received: {what}={workers!r}")
+    return n
+
+
+def resolve_workers(workers: Any, *, what: str = "workers") -> int:
+    """How many CPUs a call may keep busy at once: the one meaning of ``workers``.
+
+    Every public entry point that takes ``workers`` (:func:`dicomml.io.scan`,
+    :meth:`dicomml.data.TensorCache.fill`, :func:`dicomml.io.read_series`,
+    :func:`dicomml.io.read_images`,
+    :class:`dicomml.data.OnTheFly` and :func:`dicomml.data.predict_tensors`, the trainer's
+    ``[data] workers``, :func:`dicomml.evaluate.predict` and
+    :func:`dicomml.evaluate.evaluate_run`, and every CLI verb's ``--workers``) reads it
+    through this function, so it means the same everywhere:
+
+    ``None`` (the default; in a TOML file: leave the key out)
+        Every CPU this process may run on (:func:`default_workers`, which honours the CPU
+        affinity of a container or ``taskset``). ``-1`` is accepted as the same thing (the
+        joblib spelling, and that of earlier train configurations).
+    ``0``
+        Everything in this process: no worker process, no thread pool, and therefore no
+        crash isolation (a decoder that aborts takes the caller with it). For debugging,
+        tiny inputs, and a process that is itself a worker (``dicomml serve``).
+    ``N >= 1``
+        At most N at once. Each entry point decides what carries the work, and says so:
+        the scan reads headers in N processes *counting this one* (it reads too, so 1
+        reads here, like 0); the tensor cache and on-the-fly decoding run N worker
+        processes (this one only gathers the results, so 1 is one isolated worker), as
+        does ``read_images`` (with 0 it reads here, like ``isolate=False``);
+        ``read_series`` decodes with N threads (codecs release the GIL).
+
+    Anything else (another negative number, a float, a bool) is a
+    :class:`~dicomml.errors.ConfigError` that says what to write.
+
+    Parameters
+    ----------
+    workers : int or None
+    what : str
+        The name of the setting in messages, e.g. ``"data.workers"``.
+
+    Returns
+    -------
+    int
+        ``0`` or the number of CPUs to use (``>= 1``).
+
+    Examples
+    --------
+    >>> resolve_workers(0), resolve_workers(3)
+    (0, 3)
+    >>> resolve_workers(None) == resolve_workers(-1) == default_workers()
+    True
+    """
+    n = check_workers(workers, what=what)
+    return default_workers() if n is None else n
 
 
 class _Progress:

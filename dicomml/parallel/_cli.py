@@ -5,23 +5,38 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["add_executor_arguments", "executor_from_args"]
+from dicomml.errors import ConfigError
+from dicomml.parallel._base import check_workers
+
+__all__ = ["add_executor_arguments", "executor_from_args", "workers_argument"]
 
 _SCHEDULER_RE = re.compile(r"^(tcp|tls|ucx|ws|wss)://[^\s/:]+(:\d+)?/?$")
 
 
-def _workers(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        n = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {n}")
-    return n
+
+
+def workers_argument(text: str) -> int:
+    """The argparse ``type`` of every verb's ``--workers``: a whole number that
+    :func:`~dicomml.parallel.check_workers` accepts (0, N >= 1, or -1 for every CPU, as
+    without the option), returned as given so that it overrides a configuration's value;
+    the entry points resolve it (:func:`~dicomml.parallel.resolve_workers`)."""
+    n = _whole(text)
+    try:
+        check_workers(n, what="--workers")
+        return n
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (in this process), N >= 1 (N at once) or -1 (every CPU, the same "
+            f"as leaving --workers out), got {n}") from None
 
 
 def _positive(text: str) -> int:
-    n = _workers(text)
+    n = _whole(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected 1 or more, got {n}")
     return n
@@ -54,9 +69,9 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """
     group = parser.add_argument_group("parallel execution (pick one)")
     ex = group.add_mutually_exclusive_group()
-    ex.add_argument("--workers", type=_workers, default=None, metavar="N",
-                    help="local worker processes (default: one per CPU; 0 = run in this "
-                         "process, no crash isolation)")
+    ex.add_argument("--workers", type=workers_argument, default=None, metavar="N",
+                    help="CPUs to use at once, in local worker processes (default: every "
+                         "CPU; 0 = run in this process, no crash isolation)")
     ex.add_argument("--scheduler", type=_scheduler, default=None, metavar="tcp://HOST:8786",
                     help="run on a running Dask cluster (its workers need dicomml installed)")
     ex.add_argument("--dask-local", type=_positive, default=None, metavar="N",
@@ -72,12 +87,11 @@ def executor_from_args(args: argparse.Namespace):
 
     The caller closes it (``with executor_from_args(args) as ex: ...``).
     """
-    from dicomml.errors import ConfigError
     from dicomml.parallel import get_executor
 
     scheduler = getattr(args, "scheduler", None)
     dask_local = getattr(args, "dask_local", None)
-    workers = getattr(args, "workers", None)
+    workers = check_workers(getattr(args, "workers", None), what="--workers")
     item_timeout = getattr(args, "item_timeout", None)
     if item_timeout is not None:
         if scheduler is not None or dask_local is not None or workers == 0:

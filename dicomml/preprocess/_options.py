@@ -15,6 +15,7 @@ import numpy as np
 
 from dicomml.errors import ConfigError, PreprocessError
 from dicomml.errors import did_you_mean as _did_you_mean
+from dicomml.io.types import VOILUTFunction  # the io type; re-exported here
 
 __all__ = [
     "VOILUTFunction",
@@ -25,14 +26,6 @@ __all__ = [
     "choose",
     "did_you_mean",
 ]
-
-
-class VOILUTFunction(str, enum.Enum):
-    """(0028,1056) VOI LUT Function, PS3.3 C.11.2.1.3."""
-
-    LINEAR = "LINEAR"
-    LINEAR_EXACT = "LINEAR_EXACT"
-    SIGMOID = "SIGMOID"
 
 
 class Mode(str, enum.Enum):

@@ -18,22 +18,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from dicomml.data.slices import SliceSelection
+from dicomml.data.config import DataConfig
+from dicomml.data.config import check_keys as _check_keys
 from dicomml.data.split import SplitConfig
 from dicomml.errors import ConfigError, did_you_mean
 from dicomml.train.toml_io import load_toml
 
 __all__ = ["DataConfig", "ModelConfig", "TrainConfig", "ReportConfig", "RunConfig",
            "load_config"]
-
-
-def _check_keys(table: Mapping, cls, where: str, extra=()) -> None:
-    known = {f.name for f in dataclasses.fields(cls)} | set(extra)
-    for k in table:
-        if k not in known:
-            hint = did_you_mean(k, sorted(known))
-            raise ConfigError(f"unknown setting {k!r} in [{where}]; known: {sorted(known)}."
-                              f"{hint}")
 
 
 def min_input_size(name: str, kwargs=None) -> int:
@@ -50,64 +42,6 @@ def min_input_size(name: str, kwargs=None) -> int:
             side = 2 * side + 2
         return side
     return 32
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """``[data]``: where the images and labels are and how examples are made.
-
-    Attributes
-    ----------
-    folder : str
-        The DICOM folder to scan ("" when ``index`` is an existing Index).
-    index : str
-        The Index database (SQLite); "" → the default location in the user's cache folder.
-    labels : str
-        The labels CSV.
-    key : str
-        The UID column the labels are keyed by (DICOM keyword or snake case); "" → detect.
-    label_column : str
-        The labels CSV column holding the label.
-    task : {"", "classification", "regression"}
-        "" → inferred from the labels.
-    classes : list of str
-        Class order (index i = softmax output i); empty → sorted label values.
-    positive_class : str
-        For binary tasks: the class whose probability is the score ("" → the second class).
-    modality : str
-        Keep only images of this (0008,0060) Modality ("" → all).
-    cache : str
-        Tensor cache folder; "" → decode on the fly in worker processes.
-    workers : int
-        Worker processes for caching / on-the-fly decoding (0 → in this process;
-        -1 → every CPU).
-    shuffle_labels : bool
-        Control experiment: permute the labels of the training studies (seeded).
-    slices : SliceSelection
-    """
-
-    folder: str = ""
-    index: str = ""
-    labels: str = ""
-    key: str = ""
-    label_column: str = "label"
-    task: str = ""
-    classes: tuple = ()
-    positive_class: str = ""
-    modality: str = ""
-    cache: str = ""
-    workers: int = -1
-    shuffle_labels: bool = False
-    slices: SliceSelection = field(default_factory=SliceSelection)
-
-    def __post_init__(self):
-        if isinstance(self.slices, Mapping):
-            _check_keys(self.slices, SliceSelection, "data.slices")
-            object.__setattr__(self, "slices", SliceSelection(**self.slices))
-        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        if self.task not in ("", "classification", "regression"):
-            raise ConfigError("data.task must be 'classification', 'regression' or ''. "
-                              f"Received: task={self.task!r}")
 
 
 LEVELS = ("slice", "study")

@@ -155,7 +155,31 @@ def markdown() -> str:
             "printed by `dicomml train --help`; it is generated from the configuration "
             "classes (`python -m dicomml.train.config_doc > docs/configuration.md` rewrites "
             "this file, and a test checks that it is current).\n\n```text\n"
-            + config_reference() + "```\n")
+            + config_reference() + "```\n\n" + WORKERS)
+
+
+#: ``docs/configuration.md``: the one meaning of ``workers`` (DESIGN words; the full text is
+#: the docstring of :func:`dicomml.parallel.resolve_workers`).
+WORKERS = """\
+## `workers`: one meaning everywhere
+
+`[data] workers`, every CLI verb's `--workers` and the `workers=` argument of the Python API
+(`dicomml.io.scan`, `read_series`, `read_images`, `TensorCache.fill`, `OnTheFly`,
+`predict_tensors`, `evaluate_run`, `predict`) are read by `dicomml.parallel.resolve_workers`
+and mean **how many CPUs the work may keep busy at once**:
+
+| value | meaning |
+| --- | --- |
+| left out / `None` | every CPU this process may run on (its CPU affinity: a container's or `taskset`'s limit); `-1` is accepted for the same (earlier configurations wrote `workers = -1`) |
+| `0` | everything in this process: no worker process or thread pool, and so no crash isolation |
+| `N >= 1` | at most N at once |
+
+What carries the work is each entry point's own business: the scan reads headers in N
+processes counting the caller (it reads too; 1 is the same as 0); the tensor cache and
+on-the-fly decoding (and `read_images`) run N worker processes while the caller gathers (1
+is one isolated worker); `read_series` decodes with N threads. Any other value is an error
+that says what to write.
+"""
 
 
 if __name__ == "__main__":

@@ -47,14 +47,12 @@ def parse_code(text: str, what: str = "report.finding_code"):
                           f"PS3.16 dictionary.{hint} Received: {text!r}") from None
 
 
-def run_finding(config: dict, class_name: str):
+def run_finding(config, class_name: str):
     """``(finding, finding_site)`` for the SR of a study whose finding is ``class_name``:
-    the configured codes for the positive class, else the class name and no site."""
-    rep = config.get("report", {}) or {}
-    pos = (config.get("data", {}) or {}).get("positive_class") or ""
-    if class_name != pos:
+    the configured codes of ``config`` (a :class:`~dicomml.train.config.RunConfig`, or None
+    for none) for the positive class, else the class name and no site."""
+    if config is None or class_name != (config.data.positive_class or ""):
         return class_name, None
-    code = rep.get("finding_code") or ""
-    site = rep.get("finding_site") or ""
+    code, site = config.report.finding_code, config.report.finding_site
     return (parse_code(code) if code else class_name,
             parse_code(site, "report.finding_site") if site else None)

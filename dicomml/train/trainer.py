@@ -69,9 +69,10 @@ import pandas as pd
 
 from dicomml._atomic import atomic_write_text
 from dicomml.data.cache import TensorCache
-from dicomml.data.labels import KEY_TAGS, normalize_key, read_labels
+from dicomml.data.labels import KEY_TAGS
 from dicomml.data.contract import InputContract
-from dicomml.data.manifest import MANIFEST_COLUMNS, Manifest, build_manifest
+from dicomml.data.manifest import MANIFEST_COLUMNS, Manifest
+from dicomml.data.selection import select_examples
 from dicomml.errors import ConfigError
 from dicomml.train.config import RunConfig, load_config
 from dicomml.train.toml_io import write_toml
@@ -115,10 +116,6 @@ def class_weights(targets, n_classes: int, spec, classes=()) -> dict[int, float]
     return out
 
 
-def _workers(n: int) -> int | None:
-    return None if n is None or int(n) < 0 else int(n)
-
-
 def is_chief(tf_config: str | None = None) -> bool:
     """Whether this process writes the run folder under ``TF_CONFIG`` (default: the
     environment variable).
@@ -152,7 +149,7 @@ def prepare_manifest(cfg: RunConfig, *, progress: bool = True) -> tuple[Manifest
 
     d = cfg.data
     if d.folder:
-        res = scan(d.folder, db=d.index or None, workers=_workers(d.workers), progress=progress)
+        res = scan(d.folder, db=d.index or None, workers=d.workers, progress=progress)
         db = res.db_path
     else:
         db = d.index
@@ -160,17 +157,10 @@ def prepare_manifest(cfg: RunConfig, *, progress: bool = True) -> tuple[Manifest
             raise ConfigError(f"data.index {db} does not exist; set data.folder to scan")
     with open_index(db=db) as index:
         inst = index.instances()
-    if d.modality:
-        inst = inst[inst["modality"].astype(str).str.upper() == d.modality.upper()]
-    for col in ("patient_id",):
-        inst[col] = inst[col].fillna("")
-    labels, key = read_labels(d.labels, key=(normalize_key(d.key) if d.key else None),
-                              label_column=d.label_column)
-    m = build_manifest(inst, labels, key, task=d.task or None,
-                       classes=list(d.classes) or None, selection=d.slices)
+    m = select_examples(inst, d, labels=d.labels).manifest
     if not len(m.df):
         raise ConfigError(f"no labelled image matches the labels file {d.labels} by "
-                          f"{key} {KEY_TAGS[key]}: check data.key and data.folder")
+                          f"{m.key} {KEY_TAGS[m.key]}: check data.key and data.folder")
     return m.with_split(cfg.split), db
 
 
@@ -341,7 +331,7 @@ class Trainer:
             from dicomml.data.tfdata import OnTheFly
 
             def mk(ex, y, sh):
-                otf = stack.enter_context(OnTheFly(ex, pipeline, workers=_workers(d.workers)))
+                otf = stack.enter_context(OnTheFly(ex, pipeline, workers=d.workers))
                 return otf.dataset(targets=y, task=task, n_classes=n_classes,
                                    batch_size=t.batch_size, shuffle=sh, seed=t.seed,
                                    augment=aug if sh else None, repeat=True,
@@ -363,7 +353,7 @@ class Trainer:
         if not d.cache:
             return pd.DataFrame(columns=["sop_instance_uid", "frame", "path", "reason"])
         cache = TensorCache.for_pipeline(d.cache, pipeline)
-        rep = cache.fill(m.df, pipeline, workers=_workers(d.workers), progress=progress)
+        rep = cache.fill(m.df, pipeline, workers=d.workers, progress=progress)
         return rep.failed
 
     # ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from dicomml.errors import ConfigError, DicommlError
 from dicomml.parallel import (ChunkFailed, ExecutorError, Failure, InProcessExecutor, Outcome,
                               ProcessExecutor, WorkerCrashed, add_executor_arguments, chunked,
-                              executor_from_args, get_executor, is_failure)
+                              default_workers, executor_from_args, get_executor, is_failure)
 from tests.parallel import _fns
 
 
@@ -168,7 +168,7 @@ def test_cli_arguments():
     assert _parse(["--scheduler", "tcp://10.0.0.5:8786"]).scheduler == "tcp://10.0.0.5:8786"
     assert _parse(["--dask-local", "2"]).dask_local == 2
     for bad in (["--workers", "2", "--scheduler", "tcp://h:8786"],
-                ["--workers", "-1"], ["--dask-local", "0"], ["--scheduler", "h:8786"],
+                ["--workers", "-2"], ["--dask-local", "0"], ["--scheduler", "h:8786"],
                 ["--scheduler", "tcp://h:8786", "--dask-local", "2"],
                 ["--item-timeout", "0"], ["--item-timeout", "soon"]):
         with pytest.raises(SystemExit):
@@ -178,7 +178,9 @@ def test_cli_arguments():
     with executor_from_args(_parse(["--workers", "2"])) as ex:
         assert (ex.kind, ex.workers) == ("processes", 2)
     with executor_from_args(_parse([])) as ex:
-        assert ex.kind == "processes" and ex.workers >= 1
+        assert ex.kind == "processes" and ex.workers == default_workers()
+    with executor_from_args(_parse(["--workers", "-1"])) as ex:  # every CPU, as without it
+        assert ex.kind == "processes" and ex.workers == default_workers()
     with executor_from_args(_parse(["--workers", "1", "--item-timeout", "3"])) as ex:
         assert (ex.kind, ex.workers, ex.item_timeout) == ("processes", 1, 3.0)
     for argv in (["--workers", "0", "--item-timeout", "3"],

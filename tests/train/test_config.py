@@ -169,7 +169,7 @@ def test_run_config_from_run_dir_is_the_config_training_wrote(tmp_path):
     back = RunConfig.from_run_dir(tmp_path)
     assert back == cfg and back.data.classes == ("normal", "haemorrhage")
     run = load_run(tmp_path)
-    assert run.run_config == cfg and run.classes == ["normal", "haemorrhage"]
+    assert run.config == cfg and run.classes == ["normal", "haemorrhage"]
     assert run.pipeline.config == cfg.preprocess_config()
     with pytest.raises(ConfigError, match="not a run folder"):
         RunConfig.from_run_dir(tmp_path / "nothing")

@@ -32,7 +32,7 @@ def test_the_sr_carries_the_configured_finding_and_site():
     from dicomml.testing import write_ct_series
 
     cfg = RunConfig.from_dict({**BASE, "report": {"finding_code": "SCT:27925004",
-                                                  "finding_site": "SCT:39607008"}}).to_dict()
+                                                  "finding_site": "SCT:39607008"}})
     finding, site = run_finding(cfg, "nodule")
     assert run_finding(cfg, "normal") == ("normal", None)
     import tempfile

@@ -37,10 +37,10 @@ def run(tmp_path_factory):
 def test_run_folder_of_a_study_model(run):
     d, res = run
     r = load_run(d / "run")
-    assert r.config["model"]["level"] == "study"
-    assert r.config["model"]["global_pool"] == "max" and r.config["model"]["batch_norm"]
-    assert r.config["train"]["monitor"] == "val_auc"  # "auto" resolved
-    assert r.config["preprocess"]["augment"]["rotate_deg"] == 10.0  # recorded in the run
+    assert r.config.model.level == "study"
+    assert r.config.model.kwargs["global_pool"] == "max" and r.config.model.kwargs["batch_norm"]
+    assert r.config.train.monitor == "val_auc"  # "auto" resolved
+    assert r.config.preprocess["augment"]["rotate_deg"] == 10.0  # recorded in the run
     state = json.loads((d / "run" / "checkpoints" / "state.json").read_text())
     assert state["best_epoch"] + 1 == res.best_epoch and 1 <= res.best_epoch <= 2
     assert "val_auc" in res.history.columns and len(res.history) == 2

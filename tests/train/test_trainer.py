@@ -77,7 +77,7 @@ def test_run_folder_contract(task, tmp_path):
     r = load_run(run)
     assert r.task == "classification" and r.classes == ["haemorrhage", "normal"]
     assert r.positive_class == "normal"  # the second class unless configured
-    assert r.config["train"]["epochs"] == 2 and r.config["data"]["key"] == "study_instance_uid"
+    assert r.config.train.epochs == 2 and r.config.data.key == "study_instance_uid"
     assert r.pipeline.config.config_hash() == _config(task).preprocess_config().config_hash()
     m = r.model()
     assert m.output_shape == (None, 2)
