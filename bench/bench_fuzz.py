@@ -271,7 +271,7 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None,
                             "--failed-csv", f"{scratch}/failed{c}.csv"]
                 else:
                     argv = ["predict", run_dir, str(folder), "--out", f"{scratch}/p{c}",
-                            "--no-sc", "--no-progress", "--workers", "2"]
+                            "--no-sc", "--no-progress", "--workers", "2", "--force"]
                 rec["outcome"], rec["why"] = _call(lambda: main(argv), budget)
                 rec.update(_accounting(folder, scratch, c, target))
             else:

@@ -171,15 +171,25 @@ def _read(path: str):
 
     from dicomml.io.header import read_header
 
+    from dicomml.io.guards import DEFER_SIZE
+
     row = read_header(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        try:  # large values stay unread (a 2.3 GB private element is never loaded)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 defer_size=DEFER_SIZE)
         except RecursionError:  # thousands of nested sequences
             from dicomml.io.guards import nesting_error
 
             raise nesting_error(path, None) from None
+        except Exception as e:  # noqa: BLE001 - pydicom meets arbitrary bytes
+            from dicomml.errors import InvalidDicomError
+            from dicomml.io._read_dataset import describe_error
+
+            raise InvalidDicomError(
+                f"{path}: cannot parse the DICOM data set ({describe_error(e)}); the file is "
+                "truncated or corrupt. Re-export or re-transfer it.") from None
     return row, ds
 
 
@@ -224,11 +234,29 @@ def header_dump(ds, indent: str = "") -> list[str]:
 
     Masked at any depth: every Person Name (PN), the Patient group (0010,xxxx), dates and
     times (DA, DT, TM), private attributes and :data:`IDENTIFYING` (PS3.15 Table E.1-1
-    attributes that are not UIDs). Bulk data shows its length only.
+    attributes that are not UIDs). Bulk data shows its length only; a value larger than
+    :data:`dicomml.io.guards.DEFER_SIZE` is not read; an element pydicom cannot convert (a
+    corrupt value, an unknown VR, a sequence whose items do not parse) is one line saying
+    so, and the dump goes on.
     """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import keyword_for_tag
+
     lines = []
-    for el in ds:
-        tag = f"({el.tag.group:04X},{el.tag.element:04X})"
+    for key in list(ds.keys()):
+        tag = f"({key.group:04X},{key.element:04X})"
+        raw = ds.get_item(key, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            lines.append(f"{indent}{tag} {keyword_for_tag(key) or 'Unknown'} {raw.VR}: "
+                         f"<{raw.length} bytes, not read>")
+            continue
+        try:
+            el = ds[key]
+            str(el.value)  # a lazily parsed value (a sequence's items) parses here
+        except Exception as e:  # noqa: BLE001 - pydicom meets arbitrary bytes
+            lines.append(f"{indent}{tag} {keyword_for_tag(key) or 'Unknown'}: <cannot be "
+                         f"parsed: {type(e).__name__}>")
+            continue
         name = el.keyword or el.name
         if el.VR == "SQ":
             if _identifying(el):
