@@ -1,6 +1,6 @@
 """Fuzz benchmark: structured hostile headers and byte-mutated real files through every path.
 
-Inputs (in a temporary folder, removed afterwards):
+Inputs (in a temporary folder, removed afterwards, or ``--workdir DIR``, kept):
 
 * one file of every kind of :mod:`dicomml.testing.hostile` (huge declared sizes, NaN / inf
   rescale and window, width 0, inconsistent bits, short / long pixel data, deep nesting,
@@ -9,21 +9,34 @@ Inputs (in a temporary folder, removed afterwards):
   tests, each in a folder next to 19 valid CT files;
 * ``--mutated N`` byte-mutated copies of the pydicom samples of ``tests/hardening/test_fuzz``
   (the same mutations: bit flips, truncation, corrupted and huge lengths, wrong VRs,
-  duplicated chunks, pixel stream bytes; a seeded generator), in one folder with the 19 valid
-  files.
+  duplicated chunks, pixel stream bytes; a seeded generator), ``--per-folder`` (250) to a
+  folder, each folder next to the 19 valid files.
 
-Targets, each in its own process (so that its peak RSS is its own): ``read_image``,
-``read_series`` (per folder), ``dicomml show``, ``dicomml preview``, ``Pipeline.from_path``,
-``dicomml preprocess`` (per folder: every valid file must be cached), and with ``--predict``
-``dicomml predict`` (a small trained run is made first). Every call gets 60 s (SIGALRM);
-outcomes: ok, a DicommlError (by type), a CLI exit status, another exception (a bug), a
-hang, a crash (the process died). A call over a whole folder (read_series, preprocess,
-predict) gets 60 s per 20 files. Figures: counts per target, peak RSS per process, valid files lost.
+Targets, each in its own worker process (so that its peak RSS is its own):
+
+* per file (the hostile files and two valid ones of each folder): ``read_image``,
+  ``read_series`` (each file alone, decoding in one shared process pool), ``show`` (what
+  ``dicomml show FILE --all`` prints: :func:`dicomml.cli.show.summary` with one shared
+  decoding pool, the crash isolation the CLI uses), ``dicomml preview`` (the CLI's ``main``
+  in the worker), ``Pipeline.from_path``;
+* per folder: ``read_series`` of the valid series (its Series Instance UID) among the hostile
+  files, ``dicomml preprocess FOLDER`` and, with ``--predict``, ``dicomml predict RUN FOLDER
+  --force`` (a small trained run is made first; ``--force`` predicts the series the run's
+  input contract would skip, so that every file goes through reading and preprocessing).
+
+Every call gets 60 s (SIGALRM), a folder 60 s per 20 files. Outcomes: ok, a DicommlError (by
+type), a CLI exit status, another exception (a bug), a hang, a crash. The worker writes a
+journal line before and after each call; a worker that dies costs the call it was in (a
+``crash``) and the next worker goes on after it. Per file of a folder-level call: valid
+files lost (not cached / not given a probability / not in the volume) and bad files *not
+named* (neither used nor named by the cache's failure records, ``--failed-csv``,
+``skipped.csv``, a reason in ``predictions.csv`` or the Index's skipped table); a SOP
+Instance UID used once accounts for one file only. Peak RSS: each worker's VmHWM.
 
 Usage::
 
     python bench/bench_fuzz.py                      # hostile kinds + 200 mutated files
-    python bench/bench_fuzz.py --mutated 2000 --predict
+    python bench/bench_fuzz.py --mutated 10000 --predict --json fuzz.json
     python bench/bench_fuzz.py --write-readme       # replace '## fuzz: hostile headers'
 """
 
@@ -31,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -398,11 +412,15 @@ def main(argv=None) -> int:
     ap.add_argument("--predict", action="store_true", help="also dicomml predict (slow)")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--json", metavar="FILE", help="also write every result here")
+    ap.add_argument("--workdir", metavar="DIR",
+                    help="an empty folder for the inputs and journals, kept afterwards "
+                         "(default: a temporary folder, removed)")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dicomml-bench-fuzz-") as tmp:
-        tmp = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(args.workdir) if args.workdir else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="dicomml-bench-fuzz-")))
         cases = make_inputs(tmp, args.mutated, args.seed, args.per_folder, not args.no_kinds)
         n_kinds = sum(1 for c in cases if not c.name.startswith("mutated-"))
         targets = [t for t in args.targets.split(",") if t] + (["predict"] if args.predict
