@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     image_format(args.output)  # the extension first: nothing decoded for a bad -o
     require_output(args.output, option="-o")
     row = _check_input(args)
-    image = read_image(args.path, frames=[args.frame])
+    # decoded in a child process: a C decoder that aborts on a corrupt stream (GDCM, chosen
+    # with DICOMML_DECODERS) is a one-line DecoderCrashedError, not this process killed
+    image = read_image(args.path, frames=[args.frame], isolate=True)
     if args.windows is None:
         windows, why = default_windows(image, row)
     else:
