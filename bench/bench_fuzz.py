@@ -241,7 +241,7 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None,
         jf.flush()
         os.fsync(jf.fileno())
 
-    from dicomml.cli import main
+    from dicomml.cli import build_parser, main, preview
     from dicomml.cli.show import summary
     from dicomml.io import read_image, read_series
     from dicomml.parallel import get_executor
@@ -249,7 +249,7 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None,
 
     pipe = Pipeline(PreprocessConfig())
     pool = get_executor("processes", workers=2, item_timeout=TIME_LIMIT) \
-        if target in ("read_series", "show") else None
+        if target in ("read_series", "show", "preview") else None
     if target == "predict":  # start-up (TensorFlow, Keras) is not the first case's time
         import keras  # noqa: F401
 
@@ -298,9 +298,10 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None,
                                                   workers=1))
                 elif target == "show":  # what 'dicomml show FILE' prints, one pool for all
                     fn = (lambda q=p: summary(str(q), all_attributes=True, executor=pool))
-                else:
-                    fn = (lambda q=p: main(["preview", str(q), "--output",
-                                            f"{scratch}/p.png"]))
+                else:  # 'dicomml preview FILE -o PNG', one decoding pool for all
+                    args = build_parser("preview").parse_args(
+                        ["preview", str(p), "--output", f"{scratch}/p.png"])
+                    fn = (lambda a=args: preview.run(a, executor=pool))
                 rec["outcome"], rec["why"] = _call(fn, TIME_LIMIT)
                 if rec["valid"] and rec["outcome"] not in ("ok", "exit 0"):
                     rec["lost"] = [p.name]
