@@ -268,6 +268,7 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None,
                 continue
             log({"start": key})
             rec = {"key": key, "valid": bool(p and p in valid)}
+            t_call = time.monotonic()
             if kind == "folder" and target == "read_series":
                 uid = str(read_image(valid[0]).series_instance_uid)
                 box = {}
@@ -306,6 +307,7 @@ def _worker(target: str, cases: list[str], scratch: str, run_dir: str | None,
                 if rec["valid"] and rec["outcome"] not in ("ok", "exit 0"):
                     rec["lost"] = [p.name]
             rec["rss_mib"] = _hwm()
+            rec["s"] = round(time.monotonic() - t_call, 3)
             log(rec)
     if pool is not None:
         pool.close()
