@@ -8,7 +8,9 @@
   (2.3 GB RSS). Now such an element is one line and the dump goes on; large values are not
   read.
 * ``read_series``: a slice with a position but a malformed (0020,0037) Image Orientation
-  (Patient) (one value corrupted by a bit flip) raised a bare ``ValueError`` from a reshape.
+  (Patient) (one value corrupted by a bit flip) raised a bare ``ValueError`` from a reshape;
+  a bit flip in (0002,0010) Transfer Syntax UID ("1.2.840.10008.1.2\xae1") pydicom's
+  ``ValueError: UID is not a transfer syntax`` (``isolate=True``, or more than one worker).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pydicom.data import get_testdata_file
 
 from dicomml.cli import main
 from dicomml.cli.show import summary
-from dicomml.errors import InvalidDicomError
+from dicomml.errors import InvalidDicomError, SeriesError
 from dicomml.io import read_series
 from dicomml.testing.hostile import huge_private_element, items_without_delimiters
 from tests.hardening._export import write_export
@@ -76,3 +78,14 @@ def test_read_series_malformed_orientation_is_an_issue(tmp_path):
     vol = read_series(files)  # among good slices: left out by name
     assert vol.pixels.shape[0] == 2 and files[1] not in vol.paths
     assert any("f000001" in i.detail for i in vol.issues)
+
+
+def test_read_series_corrupt_transfer_syntax_uid_is_named(tmp_path):
+    raw = Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes()
+    ts = b"1.2.840.10008.1.2.1\x00"
+    assert raw.count(ts) == 1
+    path = tmp_path / "ts_flipped.dcm"
+    path.write_bytes(raw.replace(ts, b"1.2.840.10008.1.2\xae1\x00"))
+    for kwargs in ({"isolate": True, "workers": 1}, {"workers": 2}):
+        with pytest.raises(SeriesError, match=f"{path}: cannot decode .*transfer syntax"):
+            read_series([str(path)], **kwargs)
