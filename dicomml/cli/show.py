@@ -74,6 +74,18 @@ def codec_text(ts_uid: str | None, path: str | None = None, executor=None) -> st
     return "NOT decodable here: every installed plugin failed: " + "; ".join(failed)
 
 
+def _bits_note(row: dict) -> str:
+    """A flag when (0028,0101) Bits Stored exceeds (0028,0100) Bits Allocated (invalid, PS3.3
+    C.7.6.3.1.1): the reads use every allocated bit, and show says so."""
+    alloc, stored = row.get("bits_allocated"), row.get("bits_stored")
+    try:
+        above = stored is not None and alloc is not None and int(stored) > int(alloc)
+    except (TypeError, ValueError):
+        return ""
+    return (f" -- INVALID: Bits Stored above Bits Allocated; values are read with all "
+            f"{int(alloc)} allocated bits" if above else "")
+
+
 def _num(v) -> str:
     if v is None:
         return "-"
@@ -149,7 +161,7 @@ def describe(row: dict, ds=None, image=None, executor=None) -> list[str]:
         + (" (enhanced multi-frame)" if enhanced else ""),
         f"photometric:      {row['photometric_interpretation'] or '-'}",
         f"bits:             allocated {_num(row['bits_allocated'])}, stored "
-        f"{_num(row['bits_stored'])}, {signed}",
+        f"{_num(row['bits_stored'])}, {signed}" + _bits_note(row),
         f"rescale:          slope {_num(slope)}, intercept {_num(intercept)}"
         + (f", type {im.rescale_type}" if im is not None and im.rescale_type else "")
         + (src if has_rescale else " (none: stored values are used)"),
