@@ -353,7 +353,16 @@ def run_target(target: str, cases: list[Path], scratch: Path, run_dir: Path | No
         with journal.open("a") as f:  # the call the worker died in
             f.write(json.dumps({"key": open_[-1], "outcome": "crash",
                                 "why": f"worker exit {proc.returncode}"}) + "\n")
+    return summarize(target, journal, seconds=time.monotonic() - t0, exits=exits)
+
+
+def summarize(target: str, journal: Path, *, seconds: float | None = None,
+              exits: list[int] | None = None) -> dict:
+    """The figures of one target from its journal (a finished or an interrupted run)."""
     recs = [r for r in (json.loads(x) for x in journal.read_text().splitlines()) if "key" in r]
+    if seconds is None:
+        seconds = sum(r.get("s", 0.0) for r in recs)
+    exits = exits or [0]
     counts = collections.Counter(r["outcome"] for r in recs)
     where: collections.Counter = collections.Counter()
     for r in recs:
@@ -365,8 +374,8 @@ def run_target(target: str, cases: list[Path], scratch: Path, run_dir: Path | No
         "others": [f"{r['key']}: {r['outcome']}: {r.get('why')}" for r in recs
                    if r["outcome"].startswith("other") or r["outcome"] in ("hang", "crash")],
         "rss_mib": max([r.get("rss_mib", 0.0) for r in recs] or [float("nan")]),
-        "calls": len(recs), "target": target, "seconds": time.monotonic() - t0,
-        "exit": exits[-1], "restarts": len(exits) - 1}
+        "calls": len(recs), "target": target, "seconds": seconds, "exit": exits[-1],
+        "restarts": len(exits) - 1}
     return result
 
 
@@ -419,7 +428,19 @@ def main(argv=None) -> int:
                     help="an empty folder for the inputs and journals, kept afterwards "
                          "(default: a temporary folder, removed)")
     ap.add_argument("--write-readme", action="store_true")
+    ap.add_argument("--summarize", metavar="WORKDIR", nargs="+",
+                    help="only print the table of earlier runs' journals (--workdir folders; "
+                         "an interrupted run counts what it did)")
     args = ap.parse_args(argv)
+    if args.summarize:
+        results = [summarize(j.parent.name[len("scratch-"):], j) for w in args.summarize
+                   for j in sorted(Path(w).glob("scratch-*/journal.jsonl"))]
+        first = Path(args.summarize[0])
+        n_mut = sum(1 for _ in first.glob("cases/mutated-*/hostile/*"))
+        n_kinds = sum(1 for c in first.glob("cases/*") if not c.name.startswith("mutated-"))
+        print(render(results, n_kinds, n_mut, args.per_folder,
+                     sum(r["seconds"] for r in results)))
+        return 0
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         tmp = Path(args.workdir) if args.workdir else Path(stack.enter_context(
