@@ -30,8 +30,9 @@ journal line before and after each call; a worker that dies costs the call it wa
 ``crash``) and the next worker goes on after it. Per file of a folder-level call: valid
 files lost (not cached / not given a probability / not in the volume) and bad files *not
 named* (neither used nor named by the cache's failure records, ``--failed-csv``,
-``skipped.csv``, a reason in ``predictions.csv`` or the Index's skipped table); a SOP
-Instance UID used once accounts for one file only. Peak RSS: each worker's VmHWM.
+``skipped.csv``, a reason in ``predictions.csv`` or the Index's skipped table); a cache
+entry or a row of ``predictions.csv`` accounts for one file only (conflicting duplicates
+share a SOP Instance UID). Peak RSS: each worker's VmHWM.
 
 Usage::
 
@@ -181,7 +182,7 @@ def _accounting(folder: Path, scratch: str, c: int, target: str) -> dict:
 
         cache = TensorCache.for_pipeline(f"{scratch}/c{c}", Pipeline(PreprocessConfig()))
         entries, failed = cache.index
-        used = {k[0] for k in entries}
+        used = collections.Counter(k[0] for k in entries)
         report = Path(scratch) / f"failed{c}.csv"
         named = {str(r.get("path")) for r in failed.values()} | skipped | (
             {r["path"] for r in csv.DictReader(report.read_text().splitlines())}
@@ -190,8 +191,9 @@ def _accounting(folder: Path, scratch: str, c: int, target: str) -> dict:
         out = Path(scratch) / f"p{c}"
         rows, skips = ([list(csv.DictReader(f.read_text().splitlines())) if f.exists() else []
                         for f in (out / "predictions.csv", out / "skipped.csv")])
-        used = {r["sop_instance_uid"] for r in rows
-                if any(v for k, v in r.items() if k.startswith("prob_"))}
+        # conflicting duplicates are predicted one row each (no path column: counted)
+        used = collections.Counter(r["sop_instance_uid"] for r in rows
+                                   if any(v for k, v in r.items() if k.startswith("prob_")))
         named_sops = {r["sop_instance_uid"] for r in rows if r.get("reason")}
         named = {r["path"] for r in skips if r["path"]} | {
             p for p, s in sop.items() if s in named_sops}
@@ -199,7 +201,7 @@ def _accounting(folder: Path, scratch: str, c: int, target: str) -> dict:
         named |= {p for p, s in series.items() if s in skip_series}
     where: collections.Counter = collections.Counter()
     silent = []
-    claimed = set()  # a SOP Instance UID used once stands for one file of its set only
+    claimed: collections.Counter = collections.Counter()  # a use stands for one file only
     for p in map(str, hostile):
         if p in skipped:
             where["scan skipped"] += 1
@@ -209,9 +211,9 @@ def _accounting(folder: Path, scratch: str, c: int, target: str) -> dict:
             where["not an image"] += 1
         elif p in named:
             where["failed (named)"] += 1
-        elif sop[p] in used and sop[p] not in claimed:
+        elif claimed[sop[p]] < used[sop[p]]:
             where["used"] += 1
-            claimed.add(sop[p])
+            claimed[sop[p]] += 1
         else:
             silent.append(p)
     lost = [p.name for p in valid if sop.get(str(p)) not in used]
