@@ -519,7 +519,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         voi_luts=luts,
         photometric_interpretation=str(ds0.PhotometricInterpretation).strip(),
         padding_mask=mask,
-        modality=ds0.get("Modality"),
+        modality=_str_or(ds0.get("Modality")),
         series_instance_uid=_str_or(ds0.get("SeriesInstanceUID")),
         study_instance_uid=_str_or(ds0.get("StudyInstanceUID")),
         frame_of_reference_uid=_str_or(ds0.get("FrameOfReferenceUID")),

@@ -11,6 +11,9 @@
   (Patient) (one value corrupted by a bit flip) raised a bare ``ValueError`` from a reshape;
   a bit flip in (0002,0010) Transfer Syntax UID ("1.2.840.10008.1.2\xae1") pydicom's
   ``ValueError: UID is not a transfer syntax`` (``isolate=True``, or more than one worker).
+* ``dicomml preview``: (0008,0060) Modality with a wrong VR (US) became an ``int`` in
+  ``Image.modality`` (and ``Volume.modality``) and ``default_windows`` raised
+  ``AttributeError`` on ``.upper()``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pydicom.data import get_testdata_file
 from dicomml.cli import main
 from dicomml.cli.show import summary
 from dicomml.errors import InvalidDicomError, SeriesError
-from dicomml.io import read_series
+from dicomml.io import read_image, read_series
 from dicomml.testing.hostile import huge_private_element, items_without_delimiters
 from tests.hardening._export import write_export
 
@@ -89,3 +92,17 @@ def test_read_series_corrupt_transfer_syntax_uid_is_named(tmp_path):
     for kwargs in ({"isolate": True, "workers": 1}, {"workers": 2}):
         with pytest.raises(SeriesError, match=f"{path}: cannot decode .*transfer syntax"):
             read_series([str(path)], **kwargs)
+
+
+def test_modality_with_a_wrong_vr_is_text(tmp_path):
+    # an RLE file: read by pydicom (the fast native-file parser keeps the text)
+    raw = bytearray(Path(get_testdata_file("MR_small_RLE.dcm",
+                                           download=False)).read_bytes())
+    at = raw.index(b"\x08\x00\x60\x00CS")
+    raw[at + 4:at + 6] = b"US"  # "MR" read as an unsigned short
+    path = tmp_path / "modality_us.dcm"
+    path.write_bytes(bytes(raw))
+    assert isinstance(read_image(path).modality, str)
+    assert isinstance(read_series([str(path)]).modality, str)
+    assert main(["preview", str(path), "-o", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
