@@ -49,6 +49,27 @@ def _examples_from_source(args):
     return select_examples(inst, DataConfig()).examples  # every frame of every image
 
 
+def conflicting_duplicates(examples):
+    """``(kept, dropped)``: the examples the cache computes and those it cannot hold.
+
+    The cache is keyed by (SOP Instance UID, frame) (PS3.3 C.12.1.1.1: the UID names one
+    instance); when several files share a key (the scan's *conflicting duplicates*: same UID,
+    other content), the first in the examples' order is cached and every other one is
+    returned in ``dropped`` with a ``reason`` naming the kept file, so that it is reported,
+    never silently left out.
+    """
+    keys = ["sop_instance_uid", "frame"]
+    dup = examples.duplicated(subset=keys, keep="first")
+    if not dup.any():
+        return examples, examples.iloc[:0].assign(reason=[])
+    first = examples[~dup].set_index(keys)["path"]
+    dropped = examples[dup].copy()
+    twin = [first.get((s, f)) for s, f in zip(dropped["sop_instance_uid"], dropped["frame"])]
+    dropped["reason"] = [f"not cached: conflicting duplicate of {t} (same SOP Instance UID "
+                         "and frame, other content); remove or fix one of them" for t in twin]
+    return examples[~dup], dropped
+
+
 def run(args) -> int:
     from dicomml._atomic import atomic_write_text
     from dicomml.data.cache import TensorCache, make_executor
@@ -88,6 +109,7 @@ def run(args) -> int:
         print(f"dicomml preprocess: no image frames in {args.source or args.config}: nothing "
               "to cache", file=sys.stderr)
         return 1
+    examples, dropped = conflicting_duplicates(examples)
     pipeline = Pipeline(pcfg)
     cache = TensorCache.for_pipeline(cache_dir, pipeline)
     if args.scheduler or args.dask_local or args.item_timeout:
@@ -103,13 +125,18 @@ def run(args) -> int:
     print(f"cache {cache.folder}: {rep.requested} examples, {rep.already_cached} already "
           f"cached, {rep.computed} computed in {rep.shards_written} shards ({cache.dtype}), "
           f"{len(rep.failed)} failed" + (f", {len(rep.not_cached)} not computed (retried by "
-                                          "the next run)" if len(rep.not_cached) else ""))
+                                          "the next run)" if len(rep.not_cached) else "")
+          + (f", {len(dropped)} conflicting duplicate(s) not cached" if len(dropped) else ""))
     for r in rep.not_cached.head(20).itertuples():
         print(f"  not computed {r.path} frame {r.frame}: {r.reason}", file=sys.stderr)
-    if len(rep.failed) or len(rep.not_cached):
+    if len(rep.failed) or len(rep.not_cached) or len(dropped):
+        import pandas as pd
+
+        failed = pd.concat([rep.failed, dropped[list(rep.failed.columns)]],
+                           ignore_index=True) if len(dropped) else rep.failed
         if args.failed_csv:
-            atomic_write_text(args.failed_csv, rep.failed.to_csv(index=False))
-        for r in rep.failed.head(20).itertuples():
+            atomic_write_text(args.failed_csv, failed.to_csv(index=False))
+        for r in failed.head(20).itertuples():
             print(f"  skipped {r.path} frame {r.frame}: {r.reason}", file=sys.stderr)
         return 1
     return 0

@@ -82,16 +82,20 @@ def _check_input(args):
     return row
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, executor=None) -> int:
+    """``dicomml preview``; ``executor``: a process pool of :mod:`dicomml.parallel` to decode
+    in (one pool for many files), default a child process of its own."""
     from dicomml.cli._common import require_output
-    from dicomml.io import read_image
+    from dicomml.io.isolated import read_image_isolated
     from dicomml.preprocess import Pipeline, PreprocessConfig
     from dicomml.preprocess.preview import image_format, save_preview
 
     image_format(args.output)  # the extension first: nothing decoded for a bad -o
     require_output(args.output, option="-o")
     row = _check_input(args)
-    image = read_image(args.path, frames=[args.frame])
+    # decoded in a child process: a C decoder that aborts on a corrupt stream (GDCM, chosen
+    # with DICOMML_DECODERS) is a one-line DecoderCrashedError, not this process killed
+    image = read_image_isolated(args.path, frames=[args.frame], executor=executor)
     if args.windows is None:
         windows, why = default_windows(image, row)
     else:

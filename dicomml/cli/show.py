@@ -41,9 +41,10 @@ def _uid_name(uid) -> str:
     return f"{name} ({uid})" if name and name != str(uid) else str(uid)
 
 
-def codec_text(ts_uid: str | None, path: str | None = None) -> str:
-    """Which installed pydicom plugins decode the file (tried on its first frame), or what
-    to install. Without ``path``: the plugins installed for the transfer syntax."""
+def codec_text(ts_uid: str | None, path: str | None = None, executor=None) -> str:
+    """Which installed pydicom plugins decode the file (tried on its first frame, in a
+    child process: ``executor``, default one of its own), or what to install. Without
+    ``path``: the plugins installed for the transfer syntax."""
     if ts_uid is None:
         return "unknown transfer syntax"
     from dicomml.io.uids import NATIVE_SYNTAXES, TS_DEFLATED_LE
@@ -66,11 +67,23 @@ def codec_text(ts_uid: str | None, path: str | None = None) -> str:
         return f"NOT decodable here: install {pkgs}"
     if path is None:
         return "pydicom plugin(s) installed: " + ", ".join(plugins)
-    ok, failed = plugins_that_decode(path)
+    ok, failed = plugins_that_decode(path, executor=executor)
     if ok:
         return ("decoded by pydicom plugin(s): " + ", ".join(ok)
                 + (f" (failed: {'; '.join(failed)})" if failed else ""))
     return "NOT decodable here: every installed plugin failed: " + "; ".join(failed)
+
+
+def _bits_note(row: dict) -> str:
+    """A flag when (0028,0101) Bits Stored exceeds (0028,0100) Bits Allocated (invalid, PS3.3
+    C.7.6.3.1.1): the reads use every allocated bit, and show says so."""
+    alloc, stored = row.get("bits_allocated"), row.get("bits_stored")
+    try:
+        above = stored is not None and alloc is not None and int(stored) > int(alloc)
+    except (TypeError, ValueError):
+        return ""
+    return (f" -- INVALID: Bits Stored above Bits Allocated; values are read with all "
+            f"{int(alloc)} allocated bits" if above else "")
 
 
 def _num(v) -> str:
@@ -114,15 +127,16 @@ def _window_lines(image, ds) -> list[str]:
     return lines
 
 
-def describe(row: dict, ds=None, image=None) -> list[str]:
+def describe(row: dict, ds=None, image=None, executor=None) -> list[str]:
     """Lines describing one file: its Index ``row``, its header ``ds`` and the first frame's
-    :class:`~dicomml.io.Image` (whose values come from the functional groups when enhanced)."""
+    :class:`~dicomml.io.Image` (whose values come from the functional groups when enhanced);
+    ``executor`` as in :func:`summary`."""
     lines = [
         f"SOP class:        {_uid_name(row['sop_class_uid']) if row['sop_class_uid'] else '-'}",
         f"object kind:      {row['object_kind']}",
         f"modality:         {row['modality'] or '-'}",
         f"transfer syntax:  {_uid_name(row['transfer_syntax_uid'])}",
-        f"codec:            {codec_text(row['transfer_syntax_uid'], row.get('path'))}",
+        "codec:            " + codec_text(row['transfer_syntax_uid'], row.get('path'), executor),
     ]
     if not row["is_image"]:
         return lines
@@ -147,7 +161,7 @@ def describe(row: dict, ds=None, image=None) -> list[str]:
         + (" (enhanced multi-frame)" if enhanced else ""),
         f"photometric:      {row['photometric_interpretation'] or '-'}",
         f"bits:             allocated {_num(row['bits_allocated'])}, stored "
-        f"{_num(row['bits_stored'])}, {signed}",
+        f"{_num(row['bits_stored'])}, {signed}" + _bits_note(row),
         f"rescale:          slope {_num(slope)}, intercept {_num(intercept)}"
         + (f", type {im.rescale_type}" if im is not None and im.rescale_type else "")
         + (src if has_rescale else " (none: stored values are used)"),
@@ -169,27 +183,38 @@ def _read(path: str):
 
     from dicomml.io.header import read_header
 
+    from dicomml.io.guards import DEFER_SIZE
+
     row = read_header(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        try:  # large values stay unread (a 2.3 GB private element is never loaded)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 defer_size=DEFER_SIZE)
         except RecursionError:  # thousands of nested sequences
             from dicomml.io.guards import nesting_error
 
             raise nesting_error(path, None) from None
+        except Exception as e:  # noqa: BLE001 - pydicom meets arbitrary bytes
+            from dicomml.errors import InvalidDicomError
+            from dicomml.io._read_dataset import describe_error
+
+            raise InvalidDicomError(
+                f"{path}: cannot parse the DICOM data set ({describe_error(e)}); the file is "
+                "truncated or corrupt. Re-export or re-transfer it.") from None
     return row, ds
 
 
-def _image(path: str, row: dict):
-    """The first frame as a read sees it, or ``(None, reason)`` when it cannot be read."""
+def _image(path: str, row: dict, executor):
+    """The first frame as a read sees it (decoded in ``executor``'s child process), or
+    ``(None, reason)`` when it cannot be read."""
     if not row.get("is_image"):
         return None, None
     from dicomml.errors import DicommlError
-    from dicomml.io import read_image
+    from dicomml.io.isolated import read_image_isolated
 
     try:
-        return read_image(path, frames=[0], isolate=True), None
+        return read_image_isolated(path, frames=[0], executor=executor), None
     except (DicommlError, ValueError, RuntimeError, OSError) as e:
         return None, str(e)
 
@@ -221,11 +246,29 @@ def header_dump(ds, indent: str = "") -> list[str]:
 
     Masked at any depth: every Person Name (PN), the Patient group (0010,xxxx), dates and
     times (DA, DT, TM), private attributes and :data:`IDENTIFYING` (PS3.15 Table E.1-1
-    attributes that are not UIDs). Bulk data shows its length only.
+    attributes that are not UIDs). Bulk data shows its length only; a value larger than
+    :data:`dicomml.io.guards.DEFER_SIZE` is not read; an element pydicom cannot convert (a
+    corrupt value, an unknown VR, a sequence whose items do not parse) is one line saying
+    so, and the dump goes on.
     """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import keyword_for_tag
+
     lines = []
-    for el in ds:
-        tag = f"({el.tag.group:04X},{el.tag.element:04X})"
+    for key in list(ds.keys()):
+        tag = f"({key.group:04X},{key.element:04X})"
+        raw = ds.get_item(key, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            lines.append(f"{indent}{tag} {keyword_for_tag(key) or 'Unknown'} {raw.VR}: "
+                         f"<{raw.length} bytes, not read>")
+            continue
+        try:
+            el = ds[key]
+            str(el.value)  # a lazily parsed value (a sequence's items) parses here
+        except Exception as e:  # noqa: BLE001 - pydicom meets arbitrary bytes
+            lines.append(f"{indent}{tag} {keyword_for_tag(key) or 'Unknown'}: <cannot be "
+                         f"parsed: {type(e).__name__}>")
+            continue
         name = el.keyword or el.name
         if el.VR == "SQ":
             if _identifying(el):
@@ -279,8 +322,7 @@ def _series_lines(index, target: str) -> tuple[list[str], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dicomml.errors import ConfigError, InvalidDicomError
-    from dicomml.io.header import Skip
+    from dicomml.errors import ConfigError
 
     target = args.target
     header = []
@@ -298,18 +340,42 @@ def run(args: argparse.Namespace) -> int:
 
         with Index(args.db) as idx:
             header, path = _series_lines(idx, target)
+    from dicomml.parallel import get_executor
+
+    # one child process decodes for the plugin trials and the first frame (a C decoder that
+    # aborts on a corrupt stream kills that child, not this process)
+    with get_executor("processes", workers=1, item_timeout=TRIAL_TIMEOUT) as ex:
+        lines = header + summary(path, all_attributes=args.all, executor=ex)
+    print("\n".join(lines))
+    return 0
+
+
+#: seconds a decoding trial or the first frame's read may take in the child process
+TRIAL_TIMEOUT = 60.0
+
+
+def summary(path: str, *, all_attributes: bool = False, executor=None) -> list[str]:
+    """The lines ``dicomml show FILE`` prints for one file (without its ``file:`` line).
+
+    Pixel data is decoded only in child processes: ``executor``, a process pool of
+    :mod:`dicomml.parallel` kept open by the caller (many files, one pool), else a pool of
+    one process per decoding step. A file that cannot be parsed raises
+    :class:`~dicomml.errors.InvalidDicomError` naming it.
+    """
+    from dicomml.errors import InvalidDicomError
+    from dicomml.io.header import Skip
+
     try:
         row, ds = _read(path)
     except Skip as e:
         raise InvalidDicomError(f"{path}: {e.reason}") from None
     row = dict(row, path=path)
-    image, why = _image(path, row)
-    lines = header + describe(row, ds, image)
+    image, why = _image(path, row, executor)
+    lines = describe(row, ds, image, executor)
     if why:
         lines.append(f"pixel data:       cannot be read: {why}")
-    if args.all:
+    if all_attributes:
         lines += ["", "header (identifying attributes masked):"]
         lines += ["  " + ln for ln in header_dump(ds.file_meta)] if ds.file_meta else []
         lines += ["  " + ln for ln in header_dump(ds)]
-    print("\n".join(lines))
-    return 0
+    return lines

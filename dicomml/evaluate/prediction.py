@@ -287,8 +287,9 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
             out_dir, run, model, examples, good, threshold=threshold, aggregation=how,
             write_sr=write_sr, write_sc=write_sc, skipped=skipped, forced=sel.forced,
             operating=op, notes=notes, uid_key=uid_key)
-    for st in sorted(set(examples["study_instance_uid"]) - {s["study_instance_uid"]
-                                                            for s in summary}):
+    # a file without (0020,000D) has no study to report (its image rows say why)
+    for st in sorted(set(examples["study_instance_uid"].dropna().astype(str))
+                     - {str(s["study_instance_uid"]) for s in summary}):
         if task != "regression":
             skipped.append(skip_row("study", "no_image", "no image of the study could be "
                                     "given to the model (see its image rows)", study=st))

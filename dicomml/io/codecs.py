@@ -194,13 +194,15 @@ def check_decodable(uid: str, path: str | None = None) -> None:
 
 
 def plugins_that_decode(path: str, frame: int = 0, *, isolate: bool = True,
-                        timeout: float = 60.0) -> tuple[list[str], list[str]]:
+                        timeout: float = 60.0, executor=None) -> tuple[list[str], list[str]]:
     """Try every installed pydicom plugin on one frame of ``path``.
 
     The trials run in a child process of :mod:`dicomml.parallel` (``isolate=True``, the
     default), because a plugin can abort or panic on a corrupt stream; a frame whose declared
     size is above the decoding budget (:func:`dicomml.io.guards.check_decode_budget`) is not
-    tried. Large elements are not read (``defer_size``).
+    tried. Large elements are not read (``defer_size``). ``executor``: a process pool of
+    :mod:`dicomml.parallel` to run the trials in (kept open by the caller; ``timeout`` is
+    then its own ``item_timeout``); default a pool of one process, closed at the end.
 
     Returns
     -------
@@ -215,13 +217,18 @@ def plugins_that_decode(path: str, frame: int = 0, *, isolate: bool = True,
         return plugin_trials([item])[0]
     from dicomml.parallel import WorkerCrashed, get_executor
 
-    with get_executor("processes", workers=1, item_timeout=timeout) as ex:
+    own = executor is None
+    ex = get_executor("processes", workers=1, item_timeout=timeout) if own else executor
+    try:
         for _, result in ex.map_chunks(plugin_trials, [[item]]):
             if isinstance(result, WorkerCrashed):
                 return [], [f"a decoder crashed or hung the trial process ({result})"]
             if isinstance(result, list):
                 return result[0]
             return [], [f"the trial failed ({result})"]
+    finally:
+        if own:
+            ex.close()
     return [], []
 
 

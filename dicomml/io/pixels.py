@@ -118,7 +118,7 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
     return Image(
         pixels=pixels, path=path, photometric_interpretation=pi, padding_mask=mask,
         windows=windows_of(ds, first, where=path), voi_luts=voi_luts_of(ds, first),
-        modality=ds.get("Modality"),
+        modality=str(ds.get("Modality") or "") or None,  # a text even under a wrong VR
         sop_class_uid=_str(ds.get("SOPClassUID")),
         sop_instance_uid=_str(ds.get("SOPInstanceUID")),
         series_instance_uid=_str(ds.get("SeriesInstanceUID")),

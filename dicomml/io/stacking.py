@@ -118,7 +118,7 @@ def slices_of(i: int, ds, path: str, stored: np.ndarray, n_frames: int,
 def order_slices(slices: list[Slice], datasets, files, extra: dict, fail_or_record):
     """``(layers, infos, (slice spacing, origin, direction))``: the slices of every volume
     ordered along the normal (one layer for a 3-D series) and the per-volume attributes."""
-    if slices[0].position is None:
+    if any(s.position is None or s.orientation is None for s in slices):  # no geometry
         return [slices], (), (1.0, (0.0, 0.0, 0.0), np.eye(3))
     groups = first_fit_groups(slices, lambda a, b: same_orientation(
         tuple(a.orientation), tuple(b.orientation)))

@@ -246,12 +246,11 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
 def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
     """Stored values of the encapsulated files, decoded in worker processes:
     ``{i: (stored, photometric) | error}`` (a crash gives a DecoderCrashedError)."""
-    from pydicom.uid import UID
-
     from dicomml.io.isolated import crash_error
+    from dicomml.io.uids import is_encapsulated
     from dicomml.parallel import WorkerCrashed, chunked, get_executor
 
-    todo = [i for i, ds in enumerate(datasets) if UID(transfer_syntax(ds)).is_encapsulated]
+    todo = [i for i, ds in enumerate(datasets) if is_encapsulated(transfer_syntax(ds))]
     if not todo:
         return {}
     own = executor is None
@@ -355,10 +354,10 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         except Exception as e:  # noqa: BLE001 - a corrupt value can break any step
             return corrupt_value_error(files[i], e)
 
-    from pydicom.uid import UID
+    from dicomml.io.uids import is_encapsulated
 
     compressed = workers > native_workers and any(
-        i not in done and UID(transfer_syntax(ds)).is_encapsulated
+        i not in done and is_encapsulated(transfer_syntax(ds))
         for i, ds in enumerate(datasets))
     decoded = _map(decode, list(range(len(datasets))),
                    workers if compressed else native_workers)
@@ -538,7 +537,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         photometric_interpretation="RGB" if samples else str(
             ds0.PhotometricInterpretation).strip(),
         padding_mask=mask,
-        modality=ds0.get("Modality"),
+        modality=_str_or(ds0.get("Modality")),
         series_instance_uid=_str_or(ds0.get("SeriesInstanceUID")),
         study_instance_uid=_str_or(ds0.get("StudyInstanceUID")),
         frame_of_reference_uid=_str_or(ds0.get("FrameOfReferenceUID")),

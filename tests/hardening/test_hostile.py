@@ -153,6 +153,17 @@ print(json.dumps({{"shape": list(img.pixels.shape), "n": n, "rss_mb": peak_mb()}
     assert out["rss_mb"] < 1024, out
 
 
+def test_show_flags_bits_stored_above_bits_allocated(hostile, capsys):
+    from dicomml.cli import main
+
+    assert main(["show", str(hostile["bits_stored_above_allocated"])]) == 0
+    bits = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("bits:"))
+    assert bits == ("bits:             allocated 16, stored 24, signed -- INVALID: Bits "
+                    "Stored above Bits Allocated; values are read with all 16 allocated bits")
+    assert main(["show", str(hostile["long_pixel_data"])]) == 0  # a valid header: no flag
+    assert "INVALID" not in capsys.readouterr().out
+
+
 def test_show_and_preview_on_deep_nesting_are_one_line(hostile, tmp_path, capsys):
     from dicomml.cli import main
 
