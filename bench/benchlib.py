@@ -1,0 +1,64 @@
+"""Helpers shared by the benchmarks: CPU time and memory of a process tree, README sections.
+
+CPU time of a process tree is counted per process with psutil.
+
+``resource.getrusage(RUSAGE_CHILDREN)`` counts only children that were waited for: the
+workers of :mod:`dicomml.parallel`'s process executor are children of the *forkserver*
+(not of the caller), and Dask's workers are children of their nannies, so their CPU time
+never reaches the caller's ``RUSAGE_CHILDREN``. :func:`tree_cpu` reads the user + system
+time of the process and of every living descendant instead; take it before the executor is
+closed (a worker that already exited is no longer counted).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+
+def tree_cpu(pid: int | None = None) -> float:
+    """User + system CPU seconds of ``pid`` (default: this process) and of every living
+    descendant, each counted once from its own ``/proc`` entry."""
+    import psutil
+
+    root = psutil.Process(pid or os.getpid())
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # exited in between
+            continue
+        total += t.user + t.system
+    return total
+
+
+def tree_rss(pid: int | None = None) -> int:
+    """Resident bytes of ``pid`` and of every living descendant."""
+    import psutil
+
+    root = psutil.Process(pid or os.getpid())
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    """Replace the ``## heading`` section of the Markdown file ``path`` (up to the next
+    ``## ``) by ``section``, or append it; written atomically."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from dicomml._atomic import atomic_write_text
+
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## " + re.escape(heading) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda m: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(path, text)
