@@ -30,7 +30,6 @@ import argparse
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -43,6 +42,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+sys.path.insert(0, str(HERE))
+
+from benchlib import tree_cpu  # noqa: E402
 from dicomml._atomic import atomic_write_text  # noqa: E402
 from dicomml.io.header import FIELDS  # noqa: E402
 
@@ -120,10 +122,10 @@ def warm(root: Path) -> int:
 
 # -- measurements ---------------------------------------------------------------------------
 def _cpu() -> float:
-    """CPU seconds of this process and of its finished children (user + system)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU seconds of this process and of every process it started, living or exited
+    (:func:`benchlib.tree_cpu`: also the workers of a forkserver, which
+    ``RUSAGE_CHILDREN`` misses)."""
+    return tree_cpu()
 
 
 def time_dicomml(root: Path, workers: int, tmp: Path) -> tuple[float, float, int]:

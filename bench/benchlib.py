@@ -4,10 +4,11 @@ CPU time of a process tree is counted per process with psutil.
 
 ``resource.getrusage(RUSAGE_CHILDREN)`` counts only children that were waited for: the
 workers of :mod:`dicomml.parallel`'s process executor are children of the *forkserver*
-(not of the caller), and Dask's workers are children of their nannies, so their CPU time
-never reaches the caller's ``RUSAGE_CHILDREN``. :func:`tree_cpu` reads the user + system
-time of the process and of every living descendant instead; take it before the executor is
-closed (a worker that already exited is no longer counted).
+(not of the caller), and Dask's workers are children of their nannies, so while those
+live their CPU time never reaches the caller's ``RUSAGE_CHILDREN``. :func:`tree_cpu` adds,
+for the process and every living descendant, its own user + system time and that of its
+children it already waited for (a worker that exited and was reaped by the forkserver is
+counted there); each second is counted once.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 
 def tree_cpu(pid: int | None = None) -> float:
-    """User + system CPU seconds of ``pid`` (default: this process) and of every living
-    descendant, each counted once from its own ``/proc`` entry."""
+    """User + system CPU seconds of ``pid`` (default: this process), of every living
+    descendant, and of the exited processes they waited for (see the module docstring)."""
     import psutil
 
     root = psutil.Process(pid or os.getpid())
@@ -29,7 +30,7 @@ def tree_cpu(pid: int | None = None) -> float:
             t = proc.cpu_times()
         except psutil.Error:  # exited in between
             continue
-        total += t.user + t.system
+        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 

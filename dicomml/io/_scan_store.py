@@ -25,6 +25,8 @@ DUP_COPY = "duplicate copy"
 _INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})")
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
+#: The secondary indexes of ``instances``, built after the files of a first scan are in.
+_DEFERRED = "CREATE INDEX IF NOT EXISTS instances_"
 _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
 _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
                "instance_number", "duplicate_of", *SPLIT_COLUMNS)
@@ -89,7 +91,14 @@ class Store:
                 self._drop_all()
             self.con.execute("BEGIN")
             for stmt in SCHEMA:
-                self.con.execute(stmt)
+                if not stmt.startswith(_DEFERRED):
+                    self.con.execute(stmt)
+            # A first scan fills an Index without its secondary indexes and builds them
+            # once at the end (ensure_indexes: a sort each, much cheaper than keeping them
+            # up to date row by row); an Index that holds rows gets them now.
+            if self.con.execute("SELECT EXISTS(SELECT 1 FROM files) OR "
+                                "EXISTS(SELECT 1 FROM instances)").fetchone()[0]:
+                self._create_indexes()
             self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
             self.con.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (root,))
@@ -107,6 +116,17 @@ class Store:
         self._unmatched = 0  # files of the Index that plan() did not find in the walk
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
         self._dup_sops: list[str] | None = None
+
+    def _create_indexes(self) -> None:
+        for stmt in SCHEMA:
+            if stmt.startswith(_DEFERRED):
+                self.con.execute(stmt)
+
+    def ensure_indexes(self) -> None:
+        """Create the secondary indexes of :data:`dicomml.io.index.SCHEMA` that are missing
+        (after the files of a first scan are in; see ``__init__``)."""
+        with self.transaction():
+            self._create_indexes()
 
     def _drop_all(self) -> None:
         for (name,) in self.con.execute(

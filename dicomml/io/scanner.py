@@ -438,6 +438,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         if started is not None:
             started.close()
             started = None
+        store.ensure_indexes()
         # duplicates are decided once every file is in, so that the result does not depend
         # on the order workers returned them; skipped copies of a changed SOP Instance UID
         # are read again to be decided with it
