@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -55,6 +56,35 @@ from benchlib import tree_cpu, write_section  # noqa: E402
 
 EXECUTORS = ("inprocess", "processes", "dask-local", "dask-remote")
 STAGES = ("cache", "scan")
+#: Environment of the workers' processes (Dask's nannies otherwise set
+#: MALLOC_TRIM_THRESHOLD_=65536, which sends every tensor-sized buffer through mmap/munmap).
+REMOTE_ENVIRON = {"MALLOC_TRIM_THRESHOLD_": 33554432, "MALLOC_MMAP_THRESHOLD_": 33554432,
+                  "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
+
+REMOTE_NOTES = """\
+**What a remote cluster needs** (`dicomml preprocess --scheduler tcp://HOST:8786`,
+`get_executor("dask", scheduler=...)`):
+
+* **dicomml on every worker**, the same version as the client: start `dask worker` from an
+  environment where `import dicomml` works (the tasks are dicomml's own functions, sent by
+  reference, and the preprocessing configuration travels with them).
+* **The same paths everywhere**: the DICOM files (the scanned folder, the paths of the
+  examples) and the cache folder must be mounted at the same absolute paths on the workers
+  as on the client. Workers read the files and write each shard (`.npy`, then its `.json`
+  index, both atomically) straight into the cache folder; the client receives only counts
+  and failure records, never tensors. The scan ships header rows back to the client in
+  batches of up to 2,048 files per task, and the client alone writes the SQLite Index
+  (SQLite must not be written from several hosts: its file locks are unreliable on network
+  file systems).
+* **Scheduler settings**: `distributed.scheduler.allowed-failures: 0` keeps the
+  at-most-twice guarantee of crash isolation (Dask's default re-runs a crashing task three
+  times); one thread per worker process (`--nthreads 1`: header parsing and preprocessing
+  hold the GIL); `distributed.nanny.pre-spawn-environ` with `MALLOC_TRIM_THRESHOLD_` and
+  `MALLOC_MMAP_THRESHOLD_` of 32 MiB (the nanny's default of 64 KiB makes every tensor an
+  mmap/munmap). This bench writes these into a Dask configuration file (`DASK_CONFIG`) for
+  its `dask scheduler` + `dask worker` pair, as an administrator would.
+* Workers need no access to the Index file, and the client no access to the workers' disks.
+"""
 
 
 def label(kind: str, workers: int) -> str:
@@ -71,10 +101,16 @@ class RemoteCluster:
         bindir = Path(sys.executable).parent
         dask = str(bindir / "dask") if (bindir / "dask").exists() else "dask"
         self.file = tmp / "scheduler.json"
-        env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+        # the settings the LocalCluster of dicomml.parallel uses, as a remote cluster's
+        # administrator would give them: a Dask configuration file (JSON is YAML)
+        conf = tmp / "dask-config"
+        conf.mkdir()
+        (conf / "dicomml.yaml").write_text(json.dumps({"distributed": {
+            "scheduler": {"allowed-failures": 0, "worker-saturation": 1.0},
+            "nanny": {"pre-spawn-environ": REMOTE_ENVIRON}}}))
+        env = {**os.environ, "DASK_CONFIG": str(conf),
                "PYTHONPATH": os.pathsep.join([str(HERE.parent),
-                                              os.environ.get("PYTHONPATH", "")]),
-               "MALLOC_TRIM_THRESHOLD_": "33554432", "OMP_NUM_THREADS": "1"}
+                                              os.environ.get("PYTHONPATH", "")])}
         log = open(tmp / "cluster.log", "wb")  # noqa: SIM115 - closed in close()
         self._log = log
         self.procs = [subprocess.Popen(
@@ -86,8 +122,6 @@ class RemoteCluster:
                 self.close()
                 raise RuntimeError(f"dask scheduler did not start (see {tmp}/cluster.log)")
             time.sleep(0.1)
-        import json
-
         self.address = json.loads(self.file.read_text())["address"]
         self.procs.append(subprocess.Popen(
             [dask, "worker", self.address, "--nworkers", str(workers), "--nthreads", "1",
@@ -267,7 +301,7 @@ def main(argv=None) -> int:
                          + ", ".join(f"{r[0]:.2f}" for r in runs) + " | "
                          + ", ".join(f"{r[2]:.1f}" for r in runs) + " |")
         lines.append("")
-    section = "\n".join(lines)
+    section = "\n".join(lines) + "\n" + REMOTE_NOTES
     print(section)
     if not args.no_readme:
         write_section(args.readme, "dask", section + "\n")

@@ -144,3 +144,29 @@ def test_rescan_finds_added_changed_and_removed_files(tmp_path):
     finally:
         con.close()
     assert not names & {"walk", "todo"}
+
+
+def test_chunks_are_larger_on_dask_and_made_lazily():
+    from dicomml.io.scanner import CHUNK_SIZE, _chunks, chunk_size
+
+    class Dask:
+        kind = "dask"
+
+    assert chunk_size(1_000_000, 2) == CHUNK_SIZE
+    assert chunk_size(1_000_000, 2, Dask()) == 8 * CHUNK_SIZE
+    assert chunk_size(200, 2) == 25 and chunk_size(10, 2) == 16  # ~4 chunks per worker
+    pulled = []
+
+    class Items:  # sized, iterated once: what a scan's temporary table gives
+        def __len__(self):
+            return 10_000
+
+        def __iter__(self):
+            for i in range(10_000):
+                pulled.append(i)
+                yield i
+
+    chunks = _chunks(Items(), 2)
+    first = next(chunks)
+    assert first == list(range(CHUNK_SIZE)) and len(pulled) == CHUNK_SIZE
+    assert sum(len(c) for c in chunks) == 10_000 - CHUNK_SIZE
