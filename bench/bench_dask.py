@@ -38,7 +38,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -52,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from benchlib import tree_cpu, write_section  # noqa: E402
+from benchlib import run_line, tree_cpu, write_section  # noqa: E402
 
 EXECUTORS = ("inprocess", "processes", "dask-local", "dask-remote")
 STAGES = ("cache", "scan")
@@ -274,11 +273,8 @@ def main(argv=None) -> int:
             extra.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     lines = ["## dask", "",
-             f"`python bench/bench_dask.py {argv_text}` on {when}, {platform.machine()}, "
-             f"{os.cpu_count()} CPUs, Python {platform.python_version()}. {args.files:,} CT "
+             f"{run_line('bench_dask.py', argv)}. {args.files:,} CT "
              f"slices of {args.rows}x{args.rows}; medians of {args.rounds} interleaved "
              "rounds (executors started once, start-up given apart); CPU = user + system "
              "time of this process and every process it started (psutil, per process); "

@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_scan import _same_length_uid  # noqa: E402
-from benchlib import tree_rss, write_section  # noqa: E402
+from benchlib import run_line, tree_rss, write_section  # noqa: E402
 
 CT_CLASS = b"1.2.840.10008.5.1.4.1.1.2\0"
 MR_CLASS = b"1.2.840.10008.5.1.4.1.1.4\0"
@@ -247,13 +246,10 @@ def main(argv=None) -> int:
 
     floor = statistics.median(r[0] for r in rounds)
     rescan = statistics.median(r[1] for r in rounds)
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     lines = [
         "## index",
         "",
-        f"`python bench/bench_index.py {argv_text}` on {when}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}. Tree: {n:,} files of "
+        f"{run_line('bench_index.py', argv)}. Tree: {n:,} files of "
         f"8x8 CT ({args.per_series} per series, 100 series per folder), generated in "
         f"{gen_s:.0f} s, about {du_total / 2**30:.2f} GiB on disk; Index "
         f"{db_mib:.0f} MiB. Scans with `workers={args.workers}` in a fresh process each; "

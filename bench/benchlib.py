@@ -14,7 +14,10 @@ counted there); each second is counted once.
 from __future__ import annotations
 
 import os
+import platform
 import re
+import sys
+import time
 from pathlib import Path
 
 
@@ -51,8 +54,6 @@ def tree_rss(pid: int | None = None) -> int:
 def write_section(path: Path, heading: str, section: str) -> None:
     """Replace the ``## heading`` section of the Markdown file ``path`` (up to the next
     ``## ``) by ``section``, or append it; written atomically."""
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from dicomml._atomic import atomic_write_text
 
@@ -63,3 +64,11 @@ def write_section(path: Path, heading: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     atomic_write_text(path, text)
+
+
+def run_line(script: str, argv) -> str:
+    """``\`python bench/SCRIPT ARGS\` on DATE, machine, CPUs, Python`` for a README."""
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return (f"`python bench/{script} {args}` on {when}, {platform.machine()}, "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
