@@ -27,6 +27,9 @@ _INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
 #: The secondary indexes of ``instances``, built after the files of a first scan are in.
 _DEFERRED = "CREATE INDEX IF NOT EXISTS instances_"
+#: Those the end of a scan needs (duplicates, series keys); the others serve the queries
+#: and are built last, after the series keys are written.
+_SCAN_INDEXES = tuple(_DEFERRED + name + " " for name in ("sop", "series", "key"))
 _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
 _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
                "instance_number", "duplicate_of", *SPLIT_COLUMNS)
@@ -117,16 +120,17 @@ class Store:
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
         self._dup_sops: list[str] | None = None
 
-    def _create_indexes(self) -> None:
+    def _create_indexes(self, prefix: str | tuple[str, ...] = _DEFERRED) -> None:
         for stmt in SCHEMA:
-            if stmt.startswith(_DEFERRED):
+            if stmt.startswith(prefix):
                 self.con.execute(stmt)
 
-    def ensure_indexes(self) -> None:
+    def ensure_indexes(self, scan_only: bool = False) -> None:
         """Create the secondary indexes of :data:`dicomml.io.index.SCHEMA` that are missing
-        (after the files of a first scan are in; see ``__init__``)."""
+        (after the files of a first scan are in; see ``__init__``): with ``scan_only``
+        those the end of the scan reads, else all of them."""
         with self.transaction():
-            self._create_indexes()
+            self._create_indexes(_SCAN_INDEXES if scan_only else _DEFERRED)
 
     def _drop_all(self) -> None:
         for (name,) in self.con.execute(

@@ -438,7 +438,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
         if started is not None:
             started.close()
             started = None
-        store.ensure_indexes()
+        store.ensure_indexes(scan_only=True)
         # duplicates are decided once every file is in, so that the result does not depend
         # on the order workers returned them; skipped copies of a changed SOP Instance UID
         # are read again to be decided with it
@@ -450,6 +450,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
             store.forget_candidates()  # what was read again may hold other UIDs now
         store.resolve_duplicates()
         store.update_series_keys()
+        store.ensure_indexes()  # those of the queries: after the keys, not updated with them
         skipped = tuple(tuple(r) for r in store.current_skipped())
         conflicts = tuple(tuple(r) for r in store.conflicts())
     finally:
