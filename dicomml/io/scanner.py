@@ -4,7 +4,10 @@ The parent process walks the folder (:mod:`dicomml.io.files`), compares every fi
 and ``mtime_ns`` with the Index's ``files`` table, sends chunks of the new or changed paths
 to workers, and is the only writer of the Index (:mod:`dicomml.io.index`): each chunk of
 results is one transaction, so an interrupted scan keeps what it committed and the next
-scan reads only the rest. Files that disappeared are removed from the Index. Workers read
+scan reads only the rest. Files that disappeared are removed from the Index. The walk and
+the list of files to read live in SQLite temporary tables (joined with ``files`` in SQL, read
+back page by page), so the scan's memory does not grow with the number of files; a first
+scan builds the Index's secondary indexes once, at the end. Workers read
 headers only (:func:`dicomml.io.header.read_header`): pixel data is never decoded; the
 element headers up to and over (7FE0,0010) are checked so that truncated copies are
 reported.
@@ -469,7 +472,9 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
     if not todo:
         return 0
     fn = scan_chunk if fast else _scan_chunk_pydicom
-    chunks = _chunks(todo, workers if executor is None else max(2, workers), executor)
+    if executor is not None:  # its own count of workers (a cluster's threads)
+        workers = max(2, getattr(executor, "workers", None) or workers)
+    chunks = _chunks(todo, workers, executor)
     own = executor is None
     ex = _make_executor(workers, len(todo)) if own else executor
     bar = None
