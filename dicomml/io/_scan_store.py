@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
-    decode_array, encode_array
+    decode_array, encode_array, series_sql
 from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
 __all__ = ["Store", "db_values", "DUP_COPY"]
@@ -454,9 +454,34 @@ class Store:
                 keys = series_keys(rows)
                 c.executemany("UPDATE instances SET series_key=? WHERE path=?",
                               [(k, p) for p, k in keys.items()])
+            self._refresh_series(uids)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
                       (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
         self.affected.clear()
+
+    def _refresh_series(self, uids: set) -> None:
+        """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`)
+        of the Series Instance UIDs ``uids``, in the caller's transaction; build the whole
+        table when it does not exist yet (a first scan, or an Index written before it)."""
+        c = self.con
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                         "name = 'series_summary'").fetchone():
+            c.execute("CREATE TABLE series_summary AS " + series_sql())
+            c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
+            c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
+            return
+        if not uids:
+            return
+        c.execute("DROP TABLE IF EXISTS temp.affected")
+        c.execute("CREATE TEMP TABLE affected (uid TEXT PRIMARY KEY)")
+        c.executemany("INSERT OR IGNORE INTO affected VALUES (?)",
+                      [(u,) for u in uids if u is not None])
+        cond = ("(series_instance_uid IN (SELECT uid FROM temp.affected)"
+                + (" OR series_instance_uid IS NULL)" if None in uids else ")"))
+        c.execute(f"DELETE FROM series_summary WHERE {cond}")
+        keys = f"series_key IN (SELECT series_key FROM instances WHERE {cond})"
+        c.execute("INSERT INTO series_summary " + series_sql(keys, cond))
+        c.execute("DROP TABLE temp.affected")
 
     def current_skipped(self) -> list[tuple[str, str]]:
         return self.con.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()

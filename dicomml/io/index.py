@@ -57,6 +57,7 @@ __all__ = [
     "decode_array",
     "encode_array",
     "select_where",
+    "series_sql",
     "ARRAY_COLUMNS",
     "SCHEMA_VERSION",
     "INSTANCE_COLUMNS",
@@ -198,6 +199,41 @@ def select_where(modality=None, sop_class_uid=None, study_date=None) -> tuple[st
     return (" AND ".join(conds) or "1"), params
 
 
+def series_sql(keys: str = "1", uids: str = "1") -> str:
+    """The SELECT of :meth:`Index.series` (no ORDER BY): one row per series key of the
+    instances whose ``series_key`` satisfies the SQL condition ``keys`` and whose
+    ``series_instance_uid`` satisfies ``uids`` (both refer to ``instances`` columns; each
+    appears in the text once per use, so its parameters are given once per use). The scan
+    keeps its result in the ``series_summary`` table."""
+    return (
+        "WITH echoes AS (SELECT series_instance_uid AS uid, COUNT(DISTINCT "
+        "quote(echo_number) || '|' || quote(ROUND(echo_time, 2))) AS n FROM instances "
+        f"WHERE object_kind = 'image' AND {uids} GROUP BY series_instance_uid), "
+        "vols AS (SELECT series_key AS k, MAX(n) AS n FROM (SELECT series_key, "
+        "SUM(COALESCE(frames_per_position, 1)) AS n FROM instances "
+        "WHERE object_kind = 'image' AND (image_position IS NOT NULL OR "
+        f"frames_per_position IS NOT NULL) AND {keys} GROUP BY series_key, "
+        "image_position) GROUP BY series_key) "
+        "SELECT series_key, MIN(study_instance_uid) AS study_instance_uid, "
+        "MIN(series_instance_uid) AS series_instance_uid, MIN(modality) AS modality, "
+        "MIN(object_kind) AS object_kind, MAX(is_image) AS is_image, "
+        "COUNT(*) AS n_instances, SUM(COALESCE(number_of_frames, 1)) AS n_frames, "
+        "MIN(rows) AS rows, MIN(columns) AS columns, MIN(series_number) AS series_number, "
+        "MIN(series_description) AS series_description, "
+        "MIN(body_part_examined) AS body_part_examined, MIN(study_date) AS study_date, "
+        "MIN(sop_class_uid) AS sop_class_uid, "
+        "MIN(frame_of_reference_uid) AS frame_of_reference_uid, "
+        "MIN(image_type) AS image_type, MIN(echo_number) AS echo_number, "
+        "MIN(echo_time) AS echo_time, "
+        "CASE WHEN MAX(is_image) THEN COALESCE(MIN(echoes.n), 1) ELSE 0 END AS n_echoes, "
+        "CASE WHEN MAX(is_image) THEN COALESCE(MIN(vols.n), 1) ELSE 0 END AS n_volumes, "
+        "MAX(COALESCE(mosaic_images, 0) > 0 OR '\\' || image_type || '\\' LIKE "
+        "'%\\MOSAIC\\%') AS mosaic, MAX(COALESCE(mosaic_images, 0)) AS mosaic_images, "
+        "SUM(COALESCE(conflict, 0)) AS n_conflicts "
+        "FROM instances LEFT JOIN echoes ON echoes.uid = series_instance_uid "
+        f"LEFT JOIN vols ON vols.k = series_key WHERE {keys} GROUP BY series_key")
+
+
 def _decode_frame(df):
     for col in ARRAY_COLUMNS:
         if col in df.columns:
@@ -312,34 +348,14 @@ class Index:
             uids = ("series_instance_uid IN (SELECT series_instance_uid FROM instances "
                     f"WHERE {where})")
             params = params * 3
-        df = self._frame(
-            "WITH echoes AS (SELECT series_instance_uid AS uid, COUNT(DISTINCT "
-            "quote(echo_number) || '|' || quote(ROUND(echo_time, 2))) AS n FROM instances "
-            f"WHERE object_kind = 'image' AND {uids} GROUP BY series_instance_uid), "
-            "vols AS (SELECT series_key AS k, MAX(n) AS n FROM (SELECT series_key, "
-            "SUM(COALESCE(frames_per_position, 1)) AS n FROM instances "
-            "WHERE object_kind = 'image' AND (image_position IS NOT NULL OR "
-            f"frames_per_position IS NOT NULL) AND {keys} GROUP BY series_key, "
-            "image_position) GROUP BY series_key) "
-            "SELECT series_key, MIN(study_instance_uid) AS study_instance_uid, "
-            "MIN(series_instance_uid) AS series_instance_uid, MIN(modality) AS modality, "
-            "MIN(object_kind) AS object_kind, MAX(is_image) AS is_image, "
-            "COUNT(*) AS n_instances, SUM(COALESCE(number_of_frames, 1)) AS n_frames, "
-            "MIN(rows) AS rows, MIN(columns) AS columns, MIN(series_number) AS series_number, "
-            "MIN(series_description) AS series_description, "
-            "MIN(body_part_examined) AS body_part_examined, MIN(study_date) AS study_date, "
-            "MIN(sop_class_uid) AS sop_class_uid, "
-            "MIN(frame_of_reference_uid) AS frame_of_reference_uid, "
-            "MIN(image_type) AS image_type, MIN(echo_number) AS echo_number, "
-            "MIN(echo_time) AS echo_time, "
-            "CASE WHEN MAX(is_image) THEN COALESCE(MIN(echoes.n), 1) ELSE 0 END AS n_echoes, "
-            "CASE WHEN MAX(is_image) THEN COALESCE(MIN(vols.n), 1) ELSE 0 END AS n_volumes, "
-            "MAX(COALESCE(mosaic_images, 0) > 0 OR '\\' || image_type || '\\' LIKE "
-            "'%\\MOSAIC\\%') AS mosaic, MAX(COALESCE(mosaic_images, 0)) AS mosaic_images, "
-            "SUM(COALESCE(conflict, 0)) AS n_conflicts "
-            "FROM instances LEFT JOIN echoes ON echoes.uid = series_instance_uid "
-            f"LEFT JOIN vols ON vols.k = series_key WHERE {keys} GROUP BY series_key "
-            "ORDER BY study_instance_uid, series_number, series_key", tuple(params))
+        has_table = self._con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                      "AND name = 'series_summary'").fetchone()
+        order = " ORDER BY study_instance_uid, series_number, series_key"
+        if has_table:  # kept up to date by every scan: no pass over the instances
+            df = self._frame(f"SELECT * FROM series_summary WHERE {keys}" + order,
+                             tuple(params[:len(params) // 3]))
+        else:  # an Index written before the table existed
+            df = self._frame(series_sql(keys, uids) + order, tuple(params))
         for col in ("is_image", "mosaic"):
             df[col] = df[col].fillna(0).astype(bool)
         for col in ("echo_number", "n_echoes", "n_volumes", "mosaic_images", "n_conflicts"):

@@ -11,7 +11,7 @@ import pytest
 
 from dicomml.errors import ConfigError
 from dicomml.io import Index, scan
-from dicomml.io.index import select_where
+from dicomml.io.index import select_where, series_sql
 from dicomml.testing import write_ct_series, write_mr_series
 from dicomml.testing.other import write_secondary_capture
 
@@ -117,6 +117,39 @@ def test_bad_selection_is_a_config_error(tree, bad):
     _root, db = tree
     with Index(db) as idx, pytest.raises(ConfigError, match="Received"):
         idx.instances(**bad)
+
+
+def _summary_is_live(db) -> None:
+    """The scan's ``series_summary`` table holds what the series query computes now."""
+    con = sqlite3.connect(db)
+    try:
+        kept = con.execute("SELECT * FROM series_summary ORDER BY series_key").fetchall()
+        live = con.execute(series_sql() + " ORDER BY series_key").fetchall()
+    finally:
+        con.close()
+    assert kept == live and len(kept) > 0
+
+
+def test_series_summary_follows_every_scan(tree, tmp_path):
+    _summary_is_live(tree[1])
+    root = tmp_path / "t"
+    paths = write_ct_series(root / "s1", n_slices=4, rows=16, columns=16, seed=7)
+    write_mr_series(root / "s2", n_slices=3, rows=16, columns=16, seed=8)
+    db = tmp_path / "i.sqlite"
+    scan(root, db, workers=0, progress=False)
+    _summary_is_live(db)
+    os.unlink(paths[0])  # a series loses an image
+    write_ct_series(root / "s3", n_slices=2, rows=8, columns=8, seed=9)  # a new series
+    (root / "s1" / "copy").write_bytes(paths[1].read_bytes())  # a duplicate copy
+    scan(root, db, workers=0, progress=False)
+    _summary_is_live(db)
+    for p in (root / "s2").iterdir():  # a series disappears
+        p.unlink()
+    r = scan(root, db, workers=0, progress=False)
+    _summary_is_live(db)
+    with Index(db) as idx:
+        assert set(idx.series()["series_key"]) == set(idx.instances()["series_key"])
+        assert len(idx.series()) == r.summary["series"]
 
 
 def test_rescan_finds_added_changed_and_removed_files(tmp_path):
