@@ -298,6 +298,12 @@ class Index:
 
         return pd.read_sql_query(sql, self._con, params=params)
 
+    def _has_series_summary(self) -> bool:
+        """Whether the scan's ``series_summary`` table exists (not in an Index written
+        before it: then the instances are grouped at each call)."""
+        return self._con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                 "name = 'series_summary'").fetchone() is not None
+
     # -- tables ------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
         """The ``meta`` table as a dict (schema version, root, last scan time)."""
@@ -348,10 +354,8 @@ class Index:
             uids = ("series_instance_uid IN (SELECT series_instance_uid FROM instances "
                     f"WHERE {where})")
             params = params * 3
-        has_table = self._con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                      "AND name = 'series_summary'").fetchone()
         order = " ORDER BY study_instance_uid, series_number, series_key"
-        if has_table:  # kept up to date by every scan: no pass over the instances
+        if self._has_series_summary():  # kept up to date by every scan
             df = self._frame(f"SELECT * FROM series_summary WHERE {keys}" + order,
                              tuple(params[:len(params) // 3]))
         else:  # an Index written before the table existed
@@ -429,11 +433,18 @@ class Index:
         (instances,) = q("SELECT COUNT(*) FROM instances").fetchone()
         (conflicts,) = q("SELECT COALESCE(SUM(conflict), 0) FROM instances "
                          "WHERE conflict IS NOT NULL").fetchone()
-        images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
-                           "WHERE is_image = 1").fetchone()
+        if self._has_series_summary():  # one row per series key (image keys hold images only)
+            (images,) = q("SELECT COUNT(*) FROM instances WHERE is_image = 1").fetchone()
+            (series,) = q("SELECT COUNT(*) FROM series_summary WHERE is_image").fetchone()
+            per_modality = q("SELECT modality, COUNT(*) FROM series_summary WHERE is_image "
+                             "GROUP BY modality").fetchall()
+        else:
+            images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
+                               "WHERE is_image = 1").fetchone()
+            per_modality = q("SELECT modality, COUNT(DISTINCT series_key) FROM instances "
+                             "WHERE is_image = 1 GROUP BY modality").fetchall()
         by_modality: dict[str, int] = {}
-        for modality, n in q("SELECT modality, COUNT(DISTINCT series_key) FROM instances "
-                             "WHERE is_image = 1 GROUP BY modality").fetchall():
+        for modality, n in per_modality:
             key = "?" if modality is None else modality
             by_modality[key] = by_modality.get(key, 0) + n
         by_modality = dict(sorted(by_modality.items()))
