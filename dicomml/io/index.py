@@ -31,8 +31,17 @@ Tables (schema version :data:`SCHEMA_VERSION`)
 ``dicomdir_refs``
     Files that a DICOMDIR references ((0004,1500) Referenced File ID, (0004,1511)
     Referenced SOP Instance UID in File): used as a cross-check only.
+``series_summary``
+    One row per series key, as :meth:`Index.series` returns it (:func:`series_sql`): kept
+    by every scan for the Series Instance UIDs it touched, so that reading the series table
+    of a million instances does not group them again. An Index written before it has none
+    until its next scan; :meth:`Index.series` then groups the instances itself.
 ``meta``
     key/value: schema version, scanned root, time of the last scan.
+
+Secondary indexes on ``instances`` answer the selections of :meth:`Index.instances`,
+:meth:`Index.series` and :meth:`Index.studies` (modality, SOP class, study date) and the
+counts of :meth:`Index.summary`; a first scan builds them once, after its last file.
 
 The database runs in WAL mode, so a notebook can read it while a scan writes.
 """
