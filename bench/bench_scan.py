@@ -30,7 +30,6 @@ import argparse
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -43,6 +42,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+sys.path.insert(0, str(HERE))
+
+from benchlib import tree_cpu  # noqa: E402
 from dicomml._atomic import atomic_write_text  # noqa: E402
 from dicomml.io.header import FIELDS  # noqa: E402
 
@@ -120,10 +122,10 @@ def warm(root: Path) -> int:
 
 # -- measurements ---------------------------------------------------------------------------
 def _cpu() -> float:
-    """CPU seconds of this process and of its finished children (user + system)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU seconds of this process and of every process it started, living or exited
+    (:func:`benchlib.tree_cpu`: also the workers of a forkserver, which
+    ``RUSAGE_CHILDREN`` misses)."""
+    return tree_cpu()
 
 
 def time_dicomml(root: Path, workers: int, tmp: Path) -> tuple[float, float, int]:
@@ -232,7 +234,11 @@ def breakdown(root: Path, tmp: Path, repeat: int = 3) -> dict[str, float]:
         try:
             clock("parent: SQLite inserts (Store.write per chunk)", lambda: [
                 store.write(res[i:i + CHUNK_SIZE]) for i in range(0, len(res), CHUNK_SIZE)])
+            clock("parent: indexes the scan reads, built once (Store.ensure_indexes)",
+                  lambda: store.ensure_indexes(scan_only=True))
             clock("parent: series keys (Store.update_series_keys)", store.update_series_keys)
+            clock("parent: indexes of the queries, built once (Store.ensure_indexes)",
+                  store.ensure_indexes)
         finally:
             store.close()
         for suffix in ("", "-wal", "-shm"):

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
-    decode_array, encode_array
+    decode_array, encode_array, series_sql
 from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
 __all__ = ["Store", "db_values", "DUP_COPY"]
@@ -25,6 +25,11 @@ DUP_COPY = "duplicate copy"
 _INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})")
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
+#: The secondary indexes of ``instances``, built after the files of a first scan are in.
+_DEFERRED = "CREATE INDEX IF NOT EXISTS instances_"
+#: Those the end of a scan needs (duplicates, series keys); the others serve the queries
+#: and are built last, after the series keys are written.
+_SCAN_INDEXES = tuple(_DEFERRED + name + " " for name in ("sop", "series", "key"))
 _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
 _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
                "instance_number", "duplicate_of", *SPLIT_COLUMNS)
@@ -47,9 +52,9 @@ _ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'im
 #: scan (no series key yet) and held by several files, or skipped copies left without an
 #: indexed twin.
 _DUP_CANDIDATES_SQL = (
-    "SELECT d.sop FROM (SELECT sop_instance_uid AS sop FROM instances GROUP BY 1 "
-    "HAVING COUNT(*) > 1) d WHERE EXISTS (SELECT 1 FROM instances i WHERE "
-    "i.sop_instance_uid = d.sop AND i.series_key IS NULL) "
+    "SELECT DISTINCT n.sop_instance_uid FROM instances n WHERE n.series_key IS NULL AND "
+    "EXISTS (SELECT 1 FROM instances o WHERE o.sop_instance_uid = n.sop_instance_uid "
+    "AND o.path <> n.path) "
     "UNION SELECT s.sop_instance_uid FROM skipped s CROSS JOIN files f ON f.path = s.path "
     "WHERE f.status = 'dup' AND (s.sop_instance_uid IN (SELECT sop_instance_uid FROM "
     "instances WHERE series_key IS NULL) OR NOT EXISTS (SELECT 1 FROM instances i "
@@ -89,7 +94,14 @@ class Store:
                 self._drop_all()
             self.con.execute("BEGIN")
             for stmt in SCHEMA:
-                self.con.execute(stmt)
+                if not stmt.startswith(_DEFERRED):
+                    self.con.execute(stmt)
+            # A first scan fills an Index without its secondary indexes and builds them
+            # once at the end (ensure_indexes: a sort each, much cheaper than keeping them
+            # up to date row by row); an Index that holds rows gets them now.
+            if self.con.execute("SELECT EXISTS(SELECT 1 FROM files) OR "
+                                "EXISTS(SELECT 1 FROM instances)").fetchone()[0]:
+                self._create_indexes()
             self.con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
             self.con.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (root,))
@@ -102,8 +114,23 @@ class Store:
         # per-row look-ups of _put_rows are left out until something is there.
         self._rows_before, self._skips_before = self.con.execute(
             "SELECT EXISTS(SELECT 1 FROM instances), EXISTS(SELECT 1 FROM skipped)").fetchone()
+        #: True when the Index held no file when opened (a first scan).
+        self.empty = not (self._rows_before or self._skips_before)
+        self._unmatched = 0  # files of the Index that plan() did not find in the walk
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
         self._dup_sops: list[str] | None = None
+
+    def _create_indexes(self, prefix: str | tuple[str, ...] = _DEFERRED) -> None:
+        for stmt in SCHEMA:
+            if stmt.startswith(prefix):
+                self.con.execute(stmt)
+
+    def ensure_indexes(self, scan_only: bool = False) -> None:
+        """Create the secondary indexes of :data:`dicomml.io.index.SCHEMA` that are missing
+        (after the files of a first scan are in; see ``__init__``): with ``scan_only``
+        those the end of the scan reads, else all of them."""
+        with self.transaction():
+            self._create_indexes(_SCAN_INDEXES if scan_only else _DEFERRED)
 
     def _drop_all(self) -> None:
         for (name,) in self.con.execute(
@@ -114,13 +141,89 @@ class Store:
         self.con.close()
 
     # -- state ---------------------------------------------------------------------------
-    def known(self) -> dict[str, tuple[int, int, str]]:
-        """``path -> (size, mtime_ns, status)`` of every file seen by earlier scans
-        (status "retry" for files whose reading failed: they are read again)."""
-        return {p: (s, m, st) for p, s, m, st in self.con.execute(
-            "SELECT path, size, mtime_ns, status FROM files UNION ALL "
-            "SELECT path, NULL, NULL, 'retry' FROM skipped "
-            "WHERE path NOT IN (SELECT path FROM files)")}
+    # -- the walk, kept in SQLite (flat memory at a million files) ------------------------
+    def record_walk(self, entries: Iterable, batch: int = 20000) -> list:
+        """Store the walk (``FileEntry`` objects) in a temporary table, ``batch`` rows per
+        transaction, and return the other entries (``Unreadable``) in a list.
+
+        The temporary tables live in SQLite's temporary file, not in this process: memory
+        stays flat however many files the folder holds.
+        """
+        c = self.con
+        c.execute("DROP TABLE IF EXISTS temp.walk")
+        c.execute("DROP TABLE IF EXISTS temp.todo")
+        # no index on the walk: inserts stay cheap; the look-ups go the other way, into
+        # the primary key of ``files``
+        c.execute("CREATE TEMP TABLE walk (path TEXT, size INTEGER, mtime_ns INTEGER)")
+        other, rows = [], []
+        for entry in entries:
+            if not isinstance(entry, tuple):  # FileEntry is a (path, size, mtime_ns) tuple
+                other.append(entry)
+                continue
+            rows.append(entry)
+            if len(rows) >= batch:
+                self._insert_walk(rows)
+                rows = []
+        self._insert_walk(rows)
+        return other
+
+    def _insert_walk(self, rows: list) -> None:
+        if rows:
+            with self.transaction():
+                self.con.executemany("INSERT INTO walk VALUES (?, ?, ?)", rows)
+
+    def plan(self) -> tuple[int, int]:
+        """After :meth:`record_walk`: ``(files found, files to read)``. The files to read
+        (new, changed in size or mtime, or whose reading failed before) go into a temporary
+        table, in walk order, for :meth:`todo`."""
+        c = self.con
+        c.execute("CREATE TEMP TABLE todo AS SELECT w.path, w.size, w.mtime_ns, "
+                  "f.path IS NULL AS new FROM walk w LEFT JOIN files f ON f.path = w.path "
+                  "WHERE f.path IS NULL OR f.size IS NOT w.size "
+                  "OR f.mtime_ns IS NOT w.mtime_ns ORDER BY w.rowid")
+        (seen,) = c.execute("SELECT COUNT(*) FROM walk").fetchone()
+        todo, new = c.execute("SELECT COUNT(*), COALESCE(SUM(new), 0) FROM todo").fetchone()
+        self._unmatched = c.execute("SELECT COUNT(*) FROM files").fetchone()[0] - (seen - new)
+        return seen, todo
+
+    def todo(self, page: int = 4096) -> Iterator[tuple[str, int, int]]:
+        """The ``(path, size, mtime_ns)`` of :meth:`plan`, read page by page (each page a
+        query of its own, so writes may go on between pages)."""
+        last = 0
+        while True:
+            rows = self.con.execute("SELECT rowid, path, size, mtime_ns FROM todo WHERE "
+                                    "rowid > ? ORDER BY rowid LIMIT ?", (last, page)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            for row in rows:
+                yield row[1:]
+
+    def gone(self) -> list[str]:
+        """After :meth:`plan`: paths the Index knows (files, or skipped and to retry) that
+        the walk did not find. Every file of the Index found again (the common case of a
+        re-scan) is known from :meth:`plan`'s counts, without another pass."""
+        c = self.con
+        gone = []
+        if self._unmatched:
+            gone += [p for (p,) in c.execute(
+                "SELECT path FROM files WHERE path NOT IN (SELECT path FROM walk)")]
+        if c.execute("SELECT EXISTS(SELECT 1 FROM skipped WHERE path NOT IN "
+                     "(SELECT path FROM files))").fetchone()[0]:
+            gone += [p for (p,) in c.execute(
+                "SELECT path FROM skipped WHERE path NOT IN (SELECT path FROM files) "
+                "AND path NOT IN (SELECT path FROM walk)")]
+        return gone
+
+    def walked(self, paths: list[str]) -> set[str]:
+        """Those of ``paths`` that :meth:`record_walk` found."""
+        return {p for (p,) in self._select_in("SELECT path FROM walk WHERE path IN ({})",
+                                              list(paths))}
+
+    def end_walk(self) -> None:
+        """Drop the temporary tables of :meth:`record_walk` and :meth:`plan`."""
+        self.con.execute("DROP TABLE IF EXISTS temp.walk")
+        self.con.execute("DROP TABLE IF EXISTS temp.todo")
 
     def remove(self, paths: Iterable[str]) -> int:
         """Forget files that disappeared (one transaction); return how many."""
@@ -351,9 +454,34 @@ class Store:
                 keys = series_keys(rows)
                 c.executemany("UPDATE instances SET series_key=? WHERE path=?",
                               [(k, p) for p, k in keys.items()])
+            self._refresh_series(uids)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
                       (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
         self.affected.clear()
+
+    def _refresh_series(self, uids: set) -> None:
+        """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`)
+        of the Series Instance UIDs ``uids``, in the caller's transaction; build the whole
+        table when it does not exist yet (a first scan, or an Index written before it)."""
+        c = self.con
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                         "name = 'series_summary'").fetchone():
+            c.execute("CREATE TABLE series_summary AS " + series_sql())
+            c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
+            c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
+            return
+        if not uids:
+            return
+        c.execute("DROP TABLE IF EXISTS temp.affected")
+        c.execute("CREATE TEMP TABLE affected (uid TEXT PRIMARY KEY)")
+        c.executemany("INSERT OR IGNORE INTO affected VALUES (?)",
+                      [(u,) for u in uids if u is not None])
+        cond = ("(series_instance_uid IN (SELECT uid FROM temp.affected)"
+                + (" OR series_instance_uid IS NULL)" if None in uids else ")"))
+        c.execute(f"DELETE FROM series_summary WHERE {cond}")
+        keys = f"series_key IN (SELECT series_key FROM instances WHERE {cond})"
+        c.execute("INSERT INTO series_summary " + series_sql(keys, cond))
+        c.execute("DROP TABLE temp.affected")
 
     def current_skipped(self) -> list[tuple[str, str]]:
         return self.con.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()

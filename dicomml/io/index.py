@@ -31,8 +31,17 @@ Tables (schema version :data:`SCHEMA_VERSION`)
 ``dicomdir_refs``
     Files that a DICOMDIR references ((0004,1500) Referenced File ID, (0004,1511)
     Referenced SOP Instance UID in File): used as a cross-check only.
+``series_summary``
+    One row per series key, as :meth:`Index.series` returns it (:func:`series_sql`): kept
+    by every scan for the Series Instance UIDs it touched, so that reading the series table
+    of a million instances does not group them again. An Index written before it has none
+    until its next scan; :meth:`Index.series` then groups the instances itself.
 ``meta``
     key/value: schema version, scanned root, time of the last scan.
+
+Secondary indexes on ``instances`` answer the selections of :meth:`Index.instances`,
+:meth:`Index.series` and :meth:`Index.studies` (modality, SOP class, study date) and the
+counts of :meth:`Index.summary`; a first scan builds them once, after its last file.
 
 The database runs in WAL mode, so a notebook can read it while a scan writes.
 """
@@ -56,6 +65,8 @@ __all__ = [
     "default_db_path",
     "decode_array",
     "encode_array",
+    "select_where",
+    "series_sql",
     "ARRAY_COLUMNS",
     "SCHEMA_VERSION",
     "INSTANCE_COLUMNS",
@@ -97,6 +108,19 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_key ON instances(series_key)",
+    # the selections of Index.instances / series / studies (modality, SOP class, date)
+    # and the counts of Index.summary, each read from an index instead of the whole table
+    "CREATE INDEX IF NOT EXISTS instances_modality ON instances(modality, is_image, "
+    "series_key)",
+    "CREATE INDEX IF NOT EXISTS instances_image ON instances(is_image, series_key)",
+    "CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id)",
+    "CREATE INDEX IF NOT EXISTS instances_study ON instances(study_instance_uid)",
+    "CREATE INDEX IF NOT EXISTS instances_conflict ON instances(conflict, path) "
+    "WHERE conflict IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS instances_duplicate ON instances(path, duplicate_of) "
+    "WHERE duplicate_of IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS instances_sop_class ON instances(sop_class_uid, series_key)",
+    "CREATE INDEX IF NOT EXISTS instances_study_date ON instances(study_date, series_key)",
     "CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, size INTEGER, mtime REAL, "
     "category TEXT, reason TEXT, sop_instance_uid TEXT)",
     "CREATE TABLE IF NOT EXISTS dicomdir_refs (dicomdir TEXT, path TEXT, "
@@ -138,6 +162,85 @@ def default_db_path(root: str | os.PathLike) -> Path:
     absolute = os.path.abspath(os.fspath(root))
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return _cache_dir() / f"index-{digest}.sqlite"
+
+
+def _values(name: str, value) -> list[str]:
+    values = [value] if isinstance(value, str) else (
+        list(value) if isinstance(value, (list, tuple, set, frozenset)) else [])
+    if not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{name} must be a string or a list of strings. "
+                          f"Received: {name}={value!r}")
+    return values
+
+
+def select_where(modality=None, sop_class_uid=None, study_date=None) -> tuple[str, list]:
+    """The SQL condition on ``instances`` (and its parameters) of the selections of
+    :meth:`Index.instances`, :meth:`Index.series` and :meth:`Index.studies`; ``"1"`` for
+    none. Each uses an index of the ``instances`` table.
+
+    Parameters
+    ----------
+    modality, sop_class_uid : str or list of str, optional
+        (0008,0060) Modality, (0008,0016) SOP Class UID: one value or any of several.
+    study_date : str or (str or None, str or None), optional
+        (0008,0020) Study Date as DICOM DA text ``"YYYYMMDD"``: one date, or an inclusive
+        range whose open end is ``None``.
+    """
+    conds, params = [], []
+    for col, value in (("modality", modality), ("sop_class_uid", sop_class_uid)):
+        if value is not None:
+            values = _values(col, value)
+            conds.append(f"{col} IN ({', '.join('?' * len(values))})")
+            params += values
+    if study_date is not None:
+        bounds = ((study_date, study_date) if isinstance(study_date, str)
+                  else tuple(study_date) if isinstance(study_date, (tuple, list)) else ())
+        ok = len(bounds) == 2 and all(b is None or (isinstance(b, str) and len(b) == 8 and
+                                                    b.isdigit()) for b in bounds)
+        for bound, op in zip(bounds if ok else (), (">=", "<=")):
+            if bound is not None:
+                conds.append(f"study_date {op} ?")
+                params.append(bound)
+        if not ok:
+            raise ConfigError("study_date must be a DICOM date 'YYYYMMDD' or a (first, last) "
+                              "pair of them (None for an open end). "
+                              f"Received: study_date={study_date!r}")
+    return (" AND ".join(conds) or "1"), params
+
+
+def series_sql(keys: str = "1", uids: str = "1") -> str:
+    """The SELECT of :meth:`Index.series` (no ORDER BY): one row per series key of the
+    instances whose ``series_key`` satisfies the SQL condition ``keys`` and whose
+    ``series_instance_uid`` satisfies ``uids`` (both refer to ``instances`` columns; each
+    appears in the text once per use, so its parameters are given once per use). The scan
+    keeps its result in the ``series_summary`` table."""
+    return (
+        "WITH echoes AS (SELECT series_instance_uid AS uid, COUNT(DISTINCT "
+        "quote(echo_number) || '|' || quote(ROUND(echo_time, 2))) AS n FROM instances "
+        f"WHERE object_kind = 'image' AND {uids} GROUP BY series_instance_uid), "
+        "vols AS (SELECT series_key AS k, MAX(n) AS n FROM (SELECT series_key, "
+        "SUM(COALESCE(frames_per_position, 1)) AS n FROM instances "
+        "WHERE object_kind = 'image' AND (image_position IS NOT NULL OR "
+        f"frames_per_position IS NOT NULL) AND {keys} GROUP BY series_key, "
+        "image_position) GROUP BY series_key) "
+        "SELECT series_key, MIN(study_instance_uid) AS study_instance_uid, "
+        "MIN(series_instance_uid) AS series_instance_uid, MIN(modality) AS modality, "
+        "MIN(object_kind) AS object_kind, MAX(is_image) AS is_image, "
+        "COUNT(*) AS n_instances, SUM(COALESCE(number_of_frames, 1)) AS n_frames, "
+        "MIN(rows) AS rows, MIN(columns) AS columns, MIN(series_number) AS series_number, "
+        "MIN(series_description) AS series_description, "
+        "MIN(body_part_examined) AS body_part_examined, MIN(study_date) AS study_date, "
+        "MIN(sop_class_uid) AS sop_class_uid, "
+        "MIN(frame_of_reference_uid) AS frame_of_reference_uid, "
+        "MIN(image_type) AS image_type, MIN(echo_number) AS echo_number, "
+        "MIN(echo_time) AS echo_time, "
+        "CASE WHEN MAX(is_image) THEN COALESCE(MIN(echoes.n), 1) ELSE 0 END AS n_echoes, "
+        "CASE WHEN MAX(is_image) THEN COALESCE(MIN(vols.n), 1) ELSE 0 END AS n_volumes, "
+        "MAX(COALESCE(mosaic_images, 0) > 0 OR '\\' || image_type || '\\' LIKE "
+        "'%\\MOSAIC\\%') AS mosaic, MAX(COALESCE(mosaic_images, 0)) AS mosaic_images, "
+        "SUM(COALESCE(conflict, 0)) AS n_conflicts "
+        "FROM instances LEFT JOIN echoes ON echoes.uid = series_instance_uid "
+        f"LEFT JOIN vols ON vols.k = series_key WHERE {keys} GROUP BY series_key")
 
 
 def _decode_frame(df):
@@ -204,19 +307,35 @@ class Index:
 
         return pd.read_sql_query(sql, self._con, params=params)
 
+    def _has_series_summary(self) -> bool:
+        """Whether the scan's ``series_summary`` table exists (not in an Index written
+        before it: then the instances are grouped at each call)."""
+        return self._con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                 "name = 'series_summary'").fetchone() is not None
+
     # -- tables ------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
         """The ``meta`` table as a dict (schema version, root, last scan time)."""
         return dict(self._con.execute("SELECT key, value FROM meta").fetchall())
 
-    def instances(self, *, decode: bool = True):
-        """All instances as a DataFrame (columns :data:`INSTANCE_COLUMNS`), ordered by
-        series key, instance number and path; ``decode`` turns JSON arrays into tuples."""
-        df = self._frame("SELECT * FROM instances ORDER BY series_key, instance_number, path")
+    def instances(self, *, decode: bool = True, modality=None, sop_class_uid=None,
+                  study_date=None):
+        """The instances as a DataFrame (columns :data:`INSTANCE_COLUMNS`), ordered by
+        series key, instance number and path; ``decode`` turns JSON arrays into tuples.
+
+        ``modality``, ``sop_class_uid`` and ``study_date`` select (see
+        :func:`select_where`); default all instances.
+        """
+        where, params = select_where(modality, sop_class_uid, study_date)
+        df = self._frame(f"SELECT * FROM instances WHERE {where} "
+                         "ORDER BY series_key, instance_number, path", tuple(params))
         return _decode_frame(df) if decode else df
 
-    def series(self):
+    def series(self, *, modality=None, sop_class_uid=None, study_date=None):
         """One row per series key: modality, study and series UIDs, counts, size, kind...
+
+        ``modality``, ``sop_class_uid`` and ``study_date`` keep the series keys holding
+        such an instance (see :func:`select_where`); default all.
 
         Besides the header values of the key's first instances (``MIN``), the columns
         describe the structure the series split and the readers need:
@@ -237,47 +356,40 @@ class Index:
             Instances whose SOP Instance UID another file holds with other content
             (conflicting duplicates, see :mod:`dicomml.io._scan_store`).
         """
-        df = self._frame(
-            "WITH echoes AS (SELECT series_instance_uid AS uid, COUNT(DISTINCT "
-            "quote(echo_number) || '|' || quote(ROUND(echo_time, 2))) AS n FROM instances "
-            "WHERE object_kind = 'image' GROUP BY series_instance_uid), "
-            "vols AS (SELECT series_key AS k, MAX(n) AS n FROM (SELECT series_key, "
-            "SUM(COALESCE(frames_per_position, 1)) AS n FROM instances "
-            "WHERE object_kind = 'image' AND (image_position IS NOT NULL OR "
-            "frames_per_position IS NOT NULL) GROUP BY series_key, image_position) "
-            "GROUP BY series_key) "
-            "SELECT series_key, MIN(study_instance_uid) AS study_instance_uid, "
-            "MIN(series_instance_uid) AS series_instance_uid, MIN(modality) AS modality, "
-            "MIN(object_kind) AS object_kind, MAX(is_image) AS is_image, "
-            "COUNT(*) AS n_instances, SUM(COALESCE(number_of_frames, 1)) AS n_frames, "
-            "MIN(rows) AS rows, MIN(columns) AS columns, MIN(series_number) AS series_number, "
-            "MIN(series_description) AS series_description, "
-            "MIN(body_part_examined) AS body_part_examined, MIN(study_date) AS study_date, "
-            "MIN(sop_class_uid) AS sop_class_uid, "
-            "MIN(frame_of_reference_uid) AS frame_of_reference_uid, "
-            "MIN(image_type) AS image_type, MIN(echo_number) AS echo_number, "
-            "MIN(echo_time) AS echo_time, "
-            "CASE WHEN MAX(is_image) THEN COALESCE(MIN(echoes.n), 1) ELSE 0 END AS n_echoes, "
-            "CASE WHEN MAX(is_image) THEN COALESCE(MIN(vols.n), 1) ELSE 0 END AS n_volumes, "
-            "MAX(COALESCE(mosaic_images, 0) > 0 OR '\\' || image_type || '\\' LIKE "
-            "'%\\MOSAIC\\%') AS mosaic, MAX(COALESCE(mosaic_images, 0)) AS mosaic_images, "
-            "SUM(COALESCE(conflict, 0)) AS n_conflicts "
-            "FROM instances LEFT JOIN echoes ON echoes.uid = series_instance_uid "
-            "LEFT JOIN vols ON vols.k = series_key GROUP BY series_key "
-            "ORDER BY study_instance_uid, series_number, series_key")
+        where, params = select_where(modality, sop_class_uid, study_date)
+        keys = uids = "1"
+        if where != "1":
+            keys = f"series_key IN (SELECT series_key FROM instances WHERE {where})"
+            uids = ("series_instance_uid IN (SELECT series_instance_uid FROM instances "
+                    f"WHERE {where})")
+            params = params * 3
+        order = " ORDER BY study_instance_uid, series_number, series_key"
+        if self._has_series_summary():  # kept up to date by every scan
+            df = self._frame(f"SELECT * FROM series_summary WHERE {keys}" + order,
+                             tuple(params[:len(params) // 3]))
+        else:  # an Index written before the table existed
+            df = self._frame(series_sql(keys, uids) + order, tuple(params))
         for col in ("is_image", "mosaic"):
             df[col] = df[col].fillna(0).astype(bool)
         for col in ("echo_number", "n_echoes", "n_volumes", "mosaic_images", "n_conflicts"):
             df[col] = df[col].astype("Int64")
         return df
 
-    def studies(self):
-        """One row per study: date, number of series (keys) and instances, modalities."""
+    def studies(self, *, modality=None, sop_class_uid=None, study_date=None):
+        """One row per study: date, number of series (keys) and instances, modalities.
+
+        ``modality``, ``sop_class_uid`` and ``study_date`` keep the studies holding such
+        an instance (see :func:`select_where`); default all.
+        """
+        where, params = select_where(modality, sop_class_uid, study_date)
+        studies = "1" if where == "1" else (
+            f"study_instance_uid IN (SELECT study_instance_uid FROM instances WHERE {where})")
         return self._frame(
             "SELECT study_instance_uid, MIN(study_date) AS study_date, "
             "COUNT(DISTINCT series_key) AS n_series, COUNT(*) AS n_instances, "
             "GROUP_CONCAT(DISTINCT modality) AS modalities "
-            "FROM instances GROUP BY study_instance_uid ORDER BY study_date, study_instance_uid")
+            f"FROM instances WHERE {studies} GROUP BY study_instance_uid "
+            "ORDER BY study_date, study_instance_uid", tuple(params))
 
     def skipped(self):
         """The files that were not indexed: path, size, mtime, category, reason."""
@@ -324,15 +436,28 @@ class Index:
         with other content, the first file included).
         """
         q = self._con.execute
-        patients, studies, instances, conflicts = q(
-            "SELECT COUNT(DISTINCT patient_id), COUNT(DISTINCT study_instance_uid), COUNT(*), "
-            "COALESCE(SUM(conflict), 0) FROM instances").fetchone()
-        images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
-                           "WHERE is_image").fetchone()
-        by_modality = dict(q(
-            "SELECT COALESCE(modality, '?'), COUNT(DISTINCT series_key) FROM instances "
-            "WHERE is_image GROUP BY 1 ORDER BY 1").fetchall())
-        by_kind = dict(q("SELECT object_kind, COUNT(*) FROM instances WHERE NOT is_image "
+        # one statement per count, each answered from an index (see SCHEMA)
+        (patients,) = q("SELECT COUNT(DISTINCT patient_id) FROM instances").fetchone()
+        (studies,) = q("SELECT COUNT(DISTINCT study_instance_uid) FROM instances").fetchone()
+        (instances,) = q("SELECT COUNT(*) FROM instances").fetchone()
+        (conflicts,) = q("SELECT COALESCE(SUM(conflict), 0) FROM instances "
+                         "WHERE conflict IS NOT NULL").fetchone()
+        if self._has_series_summary():  # one row per series key (image keys hold images only)
+            (images,) = q("SELECT COUNT(*) FROM instances WHERE is_image = 1").fetchone()
+            (series,) = q("SELECT COUNT(*) FROM series_summary WHERE is_image").fetchone()
+            per_modality = q("SELECT modality, COUNT(*) FROM series_summary WHERE is_image "
+                             "GROUP BY modality").fetchall()
+        else:
+            images, series = q("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances "
+                               "WHERE is_image = 1").fetchone()
+            per_modality = q("SELECT modality, COUNT(DISTINCT series_key) FROM instances "
+                             "WHERE is_image = 1 GROUP BY modality").fetchall()
+        by_modality: dict[str, int] = {}
+        for modality, n in per_modality:
+            key = "?" if modality is None else modality
+            by_modality[key] = by_modality.get(key, 0) + n
+        by_modality = dict(sorted(by_modality.items()))
+        by_kind = dict(q("SELECT object_kind, COUNT(*) FROM instances WHERE is_image = 0 "
                          "GROUP BY 1 ORDER BY 1").fetchall())
         skipped = q("SELECT COUNT(*) FROM skipped").fetchone()[0]
         by_reason = dict(q("SELECT category, COUNT(*) FROM skipped GROUP BY 1 "

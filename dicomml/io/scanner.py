@@ -4,7 +4,10 @@ The parent process walks the folder (:mod:`dicomml.io.files`), compares every fi
 and ``mtime_ns`` with the Index's ``files`` table, sends chunks of the new or changed paths
 to workers, and is the only writer of the Index (:mod:`dicomml.io.index`): each chunk of
 results is one transaction, so an interrupted scan keeps what it committed and the next
-scan reads only the rest. Files that disappeared are removed from the Index. Workers read
+scan reads only the rest. Files that disappeared are removed from the Index. The walk and
+the list of files to read live in SQLite temporary tables (joined with ``files`` in SQL, read
+back page by page), so the scan's memory does not grow with the number of files; a first
+scan builds the Index's secondary indexes once, at the end. Workers read
 headers only (:func:`dicomml.io.header.read_header`): pixel data is never decoded; the
 element headers up to and over (7FE0,0010) are checked so that truncated copies are
 reported.
@@ -39,7 +42,7 @@ from typing import Any
 from dicomml.errors import ConfigError
 from dicomml.io._scan_fast import ValueCache
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, encode_array
-from dicomml.io.files import FileEntry, walk_files
+from dicomml.io.files import walk_files
 from dicomml.io.header import Skip, read_header
 
 __all__ = ["scan", "ScanResult", "scan_chunk", "CHUNK_SIZE"]
@@ -317,11 +320,41 @@ def _start_executor(workers: int):
     return ex
 
 
-def _chunks(items: list, workers: int) -> list[list]:
-    size = CHUNK_SIZE
-    if workers > 1:  # at least ~4 chunks per worker so that none idles at the end
-        size = max(min(16, CHUNK_SIZE), min(CHUNK_SIZE, -(-len(items) // (4 * workers))))
-    return [items[i:i + size] for i in range(0, len(items), size)]
+class _Todo:
+    """The files a scan reads: ``len()`` of them, iterated page by page from the Index's
+    temporary table (:meth:`dicomml.io._scan_store.Store.todo`), never held in a list."""
+
+    def __init__(self, store, n: int):
+        self._store, self._n = store, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        return self._store.todo()
+
+
+def chunk_size(n_items: int, workers: int, executor: Any = None) -> int:
+    """Files per chunk: :data:`CHUNK_SIZE`, less for few files (about 4 chunks per worker
+    so that none idles at the end), more on Dask (2,048 at most: each task then reads for
+    about 0.1 s, so the scheduler's few milliseconds per task are small)."""
+    most = 8 * CHUNK_SIZE if getattr(executor, "kind", None) == "dask" else CHUNK_SIZE
+    if workers <= 1:
+        return most
+    return max(min(16, most), min(most, -(-n_items // (4 * workers))))
+
+
+def _chunks(items, workers: int, executor: Any = None):
+    """Chunks of :func:`chunk_size` items of ``items`` (a sized iterable), made lazily."""
+    size = chunk_size(len(items), workers, executor)
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
@@ -380,53 +413,49 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     store = Store(db_path, root)
     started = None  # worker processes started before the walk
     try:
-        if executor is None and workers > 1:
+        if executor is None and workers > 1 and store.empty:
+            # a first scan: the workers start while the folder is walked (a re-scan starts
+            # them only when the walk found enough files to read)
             started = _start_executor(workers)
         exclude = frozenset(db_path + s for s in ("", "-wal", "-shm", "-journal"))
-        known = store.known()
-        found: dict[str, FileEntry] = {}
-        unreadable = []
-        for entry in walk_files(root, exclude=exclude):
-            if isinstance(entry, FileEntry):
-                found[entry.path] = entry
-            else:
-                unreadable.append(entry)
-        todo = []
-        for path, e in found.items():
-            k = known.get(path)
-            if k is None or k[0] != e.size or k[1] != e.mtime_ns or k[2] == "retry":
-                todo.append((path, e.size, e.mtime_ns))
-        gone = [p for p in known if p not in found]
-        removed = store.remove(gone)
+        unreadable = store.record_walk(walk_files(root, exclude=exclude))
+        n_seen, n_todo = store.plan()
+        removed = store.remove(store.gone())
         if unreadable:
             store.write([("skip", u.path, 0, 0, "unreadable", u.reason, "retry")
                          for u in unreadable])
-        if started is not None and len(todo) <= CHUNK_SIZE:  # a small job: read here
+        if started is not None and n_todo <= CHUNK_SIZE:  # a small job: read here
             started.close()
             started = None
+        todo = _Todo(store, n_todo)
         n_read = _read_all(store, todo, workers, executor if started is None else started,
                            progress, fast)
         if started is not None:
             started.close()
             started = None
+        store.ensure_indexes(scan_only=True)
         # duplicates are decided once every file is in, so that the result does not depend
         # on the order workers returned them; skipped copies of a changed SOP Instance UID
         # are read again to be decided with it
-        again = [o for o in store.duplicates_to_read() if o[0] in found]
+        again = store.duplicates_to_read()
+        found = store.walked([o[0] for o in again]) if again else set()
+        again = [o for o in again if o[0] in found]
         if again:
             n_read += _read_all(store, again, 0, None, False, fast)
             store.forget_candidates()  # what was read again may hold other UIDs now
         store.resolve_duplicates()
         store.update_series_keys()
+        store.ensure_indexes()  # those of the queries: after the keys, not updated with them
         skipped = tuple(tuple(r) for r in store.current_skipped())
         conflicts = tuple(tuple(r) for r in store.conflicts())
     finally:
         if started is not None:
             started.close()
+        store.end_walk()
         store.close()
     with Index(db_path) as idx:
         summary = idx.summary()
-    return ScanResult(root=root, db_path=db_path, files_seen=len(found), files_read=n_read,
+    return ScanResult(root=root, db_path=db_path, files_seen=n_seen, files_read=n_read,
                       files_removed=removed, elapsed_s=time.perf_counter() - t0,
                       summary=summary, skipped=skipped, conflicts=conflicts)
 
@@ -435,7 +464,9 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
     if not todo:
         return 0
     fn = scan_chunk if fast else _scan_chunk_pydicom
-    chunks = _chunks(todo, workers if executor is None else max(2, workers))
+    if executor is not None:  # its own count of workers (a cluster's threads)
+        workers = max(2, getattr(executor, "workers", None) or workers)
+    chunks = _chunks(todo, workers, executor)
     own = executor is None
     ex = _make_executor(workers, len(todo)) if own else executor
     bar = None

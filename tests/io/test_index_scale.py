@@ -1,0 +1,205 @@
+"""The Index at scale, on small trees: the walk kept in SQLite, the selections and counts
+answered from SQL indexes, results equal to a pandas reference over the whole table."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from dicomml.errors import ConfigError
+from dicomml.io import Index, scan
+from dicomml.io.index import select_where, series_sql
+from dicomml.testing import write_ct_series, write_mr_series
+from dicomml.testing.other import write_secondary_capture
+
+MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Objects with None for every missing value (an all-NULL column of a subset reads back
+    as None where the whole table's reads as NaN)."""
+    df = df.astype(object)
+    return df.where(df.notna(), None)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    write_ct_series(root / "a" / "ct1", n_slices=5, rows=16, columns=16, seed=1)
+    write_ct_series(root / "a" / "ct2", n_slices=3, rows=16, columns=16, seed=2)
+    write_mr_series(root / "b" / "mr", n_slices=4, rows=16, columns=16, seed=3)
+    write_secondary_capture(root / "c" / "sc.dcm", seed=4)
+    (root / "c" / "notes.txt").write_text("not DICOM")
+    db = root.parent / (root.name + ".sqlite")
+    scan(root, db, workers=0, progress=False)
+    return root, db
+
+
+def test_selections_equal_a_pandas_filter_of_every_instance(tree):
+    _root, db = tree
+    with Index(db) as idx:
+        every = idx.instances()
+        dates = sorted(every["study_date"].dropna().unique())
+        assert len(dates) >= 2, "the generated studies should have different dates"
+        ct0 = min(every.loc[every["modality"] == "CT", "study_date"])
+        cases = [({"modality": "MR"}, every["modality"] == "MR"),
+                 ({"modality": ["CT", "MR"]}, every["modality"].isin(["CT", "MR"])),
+                 ({"sop_class_uid": MR_CLASS}, every["sop_class_uid"] == MR_CLASS),
+                 ({"study_date": dates[0]}, every["study_date"] == dates[0]),
+                 ({"study_date": (dates[1], None)}, every["study_date"] >= dates[1]),
+                 ({"study_date": (None, ct0), "modality": "CT"},
+                  (every["study_date"] <= ct0) & (every["modality"] == "CT"))]
+        for filters, mask in cases:
+            got = idx.instances(**filters)
+            want = every[mask.fillna(False).astype(bool)].reset_index(drop=True)
+            assert len(want) > 0, filters
+            pd.testing.assert_frame_equal(_plain(got), _plain(want))
+            keys = set(want["series_key"])
+            series = idx.series(**filters)
+            assert set(series["series_key"]) == keys, filters
+            full = idx.series().set_index("series_key").loc[sorted(keys)]
+            pd.testing.assert_frame_equal(
+                _plain(series.set_index("series_key").loc[sorted(keys)]), _plain(full))
+            studies = idx.studies(**filters)
+            assert set(studies["study_instance_uid"]) == set(want["study_instance_uid"])
+            whole = idx.studies().set_index("study_instance_uid")
+            assert (studies.set_index("study_instance_uid")["n_instances"]
+                    == whole.loc[studies["study_instance_uid"], "n_instances"]).all()
+
+
+def test_summary_equals_counts_over_the_instances_frame(tree):
+    _root, db = tree
+    with Index(db) as idx:
+        s = idx.summary()
+        df = idx.instances()
+    images = df[df["is_image"]]
+    assert s["patients"] == df["patient_id"].nunique()
+    assert s["studies"] == df["study_instance_uid"].nunique()
+    assert s["instances"] == len(df)
+    assert s["images"] == len(images)
+    assert s["series"] == images["series_key"].nunique()
+    assert s["series_by_modality"] == {m: g["series_key"].nunique()
+                                       for m, g in sorted(images.groupby("modality"))}
+    kinds = df[~df["is_image"]]["object_kind"].value_counts().sort_index().to_dict()
+    assert s["non_image_by_kind"] == kinds
+    assert s["skipped"] == 1 and sum(s["skipped_by_reason"].values()) == 1, s
+
+
+@pytest.mark.parametrize("sql, params, index", [
+    ("SELECT * FROM instances WHERE {w}", {"modality": "MR"}, "instances_modality"),
+    ("SELECT * FROM instances WHERE {w}", {"sop_class_uid": MR_CLASS}, "instances_sop_class"),
+    ("SELECT * FROM instances WHERE {w}", {"study_date": ("20000101", "20000131")},
+     "instances_study_date"),
+    ("SELECT COUNT(DISTINCT study_instance_uid) FROM instances", {}, "instances_study"),
+    ("SELECT COUNT(DISTINCT patient_id) FROM instances", {}, "instances_patient"),
+    ("SELECT COUNT(*), COUNT(DISTINCT series_key) FROM instances WHERE is_image = 1", {},
+     "instances_image"),
+])
+def test_queries_of_a_notebook_read_an_index_not_the_table(tree, sql, params, index):
+    _root, db = tree
+    where, values = select_where(**params)
+    con = sqlite3.connect(db)
+    try:
+        plan = " ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql.format(w=where),
+                                                   values))
+    finally:
+        con.close()
+    assert index in plan, plan
+
+
+@pytest.mark.parametrize("bad", [{"study_date": "2000-01-01"}, {"study_date": ("2000",)},
+                                 {"study_date": (20000101, None)}, {"modality": 3},
+                                 {"sop_class_uid": []}])
+def test_bad_selection_is_a_config_error(tree, bad):
+    _root, db = tree
+    with Index(db) as idx, pytest.raises(ConfigError, match="Received"):
+        idx.instances(**bad)
+
+
+def _summary_is_live(db) -> None:
+    """The scan's ``series_summary`` table holds what the series query computes now."""
+    con = sqlite3.connect(db)
+    try:
+        kept = con.execute("SELECT * FROM series_summary ORDER BY series_key").fetchall()
+        live = con.execute(series_sql() + " ORDER BY series_key").fetchall()
+    finally:
+        con.close()
+    assert kept == live and len(kept) > 0
+
+
+def test_series_summary_follows_every_scan(tree, tmp_path):
+    _summary_is_live(tree[1])
+    root = tmp_path / "t"
+    paths = write_ct_series(root / "s1", n_slices=4, rows=16, columns=16, seed=7)
+    write_mr_series(root / "s2", n_slices=3, rows=16, columns=16, seed=8)
+    db = tmp_path / "i.sqlite"
+    scan(root, db, workers=0, progress=False)
+    _summary_is_live(db)
+    os.unlink(paths[0])  # a series loses an image
+    write_ct_series(root / "s3", n_slices=2, rows=8, columns=8, seed=9)  # a new series
+    (root / "s1" / "copy").write_bytes(paths[1].read_bytes())  # a duplicate copy
+    scan(root, db, workers=0, progress=False)
+    _summary_is_live(db)
+    for p in (root / "s2").iterdir():  # a series disappears
+        p.unlink()
+    r = scan(root, db, workers=0, progress=False)
+    _summary_is_live(db)
+    with Index(db) as idx:
+        assert set(idx.series()["series_key"]) == set(idx.instances()["series_key"])
+        assert len(idx.series()) == r.summary["series"]
+
+
+def test_rescan_finds_added_changed_and_removed_files(tmp_path):
+    root = tmp_path / "tree"
+    paths = write_ct_series(root / "s1", n_slices=4, rows=16, columns=16, seed=5)
+    db = tmp_path / "i.sqlite"
+    first = scan(root, db, workers=0, progress=False)
+    assert (first.files_seen, first.files_read) == (4, 4)
+    same = scan(root, db, workers=0, progress=False)
+    assert (same.files_seen, same.files_read, same.files_removed) == (4, 0, 0)
+    os.unlink(paths[0])
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data)  # same bytes, new mtime: read again
+    st = paths[1].stat()
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    write_ct_series(root / "s2", n_slices=2, rows=16, columns=16, seed=6)
+    again = scan(root, db, workers=0, progress=False)
+    assert (again.files_seen, again.files_read, again.files_removed) == (5, 3, 1)
+    with Index(db) as idx:
+        assert sorted(idx.instances()["path"]) == sorted(
+            os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+    con = sqlite3.connect(db)
+    try:  # the walk's temporary tables do not outlive the scan
+        names = {n for (n,) in con.execute("SELECT name FROM sqlite_master")}
+    finally:
+        con.close()
+    assert not names & {"walk", "todo"}
+
+
+def test_chunks_are_larger_on_dask_and_made_lazily():
+    from dicomml.io.scanner import CHUNK_SIZE, _chunks, chunk_size
+
+    class Dask:
+        kind = "dask"
+
+    assert chunk_size(1_000_000, 2) == CHUNK_SIZE
+    assert chunk_size(1_000_000, 2, Dask()) == 8 * CHUNK_SIZE
+    assert chunk_size(200, 2) == 25 and chunk_size(10, 2) == 16  # ~4 chunks per worker
+    pulled = []
+
+    class Items:  # sized, iterated once: what a scan's temporary table gives
+        def __len__(self):
+            return 10_000
+
+        def __iter__(self):
+            for i in range(10_000):
+                pulled.append(i)
+                yield i
+
+    chunks = _chunks(Items(), 2)
+    first = next(chunks)
+    assert first == list(range(CHUNK_SIZE)) and len(pulled) == CHUNK_SIZE
+    assert sum(len(c) for c in chunks) == 10_000 - CHUNK_SIZE
