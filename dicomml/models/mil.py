@@ -25,8 +25,8 @@ study; the trainer feeds one bag per step, so nothing is padded.
 
 Slice supervision (:class:`StudyModel`, ``[train] slice_loss`` / ``attention_loss``): when
 the labels are per slice, the training batches carry each slice's class next to the study
-label, and two terms join the study loss — the cross-entropy of the per-slice predictions
-of the same encoder and head (an instance-level auxiliary loss), and, for attention
+label, and two terms join the study loss — the class-balanced cross-entropy of the
+per-slice predictions of the same encoder and head (an instance-level auxiliary loss), and, for attention
 pooling, the cross-entropy between the attention weights of a positive study and the
 uniform distribution over its positive slices (attention supervision). Prediction, the
 saved model and every consumer are unchanged: the extra terms exist only in training.
@@ -107,7 +107,8 @@ class StudyModel(keras.Model):
     Parameters
     ----------
     slice_loss : float
-        Weight of the mean cross-entropy of the per-slice predictions (0: off).
+        Weight of the cross-entropy of the per-slice predictions, averaged per class then
+        over the classes present (0: off).
     attention_loss : float
         Weight of the attention-supervision cross-entropy (attention pooling; 0: off).
     positive : int
@@ -144,10 +145,15 @@ class StudyModel(keras.Model):
         total = ops.zeros((), "float32")
         if self.slice_loss:
             p = ops.cast(self.get_layer("output")(h), "float32")         # (B, n, classes)
-            onehot = ops.one_hot(ops.maximum(cls_, 0), p.shape[-1])
-            ce = -ops.sum(onehot * ops.log(ops.clip(p, 1e-7, 1.0)), axis=-1)
-            total = total + self.slice_loss * ops.sum(ce * known) / ops.maximum(
-                ops.sum(known), 1.0)
+            onehot = ops.one_hot(ops.maximum(cls_, 0), p.shape[-1]) * known[..., None]
+            ce = -ops.log(ops.clip(p, 1e-7, 1.0)) * onehot               # (B, n, classes)
+            # class-balanced: the mean over each class's slices, averaged over the classes
+            # present (a lesion on 3 of 24 slices weighs as much as the other 21)
+            count = ops.sum(onehot, axis=(0, 1))
+            per_class = ops.sum(ce, axis=(0, 1)) / ops.maximum(count, 1.0)
+            present = ops.cast(count > 0, "float32")
+            total = total + self.slice_loss * ops.sum(per_class * present) / ops.maximum(
+                ops.sum(present), 1.0)
         pool = self.get_layer("mil_pooling")
         if self.attention_loss and pool.mode == "attention":
             a = ops.cast(pool.weights_of(h), "float32")                    # (B, n)

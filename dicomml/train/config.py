@@ -245,7 +245,8 @@ class TrainConfig:
     slice_loss : float
         Study level with labels per slice (``data.key = "SOPInstanceUID"``): weight of an
         instance-level loss, the cross-entropy of each slice's prediction by the shared
-        encoder and head against its own label (default 0: off; e.g. 0.5).
+        encoder and head against its own label, balanced between the classes (default
+        0: off; e.g. 0.5).
     attention_loss : float
         Study level, attention pooling, labels per slice: weight of the attention
         supervision, the cross-entropy between a positive study's attention weights and
