@@ -84,13 +84,17 @@ def slice_labels_with_split(folder: str, manifest: pd.DataFrame, work: str,
 
 
 def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs, filters,
-                   patience=8, pooling="attention", slice_labels=""):
+                   patience=8, pooling="attention", slice_labels="", augment=True):
     """The run configuration of ``method`` ("slice", "study" or "study-sup": the study
     model with slice supervision from ``slice_labels``, a CSV with a ``split`` column)."""
     from dicomml.train.config import RunConfig
 
     pre = {"windows": WINDOWS[kind], "size": size,
            "mode": "replicate" if len(WINDOWS[kind]) == 1 else "windows"}
+    if not augment:  # [preprocess.augment] all off
+        pre["augment"] = {k: 0.0 for k in ("flip_lr", "flip_ud", "rotate_deg", "scale",
+                                           "translate", "intensity", "window_center",
+                                           "window_width")}
     level = "slice" if method == "slice" else "study"
     model = {"name": "reference_cnn", "level": level}
     if level == "study":
@@ -199,6 +203,8 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=["tutorial", "slice", "study", "study-sup"])
     ap.add_argument("--patience", type=int, default=8, help="train.early_stopping_patience")
     ap.add_argument("--pooling", default="attention", help="model.pooling (study level)")
+    ap.add_argument("--no-augment", action="store_true",
+                    help="[preprocess.augment] off (the default augmentation otherwise)")
     ap.add_argument("--json", default="")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -224,7 +230,7 @@ def main(argv=None):
                           if method == "study-sup" else "")
                     cfg = dicomml_config(args.task, folder, labels, work, method, seed,
                                          args.size, args.epochs, args.filters, args.patience,
-                                         args.pooling, sl)
+                                         args.pooling, sl, not args.no_augment)
                     run_dir = os.path.join(work, f"run-{method}-{seed}")
                     r = run_dicomml(cfg, run_dir)
                     r["localisation"] = localisation(run_dir, masks, r["threshold"])
