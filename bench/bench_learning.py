@@ -47,41 +47,72 @@ import numpy as np
 import pandas as pd
 
 WINDOWS = {"chest": ["lung"], "head": ["brain", "subdural", "bone"]}
+#: (negative, positive) class of each task: the positive one is what slice labels mark
+CLASSES = {"chest": ["normal", "nodule"], "head": ["normal", "haemorrhage"]}
 # (centre, width) of the same windows, for the tutorial code
 TUTORIAL_WINDOWS = {"chest": [(-600.0, 1500.0)],
                     "head": [(40.0, 80.0), (80.0, 200.0), (400.0, 1800.0)]}
 
 
-BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "sample_dicom", "head_ct_task")
-
-
 def make_task(kind: str, folder: str, patients: int, rows: int) -> tuple[str, str]:
-    """``(folder, labels CSV)`` of the task."""
-    from dicomml.testing import write_chest_nodule_task
+    """``(folder, labels CSV)`` of the task; both with ``slice_labels.csv`` and ``masks.npz``.
+
+    The head task is the bundled ``sample_dicom/head_ct_task`` written again with its lesion
+    masks (the same DICOM bytes: :func:`dicomml.testing.make_export`'s parameters)."""
+    from pydicom.uid import JPEGLSLossless
+
+    from dicomml.testing import write_chest_nodule_task, write_head_ct_task
 
     if kind == "chest":
         return folder, str(write_chest_nodule_task(folder, n_patients=patients, seed=11,
                                                    rows=rows))
-    return BUNDLED, os.path.join(BUNDLED, "labels.csv")
+    return folder, str(write_head_ct_task(folder, n_patients=56, seed=0, rows=224,
+                                          columns=224, transfer_syntax=JPEGLSLossless,
+                                          lesion_masks=True))
 
 
-def dicomml_config(kind, folder, labels, work, level, split_seed, size, epochs, filters,
-                   patience=8):
+def slice_labels_with_split(folder: str, manifest: pd.DataFrame, work: str,
+                            seed: int) -> str:
+    """The task's ``slice_labels.csv`` with a ``split`` column: the study-label split of
+    ``manifest`` (labels per slice would stratify differently), for ``study-sup``."""
+    sl = pd.read_csv(os.path.join(folder, "slice_labels.csv"))
+    split = dict(zip(manifest["sop_instance_uid"].astype(str), manifest["split"]))
+    sl["split"] = sl["SOPInstanceUID"].astype(str).map(split)
+    path = os.path.join(work, f"slice_labels_split{seed}.csv")
+    sl.dropna(subset=["split"]).to_csv(path, index=False)
+    return path
+
+
+def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs, filters,
+                   patience=8, pooling="attention", slice_labels="", augment=True):
+    """The run configuration of ``method`` ("slice", "study" or "study-sup": the study
+    model with slice supervision from ``slice_labels``, a CSV with a ``split`` column)."""
     from dicomml.train.config import RunConfig
 
     pre = {"windows": WINDOWS[kind], "size": size,
            "mode": "replicate" if len(WINDOWS[kind]) == 1 else "windows"}
+    if not augment:  # [preprocess.augment] all off
+        pre["augment"] = {k: 0.0 for k in ("flip_lr", "flip_ud", "rotate_deg", "scale",
+                                           "translate", "intensity", "window_center",
+                                           "window_width")}
+    level = "slice" if method == "slice" else "study"
     model = {"name": "reference_cnn", "level": level}
+    if level == "study":
+        model["pooling"] = pooling
+    data, split, sup = {}, {"seed": split_seed, "train": 0.6, "val": 0.15, "test": 0.25}, {}
+    if method == "study-sup":
+        data = {"labels": slice_labels, "key": "SOPInstanceUID"}
+        split = {"method": "column"}
+        sup = {"slice_loss": 0.5, "attention_loss": 1.0 if pooling == "attention" else 0.0}
     if filters:
         model["filters"] = list(filters)
     return RunConfig.from_dict({
         "data": {"folder": folder, "labels": labels, "index": os.path.join(work, "index.db"),
-                 "cache": os.path.join(work, "cache"), "workers": 2},
-        "split": {"seed": split_seed, "train": 0.6, "val": 0.15, "test": 0.25},
-        "preprocess": pre, "model": model,
+                 "cache": os.path.join(work, "cache"), "workers": 2,
+                 "classes": CLASSES[kind], "positive_class": CLASSES[kind][1], **data},
+        "split": split, "preprocess": pre, "model": model,
         "train": {"epochs": epochs, "tensorboard": False, "verbose": 0, "seed": 0,
-                  "early_stopping_patience": patience}})
+                  "early_stopping_patience": patience, **sup}})
 
 
 def study_auc(y, p, groups, n_resamples=1000):
@@ -143,51 +174,20 @@ def run_tutorial(kind, manifest, size, filters):
     return {"auc": auc, "ci": ci, "wall_s": wall}
 
 
-def localisation(run_dir, masks, threshold, pos=1, dilate_mm=3.0):
-    """Share of true-positive test studies whose Grad-CAM peak is in the dilated mask."""
-    from scipy.ndimage import binary_dilation
-
-    from dicomml.data.bags import study_groups
+def localisation(run_dir, masks, threshold, pos=1):
+    """:func:`dicomml.evaluate.localisation.localise_studies` on the run's test split."""
     from dicomml.data.tfdata import load_tensors
-    from dicomml.evaluate.grad_cam import gradcam
-    from dicomml.models.mil import attention_weights, is_study_model, slice_model_of
+    from dicomml.evaluate.localisation import localise_studies
     from dicomml.train.run import load_run
 
     run = load_run(run_dir)
-    model = run.model()
     man = run.manifest
     te = man[man["split"] == "test"].reset_index(drop=True)
     x = load_tensors(te, run.pipeline, workers=0)
-    study = is_study_model(model)
-    smodel = slice_model_of(model) if study else model
-    _, groups = study_groups(te)
-    hits = n = 0
-    for g in groups:
-        if int(te["target"].iloc[g[0]]) != pos:
-            continue
-        bag = x[g]
-        if study:
-            p = float(model.predict_on_batch(bag[None])[0, pos])
-            k = int(np.argmax(attention_weights(model, bag)))
-        else:
-            ps = np.asarray(smodel.predict_on_batch(bag))[:, pos]
-            p, k = float(ps.max()), int(np.argmax(ps))
-        if p < threshold:
-            continue
-        n += 1
-        sop = str(te["sop_instance_uid"].iloc[g[k]])
-        if sop not in masks:
-            continue
-        mask = masks[sop]
-        cam = gradcam(smodel, bag[k], class_index=pos)
-        r, c = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        scale = mask.shape[0] / cam.shape[0]
-        rr, cc = int((r + 0.5) * scale), int((c + 0.5) * scale)
-        ps_mm = 340.0 / mask.shape[0]
-        it = max(1, int(round(dilate_mm / ps_mm)))
-        hits += bool(binary_dilation(mask, iterations=it)[rr, cc])
-    return {"true_positives": n, "peak_in_lesion": hits,
-            "share": (hits / n) if n else None}
+    r = localise_studies(run.model(), te, x, masks, run.pipeline.config, positive=pos,
+                         threshold=threshold)
+    r.pop("studies")
+    return r
 
 
 def main(argv=None):
@@ -200,8 +200,11 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--filters", type=int, nargs="*", default=[],
                     help="conv filters of the reference CNN (default: the reference)")
-    ap.add_argument("--methods", nargs="+", default=["tutorial", "slice", "study"])
+    ap.add_argument("--methods", nargs="+", default=["tutorial", "slice", "study", "study-sup"])
     ap.add_argument("--patience", type=int, default=8, help="train.early_stopping_patience")
+    ap.add_argument("--pooling", default="attention", help="model.pooling (study level)")
+    ap.add_argument("--no-augment", action="store_true",
+                    help="[preprocess.augment] off (the default augmentation otherwise)")
     ap.add_argument("--json", default="")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -211,26 +214,28 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as work:
         folder, labels = make_task(args.task, os.path.join(work, "dicom"), args.patients,
                                    args.rows)
-        masks = read_task_masks(folder) if args.task == "chest" else None
+        masks = read_task_masks(folder)
         for seed in args.seeds:
-            manifest = None
-            for method in args.methods:
-                if method == "tutorial":
-                    if manifest is None:  # the same split: dicomml's manifest
-                        from dicomml.train.trainer import prepare_manifest
+            from dicomml.train.trainer import prepare_manifest
 
-                        cfg = dicomml_config(args.task, folder, labels, work, "slice", seed,
-                                             args.size, args.epochs, args.filters)
-                        manifest = prepare_manifest(cfg, progress=False)[0].df
+            cfg = dicomml_config(args.task, folder, labels, work, "slice", seed, args.size,
+                                 args.epochs, args.filters)
+            manifest = prepare_manifest(cfg, progress=False)[0].df  # the split of every method
+            for method in args.methods:
+                load0 = os.getloadavg()[0]
+                if method == "tutorial":
                     r = run_tutorial(args.task, manifest, args.size, args.filters)
                 else:
+                    sl = (slice_labels_with_split(folder, manifest, work, seed)
+                          if method == "study-sup" else "")
                     cfg = dicomml_config(args.task, folder, labels, work, method, seed,
-                                         args.size, args.epochs, args.filters, args.patience)
+                                         args.size, args.epochs, args.filters, args.patience,
+                                         args.pooling, sl, not args.no_augment)
                     run_dir = os.path.join(work, f"run-{method}-{seed}")
                     r = run_dicomml(cfg, run_dir)
-                    if masks is not None:
-                        r["localisation"] = localisation(run_dir, masks, r["threshold"])
-                r.update(task=args.task, seed=seed, method=method)
+                    r["localisation"] = localisation(run_dir, masks, r["threshold"])
+                r.update(task=args.task, seed=seed, method=method,
+                         load=[round(load0, 1), round(os.getloadavg()[0], 1)])
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     if args.json:
@@ -255,14 +260,20 @@ def write_readme(rows, args):
              f"jobs, Python {platform.python_version()}. Split 60/15/25 % by patient; test "
              "study ROC AUC with its 95 % patient-bootstrap interval; wall time = DICOM "
              "folder → model → test predictions.", "",
-             "| split seed | method | study ROC AUC [95 % CI] | wall s | model.keras epoch "
-             "| Grad-CAM peak in lesion (TP) |", "| ---: | --- | --- | ---: | --- | --- |"]
+             "| split seed | method | study ROC AUC [95 % CI] | wall s | load | model.keras "
+             "epoch | top slice on lesion (TP) | Grad-CAM peak in lesion (TP) |",
+             "| ---: | --- | --- | ---: | --- | --- | --- | --- |"]
     for r in rows:
         loc = r.get("localisation") or {}
-        loc_s = (f"{loc['peak_in_lesion']}/{loc['true_positives']}" if loc else "")
+        n = loc.get("true_positives", 0)
+        sl_s = f"{loc['slice_in_lesion']}/{n}" if loc else ""
+        loc_s = (f"{loc['peak_in_lesion']}/{n}" + (f" ({loc['peak_in_lesion'] / n:.0%})"
+                                                     if n else "")) if loc else ""
         ep = f"{r['best_epoch']} of {r['epochs']}" if r.get("best_epoch") else ""
+        ld = "–".join(f"{v:g}" for v in r.get("load", []))
         lines.append(f"| {r['seed']} | {r['method']} | {r['auc']:.3f} [{r['ci'][0]:.2f}, "
-                     f"{r['ci'][1]:.2f}] | {r['wall_s']:.0f} | {ep} | {loc_s} |")
+                     f"{r['ci'][1]:.2f}] | {r['wall_s']:.0f} | {ld} | {ep} | {sl_s} "
+                     f"| {loc_s} |")
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
     text = open(path, encoding="utf-8").read()
     block = "\n".join(lines) + "\n"

@@ -3,6 +3,8 @@
 A bag is every example (slice, frame) of one study, in manifest order. The tf.data
 pipeline yields one bag per step — ``x`` float32 (1, n, size, size, 3) with the study's own
 ``n``, ``y`` (1, n_classes) and a loss weight (1,) — so bags of any length need no padding.
+With ``slice_targets`` (labels per slice, for the slice supervision of
+:class:`dicomml.models.mil.StudyModel`) ``y`` is the pair ``(y, slice classes (1, n))``.
 The epoch order is a stateless function of ``(seed, epoch)`` like
 :func:`dicomml.data.tfdata.cache_dataset`, and the augmentation draws of step ``b`` are a
 function of ``(seed, b)`` (:func:`dicomml.data.augmentation.augment_batches`), so a
@@ -81,7 +83,7 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
                 task: str = "classification", n_classes: int = 2, positive: int = 1,
                 shuffle: bool = False, seed: int = 0, repeat: bool = False,
                 skip_batches: int = 0, augment=None, normalize: str = "unit",
-                prefetch: bool = True):
+                prefetch: bool = True, slice_targets=None):
     """A ``tf.data.Dataset`` of study bags read from the tensor ``cache``.
 
     Parameters
@@ -94,6 +96,9 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
         Per-study loss weights (:func:`example_weights` over studies).
     shuffle, seed, repeat, skip_batches, augment, normalize
         As :func:`dicomml.data.tfdata.cache_dataset` (one "batch" = one bag).
+    slice_targets : array, optional
+        Per-example class indices (-1: unknown), yielded per bag next to the study target
+        (needs ``targets``).
     """
     import tensorflow as tf
 
@@ -113,6 +118,8 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
                            n_classes, positive)
         y = encode_targets(st, task, n_classes)[keep]
     w = None if weights is None else np.asarray(weights, np.float32)[keep]
+    st_all = None if slice_targets is None or y is None else \
+        np.asarray(slice_targets, np.float32)
     groups = [groups[k] for k in keep]
     for n in names:
         cache._mmap(n)  # open every memory map before threads use them
@@ -125,6 +132,8 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
         if y is None:
             return x
         ww = np.ones(1, np.float32) if w is None else w[int(b)][None]
+        if st_all is not None:
+            return x, y[int(b)][None], st_all[g][None], ww
         return x, y[int(b)][None], ww
 
     def decode_tf(x):
@@ -156,12 +165,17 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
             x = tf.numpy_function(gather, [b], tf_raw, stateful=False)
             x.set_shape(xshape)
             return decode_tf(x)
-        x, yy, ww = tf.numpy_function(gather, [b], (tf_raw, tf.float32, tf.float32),
-                                      stateful=False)
+        if st_all is not None:
+            x, yy, ys, ww = tf.numpy_function(
+                gather, [b], (tf_raw, tf.float32, tf.float32, tf.float32), stateful=False)
+            ys.set_shape((1, None))
+        else:
+            x, yy, ww = tf.numpy_function(gather, [b], (tf_raw, tf.float32, tf.float32),
+                                          stateful=False)
         x.set_shape(xshape)
         yy.set_shape((1, y.shape[1]))
         ww.set_shape((1,))
-        return decode_tf(x), yy, ww
+        return decode_tf(x), ((yy, ys) if st_all is not None else yy), ww
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = augment_batches(ds, augment, seed, start=skip_batches, normalize=normalize)

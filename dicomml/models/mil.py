@@ -22,6 +22,14 @@ Pooling (``[model] pooling``):
 The same model predicts per slice: :func:`slice_model_of` is the encoder followed by the
 shared head, applied to one slice (what Grad-CAM explains). ``n`` varies from study to
 study; the trainer feeds one bag per step, so nothing is padded.
+
+Slice supervision (:class:`StudyModel`, ``[train] slice_loss`` / ``attention_loss``): when
+the labels are per slice, the training batches carry each slice's class next to the study
+label, and two terms join the study loss — the class-balanced cross-entropy of the
+per-slice predictions of the same encoder and head (an instance-level auxiliary loss), and, for attention
+pooling, the cross-entropy between the attention weights of a positive study and the
+uniform distribution over its positive slices (attention supervision). Prediction, the
+saved model and every consumer are unchanged: the extra terms exist only in training.
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ from keras import layers, ops
 
 from dicomml.errors import ConfigError
 
-__all__ = ["MILPooling", "study_model", "slice_model_of", "attention_weights", "POOLINGS",
-           "is_study_model"]
+__all__ = ["MILPooling", "StudyModel", "study_model", "slice_model_of", "attention_weights",
+           "POOLINGS", "is_study_model"]
 
 POOLINGS = ("attention", "max", "mean")
 
@@ -87,15 +95,103 @@ class MILPooling(layers.Layer):
         return {**super().get_config(), "mode": self.mode, "units": self.units}
 
 
+@keras.saving.register_keras_serializable(package="dicomml")
+class StudyModel(keras.Model):
+    """A functional study model (built by :func:`study_model`) whose training loss can add
+    slice supervision; see the module docstring.
+
+    Training batches are ``(bag, y, weight)`` (study labels only: the study loss alone) or
+    ``(bag, (y, slice_classes), weight)`` with ``slice_classes`` (B, n) the class index of
+    each slice, -1 where unknown.
+
+    Parameters
+    ----------
+    slice_loss : float
+        Weight of the cross-entropy of the per-slice predictions, averaged per class then
+        over the classes present (0: off).
+    attention_loss : float
+        Weight of the attention-supervision cross-entropy (attention pooling; 0: off).
+    positive : int
+        The positive class (whose slices the attention should pick).
+    """
+
+    def __init__(self, *args, slice_loss: float = 0.0, attention_loss: float = 0.0,
+                 positive: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slice_loss, self.attention_loss = float(slice_loss), float(attention_loss)
+        self.positive = int(positive)
+
+    def get_config(self):
+        return {**super().get_config(), "slice_loss": self.slice_loss,
+                "attention_loss": self.attention_loss, "positive": self.positive}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        extra = {k: config.pop(k) for k in ("slice_loss", "attention_loss", "positive")
+                 if k in config}
+        model = super().from_config(config, custom_objects)
+        model.slice_loss = float(extra.get("slice_loss", 0.0))
+        model.attention_loss = float(extra.get("attention_loss", 0.0))
+        model.positive = int(extra.get("positive", 1))
+        return model
+
+    def supervision_loss(self, bag, slice_classes, training=False):
+        """The slice-supervision terms (weighted, summed) of ``bag`` (B, n, rows, columns,
+        channels) with the per-slice classes ``slice_classes`` (B, n; -1 unknown)."""
+        h = self.get_layer("encode_slices")(bag, training=training)      # (B, n, d)
+        cls_ = ops.cast(slice_classes, "int32")
+        known = ops.cast(cls_ >= 0, "float32")
+        total = ops.zeros((), "float32")
+        if self.slice_loss:
+            p = ops.cast(self.get_layer("output")(h), "float32")         # (B, n, classes)
+            onehot = ops.one_hot(ops.maximum(cls_, 0), p.shape[-1]) * known[..., None]
+            ce = -ops.log(ops.clip(p, 1e-7, 1.0)) * onehot               # (B, n, classes)
+            # class-balanced: the mean over each class's slices, averaged over the classes
+            # present (a lesion on 3 of 24 slices weighs as much as the other 21)
+            count = ops.sum(onehot, axis=(0, 1))
+            per_class = ops.sum(ce, axis=(0, 1)) / ops.maximum(count, 1.0)
+            present = ops.cast(count > 0, "float32")
+            total = total + self.slice_loss * ops.sum(per_class * present) / ops.maximum(
+                ops.sum(present), 1.0)
+        pool = self.get_layer("mil_pooling")
+        if self.attention_loss and pool.mode == "attention":
+            a = ops.cast(pool.weights_of(h), "float32")                    # (B, n)
+            pos = ops.cast(cls_ == self.positive, "float32")
+            n_pos = ops.sum(pos, axis=-1)                                  # (B,)
+            ce = -ops.sum(pos * ops.log(ops.clip(a, 1e-7, 1.0)), axis=-1) / ops.maximum(
+                n_pos, 1.0)
+            has = ops.cast(n_pos > 0, "float32")
+            total = total + self.attention_loss * ops.sum(ce * has) / ops.maximum(
+                ops.sum(has), 1.0)
+        return total
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(y, (tuple, list)):
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        y_study, slice_classes = y
+        loss = super().compute_loss(x, y_study, y_pred, sample_weight, training=training)
+        return loss + ops.cast(self.supervision_loss(x, slice_classes, training), loss.dtype)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+
 def study_model(slice_model: keras.Model, pooling: str = "attention",
-                attention_units: int = 64) -> keras.Model:
+                attention_units: int = 64, *, slice_loss: float = 0.0,
+                attention_loss: float = 0.0, positive: int = 1) -> keras.Model:
     """The study (bag) model around ``slice_model`` (a model whose last layer is named
     ``"output"``, as every :func:`dicomml.models.build_model` model): its layers before
     ``output`` become the shared slice encoder, ``output`` the study head.
 
+    slice_loss, attention_loss, positive
+        Slice supervision in training (:class:`StudyModel`).
+
     Returns
     -------
-    keras.Model
+    StudyModel
         Input ``bag`` (B, None, rows, columns, channels); not compiled.
     """
     try:
@@ -107,7 +203,8 @@ def study_model(slice_model: keras.Model, pooling: str = "attention",
     bag = keras.Input(shape=(None, *slice_model.input_shape[1:]), name="bag")
     h = layers.TimeDistributed(encoder, name="encode_slices")(bag)
     pooled = MILPooling(pooling, attention_units, name="mil_pooling")(h)
-    return keras.Model(bag, head(pooled), name=f"study_{pooling}_{slice_model.name}")
+    return StudyModel(bag, head(pooled), name=f"study_{pooling}_{slice_model.name}",
+                      slice_loss=slice_loss, attention_loss=attention_loss, positive=positive)
 
 
 def is_study_model(model) -> bool:

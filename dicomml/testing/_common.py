@@ -14,13 +14,13 @@ from pydicom.uid import (
     JPEG2000Lossless, JPEGLSLossless, RLELossless,
 )
 
-from dicomml._atomic import atomic_write_bytes
+from dicomml._atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from dicomml.errors import ConfigError
 
 from .people import Patient, Study
 
 __all__ = ["base_dataset", "write_dataset", "name_files", "set_pixels", "COMPRESSED",
-           "UNCOMPRESSED", "MANUFACTURER"]
+           "UNCOMPRESSED", "MANUFACTURER", "write_labels_csv", "write_lesion_truth"]
 
 MANUFACTURER = "DICOMML SYNTHETIC"
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -156,3 +156,25 @@ def draw_labels(n_patients: int, positive_fraction: float, seed):
     rng = as_rng(seed)
     n_pos = int(round(n_patients * positive_fraction))
     return rng, rng.permutation(np.r_[np.ones(n_pos, bool), np.zeros(n_patients - n_pos, bool)])
+
+
+def write_labels_csv(path: str | os.PathLike, key: str, rows) -> Path:
+    """``key,label`` rows (sorted) into the CSV ``path``, atomically."""
+    import csv
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([key, "label"])
+    w.writerows(sorted(rows))
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)
+
+
+def write_lesion_truth(out_dir: str | os.PathLike, slice_rows, masks: dict) -> None:
+    """The ground truth of a learning task's lesions: ``slice_labels.csv``
+    (``SOPInstanceUID,label``) and ``masks.npz`` (SOP Instance UID → bool lesion mask of
+    each slice that cuts a lesion; read with :func:`dicomml.testing.read_task_masks`)."""
+    out_dir = Path(out_dir)
+    write_labels_csv(out_dir / "slice_labels.csv", "SOPInstanceUID", slice_rows)
+    with atomic_write(out_dir / "masks.npz") as f:
+        np.savez_compressed(f, **masks)

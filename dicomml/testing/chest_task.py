@@ -17,8 +17,6 @@ so that tests can check where a model looks and train with slice labels.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
@@ -26,11 +24,10 @@ import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy.ndimage import gaussian_filter
 
-from dicomml._atomic import atomic_write, atomic_write_text
 from dicomml.errors import ConfigError
 
 from ._common import (check_transfer_syntax, draw_labels, name_files, set_pixels,
-                      write_dataset)
+                      write_dataset, write_labels_csv, write_lesion_truth)
 from .ct import CT_WINDOWS, SliceGeometry, ct_dataset, r6
 from .people import make_patient, make_study, uid_from
 
@@ -209,15 +206,8 @@ def write_chest_nodule_task(
                 masks[uid] = mask
         study_rows.append((study.study_instance_uid,
                            CHEST_LABELS[0] if is_pos[k] else CHEST_LABELS[1]))
-    for name, rows_, key in ((labels_name, study_rows, "StudyInstanceUID"),
-                             ("slice_labels.csv", slice_rows, "SOPInstanceUID")):
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow([key, "label"])
-        w.writerows(sorted(rows_))
-        atomic_write_text(out_dir / name, buf.getvalue())
-    with atomic_write(out_dir / "masks.npz") as f:
-        np.savez_compressed(f, **masks)
+    write_labels_csv(out_dir / labels_name, "StudyInstanceUID", study_rows)
+    write_lesion_truth(out_dir, slice_rows, masks)
     return out_dir / labels_name
 
 

@@ -94,15 +94,19 @@ def series_geometry(n_slices: int, rows: int, columns: int, *, spacing: float,
 
 
 def render_plane(geom: SliceGeometry, rows: int, columns: int, anatomy, rng, *,
-                 noise: float = 10.0, blur: float = 0.6, lut: np.ndarray = HU) -> np.ndarray:
+                 noise: float = 10.0, blur: float = 0.6, lut: np.ndarray = HU,
+                 labels_out: list | None = None) -> np.ndarray:
     """``float32`` values (HU with the default ``lut``) of one plane through the phantom.
 
     Labels are mapped through ``lut``, smoothed with a Gaussian of ``blur`` pixels
-    (partial volume), then Gaussian noise of standard deviation ``noise`` is added.
+    (partial volume), then Gaussian noise of standard deviation ``noise`` is added. With
+    ``labels_out`` (a list), the plane's tissue labels are appended to it.
     """
     X, Y, Z = plane_coordinates(geom.position, geom.row_dir, geom.col_dir, rows, columns,
                                 geom.pixel_spacing[0], geom.pixel_spacing[1])
     labels = render_labels(X, Y, Z, anatomy)
+    if labels_out is not None:
+        labels_out.append(labels)
     img = lut[labels]
     if blur > 0:
         img = gaussian_filter(img, blur, mode="nearest")

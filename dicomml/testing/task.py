@@ -10,8 +10,6 @@ separates them.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -19,11 +17,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomml._atomic import atomic_write_text
 from dicomml.errors import ConfigError
 
 from ._common import (check_transfer_syntax, draw_labels, name_files, set_pixels,
-                      write_dataset)
+                      write_dataset, write_labels_csv, write_lesion_truth)
 from .ct import SliceGeometry, ct_dataset, r6, render_plane
 from .people import make_patient, make_study, uid_from
 from .phantom import HU, HeadAnatomy, Lesion, Tissue, random_anatomy
@@ -73,7 +70,7 @@ def write_head_ct_task(
     slices: tuple[int, int] = (5, 8), rows: int = 256, columns: int = 256,
     noise: tuple[float, float] = (6.0, 12.0), positive_fraction: float = 0.5,
     transfer_syntax=ExplicitVRLittleEndian, folder_format: str = "P%03d",
-    labels_name: str = "labels.csv",
+    labels_name: str = "labels.csv", lesion_masks: bool = False,
 ) -> Path:
     """Write the head-CT learning task into ``out_dir`` and return the labels CSV path.
 
@@ -103,6 +100,12 @@ def write_head_ct_task(
         patient, whatever its class).
     positive_fraction : float
         Fraction of haemorrhage studies (rounded; the labels are shuffled).
+    lesion_masks : bool
+        Also write ``slice_labels.csv`` (``SOPInstanceUID,label``) and ``masks.npz`` (SOP
+        Instance UID → bool lesion mask of each slice that cuts the haemorrhage;
+        :func:`dicomml.testing.read_task_masks`) as the chest task does. Off by default,
+        so that the bundled ``sample_dicom/head_ct_task`` stays DICOM and labels only; the
+        DICOM files are the same bytes either way.
     """
     if n_patients < 2:
         raise ConfigError(f"n_patients must be at least 2. Received: n_patients={n_patients}")
@@ -111,7 +114,7 @@ def write_head_ct_task(
     out_dir = Path(out_dir)
     fov = 240.0
     ps = fov / columns
-    rows_csv = []
+    rows_csv, slice_rows, masks = [], [], {}
     for k in range(n_patients):
         prng = np.random.default_rng([seed, k, 7919])
         patient = make_patient(prng)
@@ -138,7 +141,13 @@ def write_head_ct_task(
         for i, (z, uid, name) in enumerate(zip(zs, uids, names)):
             g = SliceGeometry(r6((-(columns - 1) / 2 * ps, -(rows - 1) / 2 * ps, z)),
                               (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (ps, ps))
-            hu = np.rint(render_plane(g, rows, columns, anatomy, prng, noise=sigma, lut=lut))
+            labels: list = []
+            hu = np.rint(render_plane(g, rows, columns, anatomy, prng, noise=sigma, lut=lut,
+                                      labels_out=labels))
+            lesion = labels[0] == Tissue.LESION
+            slice_rows.append((uid, LABELS[0] if lesion.any() else LABELS[1]))
+            if lesion.any():
+                masks[uid] = lesion
             stored = np.clip(hu + 1024, 0, 4095).astype(np.uint16)
             ds = ct_dataset(patient=patient, study=study, series_uid=series_uid,
                              sop_uid=uid, series_number=2, description="HEAD AXIAL",
@@ -154,10 +163,7 @@ def write_head_ct_task(
             set_pixels(ds, stored, bits_stored=12, signed=False)
             write_dataset(folder / name, ds, ts)
         rows_csv.append((study.study_instance_uid, LABELS[0] if is_pos[k] else LABELS[1]))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["StudyInstanceUID", "label"])
-    w.writerows(sorted(rows_csv))
-    path = out_dir / labels_name
-    atomic_write_text(path, buf.getvalue())
+    path = write_labels_csv(out_dir / labels_name, "StudyInstanceUID", rows_csv)
+    if lesion_masks:
+        write_lesion_truth(out_dir, slice_rows, masks)
     return path

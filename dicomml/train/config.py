@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from dicomml.data.config import DataConfig
 from dicomml.data.config import check_keys as _check_keys
+from dicomml.data.labels import normalize_key
 from dicomml.data.split import SplitConfig
 from dicomml.errors import ConfigError, did_you_mean
 from dicomml.train.toml_io import load_toml
@@ -175,6 +176,16 @@ class TrainConfig:
         0 → the whole training split; ``KERAS_MAX_STEPS_PER_EPOCH`` caps it too.
     verbose : int
         Keras progress (1: bar, 2: one line per epoch, 0: silent), on stderr.
+    slice_loss : float
+        Study level with labels per slice (``data.key = "SOPInstanceUID"``): weight of an
+        instance-level loss, the cross-entropy of each slice's prediction by the shared
+        encoder and head against its own label, balanced between the classes (default
+        0: off; e.g. 0.5).
+    attention_loss : float
+        Study level, attention pooling, labels per slice: weight of the attention
+        supervision, the cross-entropy between a positive study's attention weights and
+        its positive slices (default 0: off; e.g. 1.0). Both only shape the training;
+        validation, the checkpoint choice and prediction use the study output alone.
 
     The training augmentation is ``[preprocess.augment]`` (applied to the training split
     only, on the tensors in tf.data); ``[train] augment`` of earlier versions is gone.
@@ -202,6 +213,8 @@ class TrainConfig:
     tensorboard: bool = True
     steps_per_epoch: int = 0
     verbose: int = 2
+    slice_loss: float = 0.0
+    attention_loss: float = 0.0
 
     def __post_init__(self):
         opt = str(self.optimizer).lower()
@@ -237,6 +250,10 @@ class TrainConfig:
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError("train.weight_decay must be a number >= 0. "
                               f"Received: weight_decay={self.weight_decay!r}")
+        for k in ("slice_loss", "attention_loss"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ConfigError(f"train.{k} must be a number >= 0. Received: {k}={v!r}")
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
             raise ConfigError("train.epochs and train.batch_size must be >= 1. Received: "
                               f"epochs={self.epochs!r}, batch_size={self.batch_size!r}")
@@ -388,6 +405,16 @@ class RunConfig:
                               "remove them for task = \"regression\"")
         if self.model.level == "study" and d.task == "regression":
             raise ConfigError("model.level = \"study\" needs a classification task")
+        sup = [k for k in ("slice_loss", "attention_loss") if getattr(self.train, k)]
+        if sup and (self.model.level != "study" or (
+                d.key and normalize_key(d.key) != "sop_instance_uid")):
+            raise ConfigError(f"train.{sup[0]} supervises the slices of a study model: it "
+                              "needs model.level = \"study\" and labels per slice "
+                              "(data.key = \"SOPInstanceUID\"). Received: level="
+                              f"{self.model.level!r}, key={d.key!r}")
+        if self.train.attention_loss and self.model.pooling != "attention":
+            raise ConfigError("train.attention_loss needs model.pooling = \"attention\". "
+                              f"Received: pooling={self.model.pooling!r}")
         size = int(self.preprocess.get("size", 224))
         need = min_input_size(self.model.name, self.model.kwargs)
         if size < need:

@@ -310,12 +310,15 @@ class Trainer:
                                   "data.cache (a folder)")
             cache = TensorCache.for_pipeline(d.cache, pipeline)
 
+            supervised = bool(t.slice_loss or t.attention_loss)  # labels per slice
+
             def mk(ex, y, sh):
                 return bag_dataset(cache, ex, targets=y, weights=weights if sh else None,
                                    task=task, n_classes=n_classes, positive=positive,
                                    shuffle=sh, seed=t.seed, augment=aug if sh else None,
                                    normalize=norm, repeat=True,
-                                   skip_batches=skip_batches if sh else 0)
+                                   skip_batches=skip_batches if sh else 0,
+                                   slice_targets=y if sh and supervised else None)
         elif d.cache:
             from dicomml.data.tfdata import cache_dataset
 
@@ -422,6 +425,10 @@ class Trainer:
                   "unmatched_labels.csv and unlabeled_images.csv", file=sys.stderr)
 
         task, n_classes = manifest.task, manifest.n_classes
+        if (t.slice_loss or t.attention_loss) and manifest.key != "sop_instance_uid":
+            raise ConfigError("train.slice_loss / train.attention_loss need labels per "
+                              "slice (keyed by SOPInstanceUID); the labels are keyed by "
+                              f"{manifest.key}. Set them to 0 or give slice labels.")
         train_df = manifest.df.copy()
         if resolved.data.shuffle_labels:  # control: permute labels across training studies
             train_df = _shuffle_train_labels(train_df, t.seed)
@@ -470,7 +477,9 @@ class Trainer:
                         from dicomml.models.mil import study_model
 
                         model = study_model(model, resolved.model.pooling,
-                                            resolved.model.attention_units)
+                                            resolved.model.attention_units,
+                                            slice_loss=t.slice_loss,
+                                            attention_loss=t.attention_loss, positive=pos)
                     self._compile(model, task, n_classes, total_steps=epochs * tr_steps)
             run_state = RunState(run_dir, resolved.monitor(task, val_ds is not None),
                                  history=state["history"] if state else None,
