@@ -19,19 +19,23 @@ multi-valued -> list); a test compares both on pydicom's sample files.
 from __future__ import annotations
 
 from struct import error as StructError
-from struct import Struct, unpack_from
+from struct import unpack_from
 
 from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
+    HEAD_EXPLICIT_SW,
+    HEAD_IMPLICIT_SW,
     LONG_VRS,
     PIXEL_DATA,
     SHORT_VRS,
+    U32,
     UNDEFINED,
     Fallback,
     NestingTooDeep,
     Reader,
     Truncated,
     skip_sequence,
+    swap_tag,
 )
 
 __all__ = ["LightDataset", "parse_light", "NEEDED", "NestingTooDeep"]
@@ -90,17 +94,13 @@ _DISQUALIFY = frozenset({
 _CHARSETS_OK = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO_IR 192"})
 
 
-def _swap(tag: int) -> int:
-    return ((tag & 0xFFFF) << 16) | (tag >> 16)
-
-
-_NEEDED_SW = {_swap(t): v for t, v in NEEDED.items()}
-_DISQUALIFY_SW = frozenset(_swap(t) for t in _DISQUALIFY)
-_PIXEL_SW = _swap(PIXEL_DATA)
-_CHARSET_SW = _swap(0x00080005)
-_EXPLICIT_HEAD = Struct("<I2sH").unpack_from
-_IMPLICIT_HEAD = Struct("<II").unpack_from
-_U32 = Struct("<I").unpack_from
+_NEEDED_SW = {swap_tag(t): v for t, v in NEEDED.items()}
+_DISQUALIFY_SW = frozenset(swap_tag(t) for t in _DISQUALIFY)
+_PIXEL_SW = swap_tag(PIXEL_DATA)
+_CHARSET_SW = swap_tag(0x00080005)
+_EXPLICIT_HEAD = HEAD_EXPLICIT_SW.unpack_from
+_IMPLICIT_HEAD = HEAD_IMPLICIT_SW.unpack_from
+_U32 = U32.unpack_from
 
 
 class _Meta(dict):

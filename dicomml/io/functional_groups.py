@@ -32,18 +32,22 @@ from typing import NamedTuple
 
 from dicomml.io.guards import MAX_NESTING
 from dicomml.io.walker import (
+    HEAD_EXPLICIT_SW,
+    HEAD_IMPLICIT_SW,
     ITEM,
     ITEM_END,
     LONG_VRS,
     SEQ_END,
     SHORT_VRS,
+    U32,
     UNDEFINED,
-    VRS,
     Fallback,
     NestingTooDeep,
     Reader,
     Truncated,
     dataset_start,
+    element,
+    swap_tag,
     walk,
 )
 
@@ -103,9 +107,6 @@ WANTED: dict[int, tuple[str, bytes]] = {
 _REFUSED = frozenset({0x00283010})
 _NOTHING: dict = {}
 
-_EXPL = struct.Struct("<HH2sH")
-_IMPL = struct.Struct("<HHI")
-_I = struct.Struct("<I")
 _TEXT = frozenset({b"SH", b"LO", b"CS", b"DT"})
 _BINARY = {b"UL": "I", b"US": "H", b"FD": "d"}
 
@@ -189,13 +190,12 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
     while pos < end:
         if pos + 8 > size:
             raise Truncated(pos)
-        group, elem, ilen = _IMPL.unpack_from(buf, pos)
-        tag = (group << 16) | elem
-        if tag == SEQ_END:
+        tag, ilen = HEAD_IMPLICIT_SW.unpack_from(buf, pos)
+        if tag == _SEQ_END_SW:
             if length != UNDEFINED:
                 raise Fallback
             return items, pos + 8
-        if tag != ITEM:
+        if tag != _ITEM_SW:
             raise Fallback
         item, pos = _parse_item(buf, pos + 8, ilen, explicit, depth, wanted, cache)
         items.append(item)
@@ -206,18 +206,13 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
     return items, end
 
 
-def _swap(tag: int) -> int:
-    """A tag as one little-endian "<I" reads its 4 bytes: (element << 16) | group."""
-    return ((tag & 0xFFFF) << 16) | (tag >> 16)
-
-
-#: :data:`WANTED` and the refused tags keyed by swapped tag (:func:`_swap`): one unpack per
+#: :data:`WANTED` and the refused tags keyed by swapped tag (:func:`~dicomml.io.walker.swap_tag`): one unpack per
 #: element header, no shifts in the loop.
-_WANTED_SW = {_swap(t): spec for t, spec in WANTED.items()}
-_REFUSED_SW = frozenset(_swap(t) for t in _REFUSED)
-_ITEM_END_SW = _swap(ITEM_END)
-_HEAD_EXPL = struct.Struct("<I2sH")
-_HEAD_IMPL = struct.Struct("<II")
+_WANTED_SW = {swap_tag(t): spec for t, spec in WANTED.items()}
+_REFUSED_SW = frozenset(swap_tag(t) for t in _REFUSED)
+_ITEM_END_SW = swap_tag(ITEM_END)
+_ITEM_SW = swap_tag(ITEM)
+_SEQ_END_SW = swap_tag(SEQ_END)
 
 
 def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: dict,
@@ -231,8 +226,8 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
     table = _WANTED_SW if wanted else _NOTHING
     refused = _REFUSED_SW if wanted else _NOTHING
     short_vrs, long_vrs = SHORT_VRS, LONG_VRS
-    unpack = _HEAD_EXPL.unpack_from if explicit else _HEAD_IMPL.unpack_from
-    u32 = _I.unpack_from
+    unpack = HEAD_EXPLICIT_SW.unpack_from if explicit else HEAD_IMPLICIT_SW.unpack_from
+    u32 = U32.unpack_from
     while pos < end:
         if pos + 8 > size:
             raise Truncated(pos)
@@ -301,21 +296,6 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
     return item, end
 
 
-def _element_at(buf, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
-    """(tag, vr, value start, length) of the top-level element at ``pos``."""
-    if pos + 8 > len(buf):
-        raise Truncated(pos)
-    if explicit:
-        group, elem, vr, vlen = _EXPL.unpack_from(buf, pos)
-        if vr in LONG_VRS:
-            return (group << 16) | elem, vr, pos + 12, _I.unpack_from(buf, pos + 8)[0]
-        if vr not in VRS:
-            raise Fallback
-        return (group << 16) | elem, vr, pos + 8, vlen
-    group, elem, vlen = _IMPL.unpack_from(buf, pos)
-    return (group << 16) | elem, None, pos + 8, vlen
-
-
 def read_groups(buf, pos: int | None = None, explicit: bool | None = None):
     """Parse the functional groups of the Part 10 file in ``buf`` (``bytes`` / ``mmap``).
 
@@ -333,7 +313,7 @@ def read_groups(buf, pos: int | None = None, explicit: bool | None = None):
     for wanted in (SHARED, PER_FRAME):
         if pos + 8 > len(buf):
             break
-        tag, vr, vstart, vlen = _element_at(buf, pos, explicit)
+        tag, vr, vstart, vlen = element(r, pos, explicit)
         if tag != wanted:
             continue
         if explicit and vr != b"SQ":
