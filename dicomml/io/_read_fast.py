@@ -110,18 +110,22 @@ class _Meta(dict):
 class LightDataset:
     """The few attributes the reader needs, with pydicom-compatible ``get``/``in``/attributes.
 
-    Values are decoded lazily from the file's bytes on first access.
+    Values are decoded lazily from the file's bytes on first access. ``pixel_offset`` and
+    ``pixel_length`` are where the (7FE0,0010) value starts in the bytes parsed and the
+    length its header declares (``PixelData`` holds less when only a head was parsed).
     """
 
-    __slots__ = ("_data", "_raw", "_values", "file_meta", "PixelData", "original_encoding")
+    __slots__ = ("_data", "_raw", "_values", "file_meta", "PixelData", "original_encoding",
+                 "pixel_offset", "pixel_length")
 
     def __init__(self, data: bytes, raw: dict[str, tuple[int, int, str]], ts: str,
-                 pixel: memoryview):
+                 pixel: memoryview, pixel_offset: int, pixel_length: int):
         self._data = data
         self._raw = raw
         self._values: dict[str, object] = {}
         self.file_meta = _Meta(TransferSyntaxUID=ts)
         self.PixelData = pixel
+        self.pixel_offset, self.pixel_length = pixel_offset, pixel_length
         self.original_encoding = (ts == TS_IMPLICIT_LE, True)
 
     def __contains__(self, keyword: str) -> bool:
@@ -260,6 +264,7 @@ def _parse(data: bytes) -> LightDataset | None:
             continue
         if tag == _PIXEL_SW:
             pixel = memoryview(data)[start:start + length]
+            pixel_at = (start, length)
             break
         spec = needed.get(tag)
         if spec is not None:
@@ -273,7 +278,7 @@ def _parse(data: bytes) -> LightDataset | None:
             return None
     if pixel is None:
         return None
-    light = LightDataset(data, raw, ts, pixel)
+    light = LightDataset(data, raw, ts, pixel, *pixel_at)
     if light.get("SamplesPerPixel") != 1 or light.get("PhotometricInterpretation") not in (
             "MONOCHROME1", "MONOCHROME2") or light.get("BitsAllocated") not in (8, 16, 32):
         return None

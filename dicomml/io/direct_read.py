@@ -131,10 +131,7 @@ def load_head(path: str):
         signed = int(ds.PixelRepresentation) == 1
     except Exception:  # noqa: BLE001 - a missing or odd value: the full reader reports it
         return None
-    # The pixel data is a view of ``head``: its offset is the distance between the buffers.
-    offset = (np.frombuffer(ds.PixelData, np.uint8).ctypes.data
-              - np.frombuffer(head, np.uint8).ctypes.data)
-    declared = int.from_bytes(head[offset - 4:offset], "little")
+    offset, declared = ds.pixel_offset, ds.pixel_length
     expected = rows * cols * bits // 8
     if rows < 1 or cols < 1 or not 0 < stored <= bits or declared < expected \
             or offset + expected > size:
