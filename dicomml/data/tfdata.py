@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dicomml.data.cache import (
+    BufferPool,
     TensorCache,
     empty_aligned,
     make_executor,
@@ -101,29 +102,28 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
         log.warning("%d of %d examples are not in the cache (failed to decode?); left out",
                     int((~keep).sum()), len(keep))
     shard_no, rows = shard_no[keep], rows[keep]
-    for n in names:
-        cache._mmap(n)  # open every memory map before threads use them
+    raw = cache.open_shards(names)  # every memory map opened before threads use them
     y = w = None
     if targets is not None:
         y = encode_targets(np.asarray(targets)[keep], task, n_classes)
         if weights is not None:
             w = np.asarray(weights, np.float32)[keep]
 
-    # numpy gathers the stored bytes (uint8: 4x less to copy); TensorFlow decodes them:
-    # uint8 / 255 and float16 -> float32 give exactly what TensorCache.get returns.
-    raw = np.dtype(cache._mmap(names[0]).dtype if names else cache.dtype)
-    tf_raw = tf.as_dtype(raw)
+    # numpy copies each row once, from its shard into an aligned batch buffer that
+    # TensorFlow wraps without a copy; the buffers are reused once nothing refers to them
+    # (BufferPool): no page faults on fresh memory. float32 batches are decoded row by row
+    # into the buffer (uint8 / 255: exactly what TensorCache.get returns); "stored" ones
+    # keep the stored bytes.
+    keep_stored = output == "stored" and augment is None
+    tf_x = tf.as_dtype(raw) if keep_stored else tf.float32
+    pool = BufferPool()
+    read = cache.gather_raw if keep_stored else cache.gather
 
     def gather(idx):
-        x = cache.gather_raw(shard_no[idx], rows[idx], names)
+        x = read(shard_no[idx], rows[idx], names, pool=pool)
         if w is not None:
             return x, y[idx], w[idx]
         return (x, y[idx]) if y is not None else x
-
-    keep_stored = output == "stored" and augment is None
-
-    def decode_tf(x):
-        return x if keep_stored else stored_to_float(x)
 
     n = len(rows)
     if repeat and shuffle:
@@ -149,18 +149,18 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
 
     def tf_gather(idx):
         if ydim is None:
-            x = tf.numpy_function(gather, [idx], tf_raw, stateful=False)
+            x = tf.numpy_function(gather, [idx], tf_x, stateful=False)
             x.set_shape((None, *cache.shape))
-            return decode_tf(x)
+            return x
         if w is not None:
-            x, yy, ww = tf.numpy_function(gather, [idx], (tf_raw, tf.float32, tf.float32),
+            x, yy, ww = tf.numpy_function(gather, [idx], (tf_x, tf.float32, tf.float32),
                                           stateful=False)
             ww.set_shape((None,))
         else:
-            x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
+            x, yy = tf.numpy_function(gather, [idx], (tf_x, tf.float32), stateful=False)
         x.set_shape((None, *cache.shape))
         yy.set_shape((None, ydim))
-        return (decode_tf(x), yy, ww) if w is not None else (decode_tf(x), yy)
+        return (x, yy, ww) if w is not None else (x, yy)
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = augment_batches(ds, augment, seed, start=skip_batches, normalize=normalize)
