@@ -122,3 +122,57 @@ def test_gathered_batches_are_aligned_for_tensorflow(tmp_path):
     assert raw.ctypes.data % ALIGN == 0 and raw.flags.c_contiguous
     np.testing.assert_array_equal(raw, np.stack(
         [np.load(f"{cache.folder}/{names[shard_no[i]]}.npy")[rows[i]] for i in order]))
+
+
+def test_buffer_pool_reuses_only_buffers_nothing_refers_to():
+    from dicomml.data.cache import ALIGN, BufferPool
+
+    pool = BufferPool(keep=2)
+    a = pool.get((4, 5, 3), np.uint8)
+    assert a.ctypes.data % ALIGN == 0 and a.flags.c_contiguous and a.shape == (4, 5, 3)
+    b = pool.get((4, 5, 3), np.uint8)
+    assert not np.shares_memory(a, b)  # a is still referred to
+    at = a.ctypes.data
+    del a
+    c = pool.get((1, 5, 3), np.float32)  # a batch of no more bytes fits in a's buffer
+    assert c.ctypes.data == at and c.dtype == np.float32
+    keep = c[:, 1:][0]  # a view of a view still holds the buffer
+    del c
+    d = pool.get((1, 5, 3), np.float32)
+    assert not np.shares_memory(d, keep)
+    e = pool.get((1, 5, 3), np.float32)  # every pooled buffer in use: a new, unpooled one
+    assert len({x.ctypes.data for x in (b, d, e, keep)}) == 4
+    del keep, d
+    assert pool.get((1, 5, 3), np.float32).ctypes.data == at  # free again
+
+
+@pytest.mark.parametrize("output", ["float32", "stored"])
+def test_cache_dataset_kept_batches_match_a_reference_order(tmp_path, output):
+    """Every batch of three shuffled epochs (resumed two batches in), all kept alive as
+    tensors (more than the buffer pool holds), equals the reference: epoch e's order is
+    ``stateless_shuffle(range(n), seed=(seed, e))``, the tensors those of TensorCache.get."""
+    import tensorflow as tf
+
+    from dicomml.data.cache import decode
+
+    ex = write_files(tmp_path / "src", range(11))
+    pipe = FakePipeline()
+    cache = TensorCache.for_pipeline(tmp_path / "c", pipe, shard_size=4)
+    cache.fill(ex, pipe, executor="inprocess", progress=False)
+    y = np.arange(11) % 3
+    ds = cache_dataset(cache, ex, targets=y, n_classes=3, batch_size=2, shuffle=True, seed=9,
+                       repeat=True, skip_batches=2, output=output)
+    kept = list(ds.take(16))  # 3 epochs of 6 batches, less the first 2: tensors, not copies
+    every, eye = cache.get(ex), np.eye(3, dtype=np.float32)
+    want = []
+    for e in range(3):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(11, dtype=tf.int64), seed=tf.constant([9, e], tf.int64)).numpy()
+        want += [perm[i:i + 2] for i in range(0, 11, 2)]
+    want = want[2:]
+    assert len(kept) == len(want) == 16
+    for (x, yy), idx in zip(kept, want):
+        x = x.numpy()
+        assert x.dtype == (np.float32 if output == "float32" else np.uint8)
+        np.testing.assert_array_equal(decode(x) if output == "stored" else x, every[idx])
+        np.testing.assert_array_equal(yy.numpy(), eye[y[idx]])
