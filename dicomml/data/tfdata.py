@@ -16,7 +16,10 @@ targets are given.
 from __future__ import annotations
 
 import functools
+import glob
 import logging
+import multiprocessing
+import os
 from typing import Iterator
 
 import numpy as np
@@ -25,13 +28,12 @@ import pandas as pd
 from dicomml.data.cache import (
     BufferPool,
     TensorCache,
-    empty_aligned,
     make_executor,
     preprocess_one,
     tensor_shape,
 )
 from dicomml.errors import FATAL, ConfigError
-from dicomml.parallel import resolve_workers
+from dicomml.parallel import resolve_workers, retain_freed_memory
 from dicomml.data.augmentation import augment_batches
 
 __all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
@@ -179,21 +181,78 @@ def stored_to_float(x):
     return tf.cast(x, tf.float32)
 
 
-def _compute_batch(pipeline, chunk: list) -> tuple[list, np.ndarray, list]:
-    """Worker: ``chunk`` of ``(position, path, frame)`` → (positions, float32 tensors,
-    failures)."""
+#: Where the tensors computed by local worker processes come back: a RAM-backed folder
+#: holding one file per batch in flight (a *segment*), mapped by the parent and the workers
+#: and reused batch after batch, so a tensor is written once by its worker and copied once
+#: by the parent into the batch (instead of pickled, piped and unpickled, 600 KB each), and
+#: the segments' pages are faulted in once.
+SHM_DIR = "/dev/shm"
+
+_SEGMENTS: dict[str, np.ndarray] = {}  # a worker's mappings, by segment file name
+
+
+def _segment(name: str, n: int | None, shape: tuple) -> np.ndarray:
+    """The float32 (n, *shape) array over segment ``name`` of :data:`SHM_DIR`: ``n`` given,
+    the parent creates the file; None, a worker maps the existing one (n from its size)."""
+    import mmap
+
+    fd = os.open(os.path.join(SHM_DIR, name),
+                 os.O_RDWR | (os.O_CREAT | os.O_EXCL if n is not None else 0), 0o600)
+    try:
+        if n is not None:
+            os.ftruncate(fd, n * int(np.prod(shape)) * 4)
+        mm = mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+    return np.frombuffer(mm, np.float32).reshape(-1, *shape)
+
+
+def _compute_batch(pipeline, chunk: list) -> tuple[list, object, list]:
+    """Worker: ``chunk`` of ``(position, path, frame)``, or of ``(position, path, frame,
+    segment, slot)`` → (positions, tensors, failures).
+
+    ``tensors``: the float32 array of the positions; with segments, the slots written
+    instead (each tensor went straight into ``slot`` of ``segment``, see :data:`SHM_DIR`).
+    """
+    shape = tensor_shape(pipeline)
     pos, arrays, failures = [], [], []
-    for p, path, frame in chunk:
+    if multiprocessing.parent_process() is not None:  # a worker: no page faults per item
+        retain_freed_memory()
+    for it in chunk:
+        p, path, frame = it[:3]
         try:
-            arrays.append(preprocess_one(pipeline, path, frame))
-            pos.append(p)
+            x = preprocess_one(pipeline, path, frame)
         except BaseException as e:  # noqa: BLE001 - recorded, never fatal (a Rust panic too)
             if isinstance(e, FATAL):
                 raise
             failures.append({"position": p, "path": path, "frame": int(frame),
                              "reason": f"{type(e).__name__}: {e}"})
-    x = np.stack(arrays) if arrays else np.zeros((0, *tensor_shape(pipeline)), np.float32)
+            continue
+        if len(it) == 5:
+            seg = _SEGMENTS.get(it[3])
+            if seg is None:
+                if len(_SEGMENTS) >= 64:  # segments of OnTheFly objects gone: unmap them
+                    _SEGMENTS.clear()
+                seg = _SEGMENTS[it[3]] = _segment(it[3], None, shape)
+            seg[it[4]] = x
+            arrays.append(it[4])
+        else:
+            arrays.append(x)
+        pos.append(p)
+    if chunk and len(chunk[0]) == 5:
+        return pos, arrays, failures
+    x = np.stack(arrays) if arrays else np.zeros((0, *shape), np.float32)
     return pos, x, failures
+
+
+def _shm_prefix() -> str | None:
+    """A segment file name prefix, unique to this process and object, in :data:`SHM_DIR`;
+    None where there is no such folder to write (then the tensors travel pickled)."""
+    if not (os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)):
+        return None
+    import uuid
+
+    return f"dicomml-otf-{os.getpid()}-{uuid.uuid4().hex[:12]}-"
 
 
 class OnTheFly:
@@ -222,6 +281,11 @@ class OnTheFly:
         self.workers = resolve_workers(workers)
         self.kind = "inprocess" if self.workers == 0 else executor
         self._ex = None
+        #: batches come back through files in SHM_DIR from local worker processes
+        self._shm = _shm_prefix() if self.kind == "processes" else None
+        self._segs: dict[str, np.ndarray] = {}  # segment name -> its array here
+        self._free: list[str] = []  # segments no chunk holds
+        self._pool = BufferPool()
         #: failure records (position, path, frame, reason) seen so far
         self.failures: list[dict] = []
 
@@ -238,13 +302,31 @@ class OnTheFly:
         chunks = [[(int(p), self.paths[p], int(self.frames[p])) for p in order[i:i + batch_size]]
                   for i in range(0, len(order), batch_size)]
         fn = functools.partial(_compute_batch, self.pipeline)
-        acc: dict[int, list] = {}  # chunk index -> [positions, arrays, items seen]
+        held: dict[int, str] = {}  # chunk index -> its segment, until the batch is built
+
+        def tasks():  # pulled by the executor as workers come free: a segment per chunk
+            for i, c in enumerate(chunks):
+                if self._shm is None:
+                    yield c
+                    continue
+                held[i] = self._segment_for(batch_size)
+                yield [(*it, held[i], k) for k, it in enumerate(c)]
+
+        acc: dict[int, list] = {}  # chunk index -> [positions, arrays or slots, items seen]
+        run = self._executor().map_chunks(fn, tasks())
+        try:
+            yield from self._assemble(run, chunks, acc, held)
+        finally:
+            run.close()  # stops the chunks in flight: no worker writes a segment any more
+            self._free.extend(held.values())
+
+    def _assemble(self, run, chunks, acc, held):
         nxt = 0
-        for out in self._executor().map_chunks(fn, chunks):
+        for out in run:
             if out.ok:
                 pos, x, fails = out.result
             else:  # the worker crashed on this item, or fn raised: the item(s) failed
-                pos, x = [], np.zeros((0, *self.shape), np.float32)
+                pos, x = [], []
                 fails = [{"position": it[0], "path": it[1], "frame": it[2],
                           "reason": str(getattr(out.result, "reason", out.result))}
                          for it in out.chunk]
@@ -255,14 +337,33 @@ class OnTheFly:
             a[2] += len(out.chunk)
             while nxt in acc and acc[nxt][2] == len(chunks[nxt]):
                 p, xs, _ = acc.pop(nxt)
+                seg = held.pop(nxt, None)
                 if p:
                     rank = {it[0]: k for k, it in enumerate(chunks[nxt])}
                     idx = np.argsort([rank[q] for q in p], kind="stable")
                     # one copy, into a buffer TensorFlow wraps without copying it again
-                    x = empty_aligned((len(p), *self.shape), np.float32)
-                    np.take(xs[0] if len(xs) == 1 else np.concatenate(xs), idx, axis=0, out=x)
+                    x = self._pool.get((len(p), *self.shape), np.float32)
+                    if seg is not None:  # the tensors are in the segment's slots
+                        np.take(self._segs[seg], np.concatenate(xs).astype(np.intp)[idx],
+                                axis=0, out=x)
+                    else:
+                        xs = [v for v in xs if len(v)]
+                        np.take(xs[0] if len(xs) == 1 else np.concatenate(xs), idx, axis=0,
+                                out=x)
+                if seg is not None:  # copied out: free for the next chunk
+                    self._free.append(seg)
+                if p:
                     yield np.asarray(p)[idx], x
                 nxt += 1
+
+    def _segment_for(self, n: int) -> str:
+        """A free segment of at least ``n`` slots, made when there is none."""
+        for k, name in enumerate(self._free):
+            if len(self._segs[name]) >= n:
+                return self._free.pop(k)
+        name = f"{self._shm}{len(self._segs)}"
+        self._segs[name] = _segment(name, n, self.shape)
+        return name
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
                 shuffle=False, seed=0, augment=None, repeat: bool = False,
@@ -317,9 +418,18 @@ class OnTheFly:
         return augment_batches(ds, augment, seed, start=skip, normalize=norm).prefetch(2)
 
     def close(self) -> None:
+        """Stop the workers; remove the segment files."""
         if self._ex is not None:
             self._ex.close()
             self._ex = None
+        if self._shm is not None:
+            for left in glob.glob(os.path.join(SHM_DIR, glob.escape(self._shm) + "*")):
+                try:
+                    os.unlink(left)
+                except FileNotFoundError:
+                    pass
+            self._segs.clear()
+            self._free.clear()
 
     def __enter__(self):
         return self

@@ -176,3 +176,46 @@ def test_cache_dataset_kept_batches_match_a_reference_order(tmp_path, output):
         assert x.dtype == (np.float32 if output == "float32" else np.uint8)
         np.testing.assert_array_equal(decode(x) if output == "stored" else x, every[idx])
         np.testing.assert_array_equal(yy.numpy(), eye[y[idx]])
+
+
+@pytest.mark.slow
+def test_on_the_fly_workers_give_the_reference_stream_through_segments(tmp_path):
+    """Two worker processes (tensors back through reused segment files): the endless
+    shuffled stream, resumed 3 batches in, equals the reference (epoch e in the order
+    ``default_rng((seed, e)).permutation(n)``, the pipeline's tensors, failures left out);
+    batches kept as tensors stay intact; a crashing file costs its item only; a pass
+    abandoned midway leaves the next one whole; close() removes the segment files."""
+    import glob
+    import os
+
+    from dicomml.data.tfdata import SHM_DIR
+
+    mine = f"{SHM_DIR}/dicomml-otf-{os.getpid()}-*"
+
+    ex = write_files(tmp_path / "src", range(9), special={"bad.txt": "bad",
+                                                          "abort.txt": "abort"})
+    n, seeds = len(ex), ex["seed"].to_numpy()
+    pipe = FakePipeline()
+    y = np.arange(n) % 2
+    with OnTheFly(ex, pipe, workers=2) as otf:
+        it = iter(otf.batches(np.arange(n), batch_size=4))
+        next(it)
+        it.close()  # abandoned with chunks in flight
+        ds = otf.dataset(targets=y, batch_size=4, shuffle=True, seed=4, repeat=True,
+                         skip_batches=3)
+        kept = list(ds.take(6))  # tensors, not copies: more than one pass of buffers
+        left = glob.glob(mine)
+        assert 1 <= len(left) <= 8  # the segment path, its files reused, not one per batch
+        reasons = {f["path"].rsplit("/", 1)[-1]: f["reason"] for f in otf.failures}
+    assert not glob.glob(mine)
+    assert "Transfer Syntax" in reasons["bad.txt"] and "abort.txt" in reasons
+    want = []
+    for e in range(3):
+        perm = np.random.default_rng((4, e)).permutation(n)
+        want += [perm[i:i + 4] for i in range(0, n, 4)]
+    want = want[3:9]
+    assert len(kept) == 6
+    for (x, yy), idx in zip(kept, want):
+        idx = idx[seeds[idx] >= 0]  # the two broken files are missing from their batch
+        np.testing.assert_array_equal(x.numpy(), _expected(pipe, seeds[idx], quantize=False))
+        np.testing.assert_array_equal(yy.numpy(), np.eye(2, dtype=np.float32)[y[idx]])
