@@ -7,10 +7,13 @@ targets are given.
 
 * From the cache: the example order is shuffled (seeded, reshuffled each epoch), batched,
   then each batch of indices is gathered from memory-mapped shards by ``tf.numpy_function``
-  in parallel, and prefetched.
+  in parallel (one copy per row, into a reused aligned buffer that TensorFlow wraps), and
+  prefetched.
 * On the fly: batches of examples are decoded and preprocessed in worker processes
-  (:mod:`dicomml.parallel`) and handed to ``tf.data.Dataset.from_generator`` in order.
-  Examples that fail to decode are skipped (training) and recorded in ``failures``.
+  (:mod:`dicomml.parallel`), their tensors written into shared-memory segments
+  (:data:`SHM_DIR`) rather than pickled back, and handed to
+  ``tf.data.Dataset.from_generator`` in order. Examples that fail to decode are skipped
+  (training) and recorded in ``failures``.
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
     cache), 4× (2×) less to move to an accelerator; convert them there, on the device, with
     :func:`stored_to_float` (e.g. as the first operation of the model or of the training
     step): the values are then the same. With ``augment`` the output is always float32.
-    Each batch is copied once, from the memory-mapped shards into an aligned buffer that
-    TensorFlow wraps without another copy, and prefetched (``prefetch``).
+    Each row is copied once, from its memory-mapped shard into the batch (float32: decoded
+    on the way, uint8 / 255 as :func:`dicomml.data.cache.decode`), an aligned buffer that
+    TensorFlow wraps without another copy and that is reused once no tensor refers to it
+    (:class:`~dicomml.data.cache.BufferPool`); batches are prefetched (``prefetch``).
 
     ``augment`` (a :class:`~dicomml.preprocess.augment.AugmentConfig`, for training) applies
     the seeded geometric and intensity augmentation per image, on the cached tensors
@@ -269,7 +274,12 @@ class OnTheFly:
     executor : str
         ``"processes"`` (default), ``"inprocess"`` or ``"dask"``.
 
-    Use as a context manager (or call :meth:`close`) to stop the workers.
+    With ``"processes"`` the tensors come back through segment files in :data:`SHM_DIR`
+    (one per batch in flight, reused; where that folder is missing they travel pickled),
+    and each worker keeps its freed memory for the next item
+    (:func:`dicomml.parallel.retain_freed_memory`). Use as a context manager (or call
+    :meth:`close`) to stop the workers and remove the segment files; a process killed
+    before that leaves them (``dicomml-otf-<pid>-*``, one batch each) in :data:`SHM_DIR`.
     """
 
     def __init__(self, examples: pd.DataFrame, pipeline, *, workers: int | None = None,
