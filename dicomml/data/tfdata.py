@@ -204,8 +204,9 @@ def _segment(name: str, n: int | None, shape: tuple) -> np.ndarray:
     fd = os.open(os.path.join(SHM_DIR, name),
                  os.O_RDWR | (os.O_CREAT | os.O_EXCL if n is not None else 0), 0o600)
     try:
-        if n is not None:
-            os.ftruncate(fd, n * int(np.prod(shape)) * 4)
+        if n is not None:  # reserve the pages now: a full /dev/shm fails here (ENOSPC),
+            # not later as a SIGBUS in the worker writing to the mapping
+            os.posix_fallocate(fd, 0, n * int(np.prod(shape)) * 4)
         mm = mmap.mmap(fd, 0)
     finally:
         os.close(fd)
@@ -293,6 +294,7 @@ class OnTheFly:
         self._ex = None
         #: batches come back through files in SHM_DIR from local worker processes
         self._shm = _shm_prefix() if self.kind == "processes" else None
+        self._use_shm = self._shm is not None  # until a segment cannot be made
         self._segs: dict[str, np.ndarray] = {}  # segment name -> its array here
         self._free: list[str] = []  # segments no chunk holds
         self._pool = BufferPool()
@@ -316,11 +318,19 @@ class OnTheFly:
 
         def tasks():  # pulled by the executor as workers come free: a segment per chunk
             for i, c in enumerate(chunks):
-                if self._shm is None:
-                    yield c
-                    continue
-                held[i] = self._segment_for(batch_size)
-                yield [(*it, held[i], k) for k, it in enumerate(c)]
+                if self._shm is not None and self._use_shm:
+                    try:
+                        held[i] = self._segment_for(batch_size)
+                    except OSError as e:  # e.g. /dev/shm full: the tensors travel pickled
+                        self._use_shm = False
+                        log.warning("cannot create a batch segment in %s (%s); the "
+                                    "workers send their tensors through pipes instead "
+                                    "(slower). Free space there, or ignore this.",
+                                    SHM_DIR, e)
+                    else:
+                        yield [(*it, held[i], k) for k, it in enumerate(c)]
+                        continue
+                yield c
 
         acc: dict[int, list] = {}  # chunk index -> [positions, arrays or slots, items seen]
         run = self._executor().map_chunks(fn, tasks())
@@ -372,7 +382,14 @@ class OnTheFly:
             if len(self._segs[name]) >= n:
                 return self._free.pop(k)
         name = f"{self._shm}{len(self._segs)}"
-        self._segs[name] = _segment(name, n, self.shape)
+        try:
+            self._segs[name] = _segment(name, n, self.shape)
+        except OSError:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))  # created, then not sized
+            except OSError:
+                pass
+            raise
         return name
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,

@@ -219,3 +219,23 @@ def test_on_the_fly_workers_give_the_reference_stream_through_segments(tmp_path)
         idx = idx[seeds[idx] >= 0]  # the two broken files are missing from their batch
         np.testing.assert_array_equal(x.numpy(), _expected(pipe, seeds[idx], quantize=False))
         np.testing.assert_array_equal(yy.numpy(), np.eye(2, dtype=np.float32)[y[idx]])
+
+
+def test_on_the_fly_falls_back_to_pipes_when_no_segment_can_be_made(tmp_path, monkeypatch,
+                                                                     caplog):
+    """A segment that cannot be created (here: its folder is gone; in practice a full
+    /dev/shm, refused by posix_fallocate) is a warning, and the tensors come back pickled:
+    the same batches, nothing recorded as a failure."""
+    from dicomml.data import tfdata
+
+    ex = write_files(tmp_path / "src", range(5))
+    pipe = FakePipeline()
+    with OnTheFly(ex, pipe, workers=1) as otf:
+        monkeypatch.setattr(tfdata, "SHM_DIR", str(tmp_path / "gone"))
+        with caplog.at_level("WARNING", logger="dicomml.data.tfdata"):
+            got = list(otf.batches(np.arange(5)[::-1], batch_size=2))
+        assert not otf.failures
+    assert "cannot create a batch segment" in caplog.text
+    assert [list(p) for p, _ in got] == [[4, 3], [2, 1], [0]]
+    np.testing.assert_array_equal(np.concatenate([x for _, x in got]),
+                                  _expected(pipe, [4, 3, 2, 1, 0], quantize=False))
