@@ -267,22 +267,30 @@ def _decoded_frame(cur):
     bool (NULL is False), every other column as pandas infers it from its values (what
     ``pd.read_sql_query`` gives). The same frame as ``pd.read_sql_query`` followed by those
     conversions column by column, without its intermediate object matrix."""
+    import numpy as np
     import pandas as pd
 
     names = [d[0] for d in cur.description]
     rows = cur.fetchall()
-    columns = list(zip(*rows)) if rows else [()] * len(names)
+    matrix = np.empty((len(rows), len(names)), dtype=object)
+    if rows:
+        matrix[:] = rows  # one transposable block instead of a tuple per row
     data = {}
     ints, arrays = set(INT_COLUMNS), set(ARRAY_COLUMNS)
-    for name, values in zip(names, columns):
+    for j, name in enumerate(names):
+        values = matrix[:, j]
         if name in arrays:
             data[name] = pd.Series(_decode_texts(values), dtype=object)
         elif name in ints:
-            data[name] = pd.Series(pd.array(values, dtype="Int64"))
+            missing = values == None  # noqa: E711 - elementwise, NULL of SQLite
+            if missing.any():
+                values = values.copy()
+                values[missing] = 0
+            data[name] = pd.Series(pd.arrays.IntegerArray(values.astype(np.int64), missing))
         elif name in _BOOL_COLUMNS:
-            data[name] = pd.Series([bool(v) for v in values], dtype=bool)
+            data[name] = pd.Series(values.astype(bool), dtype=bool)
         else:
-            data[name] = pd.Series(list(values), dtype=None if rows else object)
+            data[name] = pd.Series(values.tolist(), dtype=None if rows else object)
     return pd.DataFrame(data, columns=names)
 
 
