@@ -18,13 +18,8 @@ mirror boundary, truncated at 4σ) followed by linear interpolation at pixel cen
 that matrix once per (input length, output length) by running exactly those two 1-D
 filters on the identity, and padding, cropping and the field of view become rows of zeros
 or dropped rows of the same matrix. The matrices are banded (about 2·4σ + 2 non-zeros per
-row), so they are applied as sparse CSR products — a few million multiply-adds for
-3×512×512 → 224 — and arranged so that no array is transposed (see :class:`_Plan`): one
-product gives the rows of every channel (R once per channel on a block diagonal), a second
-one the columns, written straight into the channels-last output (C placed at each
-(row, channel) of the first product). Each output value is the same float32 sum of the
-same products in the same order as ``C @ (R @ X).T``, bit for bit (the tests compare the
-bytes); dense BLAS products are slower here (they multiply the zeros) and reassociate.
+row), so they are applied as sparse CSR products: rows of every channel first, then the
+columns of all channels in one product — a few million multiply-adds for 3×512×512 → 224.
 """
 
 from __future__ import annotations
@@ -193,74 +188,21 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
         raise ConfigError(f"resize expects (rows, cols) or (channels, rows, cols). "
                           f"Received: shape={np.shape(planes)}")
     ch, rows, cols = x.shape
-    mode = resize if isinstance(resize, ResizeMode) else choose(resize, ResizeMode, "resize")
-    plan = _plan(rows, cols, ch, int(size), mode,
-                 None if fov_mm is None else float(fov_mm),
-                 None if pixel_spacing is None else
-                 (float(pixel_spacing[0]), float(pixel_spacing[1])))
-    size = plan.size
-    y = plan.rows @ np.ascontiguousarray(x).reshape(ch * rows, cols)  # (channel, row, col)
-    y = y.reshape(-1)
-    out = np.zeros((size, size, ch), dtype=np.float32)   # (row, col, channel), C order
-    live = out[plan.lo:plan.hi].reshape(-1)
-    step, n = plan.block * size * ch, live.size
-    for b in range(plan.n_blocks):                        # one block in the common case
-        k, start = b * step, b * plan.block * cols
-        z = plan.cols @ y[start:start + plan.cols.shape[1]]
-        np.clip(z[:min(step, n - k)], 0.0, 1.0, out=live[k:k + step])
+    R, C = _sparse_matrices((rows, cols), int(size), choose(resize, ResizeMode, "resize"),
+                            None if fov_mm is None else float(fov_mm),
+                            None if pixel_spacing is None else
+                            (float(pixel_spacing[0]), float(pixel_spacing[1])))
+    size = R.shape[0]
+    y = np.empty((ch, size, cols), dtype=np.float32)
+    for c in range(ch):                                   # rows: (size, rows) @ (rows, cols)
+        y[c] = R @ x[c]
+    z = C @ np.ascontiguousarray(y.reshape(ch * size, cols).T)   # (size_col, ch*size_row)
+    out = np.empty((size, size, ch), dtype=np.float32)   # (row, col, channel), C order
+    np.clip(z.reshape(size, ch, size).transpose(2, 0, 1), 0.0, 1.0, out=out)  # one pass
     return np.ascontiguousarray(out[..., 0]) if squeeze else out
 
 
-class _Plan:
-    """The two sparse products of one (channels, rows, cols) → size resize, exactly
-    ``C @ (R @ X).T`` per channel without the transposes between and after them.
-
-    ``rows``: R's live rows ``lo..hi`` (the output rows with any weight), padded with empty
-    rows to ``n_blocks · block`` rows, once per channel on the diagonal: one product gives
-    the rows of every channel, (channel, row, col). ``cols``: the column pass of ``block``
-    output rows, written straight in (row, col, channel) order: its row (i, j, c) holds C's
-    row j at the columns of (c, i, ·) of the row product, and the next block is the same
-    matrix on the row product shifted by ``block`` rows. The same weights in the same
-    ascending order, summed in the same sequence as the two CSR products, so the result
-    is bit for bit theirs.
-    """
-
-    __slots__ = ("rows", "cols", "lo", "hi", "block", "n_blocks", "size")
-
-    def __init__(self, rows, cols, lo, hi, block, n_blocks, size):
-        self.rows, self.cols, self.lo, self.hi = rows, cols, lo, hi
-        self.block, self.n_blocks, self.size = block, n_blocks, size
-
-
-#: Upper bound of the non-zeros of one column-pass block (about 8 bytes each): a
-#: 512² → 224 plane of three channels is one block of 1.2 million.
-_BLOCK_NNZ = 1 << 21
-
-
-@functools.lru_cache(maxsize=16)
-def _plan(rows, cols, ch, size, mode, fov_mm, pixel_spacing) -> _Plan:
-    Rd, Cd = axis_matrices((rows, cols), size, mode, fov_mm, pixel_spacing)
-    R, C = sparse.csr_array(Rd), sparse.csr_array(Cd)
-    size = R.shape[0]
-    used = np.flatnonzero(np.diff(R.indptr))
-    lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
-    per_row = max(1, size * ch * int(np.diff(C.indptr).max(initial=0)))
-    block = max(1, min(hi - lo, _BLOCK_NNZ // per_row))
-    n_blocks = -(-(hi - lo) // block)
-    ext = n_blocks * block
-    # R's live rows, then empty rows up to n_blocks·block, once per channel
-    R_live = R[lo:hi]
-    indptr = np.concatenate([R_live.indptr, np.full(ext - (hi - lo), R_live.indptr[-1])])
-    R_ext = sparse.csr_array((R_live.data, R_live.indices, indptr), shape=(ext, rows))
-    R_all = sparse.csr_array(sparse.block_diag([R_ext] * ch, format="csr"))
-    # the column pass of one block: output (i, j, c) <- C[j, k]·y[c, i, k], k ascending
-    counts = np.broadcast_to(np.diff(C.indptr)[None, :, None], (block, size, ch)).ravel()
-    b_indptr = np.concatenate([[0], np.cumsum(counts)])
-    row = np.repeat(np.arange(counts.size), counts)
-    i, rem = np.divmod(row, size * ch)
-    j, c = np.divmod(rem, ch)
-    src = C.indptr[j] + (np.arange(int(b_indptr[-1])) - b_indptr[row])
-    indices = (c * ext + i) * cols + C.indices[src]
-    B = sparse.csr_array((C.data[src], indices, b_indptr),
-                         shape=(block * size * ch, ((ch - 1) * ext + block) * cols))
-    return _Plan(R_all, B, lo, hi, block, n_blocks, size)
+@functools.lru_cache(maxsize=64)
+def _sparse_matrices(shape, size, resize, fov_mm, pixel_spacing):
+    R, C = axis_matrices(shape, size, resize, fov_mm, pixel_spacing)
+    return sparse.csr_array(R), sparse.csr_array(C)

@@ -69,9 +69,10 @@ def dcmtk_render(exe: str, path: str, out: Path, *options: str) -> np.ndarray:
 
 
 def two_csr_products(planes, size, resize="pad", fov_mm=None, pixel_spacing=None):
-    """The resize as two separate CSR products per channel, ``C @ (R @ X).T``, with the
-    transposes between and after them (how dicomml computed it before the fused products):
-    the arithmetic the fast path must reproduce bit for bit."""
+    """The resize written out as two CSR products per channel, ``C @ (R @ X).T``, from the
+    public :func:`~dicomml.preprocess.resize.axis_matrices`: the float32 arithmetic whose
+    bytes the tensors of the default settings have. A faster resize (other products, other
+    layouts, fused steps) must give the same bytes, or the tests that use this fail."""
     import scipy.sparse as sparse
 
     from dicomml.preprocess.resize import axis_matrices

@@ -104,7 +104,6 @@ def test_resize_typo():
 @pytest.mark.parametrize("shape, size, resize", [
     ((3, 512, 512), 224, "pad"), ((3, 300, 200), 224, "pad"), ((3, 200, 300), 224, "crop"),
     ((1, 64, 48), 224, "stretch"), ((480, 640), 224, "pad"), ((3, 7, 3), 5, "pad"),
-    # 1024² → 224 in three channels does not fit one column-pass block: two blocks
     ((3, 1024, 1024), 224, "pad")])
 def test_bit_identical_to_the_two_csr_products(shape, size, resize):
     rng = np.random.default_rng(sum(shape))
