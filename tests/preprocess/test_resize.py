@@ -130,3 +130,16 @@ def test_a_nan_stays_where_the_products_put_it():
     got, ref = resize_planes(x, 64), two_csr_products(x, 64)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     assert np.isnan(got).sum() > 0 and np.array_equal(got, ref, equal_nan=True)
+
+
+def test_threads_do_not_share_the_transpose_buffer():
+    """The row product is transposed into a buffer of the calling thread: planes resized
+    at once by several threads come out as each alone would."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    planes = [rng.random((3, 256, 256 + 4 * k), dtype=np.float32) for k in range(6)] * 4
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: resize_planes(x, 96), planes))
+    for x, y in zip(planes, got):
+        assert y.tobytes() == two_csr_products(x, 96).tobytes()
