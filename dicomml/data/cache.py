@@ -35,6 +35,8 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,7 +47,7 @@ from dicomml.errors import FATAL, ConfigError, OutputError, PreprocessError, is_
 
 __all__ = ["TensorCache", "storage_dtype_for", "encode", "decode", "FillReport",
            "pipeline_hash", "preprocess_one", "make_executor", "tensor_shape", "empty_aligned",
-           "ALIGN"]
+           "ALIGN", "BufferPool"]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,51 @@ def empty_aligned(shape: tuple, dtype) -> np.ndarray:
     boundary."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGN, np.uint8)
+    return _aligned_view(np.empty(nbytes + ALIGN, np.uint8), tuple(shape), dtype)
+
+
+def _aligned_view(raw: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     start = -raw.ctypes.data % ALIGN
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+class BufferPool:
+    """Aligned batch buffers (as :func:`empty_aligned` gives them), reused once nothing
+    refers to them any more.
+
+    A fresh buffer of a few MB costs the kernel a page fault and a zeroing per 4 KiB page,
+    about as much CPU as copying the batch into it; a pipeline that hands its batches to
+    TensorFlow without a copy cannot know when the consumer is done with one, so the pool
+    asks Python: a buffer is free when no array (a view of it that TensorFlow still
+    wraps, a batch the caller kept) holds a reference to it. Buffers still in use are never
+    handed out again; when every pooled buffer is in use a new one is made (kept in the pool
+    up to ``keep`` buffers). Thread-safe.
+    """
+
+    def __init__(self, keep: int = 16):
+        self.keep = int(keep)
+        self._bufs: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._bufs.append(np.empty(0, np.uint8))
+        self._free_refs = self._refs(0)  # the count of a buffer nothing else refers to
+        self._bufs.clear()
+
+    def _refs(self, i: int) -> int:
+        return sys.getrefcount(self._bufs[i])
+
+    def get(self, shape: tuple, dtype) -> np.ndarray:
+        """An uninitialised aligned C-contiguous array of ``shape`` and ``dtype``."""
+        dtype = np.dtype(dtype)
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize + ALIGN
+        with self._lock:
+            for i in range(len(self._bufs)):
+                if self._bufs[i].nbytes >= need and self._refs(i) == self._free_refs:
+                    return _aligned_view(self._bufs[i], shape, dtype)
+            raw = np.empty(need, np.uint8)
+            if len(self._bufs) < self.keep:
+                self._bufs.append(raw)
+            return _aligned_view(raw, shape, dtype)
 
 
 def tensor_shape(pipeline) -> tuple[int, int, int]:
@@ -263,6 +307,7 @@ class TensorCache:
         self.shape = tuple(int(v) for v in shape)
         self._index = None
         self._mmaps: dict[str, np.ndarray] = {}
+        self._views: dict[str, np.ndarray] = {}
 
     @classmethod
     def for_pipeline(cls, root, pipeline, shard_size: int = 128) -> "TensorCache":
@@ -301,6 +346,7 @@ class TensorCache:
         """Forget the in-memory index and memory maps (after another process filled it)."""
         self._index = None
         self._mmaps = {}
+        self._views = {}
 
     def __contains__(self, key) -> bool:
         return (key[0], int(key[1])) in self.index[0]
@@ -445,6 +491,21 @@ class TensorCache:
             self._mmaps[shard] = a
         return a
 
+    def _rows(self, shard: str) -> np.ndarray:
+        """The memory-mapped shard as a plain ndarray view (indexing a ``numpy.memmap`` runs
+        its Python ``__getitem__`` per row)."""
+        a = self._views.get(shard)
+        if a is None:
+            a = self._views[shard] = self._mmap(shard).view(np.ndarray)
+        return a
+
+    def open_shards(self, names: list[str]) -> np.dtype:
+        """Open the memory maps of ``names`` now (before threads gather from them); the
+        stored dtype (of the first shard, else the cache's)."""
+        for n in names:
+            self._rows(n)
+        return self._rows(names[0]).dtype if names else np.dtype(self.dtype)
+
     def locate(self, examples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Shard number and row of each example (``-1`` when not cached) and shard names."""
         entries = self.index[0]
@@ -464,26 +525,39 @@ class TensorCache:
             rows[i] = hit[1]
         return shard_no, rows, names
 
-    def gather_raw(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]
-                   ) -> np.ndarray:
+    def gather_raw(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str], *,
+                   pool: BufferPool | None = None) -> np.ndarray:
         """Stored tensors (storage dtype, not decoded) for the given shard numbers and rows.
 
         Each row is copied once, from its memory-mapped shard straight into the batch, which
         is aligned to :data:`ALIGN` bytes so that TensorFlow takes it without another copy
-        (``tf.numpy_function`` wraps an aligned array, and copies any other).
+        (``tf.numpy_function`` wraps an aligned array, and copies any other); with ``pool``
+        the batch is one of its reused buffers.
         """
-        first = self._mmap(names[int(shard_no[0])]) if len(rows) else None
-        dtype = first.dtype if first is not None else np.dtype(self.dtype)
-        shape = first.shape[1:] if first is not None else self.shape
-        out = empty_aligned((len(rows), *shape), dtype)
-        maps = [self._mmap(n) for n in names]
-        for k, (s, r) in enumerate(zip(shard_no.tolist(), rows.tolist())):
-            out[k] = maps[s][r]
-        return out
+        return self._gather(shard_no, rows, names, pool, decoded=False)
 
-    def gather(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str]) -> np.ndarray:
-        """float32 tensors (N, size, size, 3) for the given shard numbers and rows."""
-        return decode(self.gather_raw(shard_no, rows, names))
+    def gather(self, shard_no: np.ndarray, rows: np.ndarray, names: list[str], *,
+               pool: BufferPool | None = None) -> np.ndarray:
+        """float32 tensors (N, size, size, 3) for the given shard numbers and rows: the
+        values of :func:`decode`, decoded row by row into the batch (aligned, from ``pool``
+        when given)."""
+        return self._gather(shard_no, rows, names, pool, decoded=True)
+
+    def _gather(self, shard_no, rows, names, pool, decoded: bool) -> np.ndarray:
+        maps = [self._rows(n) for n in names]
+        first = maps[int(shard_no[0])] if len(rows) else None
+        dtype = first.dtype if first is not None else np.dtype(self.dtype)
+        shape = (len(rows), *(first.shape[1:] if first is not None else self.shape))
+        out_dtype = np.float32 if decoded else dtype
+        out = pool.get(shape, out_dtype) if pool is not None else empty_aligned(shape,
+                                                                                out_dtype)
+        scale = np.float32(255.0) if decoded and dtype == np.uint8 else None
+        for k, (s, r) in enumerate(zip(shard_no.tolist(), rows.tolist())):
+            o = out[k]
+            o[...] = maps[s][r]  # the row, cast to float32 when decoding (exact)
+            if scale is not None:  # then / 255 in place: the bits of decode()
+                np.divide(o, scale, out=o)
+        return out
 
     def get(self, examples: pd.DataFrame) -> np.ndarray:
         """float32 tensors of ``examples`` (every one must be cached)."""

@@ -7,30 +7,36 @@ targets are given.
 
 * From the cache: the example order is shuffled (seeded, reshuffled each epoch), batched,
   then each batch of indices is gathered from memory-mapped shards by ``tf.numpy_function``
-  in parallel, and prefetched.
+  in parallel (one copy per row, into a reused aligned buffer that TensorFlow wraps), and
+  prefetched.
 * On the fly: batches of examples are decoded and preprocessed in worker processes
-  (:mod:`dicomml.parallel`) and handed to ``tf.data.Dataset.from_generator`` in order.
-  Examples that fail to decode are skipped (training) and recorded in ``failures``.
+  (:mod:`dicomml.parallel`), their tensors written into shared-memory segments
+  (:data:`SHM_DIR`) rather than pickled back, and handed to
+  ``tf.data.Dataset.from_generator`` in order. Examples that fail to decode are skipped
+  (training) and recorded in ``failures``.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import logging
+import multiprocessing
+import os
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from dicomml.data.cache import (
+    BufferPool,
     TensorCache,
-    empty_aligned,
     make_executor,
     preprocess_one,
     tensor_shape,
 )
 from dicomml.errors import FATAL, ConfigError
-from dicomml.parallel import resolve_workers
+from dicomml.parallel import resolve_workers, retain_freed_memory
 from dicomml.data.augmentation import augment_batches
 
 __all__ = ["cache_dataset", "OnTheFly", "predict_tensors", "load_tensors", "encode_targets",
@@ -67,8 +73,10 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
     cache), 4× (2×) less to move to an accelerator; convert them there, on the device, with
     :func:`stored_to_float` (e.g. as the first operation of the model or of the training
     step): the values are then the same. With ``augment`` the output is always float32.
-    Each batch is copied once, from the memory-mapped shards into an aligned buffer that
-    TensorFlow wraps without another copy, and prefetched (``prefetch``).
+    Each row is copied once, from its memory-mapped shard into the batch (float32: decoded
+    on the way, uint8 / 255 as :func:`dicomml.data.cache.decode`), an aligned buffer that
+    TensorFlow wraps without another copy and that is reused once no tensor refers to it
+    (:class:`~dicomml.data.cache.BufferPool`); batches are prefetched (``prefetch``).
 
     ``augment`` (a :class:`~dicomml.preprocess.augment.AugmentConfig`, for training) applies
     the seeded geometric and intensity augmentation per image, on the cached tensors
@@ -101,29 +109,28 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
         log.warning("%d of %d examples are not in the cache (failed to decode?); left out",
                     int((~keep).sum()), len(keep))
     shard_no, rows = shard_no[keep], rows[keep]
-    for n in names:
-        cache._mmap(n)  # open every memory map before threads use them
+    raw = cache.open_shards(names)  # every memory map opened before threads use them
     y = w = None
     if targets is not None:
         y = encode_targets(np.asarray(targets)[keep], task, n_classes)
         if weights is not None:
             w = np.asarray(weights, np.float32)[keep]
 
-    # numpy gathers the stored bytes (uint8: 4x less to copy); TensorFlow decodes them:
-    # uint8 / 255 and float16 -> float32 give exactly what TensorCache.get returns.
-    raw = np.dtype(cache._mmap(names[0]).dtype if names else cache.dtype)
-    tf_raw = tf.as_dtype(raw)
+    # numpy copies each row once, from its shard into an aligned batch buffer that
+    # TensorFlow wraps without a copy; the buffers are reused once nothing refers to them
+    # (BufferPool): no page faults on fresh memory. float32 batches are decoded row by row
+    # into the buffer (uint8 / 255: exactly what TensorCache.get returns); "stored" ones
+    # keep the stored bytes.
+    keep_stored = output == "stored" and augment is None
+    tf_x = tf.as_dtype(raw) if keep_stored else tf.float32
+    pool = BufferPool()
+    read = cache.gather_raw if keep_stored else cache.gather
 
     def gather(idx):
-        x = cache.gather_raw(shard_no[idx], rows[idx], names)
+        x = read(shard_no[idx], rows[idx], names, pool=pool)
         if w is not None:
             return x, y[idx], w[idx]
         return (x, y[idx]) if y is not None else x
-
-    keep_stored = output == "stored" and augment is None
-
-    def decode_tf(x):
-        return x if keep_stored else stored_to_float(x)
 
     n = len(rows)
     if repeat and shuffle:
@@ -149,18 +156,18 @@ def cache_dataset(cache: TensorCache, examples: pd.DataFrame, *, targets=None,
 
     def tf_gather(idx):
         if ydim is None:
-            x = tf.numpy_function(gather, [idx], tf_raw, stateful=False)
+            x = tf.numpy_function(gather, [idx], tf_x, stateful=False)
             x.set_shape((None, *cache.shape))
-            return decode_tf(x)
+            return x
         if w is not None:
-            x, yy, ww = tf.numpy_function(gather, [idx], (tf_raw, tf.float32, tf.float32),
+            x, yy, ww = tf.numpy_function(gather, [idx], (tf_x, tf.float32, tf.float32),
                                           stateful=False)
             ww.set_shape((None,))
         else:
-            x, yy = tf.numpy_function(gather, [idx], (tf_raw, tf.float32), stateful=False)
+            x, yy = tf.numpy_function(gather, [idx], (tf_x, tf.float32), stateful=False)
         x.set_shape((None, *cache.shape))
         yy.set_shape((None, ydim))
-        return (decode_tf(x), yy, ww) if w is not None else (decode_tf(x), yy)
+        return (x, yy, ww) if w is not None else (x, yy)
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = augment_batches(ds, augment, seed, start=skip_batches, normalize=normalize)
@@ -179,21 +186,79 @@ def stored_to_float(x):
     return tf.cast(x, tf.float32)
 
 
-def _compute_batch(pipeline, chunk: list) -> tuple[list, np.ndarray, list]:
-    """Worker: ``chunk`` of ``(position, path, frame)`` → (positions, float32 tensors,
-    failures)."""
+#: Where the tensors computed by local worker processes come back: a RAM-backed folder
+#: holding one file per batch in flight (a *segment*), mapped by the parent and the workers
+#: and reused batch after batch, so a tensor is written once by its worker and copied once
+#: by the parent into the batch (instead of pickled, piped and unpickled, 600 KB each), and
+#: the segments' pages are faulted in once.
+SHM_DIR = "/dev/shm"
+
+_SEGMENTS: dict[str, np.ndarray] = {}  # a worker's mappings, by segment file name
+
+
+def _segment(name: str, n: int | None, shape: tuple) -> np.ndarray:
+    """The float32 (n, *shape) array over segment ``name`` of :data:`SHM_DIR`: ``n`` given,
+    the parent creates the file; None, a worker maps the existing one (n from its size)."""
+    import mmap
+
+    fd = os.open(os.path.join(SHM_DIR, name),
+                 os.O_RDWR | (os.O_CREAT | os.O_EXCL if n is not None else 0), 0o600)
+    try:
+        if n is not None:  # reserve the pages now: a full /dev/shm fails here (ENOSPC),
+            # not later as a SIGBUS in the worker writing to the mapping
+            os.posix_fallocate(fd, 0, n * int(np.prod(shape)) * 4)
+        mm = mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+    return np.frombuffer(mm, np.float32).reshape(-1, *shape)
+
+
+def _compute_batch(pipeline, chunk: list) -> tuple[list, object, list]:
+    """Worker: ``chunk`` of ``(position, path, frame)``, or of ``(position, path, frame,
+    segment, slot)`` → (positions, tensors, failures).
+
+    ``tensors``: the float32 array of the positions; with segments, the slots written
+    instead (each tensor went straight into ``slot`` of ``segment``, see :data:`SHM_DIR`).
+    """
+    shape = tensor_shape(pipeline)
     pos, arrays, failures = [], [], []
-    for p, path, frame in chunk:
+    if multiprocessing.parent_process() is not None:  # a worker: no page faults per item
+        retain_freed_memory()
+    for it in chunk:
+        p, path, frame = it[:3]
         try:
-            arrays.append(preprocess_one(pipeline, path, frame))
-            pos.append(p)
+            x = preprocess_one(pipeline, path, frame)
         except BaseException as e:  # noqa: BLE001 - recorded, never fatal (a Rust panic too)
             if isinstance(e, FATAL):
                 raise
             failures.append({"position": p, "path": path, "frame": int(frame),
                              "reason": f"{type(e).__name__}: {e}"})
-    x = np.stack(arrays) if arrays else np.zeros((0, *tensor_shape(pipeline)), np.float32)
+            continue
+        if len(it) == 5:
+            seg = _SEGMENTS.get(it[3])
+            if seg is None:
+                if len(_SEGMENTS) >= 64:  # segments of OnTheFly objects gone: unmap them
+                    _SEGMENTS.clear()
+                seg = _SEGMENTS[it[3]] = _segment(it[3], None, shape)
+            seg[it[4]] = x
+            arrays.append(it[4])
+        else:
+            arrays.append(x)
+        pos.append(p)
+    if chunk and len(chunk[0]) == 5:
+        return pos, arrays, failures
+    x = np.stack(arrays) if arrays else np.zeros((0, *shape), np.float32)
     return pos, x, failures
+
+
+def _shm_prefix() -> str | None:
+    """A segment file name prefix, unique to this process and object, in :data:`SHM_DIR`;
+    None where there is no such folder to write (then the tensors travel pickled)."""
+    if not (os.path.isdir(SHM_DIR) and os.access(SHM_DIR, os.W_OK)):
+        return None
+    import uuid
+
+    return f"dicomml-otf-{os.getpid()}-{uuid.uuid4().hex[:12]}-"
 
 
 class OnTheFly:
@@ -210,7 +275,12 @@ class OnTheFly:
     executor : str
         ``"processes"`` (default), ``"inprocess"`` or ``"dask"``.
 
-    Use as a context manager (or call :meth:`close`) to stop the workers.
+    With ``"processes"`` the tensors come back through segment files in :data:`SHM_DIR`
+    (one per batch in flight, reused; where that folder is missing they travel pickled),
+    and each worker keeps its freed memory for the next item
+    (:func:`dicomml.parallel.retain_freed_memory`). Use as a context manager (or call
+    :meth:`close`) to stop the workers and remove the segment files; a process killed
+    before that leaves them (``dicomml-otf-<pid>-*``, one batch each) in :data:`SHM_DIR`.
     """
 
     def __init__(self, examples: pd.DataFrame, pipeline, *, workers: int | None = None,
@@ -222,6 +292,12 @@ class OnTheFly:
         self.workers = resolve_workers(workers)
         self.kind = "inprocess" if self.workers == 0 else executor
         self._ex = None
+        #: batches come back through files in SHM_DIR from local worker processes
+        self._shm = _shm_prefix() if self.kind == "processes" else None
+        self._use_shm = self._shm is not None  # until a segment cannot be made
+        self._segs: dict[str, np.ndarray] = {}  # segment name -> its array here
+        self._free: list[str] = []  # segments no chunk holds
+        self._pool = BufferPool()
         #: failure records (position, path, frame, reason) seen so far
         self.failures: list[dict] = []
 
@@ -238,13 +314,39 @@ class OnTheFly:
         chunks = [[(int(p), self.paths[p], int(self.frames[p])) for p in order[i:i + batch_size]]
                   for i in range(0, len(order), batch_size)]
         fn = functools.partial(_compute_batch, self.pipeline)
-        acc: dict[int, list] = {}  # chunk index -> [positions, arrays, items seen]
+        held: dict[int, str] = {}  # chunk index -> its segment, until the batch is built
+
+        def tasks():  # pulled by the executor as workers come free: a segment per chunk
+            for i, c in enumerate(chunks):
+                if self._shm is not None and self._use_shm:
+                    try:
+                        held[i] = self._segment_for(batch_size)
+                    except OSError as e:  # e.g. /dev/shm full: the tensors travel pickled
+                        self._use_shm = False
+                        log.warning("cannot create a batch segment in %s (%s); the "
+                                    "workers send their tensors through pipes instead "
+                                    "(slower). Free space there, or ignore this.",
+                                    SHM_DIR, e)
+                    else:
+                        yield [(*it, held[i], k) for k, it in enumerate(c)]
+                        continue
+                yield c
+
+        acc: dict[int, list] = {}  # chunk index -> [positions, arrays or slots, items seen]
+        run = self._executor().map_chunks(fn, tasks())
+        try:
+            yield from self._assemble(run, chunks, acc, held)
+        finally:
+            run.close()  # stops the chunks in flight: no worker writes a segment any more
+            self._free.extend(held.values())
+
+    def _assemble(self, run, chunks, acc, held):
         nxt = 0
-        for out in self._executor().map_chunks(fn, chunks):
+        for out in run:
             if out.ok:
                 pos, x, fails = out.result
             else:  # the worker crashed on this item, or fn raised: the item(s) failed
-                pos, x = [], np.zeros((0, *self.shape), np.float32)
+                pos, x = [], []
                 fails = [{"position": it[0], "path": it[1], "frame": it[2],
                           "reason": str(getattr(out.result, "reason", out.result))}
                          for it in out.chunk]
@@ -255,14 +357,40 @@ class OnTheFly:
             a[2] += len(out.chunk)
             while nxt in acc and acc[nxt][2] == len(chunks[nxt]):
                 p, xs, _ = acc.pop(nxt)
+                seg = held.pop(nxt, None)
                 if p:
                     rank = {it[0]: k for k, it in enumerate(chunks[nxt])}
                     idx = np.argsort([rank[q] for q in p], kind="stable")
                     # one copy, into a buffer TensorFlow wraps without copying it again
-                    x = empty_aligned((len(p), *self.shape), np.float32)
-                    np.take(xs[0] if len(xs) == 1 else np.concatenate(xs), idx, axis=0, out=x)
+                    x = self._pool.get((len(p), *self.shape), np.float32)
+                    if seg is not None:  # the tensors are in the segment's slots
+                        np.take(self._segs[seg], np.concatenate(xs).astype(np.intp)[idx],
+                                axis=0, out=x)
+                    else:
+                        xs = [v for v in xs if len(v)]
+                        np.take(xs[0] if len(xs) == 1 else np.concatenate(xs), idx, axis=0,
+                                out=x)
+                if seg is not None:  # copied out: free for the next chunk
+                    self._free.append(seg)
+                if p:
                     yield np.asarray(p)[idx], x
                 nxt += 1
+
+    def _segment_for(self, n: int) -> str:
+        """A free segment of at least ``n`` slots, made when there is none."""
+        for k, name in enumerate(self._free):
+            if len(self._segs[name]) >= n:
+                return self._free.pop(k)
+        name = f"{self._shm}{len(self._segs)}"
+        try:
+            self._segs[name] = _segment(name, n, self.shape)
+        except OSError:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))  # created, then not sized
+            except OSError:
+                pass
+            raise
+        return name
 
     def dataset(self, *, targets=None, task="classification", n_classes=2, batch_size=32,
                 shuffle=False, seed=0, augment=None, repeat: bool = False,
@@ -317,9 +445,18 @@ class OnTheFly:
         return augment_batches(ds, augment, seed, start=skip, normalize=norm).prefetch(2)
 
     def close(self) -> None:
+        """Stop the workers; remove the segment files."""
         if self._ex is not None:
             self._ex.close()
             self._ex = None
+        if self._shm is not None:
+            for left in glob.glob(os.path.join(SHM_DIR, glob.escape(self._shm) + "*")):
+                try:
+                    os.unlink(left)
+                except FileNotFoundError:
+                    pass
+            self._segs.clear()
+            self._free.clear()
 
     def __enter__(self):
         return self

@@ -95,12 +95,14 @@ from dicomml.parallel._cli import add_executor_arguments, executor_from_args, wo
 from dicomml.parallel._processes import ProcessExecutor
 from dicomml.parallel._results import (ChunkFailed, Failure, Outcome, WorkerCrashed, chunked,
                                        is_failure)
+from dicomml.parallel._worker import retain_freed_memory
 
 __all__ = [
     "get_executor", "Executor", "InProcessExecutor", "ProcessExecutor", "DaskExecutor",
     "Outcome", "Failure", "ChunkFailed", "WorkerCrashed", "ExecutorError", "KINDS",
     "chunked", "is_failure", "default_workers", "add_executor_arguments",
     "executor_from_args", "resolve_workers", "check_workers", "workers_argument",
+    "retain_freed_memory",
 ]
 
 #: The executor kinds accepted by :func:`get_executor`.

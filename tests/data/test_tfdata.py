@@ -122,3 +122,120 @@ def test_gathered_batches_are_aligned_for_tensorflow(tmp_path):
     assert raw.ctypes.data % ALIGN == 0 and raw.flags.c_contiguous
     np.testing.assert_array_equal(raw, np.stack(
         [np.load(f"{cache.folder}/{names[shard_no[i]]}.npy")[rows[i]] for i in order]))
+
+
+def test_buffer_pool_reuses_only_buffers_nothing_refers_to():
+    from dicomml.data.cache import ALIGN, BufferPool
+
+    pool = BufferPool(keep=2)
+    a = pool.get((4, 5, 3), np.uint8)
+    assert a.ctypes.data % ALIGN == 0 and a.flags.c_contiguous and a.shape == (4, 5, 3)
+    b = pool.get((4, 5, 3), np.uint8)
+    assert not np.shares_memory(a, b)  # a is still referred to
+    at = a.ctypes.data
+    del a
+    c = pool.get((1, 5, 3), np.float32)  # a batch of no more bytes fits in a's buffer
+    assert c.ctypes.data == at and c.dtype == np.float32
+    keep = c[:, 1:][0]  # a view of a view still holds the buffer
+    del c
+    d = pool.get((1, 5, 3), np.float32)
+    assert not np.shares_memory(d, keep)
+    e = pool.get((1, 5, 3), np.float32)  # every pooled buffer in use: a new, unpooled one
+    assert len({x.ctypes.data for x in (b, d, e, keep)}) == 4
+    del keep, d
+    assert pool.get((1, 5, 3), np.float32).ctypes.data == at  # free again
+
+
+@pytest.mark.parametrize("output", ["float32", "stored"])
+def test_cache_dataset_kept_batches_match_a_reference_order(tmp_path, output):
+    """Every batch of three shuffled epochs (resumed two batches in), all kept alive as
+    tensors (more than the buffer pool holds), equals the reference: epoch e's order is
+    ``stateless_shuffle(range(n), seed=(seed, e))``, the tensors those of TensorCache.get."""
+    import tensorflow as tf
+
+    from dicomml.data.cache import decode
+
+    ex = write_files(tmp_path / "src", range(11))
+    pipe = FakePipeline()
+    cache = TensorCache.for_pipeline(tmp_path / "c", pipe, shard_size=4)
+    cache.fill(ex, pipe, executor="inprocess", progress=False)
+    y = np.arange(11) % 3
+    ds = cache_dataset(cache, ex, targets=y, n_classes=3, batch_size=2, shuffle=True, seed=9,
+                       repeat=True, skip_batches=2, output=output)
+    kept = list(ds.take(16))  # 3 epochs of 6 batches, less the first 2: tensors, not copies
+    every, eye = cache.get(ex), np.eye(3, dtype=np.float32)
+    want = []
+    for e in range(3):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(11, dtype=tf.int64), seed=tf.constant([9, e], tf.int64)).numpy()
+        want += [perm[i:i + 2] for i in range(0, 11, 2)]
+    want = want[2:]
+    assert len(kept) == len(want) == 16
+    for (x, yy), idx in zip(kept, want):
+        x = x.numpy()
+        assert x.dtype == (np.float32 if output == "float32" else np.uint8)
+        np.testing.assert_array_equal(decode(x) if output == "stored" else x, every[idx])
+        np.testing.assert_array_equal(yy.numpy(), eye[y[idx]])
+
+
+@pytest.mark.slow
+def test_on_the_fly_workers_give_the_reference_stream_through_segments(tmp_path):
+    """Two worker processes (tensors back through reused segment files): the endless
+    shuffled stream, resumed 3 batches in, equals the reference (epoch e in the order
+    ``default_rng((seed, e)).permutation(n)``, the pipeline's tensors, failures left out);
+    batches kept as tensors stay intact; a crashing file costs its item only; a pass
+    abandoned midway leaves the next one whole; close() removes the segment files."""
+    import glob
+    import os
+
+    from dicomml.data.tfdata import SHM_DIR
+
+    mine = f"{SHM_DIR}/dicomml-otf-{os.getpid()}-*"
+
+    ex = write_files(tmp_path / "src", range(9), special={"bad.txt": "bad",
+                                                          "abort.txt": "abort"})
+    n, seeds = len(ex), ex["seed"].to_numpy()
+    pipe = FakePipeline()
+    y = np.arange(n) % 2
+    with OnTheFly(ex, pipe, workers=2) as otf:
+        it = iter(otf.batches(np.arange(n), batch_size=4))
+        next(it)
+        it.close()  # abandoned with chunks in flight
+        ds = otf.dataset(targets=y, batch_size=4, shuffle=True, seed=4, repeat=True,
+                         skip_batches=3)
+        kept = list(ds.take(6))  # tensors, not copies: more than one pass of buffers
+        left = glob.glob(mine)
+        assert 1 <= len(left) <= 8  # the segment path, its files reused, not one per batch
+        reasons = {f["path"].rsplit("/", 1)[-1]: f["reason"] for f in otf.failures}
+    assert not glob.glob(mine)
+    assert "Transfer Syntax" in reasons["bad.txt"] and "abort.txt" in reasons
+    want = []
+    for e in range(3):
+        perm = np.random.default_rng((4, e)).permutation(n)
+        want += [perm[i:i + 4] for i in range(0, n, 4)]
+    want = want[3:9]
+    assert len(kept) == 6
+    for (x, yy), idx in zip(kept, want):
+        idx = idx[seeds[idx] >= 0]  # the two broken files are missing from their batch
+        np.testing.assert_array_equal(x.numpy(), _expected(pipe, seeds[idx], quantize=False))
+        np.testing.assert_array_equal(yy.numpy(), np.eye(2, dtype=np.float32)[y[idx]])
+
+
+def test_on_the_fly_falls_back_to_pipes_when_no_segment_can_be_made(tmp_path, monkeypatch,
+                                                                     caplog):
+    """A segment that cannot be created (here: its folder is gone; in practice a full
+    /dev/shm, refused by posix_fallocate) is a warning, and the tensors come back pickled:
+    the same batches, nothing recorded as a failure."""
+    from dicomml.data import tfdata
+
+    ex = write_files(tmp_path / "src", range(5))
+    pipe = FakePipeline()
+    with OnTheFly(ex, pipe, workers=1) as otf:
+        monkeypatch.setattr(tfdata, "SHM_DIR", str(tmp_path / "gone"))
+        with caplog.at_level("WARNING", logger="dicomml.data.tfdata"):
+            got = list(otf.batches(np.arange(5)[::-1], batch_size=2))
+        assert not otf.failures
+    assert "cannot create a batch segment" in caplog.text
+    assert [list(p) for p, _ in got] == [[4, 3], [2, 1], [0]]
+    np.testing.assert_array_equal(np.concatenate([x for _, x in got]),
+                                  _expected(pipe, [4, 3, 2, 1, 0], quantize=False))
