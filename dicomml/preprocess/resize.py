@@ -201,7 +201,7 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
                           f"Received: shape={np.shape(planes)}")
     ch, rows, cols = x.shape
     key = ((rows, cols), int(size),
-           resize if isinstance(resize, ResizeMode) else choose(resize, ResizeMode, "resize"),
+           choose(resize, ResizeMode, "resize"),
            None if fov_mm is None else float(fov_mm),
            None if pixel_spacing is None else (float(pixel_spacing[0]), float(pixel_spacing[1])))
     kernel = compiled_kernel()
