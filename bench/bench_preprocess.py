@@ -27,6 +27,7 @@ Usage::
     python bench/bench_preprocess.py --files 4 --rounds 1   # quick check
     python bench/bench_preprocess.py --monai-python ~/monai-venv/bin/python
     python bench/bench_preprocess.py --write-readme  # also update bench/README.md
+    python bench/bench_preprocess.py --peer-tree ../main   # another checkout in the same rounds
 
 ``--write-readme`` replaces only the ``## preprocess`` section of ``bench/README.md``.
 
@@ -88,6 +89,26 @@ np.save(out, np.stack(last))
 """
 
 
+PEER_CHILD = r"""
+import json, sys, time
+import numpy as np
+from dicomml.preprocess import Pipeline, PreprocessConfig
+paths, out = json.loads(sys.argv[1]), sys.argv[2]
+windows = ((40.0, 80.0), (80.0, 200.0), (400.0, 1800.0))
+p = Pipeline(PreprocessConfig(windows=windows))
+p.from_path(paths[0])
+import dicomml
+print(json.dumps({"path": dicomml.__file__}), flush=True)
+last = None
+for line in sys.stdin:                             # one timed pass per "run" line
+    t, c = time.perf_counter(), time.process_time()
+    last = [p.from_path(q) for q in paths]
+    print(json.dumps({"t": time.perf_counter() - t, "cpu": time.process_time() - c}),
+          flush=True)
+np.save(out, np.stack(last))
+"""
+
+
 MONAI_VENV = """MONAI's interpreter: make a virtual environment outside the repository and pass
 its python with `--monai-python`:
 
@@ -121,28 +142,38 @@ def baseline(path: str) -> np.ndarray:
 
 
 class _Monai:
-    """MONAI in its own interpreter: started once (imports, warm-up), then one timed pass
-    over the files per :meth:`run`, so that its rounds interleave with the others'."""
+    """MONAI in its own interpreter (or, as ``peer_tree``, dicomml of another checkout run
+    by this interpreter: its default settings): started once (imports, warm-up), then one
+    timed pass over the files per :meth:`run`, so that its rounds interleave with the
+    others'."""
 
-    def __init__(self, python: str | None, paths: list[str], tmp: str):
-        self.proc, self.note, self.out = None, "", os.path.join(tmp, "monai.npy")
+    def __init__(self, python: str | None, paths: list[str], tmp: str,
+                 peer_tree: str | None = None):
+        name = "MONAI" if peer_tree is None else "the peer tree"
+        self.proc, self.note = None, ""
+        self.out = os.path.join(tmp, "monai.npy" if peer_tree is None else "peer.npy")
+        if peer_tree is not None:
+            python = sys.executable
         if python is None:
             self.note = "MONAI not measured (pass --monai-python, see bench/README.md)"
             return
         if not Path(python).exists():
             self.note = f"MONAI not measured: --monai-python {python} does not exist"
             return
-        self.proc = subprocess.Popen([python, "-c", MONAI_CHILD, json.dumps(paths), self.out],
+        script = MONAI_CHILD if peer_tree is None else PEER_CHILD
+        self.proc = subprocess.Popen([python, "-c", script, json.dumps(paths), self.out],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONPATH": ""})
+                                     cwd=peer_tree or None,
+                                     env={**os.environ, "PYTHONPATH": peer_tree or ""})
         line = self.proc.stdout.readline()
         if not line:
-            self.note = f"MONAI run failed: {self.proc.stderr.read().strip().splitlines()[-1:]}"
+            self.note = f"{name} run failed: {self.proc.stderr.read().strip().splitlines()[-1:]}"
             self.proc = None
             return
         info = json.loads(line)
-        self.note = f"MONAI {info['monai']}, torch {info['torch']}"
+        self.note = (f"MONAI {info['monai']}, torch {info['torch']}" if peer_tree is None
+                     else "peer: dicomml of another checkout (--peer-tree), default settings")
 
     def run(self) -> tuple[float, float] | None:
         """(wall, CPU) seconds of one pass over the files."""
@@ -175,6 +206,9 @@ def main(argv=None) -> int:
                     help="interleaved timed passes (the median is reported)")
     ap.add_argument("--monai-python", metavar="PATH", default=None,
                     help="the python of a virtual environment with MONAI and torch")
+    ap.add_argument("--peer-tree", metavar="DIR", default=None,
+                    help="another dicomml checkout (e.g. main's) timed in the same rounds, "
+                         "default settings; its tensors are compared byte for byte")
     ap.add_argument("--write-readme", action="store_true",
                     help="replace the '## preprocess' section of bench/README.md")
     args = ap.parse_args(argv)
@@ -184,7 +218,7 @@ def main(argv=None) -> int:
     from dicomml.testing import write_ct_series
 
     tmp = tempfile.mkdtemp(prefix="bench_preprocess_")
-    monai = None
+    monai = peer = None
     try:
         paths = sorted(str(p) for p in write_ct_series(tmp + "/ct", seed=1, n_slices=args.files,
                                                        rows=512, columns=512, body="head"))
@@ -201,7 +235,9 @@ def main(argv=None) -> int:
         for fn, items in methods.values():  # warm-up: imports, caches
             fn(items[0])
         monai = _Monai(args.monai_python, paths, tmp)
-        times: dict[str, list[tuple[float, float]]] = {k: [] for k in [*methods, "monai"]}
+        peer = _Monai(None, paths, tmp, peer_tree=args.peer_tree) if args.peer_tree else None
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in [*methods, "monai",
+                                                                       "peer"]}
         outs: dict[str, np.ndarray] = {}
         for _ in range(args.rounds):
             for k, (fn, items) in methods.items():
@@ -210,11 +246,16 @@ def main(argv=None) -> int:
             t = monai.run()
             if t is not None:
                 times["monai"].append(t)
+            t = peer.run() if peer is not None else None
+            if t is not None:
+                times["peer"].append(t)
         y_monai = monai.result()
-        monai_note = monai.note
+        y_peer = peer.result() if peer is not None else None
+        monai_note = monai.note + ("" if peer is None else "; " + peer.note)
     finally:
-        if monai is not None and monai.proc is not None and monai.proc.poll() is None:
-            monai.proc.kill()
+        for child in (monai, peer):
+            if child is not None and child.proc is not None and child.proc.poll() is None:
+                child.proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
     med = {k: statistics.median(w for w, _ in v) for k, v in times.items() if v}
@@ -231,7 +272,8 @@ def main(argv=None) -> int:
                 f"{diff} |")
 
     lines = [f"`python bench/bench_preprocess.py --files {n} --rounds {args.rounds}"
-             f"{' --monai-python PATH' if 'monai' in med else ''}` on "
+             f"{' --monai-python PATH' if 'monai' in med else ''}"
+             f"{' --peer-tree DIR' if 'peer' in med else ''}` on "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {n} synthetic head-CT "
              "files of 512×512 (12-bit, Explicit VR Little Endian) → float32 224×224×3 (brain "
              f"40/80, subdural 80/200, bone 400/1800); median of {args.rounds} interleaved "
@@ -255,6 +297,11 @@ def main(argv=None) -> int:
                   outs["exact"]),
               row("dicomml Pipeline on an in-memory Image (no file read), default settings",
                   "in-memory", outs["in-memory"])]
+    if "peer" in med:
+        same = y_peer is not None and y_peer.tobytes() == outs["default"].tobytes()
+        lines.append(row("peer tree (--peer-tree): Pipeline.from_path, default settings "
+                         f"(tensors byte-identical to this tree's: {'yes' if same else 'NO'})",
+                         "peer", y_peer))
     text = "\n".join(lines)
     print(text)
     goal = np.abs(outs["exact"] - y_base).max() <= 1 / 255

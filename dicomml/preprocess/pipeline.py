@@ -30,12 +30,12 @@ import numpy as np
 from dicomml.errors import FATAL, ConfigError, DicommlError
 from dicomml.io.types import VOILUT, Image, Volume, Window
 from dicomml.preprocess._options import (IMAGENET_MEAN, IMAGENET_STD, Mode, Normalization,
-                                         PreprocessError, ResizeMode)
+                                         PreprocessError, ResizeMode, VOILUTFunction)
 from dicomml.preprocess.augment import apply_geometry, apply_intensity, draw
 from dicomml.preprocess.config import PreprocessConfig
 from dicomml.preprocess.presets import ResolvedWindow, resolve_window
-from dicomml.preprocess.resize import resize_planes
-from dicomml.preprocess.window import apply_voi_lut, apply_window
+from dicomml.preprocess.resize import resize_planes, window_resize
+from dicomml.preprocess.window import apply_voi_lut, apply_window, window_coefficients
 
 __all__ = ["Pipeline", "to_tensor", "invert_monochrome1", "apply_padding_floor",
            "normalize", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -261,6 +261,49 @@ def _window_stack(values: np.ndarray, windows: list[ResolvedWindow]) -> np.ndarr
     return out
 
 
+def _fused(values, windows: list[ResolvedWindow], plane: _Plane, size, resize, fov_mm):
+    """Steps 2–5 in the compiled kernel (:func:`~dicomml.preprocess.resize.window_resize`),
+    bit for bit :func:`_window_stack`, inversion, padding floor and resize one by one.
+
+    It covers clipped-line windows (LINEAR, LINEAR_EXACT; not a LINEAR width of 1, a
+    SIGMOID or a VOI LUT) of real-valued planes with a (rows, cols) padding mask or one per
+    plane; ``None`` otherwise (or without numba): the caller then runs the steps one by one.
+    """
+    x = np.asarray(values)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        return None
+    coeffs = []
+    for w in windows:
+        if w.lut is not None or w.function is VOILUTFunction.SIGMOID:
+            return None
+        a, b = window_coefficients(w.center, w.width, w.function)
+        if not np.isfinite(a):
+            return None
+        coeffs.append((a, b))
+    k = len(windows)
+    many = x.ndim == 3
+    planes = np.ascontiguousarray(x if many else x[None], dtype=np.float32)
+    plane_of = np.arange(k, dtype=np.intp) if many else np.zeros(k, dtype=np.intp)
+    if many and planes.shape[0] != k:
+        return None
+    pad, pad_of = plane.padding, np.full(k, -1, dtype=np.intp)
+    if pad is not None:
+        pad = np.asarray(pad, dtype=bool)
+        if pad.shape == planes.shape[1:]:
+            pad, pad_of = np.ascontiguousarray(pad[None]), np.zeros(k, dtype=np.intp)
+        elif pad.shape == (k, *planes.shape[1:]):
+            pad, pad_of = np.ascontiguousarray(pad), np.arange(k, dtype=np.intp)
+        else:
+            return None
+    a = np.array([c[0] for c in coeffs], dtype=np.float32)
+    b = np.array([c[1] for c in coeffs], dtype=np.float32)
+    invert = (plane.photometric or "").strip().upper() == "MONOCHROME1"
+    return window_resize(planes, plane_of, a, b, invert, pad, pad_of, size, resize,
+                         None if fov_mm is None else float(fov_mm),
+                         None if plane.spacing is None else
+                         (float(plane.spacing[0]), float(plane.spacing[1])))
+
+
 def _rgb_scale(values: np.ndarray, bits_stored: int | None) -> np.ndarray:
     """Colour (rows, cols, 3) stored values → [0, 1] by ``2**BitsStored − 1``; when the values
     exceed that (e.g. a 16-bit palette expanded to RGB), by the smallest of 8 or 16 bits that
@@ -365,6 +408,7 @@ class Pipeline:
             params = draw(cfg.augment, rng)
 
         x = plane.values
+        out = None
         is_color = (x.ndim == 3 and x.shape[-1] == 3 and mode is not Mode.TWO_HALF_D)
         if mode is Mode.RGB:
             if not is_color:
@@ -396,16 +440,20 @@ class Pipeline:
                 labels = [f"slice {d:+d} {windows[0].label}" for d in (-1, 0, 1)]
             else:
                 labels = [w.label for w in windows]
-            with _step("window", x, where):
-                stack = _window_stack(x, windows)
             if mode is Mode.REPLICATE:  # one channel is resized, then copied to three
                 labels = labels * 3
-            with _step("MONOCHROME1 inversion", stack, where):
-                invert_monochrome1(stack, plane.photometric, inplace=True)
-            with _step("padding floor", stack, where):
-                apply_padding_floor(stack, plane.padding, inplace=True)
-        with _step("resize", stack, where):
-            out = resize_planes(stack, cfg.size, self._resize, cfg.fov_mm, plane.spacing)
+            with _step("window and resize", x, where):
+                out = _fused(x, windows, plane, cfg.size, self._resize, cfg.fov_mm)
+            if out is None:
+                with _step("window", x, where):
+                    stack = _window_stack(x, windows)
+                with _step("MONOCHROME1 inversion", stack, where):
+                    invert_monochrome1(stack, plane.photometric, inplace=True)
+                with _step("padding floor", stack, where):
+                    apply_padding_floor(stack, plane.padding, inplace=True)
+        if out is None:
+            with _step("resize", stack, where):
+                out = resize_planes(stack, cfg.size, self._resize, cfg.fov_mm, plane.spacing)
         with _step("channels", out, where):
             if out.shape[-1] == 1:
                 out = np.repeat(out, 3, axis=-1)

@@ -18,12 +18,17 @@ mirror boundary, truncated at 4σ) followed by linear interpolation at pixel cen
 that matrix once per (input length, output length) by running exactly those two 1-D
 filters on the identity, and padding, cropping and the field of view become rows of zeros
 or dropped rows of the same matrix. The matrices are banded (about 2·4σ + 2 non-zeros per
-row), so they are applied as sparse CSR products: rows of every channel first (one product,
-R once per channel on a block diagonal), then the columns of all channels in one product —
-a few million multiply-adds for 3×512×512 → 224. Between them the row product is
-transposed in 16-byte blocks into a buffer kept per thread (NumPy's own transposed copy
-costs more than the product). Dense BLAS products are slower here (they multiply the
+row), so they are applied as sparse CSR products (rows first, then columns) — a few million
+multiply-adds for 3×512×512 → 224. Dense BLAS products are slower here (they multiply the
 zeros) and reassociate the sums; the tests pin the bytes of these CSR products.
+
+Who runs them: the compiled kernel (:mod:`dicomml.preprocess._kernel`, numba, imported on
+first use) does both passes and the clip in one call, with the CSR matrices' own weights in
+their order and a ``float32`` accumulator, so its bytes are those of the SciPy products;
+:func:`window_resize` lets the Pipeline fuse the window, inversion and padding floor into the
+same call. The SciPy path below (rows of every channel in one product, R once per channel on
+a block diagonal; the row product transposed in 16-byte blocks into a buffer kept per thread;
+then the columns of all channels in one product) runs only where numba cannot be imported.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import scipy.sparse as sparse
 from dicomml.errors import ConfigError
 from dicomml.preprocess._options import ResizeMode, choose
 
-__all__ = ["resampling_matrix", "axis_matrices", "resize_planes"]
+__all__ = ["resampling_matrix", "axis_matrices", "resize_planes", "window_resize"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -176,7 +181,9 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
     -------
     numpy.ndarray
         ``float32``, (size, size) or (size, size, channels), values in [0, 1]
-        (clipped to guard against rounding); padding is 0.
+        (clipped to guard against rounding; a NaN input stays NaN where its weights reach);
+        padding is 0. Computed by the compiled kernel, or by SciPy's CSR products where
+        numba cannot be imported: the same bytes.
 
     Examples
     --------
@@ -193,10 +200,17 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
         raise ConfigError(f"resize expects (rows, cols) or (channels, rows, cols). "
                           f"Received: shape={np.shape(planes)}")
     ch, rows, cols = x.shape
-    R, C = _sparse_matrices((rows, cols), int(size), choose(resize, ResizeMode, "resize"),
-                            None if fov_mm is None else float(fov_mm),
-                            None if pixel_spacing is None else
-                            (float(pixel_spacing[0]), float(pixel_spacing[1])), ch)
+    key = ((rows, cols), int(size),
+           choose(resize, ResizeMode, "resize"),
+           None if fov_mm is None else float(fov_mm),
+           None if pixel_spacing is None else (float(pixel_spacing[0]), float(pixel_spacing[1])))
+    kernel = compiled_kernel()
+    if kernel is not None:
+        R, C = csr_matrices(*key)
+        out = np.empty((C.shape[0], C.shape[0], ch), dtype=np.float32)
+        kernel.resize_kernel(np.ascontiguousarray(x), R, C, out, scratch(cols, C.shape[0]))
+        return out[..., 0].copy() if squeeze else out
+    R, C = _sparse_matrices(*key, ch)
     size = C.shape[0]
     # rows of every channel in one product: R once per channel on a block diagonal
     y = R @ np.ascontiguousarray(x).reshape(ch * rows, cols)      # (ch*size_row, cols)
@@ -204,6 +218,68 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
     out = np.empty((size, size, ch), dtype=np.float32)   # (row, col, channel), C order
     np.clip(z.reshape(size, ch, size).transpose(2, 0, 1), 0.0, 1.0, out=out)  # one pass
     return np.ascontiguousarray(out[..., 0]) if squeeze else out
+
+
+def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  invert: bool, padding: np.ndarray | None, pad_of: np.ndarray, size: int,
+                  resize: ResizeMode, fov_mm: float | None,
+                  pixel_spacing: tuple[float, float] | None) -> np.ndarray | None:
+    """Window, invert, floor the padding and resize in one compiled pass (the Pipeline's
+    steps 2–5 for clipped-line windows), bit for bit those steps run one by one.
+
+    Channel ``k`` is ``clip(values[plane_of[k]]·a[k] + b[k], 0, 1)`` (``float32``, the
+    arithmetic of :func:`~dicomml.preprocess.apply_window` with
+    :func:`~dicomml.preprocess.window_coefficients`), then ``1 − y`` when ``invert``
+    (MONOCHROME1), then 0 where ``padding[pad_of[k]]`` (no mask where ``pad_of[k] < 0``),
+    then :func:`resize_planes`. ``values`` is ``float32`` (planes, rows, cols); ``padding``
+    ``bool`` (masks, rows, cols) or None. Returns ``float32`` (size, size, channels), or
+    ``None`` where numba cannot be imported (the caller then runs the steps one by one).
+    """
+    kernel = compiled_kernel()
+    if kernel is None:
+        return None
+    rows, cols = values.shape[1:]
+    R, C = csr_matrices((rows, cols), int(size), resize, fov_mm, pixel_spacing)
+    k = a.shape[0]
+    out = np.empty((C.shape[0], C.shape[0], k), dtype=np.float32)
+    win = getattr(_scratch, "planes", None)
+    if win is None or win.shape != (k, rows, cols):
+        win = _scratch.planes = np.empty((k, rows, cols), np.float32)
+    if padding is None:
+        padding = np.zeros((1, 1, 1), dtype=bool)
+    kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R, C,
+                                out, win, scratch(cols, C.shape[0]))
+    return out
+
+
+@functools.cache
+def compiled_kernel():
+    """The numba kernel module (:mod:`dicomml.preprocess._kernel`), imported on first use;
+    ``None`` where numba cannot be imported (then the SciPy CSR products run: same bytes)."""
+    try:
+        from dicomml.preprocess import _kernel
+    except ImportError:
+        return None
+    return _kernel
+
+
+def scratch(cols: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scratch buffers of the calling thread for the kernel: the row pass transposed
+    (cols, n_rows), one row (cols,), one column accumulator (n_rows,). Kept per thread so
+    that they are not faulted in again on every call."""
+    bufs = getattr(_scratch, "kernel", None)
+    if bufs is None or bufs[0].shape != (cols, n_rows):
+        bufs = _scratch.kernel = (np.empty((cols, n_rows), np.float32),
+                                  np.empty(cols, np.float32), np.empty(n_rows, np.float32))
+    return bufs
+
+
+@functools.lru_cache(maxsize=64)
+def csr_matrices(shape, size, resize, fov_mm, pixel_spacing):
+    """``(R, C)`` of :func:`axis_matrices` as ``float32`` CSR arrays (one channel's), the
+    weights the kernel and the SciPy products both use; cached."""
+    R, C = axis_matrices(shape, size, resize, fov_mm, pixel_spacing)
+    return sparse.csr_array(R), sparse.csr_array(C)
 
 
 def _transposed(a: np.ndarray) -> np.ndarray:
@@ -237,8 +313,7 @@ _scratch = threading.local()
 @functools.lru_cache(maxsize=64)
 def _sparse_matrices(shape, size, resize, fov_mm, pixel_spacing, channels):
     """CSR matrices: R on the block diagonal once per channel, and C."""
-    R, C = axis_matrices(shape, size, resize, fov_mm, pixel_spacing)
-    R = sparse.csr_array(R)
+    R, C = csr_matrices(shape, size, resize, fov_mm, pixel_spacing)
     if channels > 1:
         R = sparse.csr_array(sparse.block_diag([R] * channels, format="csr"))
-    return R, sparse.csr_array(C)
+    return R, C

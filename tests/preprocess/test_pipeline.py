@@ -228,6 +228,13 @@ def test_step_errors_name_step_shape_and_range(monkeypatch):
     def broken(*a, **k):
         raise ValueError("boom")
 
+    monkeypatch.setattr(pl, "window_resize", broken)     # the compiled kernel's step
+    with pytest.raises(PreprocessError,
+                       match=r"step 'window and resize'.*\(64, 48\).*0\.\.3071.*boom") as e:
+        Pipeline()(x)
+    assert isinstance(e.value.__cause__, ValueError)
+
+    monkeypatch.setattr(pl, "window_resize", lambda *a, **k: None)   # as without numba
     monkeypatch.setattr(pl, "resize_planes", broken)
     with pytest.raises(PreprocessError, match=r"step 'resize'.*\(3, 64, 48\).*0\.\.1.*boom") as e:
         Pipeline()(x)
