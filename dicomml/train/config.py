@@ -135,8 +135,12 @@ class TrainConfig:
     epochs : int
         Maximum number of epochs (early stopping may end the run sooner).
     batch_size : int
-        Images per step at the slice level; at the study level each step is one study
-        (all its slices), so nothing is padded.
+        Images per step at the slice level (the study level: ``studies_per_step``).
+    studies_per_step : int
+        Study level: whole studies per training step (default 8), of equal length
+        (bucketed by their number of slices, so nothing is padded; a length with fewer
+        studies gives a smaller step). Several patients per step, so the batch statistics
+        of batch normalization are not one patient's.
     loss : str
         "" → ``categorical_crossentropy`` (classification) or ``mean_squared_error``.
     metrics : list of str
@@ -197,6 +201,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     epochs: int = 30
     batch_size: int = 32
+    studies_per_step: int = 8
     loss: str = ""
     metrics: tuple = ("accuracy",)
     class_weights: Any = "none"
@@ -254,9 +259,10 @@ class TrainConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ConfigError(f"train.{k} must be a number >= 0. Received: {k}={v!r}")
-        if int(self.epochs) < 1 or int(self.batch_size) < 1:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1. Received: "
-                              f"epochs={self.epochs!r}, batch_size={self.batch_size!r}")
+        if int(self.epochs) < 1 or int(self.batch_size) < 1 or int(self.studies_per_step) < 1:
+            raise ConfigError("train.epochs, train.batch_size and train.studies_per_step must "
+                              f"be >= 1. Received: epochs={self.epochs!r}, batch_size="
+                              f"{self.batch_size!r}, studies_per_step={self.studies_per_step!r}")
 
 
 @dataclass(frozen=True)
