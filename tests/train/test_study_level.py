@@ -146,3 +146,27 @@ def test_bag_dataset_steps_match_the_cache_and_resume(run):
     for (x0, y0, _), (x1, y1, _) in zip(full[3:], resumed):
         np.testing.assert_array_equal(x0.numpy(), x1.numpy())
         np.testing.assert_array_equal(y0.numpy(), y1.numpy())
+
+
+def test_slice_encoder_normalizes_over_every_slice_of_the_step():
+    """In training, batch normalization inside the study encoder sees the B·n slices of
+    the step together: the same as the slice encoder on the flattened slices, not one
+    slice position at a time (Keras TimeDistributed) — and at inference the same too."""
+    from dicomml.models import build_model
+    from dicomml.models.mil import study_model
+
+    keras.utils.set_random_seed(0)
+    enc = build_model("reference_cnn", input_shape=(32, 32, 3), filters=(4, 4, 4),
+                      dense_units=4, global_pool="max", batch_norm=True)
+    model = study_model(enc, "max")
+    inner = model.get_layer("encode_slices").layer
+    rng = np.random.default_rng(1)
+    bag = rng.random((3, 5, 32, 32, 3), dtype=np.float32) * np.linspace(0.2, 2, 5)[
+        None, :, None, None, None]  # slice positions differ in contrast
+    for training in (True, False):
+        got = np.asarray(model.get_layer("encode_slices")(bag, training=training))
+        want = np.asarray(inner(bag.reshape(15, 32, 32, 3), training=training)).reshape(3, 5, -1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    per_position = np.stack([np.asarray(inner(bag[:, i], training=True)) for i in range(5)], 1)
+    assert not np.allclose(per_position, np.asarray(
+        inner(bag.reshape(15, 32, 32, 3), training=True)).reshape(3, 5, -1), atol=1e-3)
