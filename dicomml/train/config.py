@@ -137,10 +137,11 @@ class TrainConfig:
     batch_size : int
         Images per step at the slice level (the study level: ``studies_per_step``).
     studies_per_step : int
-        Study level: whole studies per training step (default 8), of equal length
+        Study level: whole studies per training step (default 1), of equal length
         (bucketed by their number of slices, so nothing is padded; a length with fewer
-        studies gives a smaller step). Several patients per step, so the batch statistics
-        of batch normalization are not one patient's.
+        studies gives a smaller step). More than one mixes patients in the batch
+        statistics but gives fewer steps per epoch: on the bundled head task 4 stopped
+        early at chance with the default epochs and learning rate, 1 reaches AUC 1.0.
     loss : str
         "" → ``categorical_crossentropy`` (classification) or ``mean_squared_error``.
     metrics : list of str
@@ -201,7 +202,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     epochs: int = 30
     batch_size: int = 32
-    studies_per_step: int = 8
+    studies_per_step: int = 1
     loss: str = ""
     metrics: tuple = ("accuracy",)
     class_weights: Any = "none"
