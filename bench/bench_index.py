@@ -25,6 +25,11 @@ What it does, in one run:
    ``summary()``.
 6. Prints a Markdown section, written under ``## index`` in ``bench/README.md``
    (``--no-readme`` to skip). The load average is given with every figure.
+
+``--baseline DIR`` (another checkout of dicomml, e.g. the main branch) adds its re-scan to
+every round (walk floor, baseline re-scan, this checkout's re-scan: the same load for all
+three) and its queries after this checkout's, so that a change is measured against the
+code before it in the same run.
 """
 
 from __future__ import annotations
@@ -179,9 +184,11 @@ print(json.dumps(out))
 """
 
 
-def run_child(code: str, *args, sample: bool = True) -> tuple[dict, float]:
-    """Run ``code`` in a fresh interpreter; (its JSON output, peak RSS of its tree in MiB)."""
-    proc = subprocess.Popen([sys.executable, "-c", code, str(HERE.parent), *map(str, args)],
+def run_child(code: str, *args, sample: bool = True, repo: Path = HERE.parent
+              ) -> tuple[dict, float]:
+    """Run ``code`` in a fresh interpreter with the dicomml of ``repo`` (default this
+    checkout); (its JSON output, peak RSS of its tree in MiB)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, str(repo), *map(str, args)],
                             stdout=subprocess.PIPE)
     peak = 0
     while sample and proc.poll() is None:
@@ -211,6 +218,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the tree and the Index")
     ap.add_argument("--reuse-index", action="store_true",
                     help="keep the Index of an earlier --keep run: no first scan")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another dicomml checkout whose re-scan and queries are measured in "
+                         "the same rounds (e.g. the main branch)")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -239,9 +249,12 @@ def main(argv=None) -> int:
             first_load = load()
         print(f"first scan: {first} peak {first_peak:.0f} MiB, load {first_load}",
               file=sys.stderr)
-        rounds = []
+        rounds, base_rounds = [], []
         for _ in range(args.rounds):
             floor_s, _n, floor_cpu = walk_floor(str(root))
+            if args.baseline is not None:
+                base, base_peak = run_child(_SCAN, root, db, args.workers, repo=args.baseline)
+                base_rounds.append((base["elapsed_s"], base["cpu_s"], base_peak, load()))
             again, peak = run_child(_SCAN, root, db, args.workers)
             rounds.append((floor_s, again["elapsed_s"], peak, again["read"], load(),
                            floor_cpu, again["cpu_s"]))
@@ -251,6 +264,10 @@ def main(argv=None) -> int:
                   file=sys.stderr)
         queries, _ = run_child(_QUERIES, db, sample=False)
         query_load = load()
+        base_queries = None
+        if args.baseline is not None:
+            base_queries, _ = run_child(_QUERIES, db, sample=False, repo=args.baseline)
+            base_query_load = load()
         db_mib = os.path.getsize(db) / 2**20
     finally:
         if not args.keep:
@@ -283,9 +300,21 @@ def main(argv=None) -> int:
     cpu_ratio = statistics.median(r[6] / r[5] for r in rounds)
     lines.append(f"| median re-scan / walk floor | wall {rescan / floor:.2f}x, CPU "
                  f"{cpu_ratio:.2f}x (goal <= 2) | |")
+    for i, ((b_s, b_cpu, b_peak, b_ld), r) in enumerate(zip(base_rounds, rounds), 1):
+        lines.append(f"| round {i}, baseline `{args.baseline}`: walk floor / re-scan | wall "
+                     f"{r[0]:.2f} s / {b_s:.2f} s = {b_s / r[0]:.2f}x; CPU {r[5]:.2f} s / "
+                     f"{b_cpu:.2f} s = {b_cpu / r[5]:.2f}x; peak RSS {b_peak:.0f} MiB | {b_ld} |")
+    if base_rounds:
+        lines.append("| median baseline re-scan / walk floor | wall "
+                     f"{statistics.median(b[0] / r[0] for b, r in zip(base_rounds, rounds)):.2f}x"
+                     f", CPU {statistics.median(b[1] / r[5] for b, r in zip(base_rounds, rounds)):.2f}"
+                     "x | |")
     for name, q in queries.items():
         lines.append(f"| query: {name} | {q['s'] * 1000:.0f} ms ({q['rows']:,} rows) "
                      f"| {query_load} |")
+    for name, q in (base_queries or {}).items():
+        lines.append(f"| baseline query: {name} | {q['s'] * 1000:.0f} ms ({q['rows']:,} rows) "
+                     f"| {base_query_load} |")
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_readme:

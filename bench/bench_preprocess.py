@@ -93,9 +93,13 @@ its python with `--monai-python`:
 
 ```
 python3 -m venv ~/monai-venv
-~/monai-venv/bin/pip install monai torch pydicom numpy   # a CPU-only torch build is enough
+~/monai-venv/bin/pip install TORCH_CPU_WHEEL monai pydicom numpy scikit-image
 python bench/bench_preprocess.py --monai-python ~/monai-venv/bin/python --write-readme
 ```
+
+`TORCH_CPU_WHEEL` is a CPU-only torch build (a `+cpu` wheel from the package index or a
+wheel folder you use): a plain `pip install torch` on Linux pulls the CUDA build, gigabytes
+that the benchmark does not use (it sets one torch thread and runs on the CPU).
 
 Without `--monai-python` the MONAI row and column are left out (and the text says so)."""
 

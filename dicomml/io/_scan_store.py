@@ -116,7 +116,8 @@ class Store:
             "SELECT EXISTS(SELECT 1 FROM instances), EXISTS(SELECT 1 FROM skipped)").fetchone()
         #: True when the Index held no file when opened (a first scan).
         self.empty = not (self._rows_before or self._skips_before)
-        self._unmatched = 0  # files of the Index that plan() did not find in the walk
+        self._gone: list[str] = []  # paths of the Index that record_walk() did not find
+        self._counts = (0, 0)  # files found and new files of record_walk()
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
         self._dup_sops: list[str] | None = None
 
@@ -141,50 +142,93 @@ class Store:
         self.con.close()
 
     # -- state ---------------------------------------------------------------------------
-    # -- the walk, kept in SQLite (flat memory at a million files) ------------------------
-    def record_walk(self, entries: Iterable, batch: int = 20000) -> list:
-        """Store the walk (``FileEntry`` objects) in a temporary table, ``batch`` rows per
-        transaction, and return the other entries (``Unreadable``) in a list.
+    # -- the walk, merged with ``files`` (flat memory at a million files) ------------------
+    def record_walk(self, entries: Iterable, batch: int = 20000, page: int = 8192) -> list:
+        """Compare the walk (``FileEntry`` objects, in increasing path order as
+        :func:`dicomml.io.files.walk_files` yields them) with the ``files`` table, and
+        return the other entries (``Unreadable``) in a list.
 
-        The temporary tables live in SQLite's temporary file, not in this process: memory
-        stays flat however many files the folder holds.
+        One merge of two sorted streams: the walk, and ``files`` read ``page`` rows at a
+        time in path order (its primary key). The files to read (new, changed in size or
+        mtime, or whose reading failed before) go into a temporary table, ``batch`` rows
+        per transaction, in walk order, for :meth:`todo`; the paths the Index knows that
+        the walk did not find are kept for :meth:`gone`. Nothing else of the walk is kept:
+        memory stays flat however many files the folder holds, and an unchanged file costs
+        one comparison.
+
+        Raises
+        ------
+        ValueError
+            The walk is not in strictly increasing path order (the merge would be wrong).
         """
         c = self.con
-        c.execute("DROP TABLE IF EXISTS temp.walk")
         c.execute("DROP TABLE IF EXISTS temp.todo")
-        # no index on the walk: inserts stay cheap; the look-ups go the other way, into
-        # the primary key of ``files``
-        c.execute("CREATE TEMP TABLE walk (path TEXT, size INTEGER, mtime_ns INTEGER)")
-        other, rows = [], []
+        c.execute("CREATE TEMP TABLE todo (path TEXT, size INTEGER, mtime_ns INTEGER, "
+                  "new INTEGER)")
+        # skipped files to retry are in ``skipped`` only (not in ``files``): few, kept here
+        retry = {p for (p,) in c.execute("SELECT path FROM skipped WHERE path NOT IN "
+                                         "(SELECT path FROM files)")}
+        known = self._known(page)
+        end = (None, None, None)  # after the last file of the Index
+        kpath, ksize, kmtime = next(known, end)
+        other, todo, gone = [], [], []
+        seen = new = 0
+        last = ""
         for entry in entries:
             if not isinstance(entry, tuple):  # FileEntry is a (path, size, mtime_ns) tuple
                 other.append(entry)
                 continue
-            rows.append(entry)
-            if len(rows) >= batch:
-                self._insert_walk(rows)
-                rows = []
-        self._insert_walk(rows)
+            path = entry[0]
+            if path <= last:
+                raise ValueError(f"the walk is not in increasing path order at {path!r} "
+                                 f"(after {last!r}); walk with dicomml.io.files.walk_files")
+            last = path
+            seen += 1
+            while kpath is not None and kpath < path:  # in the Index, not in the walk
+                gone.append(kpath)
+                kpath, ksize, kmtime = next(known, end)
+            if kpath == path:
+                if ksize != entry[1] or kmtime != entry[2]:
+                    todo.append((path, entry[1], entry[2], 0))
+                kpath, ksize, kmtime = next(known, end)
+            else:
+                new += 1
+                retry.discard(path)
+                todo.append((path, entry[1], entry[2], 1))
+            if len(todo) >= batch:
+                self._insert_todo(todo)
+                todo = []
+        while kpath is not None:
+            gone.append(kpath)
+            kpath, ksize, kmtime = next(known, end)
+        self._insert_todo(todo)
+        self._gone = gone + sorted(retry)
+        self._counts = seen, new
         return other
 
-    def _insert_walk(self, rows: list) -> None:
+    def _known(self, page: int) -> Iterator[tuple[str, int, int]]:
+        """``(path, size, mtime_ns)`` of ``files`` in path order, read page by page (each
+        page a query of its own, so writes may go on between pages)."""
+        c = self.con
+        rows = c.execute("SELECT path, size, mtime_ns FROM files ORDER BY path LIMIT ?",
+                         (page,)).fetchall()
+        while rows:
+            yield from rows
+            if len(rows) < page:
+                return
+            rows = c.execute("SELECT path, size, mtime_ns FROM files WHERE path > ? "
+                             "ORDER BY path LIMIT ?", (rows[-1][0], page)).fetchall()
+
+    def _insert_todo(self, rows: list) -> None:
         if rows:
             with self.transaction():
-                self.con.executemany("INSERT INTO walk VALUES (?, ?, ?)", rows)
+                self.con.executemany("INSERT INTO todo VALUES (?, ?, ?, ?)", rows)
 
     def plan(self) -> tuple[int, int]:
-        """After :meth:`record_walk`: ``(files found, files to read)``. The files to read
-        (new, changed in size or mtime, or whose reading failed before) go into a temporary
-        table, in walk order, for :meth:`todo`."""
-        c = self.con
-        c.execute("CREATE TEMP TABLE todo AS SELECT w.path, w.size, w.mtime_ns, "
-                  "f.path IS NULL AS new FROM walk w LEFT JOIN files f ON f.path = w.path "
-                  "WHERE f.path IS NULL OR f.size IS NOT w.size "
-                  "OR f.mtime_ns IS NOT w.mtime_ns ORDER BY w.rowid")
-        (seen,) = c.execute("SELECT COUNT(*) FROM walk").fetchone()
-        todo, new = c.execute("SELECT COUNT(*), COALESCE(SUM(new), 0) FROM todo").fetchone()
-        self._unmatched = c.execute("SELECT COUNT(*) FROM files").fetchone()[0] - (seen - new)
-        return seen, todo
+        """After :meth:`record_walk`: ``(files found, files to read)``; the files to read
+        are in a temporary table, in walk order, for :meth:`todo`."""
+        (todo,) = self.con.execute("SELECT COUNT(*) FROM todo").fetchone()
+        return self._counts[0], todo
 
     def todo(self, page: int = 4096) -> Iterator[tuple[str, int, int]]:
         """The ``(path, size, mtime_ns)`` of :meth:`plan`, read page by page (each page a
@@ -200,29 +244,17 @@ class Store:
                 yield row[1:]
 
     def gone(self) -> list[str]:
-        """After :meth:`plan`: paths the Index knows (files, or skipped and to retry) that
-        the walk did not find. Every file of the Index found again (the common case of a
-        re-scan) is known from :meth:`plan`'s counts, without another pass."""
-        c = self.con
-        gone = []
-        if self._unmatched:
-            gone += [p for (p,) in c.execute(
-                "SELECT path FROM files WHERE path NOT IN (SELECT path FROM walk)")]
-        if c.execute("SELECT EXISTS(SELECT 1 FROM skipped WHERE path NOT IN "
-                     "(SELECT path FROM files))").fetchone()[0]:
-            gone += [p for (p,) in c.execute(
-                "SELECT path FROM skipped WHERE path NOT IN (SELECT path FROM files) "
-                "AND path NOT IN (SELECT path FROM walk)")]
-        return gone
+        """After :meth:`record_walk`: paths the Index knows (files, or skipped and to
+        retry) that the walk did not find."""
+        return list(self._gone)
 
     def walked(self, paths: list[str]) -> set[str]:
-        """Those of ``paths`` that :meth:`record_walk` found."""
-        return {p for (p,) in self._select_in("SELECT path FROM walk WHERE path IN ({})",
-                                              list(paths))}
+        """Those of ``paths`` (paths of the Index) that :meth:`record_walk` found."""
+        gone = set(self._gone)
+        return {p for p in paths if p not in gone}
 
     def end_walk(self) -> None:
-        """Drop the temporary tables of :meth:`record_walk` and :meth:`plan`."""
-        self.con.execute("DROP TABLE IF EXISTS temp.walk")
+        """Drop the temporary table of :meth:`record_walk`."""
         self.con.execute("DROP TABLE IF EXISTS temp.todo")
 
     def remove(self, paths: Iterable[str]) -> int:

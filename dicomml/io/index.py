@@ -243,17 +243,55 @@ def series_sql(keys: str = "1", uids: str = "1") -> str:
         f"LEFT JOIN vols ON vols.k = series_key WHERE {keys} GROUP BY series_key")
 
 
-def _decode_frame(df):
-    for col in ARRAY_COLUMNS:
-        if col in df.columns:
-            df[col] = df[col].map(lambda t: decode_array(t) if isinstance(t, str) else None)
-    for col in INT_COLUMNS:
-        if col in df.columns:
-            df[col] = df[col].astype("Int64")
-    for col in ("is_image", "conflict"):
-        if col in df.columns:
-            df[col] = df[col].fillna(0).astype(bool)
-    return df
+def _decode_texts(texts) -> list:
+    """:func:`decode_array` of every text of one column; each distinct text is decoded once
+    (orientation, spacing and windows repeat from file to file)."""
+    memo: dict = {None: None}
+    out = []
+    append = out.append
+    for t in texts:
+        v = memo.get(t, memo)
+        if v is memo:
+            v = memo[t] = decode_array(t) if isinstance(t, str) else None
+        append(v)
+    return out
+
+
+_BOOL_COLUMNS = ("is_image", "conflict")
+
+
+def _decoded_frame(cur):
+    """The rows of ``cur`` (a query on ``instances``) as :meth:`Index.instances` returns
+    them decoded, built column by column: JSON arrays to tuples of float (each distinct
+    text once), the integer columns as nullable ``Int64``, ``is_image`` / ``conflict`` as
+    bool (NULL is False), every other column as pandas infers it from its values (what
+    ``pd.read_sql_query`` gives). The same frame as ``pd.read_sql_query`` followed by those
+    conversions column by column, without its intermediate object matrix."""
+    import numpy as np
+    import pandas as pd
+
+    names = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    matrix = np.empty((len(rows), len(names)), dtype=object)
+    if rows:
+        matrix[:] = rows  # one transposable block instead of a tuple per row
+    data = {}
+    ints, arrays = set(INT_COLUMNS), set(ARRAY_COLUMNS)
+    for j, name in enumerate(names):
+        values = matrix[:, j]
+        if name in arrays:
+            data[name] = pd.Series(_decode_texts(values), dtype=object)
+        elif name in ints:
+            missing = values == None  # noqa: E711 - elementwise, NULL of SQLite
+            if missing.any():
+                values = values.copy()
+                values[missing] = 0
+            data[name] = pd.Series(pd.arrays.IntegerArray(values.astype(np.int64), missing))
+        elif name in _BOOL_COLUMNS:
+            data[name] = pd.Series(values.astype(bool), dtype=bool)
+        else:
+            data[name] = pd.Series(values.tolist(), dtype=None if rows else object)
+    return pd.DataFrame(data, columns=names)
 
 
 class Index:
@@ -327,9 +365,10 @@ class Index:
         :func:`select_where`); default all instances.
         """
         where, params = select_where(modality, sop_class_uid, study_date)
-        df = self._frame(f"SELECT * FROM instances WHERE {where} "
-                         "ORDER BY series_key, instance_number, path", tuple(params))
-        return _decode_frame(df) if decode else df
+        sql = f"SELECT * FROM instances WHERE {where} ORDER BY series_key, instance_number, path"
+        if not decode:
+            return self._frame(sql, tuple(params))
+        return _decoded_frame(self._con.execute(sql, tuple(params)))
 
     def series(self, *, modality=None, sop_class_uid=None, study_date=None):
         """One row per series key: modality, study and series UIDs, counts, size, kind...

@@ -1,13 +1,14 @@
 """``scan``: index a folder of DICOM files (headers only) into an SQLite Index.
 
-The parent process walks the folder (:mod:`dicomml.io.files`), compares every file's size
-and ``mtime_ns`` with the Index's ``files`` table, sends chunks of the new or changed paths
+The parent process walks the folder (:mod:`dicomml.io.files`, in path order), compares
+every file's size and ``mtime_ns`` with the Index's ``files`` table (one merge of the walk
+with ``files`` read page by page in path order), sends chunks of the new or changed paths
 to workers, and is the only writer of the Index (:mod:`dicomml.io.index`): each chunk of
 results is one transaction, so an interrupted scan keeps what it committed and the next
-scan reads only the rest. Files that disappeared are removed from the Index. The walk and
-the list of files to read live in SQLite temporary tables (joined with ``files`` in SQL, read
-back page by page), so the scan's memory does not grow with the number of files; a first
-scan builds the Index's secondary indexes once, at the end. Workers read
+scan reads only the rest. Files that disappeared are removed from the Index. The list of
+files to read lives in an SQLite temporary table (read back page by page), so the scan's
+memory does not grow with the number of files; a first scan builds the Index's secondary
+indexes once, at the end. Workers read
 headers only (:func:`dicomml.io.header.read_header`): pixel data is never decoded; the
 element headers up to and over (7FE0,0010) are checked so that truncated copies are
 reported.

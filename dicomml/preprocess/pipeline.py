@@ -30,7 +30,7 @@ import numpy as np
 from dicomml.errors import FATAL, ConfigError, DicommlError
 from dicomml.io.types import VOILUT, Image, Volume, Window
 from dicomml.preprocess._options import (IMAGENET_MEAN, IMAGENET_STD, Mode, Normalization,
-                                         PreprocessError, VOILUTFunction)
+                                         PreprocessError, ResizeMode)
 from dicomml.preprocess.augment import apply_geometry, apply_intensity, draw
 from dicomml.preprocess.config import PreprocessConfig
 from dicomml.preprocess.presets import ResolvedWindow, resolve_window
@@ -299,6 +299,8 @@ class Pipeline:
                               f"Received: config={type(config).__name__}")
         self.config = config
         self._mode = Mode(config.mode)
+        self._resize = ResizeMode(config.resize)     # the config holds the members' values
+        self._normalize = Normalization(config.normalize)
         self._rng = np.random.default_rng(config.augment.seed)
 
     def __repr__(self) -> str:
@@ -403,15 +405,16 @@ class Pipeline:
             with _step("padding floor", stack, where):
                 apply_padding_floor(stack, plane.padding, inplace=True)
         with _step("resize", stack, where):
-            out = resize_planes(stack, cfg.size, cfg.resize, cfg.fov_mm, plane.spacing)
+            out = resize_planes(stack, cfg.size, self._resize, cfg.fov_mm, plane.spacing)
         with _step("channels", out, where):
             if out.shape[-1] == 1:
                 out = np.repeat(out, 3, axis=-1)
         if params is not None:
             with _step("augment", out, where):
                 out = apply_intensity(apply_geometry(out, params), params)
-        with _step("normalize", out, where):
-            out = normalize(out, cfg.normalize)
+        if self._normalize is not Normalization.UNIT:   # unit: the tensor as it is
+            with _step("normalize", out, where):
+                out = normalize(out, self._normalize)
         return np.ascontiguousarray(out, dtype=np.float32), labels
 
 

@@ -119,3 +119,58 @@ def test_index_readable_while_scanning_db_in_wal_mode(scanned):
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
+
+
+def _reference_frame(con, sql: str):
+    """What Index.instances() returned before it built its frame column by column:
+    pd.read_sql_query, then each JSON array decoded with json.loads, the integer columns
+    cast to Int64 and is_image / conflict to bool (NULL False)."""
+    import pandas as pd
+
+    from dicomml.io.index import INT_COLUMNS
+
+    df = pd.read_sql_query(sql, con)
+    for col in ARRAY_COLUMNS:
+        df[col] = df[col].map(
+            lambda t: tuple(float(v) for v in json.loads(t)) if isinstance(t, str) else None)
+    for col in INT_COLUMNS:
+        df[col] = df[col].astype("Int64")
+    for col in ("is_image", "conflict"):
+        df[col] = df[col].fillna(0).astype(bool)
+    return df
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory):
+    """The Index of sample_dicom/ (CT, MR, SR, DICOMDIR...: columns with and without NULLs)."""
+    db = tmp_path_factory.mktemp("sample") / "index.sqlite"
+    root = Path(__file__).resolve().parents[2] / "sample_dicom"
+    scan(root, db, workers=0, progress=False)
+    return db
+
+
+@pytest.mark.parametrize("select", [{}, {"modality": "CT"}, {"modality": "NOPE"}])
+def test_instances_frame_equals_read_sql_query(sample_index, select):
+    """The column-wise frame equals the read_sql_query one: values, dtypes, order."""
+    import pandas as pd
+
+    from dicomml.io.index import select_where
+
+    where, params = select_where(**select)
+    with Index(sample_index) as idx:
+        df = idx.instances(**select)
+    con = sqlite3.connect(sample_index)
+    try:
+        sql = (f"SELECT * FROM instances WHERE {where} "
+               "ORDER BY series_key, instance_number, path")
+        ref = _reference_frame(con, sql.replace("?", "'" + "','".join(params) + "'")
+                               if params else sql)
+        n_null = con.execute("SELECT COUNT(*) FROM instances WHERE window_center IS NULL"
+                             ).fetchone()[0]
+    finally:
+        con.close()
+    if not select:  # the fixture exercises NULLs as well as values
+        assert 0 < n_null < len(df) and len(df) > 100
+    assert list(df.columns) == list(INSTANCE_COLUMNS)
+    pd.testing.assert_frame_equal(df, ref, check_exact=True)
+    assert (df.dtypes == ref.dtypes).all()

@@ -320,3 +320,18 @@ def test_series_from_the_index(tmp_path):
                     read_series(instances[instances.series_key == key])):
             np.testing.assert_array_equal(vol.pixels, ref.pixels)
             assert vol.sop_instance_uids == ref.sop_instance_uids
+
+
+def test_reading_a_folder_does_not_import_pandas(tmp_path):
+    """A DataFrame or Series of index rows can only be passed once pandas is imported, so
+    reading a folder must not import it (half a second of CPU on a program's first read)."""
+    import subprocess
+    import sys
+
+    write_ct_series(tmp_path / "ct", seed=3, n_slices=3, rows=16, columns=16)
+    code = ("import sys; from dicomml.io import read_series; "
+            f"v = read_series({str(tmp_path / 'ct')!r}); "
+            "print(v.pixels.shape, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout
+    assert out.split() == ["(3,", "16,", "16)", "False"]

@@ -66,3 +66,24 @@ def dcmtk_render(exe: str, path: str, out: Path, *options: str) -> np.ndarray:
     subprocess.run([exe, "--no-overlays", *options, "+op", path, str(out)], check=True,
                    capture_output=True, timeout=120)
     return read_pgm(out)
+
+
+def two_csr_products(planes, size, resize="pad", fov_mm=None, pixel_spacing=None):
+    """The resize written out as two CSR products per channel, ``C @ (R @ X).T``, from the
+    public :func:`~dicomml.preprocess.resize.axis_matrices`: the float32 arithmetic whose
+    bytes the tensors of the default settings have. A faster resize (other products, other
+    layouts, fused steps) must give the same bytes, or the tests that use this fail."""
+    import scipy.sparse as sparse
+
+    from dicomml.preprocess.resize import axis_matrices
+
+    x = np.asarray(planes, dtype=np.float32)
+    squeeze = x.ndim == 2
+    x = x[None] if squeeze else x
+    ch, rows, cols = x.shape
+    R, C = (sparse.csr_array(m) for m in axis_matrices((rows, cols), size, resize, fov_mm,
+                                                        pixel_spacing))
+    y = np.stack([R @ x[c] for c in range(ch)])                       # (ch, size, cols)
+    z = C @ np.ascontiguousarray(y.reshape(ch * size, cols).T)          # (size, ch·size)
+    out = np.clip(z.reshape(size, ch, size).transpose(2, 0, 1), 0.0, 1.0)
+    return np.ascontiguousarray(out[..., 0] if squeeze else out, dtype=np.float32)

@@ -13,7 +13,7 @@ from dicomml.io.types import Image, Volume
 from dicomml.preprocess import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, Pipeline,
                                 PreprocessConfig, PreprocessError, to_tensor)
 from tests.conftest import testdata as sample_file
-from tests.preprocess.helpers import pydicom_modality
+from tests.preprocess.helpers import pydicom_modality, two_csr_products
 
 
 def _linear(x, c, w):
@@ -241,3 +241,20 @@ def test_to_tensor_metadata_only_for_arrays():
     out = to_tensor(np.zeros((100, 50), np.float32), windows="-600/1500", size=32,
                     fov_mm=25, pixel_spacing=(0.25, 0.5))
     assert out.shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["693_UNCI.dcm", "CT_small.dcm"])
+def test_default_tensor_bit_identical_to_the_separate_steps(name):
+    """The Pipeline's default output is, bit for bit, its documented steps run one by one:
+    each window by apply_window, the padding floor, then the resize as two CSR products
+    per channel: a faster Pipeline must not change a single bit of the default tensors."""
+    from dicomml.preprocess import apply_window
+    from dicomml.preprocess.presets import PRESETS
+
+    img = read_image(sample_file(name))
+    hu = img.pixels[0]
+    stack = np.stack([apply_window(hu, *PRESETS[w]) for w in ("brain", "subdural", "bone")])
+    if img.padding_mask is not None:
+        stack[:, img.padding_mask[0]] = 0.0
+    ref = two_csr_products(stack, 224)
+    assert Pipeline()(img).tobytes() == ref.tobytes()

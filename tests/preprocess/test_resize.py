@@ -8,6 +8,7 @@ from skimage.transform import resize as sk_resize
 
 from dicomml.errors import ConfigError
 from dicomml.preprocess import resampling_matrix, resize_planes
+from tests.preprocess.helpers import two_csr_products
 
 
 def _sk(plane: np.ndarray, shape) -> np.ndarray:
@@ -97,3 +98,48 @@ def test_input_not_modified(planes):
 def test_resize_typo():
     with pytest.raises(ConfigError, match="Did you mean 'stretch'"):
         resize_planes(np.zeros((10, 10), np.float32), 8, "strech")
+
+
+# ------------------------------------------------------------------ bit for bit the CSR products
+@pytest.mark.parametrize("shape, size, resize", [
+    ((3, 512, 512), 224, "pad"), ((3, 300, 200), 224, "pad"), ((3, 200, 300), 224, "crop"),
+    ((1, 64, 48), 224, "stretch"), ((480, 640), 224, "pad"), ((3, 7, 3), 5, "pad"),
+    ((3, 1024, 1024), 224, "pad")])
+def test_bit_identical_to_the_two_csr_products(shape, size, resize):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.random(shape, dtype=np.float32)
+    x[x < 0.2] = 0.0          # the window's floor, as windowed CT has much of
+    x[x > 0.9] = 1.0
+    got = resize_planes(x, size, resize)
+    ref = two_csr_products(x, size, resize)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert got.tobytes() == ref.tobytes()
+
+
+@pytest.mark.parametrize("fov_mm, spacing", [(50, (0.5, 0.5)), (50, (0.5, 1.0)),
+                                             (300, (0.7, 0.7))])
+def test_fov_bit_identical_to_the_two_csr_products(fov_mm, spacing):
+    x = np.random.default_rng(5).random((3, 200, 180), dtype=np.float32)
+    got = resize_planes(x, 64, fov_mm=fov_mm, pixel_spacing=spacing)
+    assert got.tobytes() == two_csr_products(x, 64, "pad", fov_mm, spacing).tobytes()
+
+
+def test_a_nan_stays_where_the_products_put_it():
+    x = np.random.default_rng(6).random((3, 128, 128), dtype=np.float32)
+    x[1, 40, 40] = np.nan
+    got, ref = resize_planes(x, 64), two_csr_products(x, 64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    assert np.isnan(got).sum() > 0 and np.array_equal(got, ref, equal_nan=True)
+
+
+def test_threads_do_not_share_the_transpose_buffer():
+    """The row product is transposed into a buffer of the calling thread: planes resized
+    at once by several threads come out as each alone would."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    planes = [rng.random((3, 256, 256 + 4 * k), dtype=np.float32) for k in range(6)] * 4
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: resize_planes(x, 96), planes))
+    for x, y in zip(planes, got):
+        assert y.tobytes() == two_csr_products(x, 96).tobytes()
