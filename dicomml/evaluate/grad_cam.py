@@ -255,6 +255,44 @@ def to_input_grid(cam, shape: tuple[int, int], geometry=None) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _score_map_layer(model):
+    """The ``class_map`` layer of a score-map model (``reference_cnn`` with
+    ``head = "map"``), or None."""
+    try:
+        layer = model.get_layer("class_map")
+    except ValueError:
+        return None
+    return layer if layer.__class__.__name__ == "Conv2D" else None
+
+
+def _class_map(model, x, class_index):
+    """CAM (Zhou et al., CVPR 2016) of a score-map model: the model's own map of class
+    scores, as the log-odds of ``class_index`` against the other classes, scaled to [0, 1]
+    between its minimum and maximum and placed on the input grid. (Grad-CAM of such a
+    model is this map's positive part only, which can be empty where the odds are below
+    even: the argmax would then be lost.)"""
+    import keras
+
+    target = _score_map_layer(model)
+    maps = keras.Model(model.inputs[0], _outer_output(model, target))
+    z = np.asarray(maps(x, training=False), np.float64)[0]  # (h, w, classes)
+    if class_index is None:
+        class_index = int(np.argmax(z.max(axis=(0, 1))))
+    if not 0 <= class_index < z.shape[-1]:
+        raise ConfigError(f"class_index must be in [0, {z.shape[-1]}). "
+                          f"Received: class_index={class_index}")
+    others = np.delete(z, class_index, axis=-1)
+    if others.shape[-1]:
+        top = others.max(axis=-1)
+        odds = z[..., class_index] - (top + np.log(np.exp(others - top[..., None]).sum(-1)))
+    else:
+        odds = z[..., class_index]
+    cam = to_input_grid(odds.astype(np.float32), x.shape[1:3],
+                        feature_geometry(model, target.name))
+    lo, hi = float(cam.min()), float(cam.max())
+    return ((cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)).astype(np.float32)
+
+
 def gradcam(model, tensor, class_index: int | None = None, layer: str | None = None) -> np.ndarray:
     """Grad-CAM heatmap of one input.
 
@@ -268,7 +306,9 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
     class_index : int, optional
         The class to explain; the predicted class (arg-max) by default.
     layer : str, optional
-        Name of the layer to use; found by :func:`find_gradcam_layer` by default.
+        Name of the layer to use; found by :func:`find_gradcam_layer` by default. A model
+        with a map of class scores (``head = "map"``) is explained, by default, by that map
+        itself (CAM: the class's log-odds per patch, scaled to [0, 1]).
 
     Returns
     -------
@@ -287,6 +327,8 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
     if x.ndim != 4 or x.shape[0] != 1:
         raise ConfigError("gradcam takes one input of shape (rows, columns, channels). "
                           f"Received: tensor.shape={np.shape(tensor)}")
+    if layer is None and _score_map_layer(model) is not None:
+        return _class_map(model, x, class_index)
     name = layer or find_gradcam_layer(model)
     grad_model = _features_and_predictions(model, name)
     xt = tf.convert_to_tensor(x)

@@ -244,11 +244,14 @@ def slice_model_of(model: keras.Model) -> keras.Model:
     return keras.Model(encoder.inputs[0], head(encoder.outputs[0]), name="slice_model")
 
 
-def attention_weights(model: keras.Model, bag):
+def attention_weights(model: keras.Model, bag, positive: int = 1):
     """Per-slice pooling weights of one bag (n, rows, columns, channels) → (n,) numpy.
 
     Attention pooling: the attention weights; max pooling: the share of feature maxima each
-    slice holds; mean pooling: uniform.
+    slice holds, or, when the pooled features are the class scores themselves (a slice
+    model with ``head = "map"``: the head is only the softmax), the softmax over the slices
+    of the ``positive`` class's score against the others (the slice that sets the study's
+    score weighs most); mean pooling: uniform.
     """
     import numpy as np
 
@@ -257,7 +260,13 @@ def attention_weights(model: keras.Model, bag):
     h = encoder(np.asarray(bag, np.float32), training=False)
     if pool.mode == "attention":
         return np.asarray(pool.weights_of(h[None])[0])
-    h = np.asarray(h)
+    h = np.asarray(h, np.float64)
+    if pool.mode == "max" and not model.get_layer("output").weights and h.shape[1] > 1:
+        others = np.delete(h, positive, axis=1)
+        top = others.max(axis=1, keepdims=True)
+        odds = h[:, positive] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
+        w = np.exp(odds - odds.max())
+        return w / w.sum()
     if pool.mode == "max":
         counts = np.bincount(np.argmax(h, axis=0), minlength=len(h)).astype(float)
         return counts / max(counts.sum(), 1.0)
