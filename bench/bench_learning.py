@@ -84,7 +84,7 @@ def slice_labels_with_split(folder: str, manifest: pd.DataFrame, work: str,
 
 
 def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs, filters,
-                   patience=8, pooling="attention", slice_labels="", augment=True):
+                   patience=8, pooling="", slice_labels="", augment=True, head=""):
     """The run configuration of ``method`` ("slice", "study" or "study-sup": the study
     model with slice supervision from ``slice_labels``, a CSV with a ``split`` column)."""
     from dicomml.train.config import RunConfig
@@ -97,7 +97,7 @@ def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs,
                                            "window_width")}
     level = "slice" if method == "slice" else "study"
     model = {"name": "reference_cnn", "level": level}
-    if level == "study":
+    if level == "study" and pooling:  # "" → the default of the study level
         model["pooling"] = pooling
     data, split, sup = {}, {"seed": split_seed, "train": 0.6, "val": 0.15, "test": 0.25}, {}
     if method == "study-sup":
@@ -106,6 +106,8 @@ def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs,
         sup = {"slice_loss": 0.5, "attention_loss": 1.0 if pooling == "attention" else 0.0}
     if filters:
         model["filters"] = list(filters)
+    if head:
+        model["head"] = head
     return RunConfig.from_dict({
         "data": {"folder": folder, "labels": labels, "index": os.path.join(work, "index.db"),
                  "cache": os.path.join(work, "cache"), "workers": 2,
@@ -202,7 +204,10 @@ def main(argv=None):
                     help="conv filters of the reference CNN (default: the reference)")
     ap.add_argument("--methods", nargs="+", default=["tutorial", "slice", "study", "study-sup"])
     ap.add_argument("--patience", type=int, default=8, help="train.early_stopping_patience")
-    ap.add_argument("--pooling", default="attention", help="model.pooling (study level)")
+    ap.add_argument("--pooling", default="", help="model.pooling (study level; default: "
+                    "dicomml's)")
+    ap.add_argument("--head", default="", help="reference_cnn head: dense or map "
+                    "(default: dicomml's)")
     ap.add_argument("--no-augment", action="store_true",
                     help="[preprocess.augment] off (the default augmentation otherwise)")
     ap.add_argument("--json", default="")
@@ -230,7 +235,7 @@ def main(argv=None):
                           if method == "study-sup" else "")
                     cfg = dicomml_config(args.task, folder, labels, work, method, seed,
                                          args.size, args.epochs, args.filters, args.patience,
-                                         args.pooling, sl, not args.no_augment)
+                                         args.pooling, sl, not args.no_augment, args.head)
                     run_dir = os.path.join(work, f"run-{method}-{seed}")
                     r = run_dicomml(cfg, run_dir)
                     r["localisation"] = localisation(run_dir, masks, r["threshold"])

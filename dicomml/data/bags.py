@@ -1,14 +1,16 @@
 """Studies as bags of slices, for study-level (multiple-instance) training.
 
-A bag is every example (slice, frame) of one study, in manifest order. The tf.data
-pipeline yields one bag per step — ``x`` float32 (1, n, size, size, 3) with the study's own
-``n``, ``y`` (1, n_classes) and a loss weight (1,) — so bags of any length need no padding.
-With ``slice_targets`` (labels per slice, for the slice supervision of
-:class:`dicomml.models.mil.StudyModel`) ``y`` is the pair ``(y, slice classes (1, n))``.
-The epoch order is a stateless function of ``(seed, epoch)`` like
-:func:`dicomml.data.tfdata.cache_dataset`, and the augmentation draws of step ``b`` are a
-function of ``(seed, b)`` (:func:`dicomml.data.augmentation.augment_batches`), so a
-resumed run sees what the uninterrupted one saw.
+A bag is every example (slice, frame) of one study, in manifest order. A training step
+holds up to ``studies_per_step`` whole bags of the same length (bucketed by length, so
+bags of any length need no padding and the batch statistics of a step mix several
+patients): ``x`` float32 (k, n, size, size, 3), ``y`` (k, n_classes) and a loss weight
+(k,). With ``slice_targets`` (labels per slice, for the slice supervision of
+:class:`dicomml.models.mil.StudyModel`) ``y`` is the pair ``(y, slice classes (k, n))``.
+The steps of epoch ``e`` (:func:`step_plan`) are a function of ``(seed, e)`` like
+:func:`dicomml.data.tfdata.cache_dataset`, their number is the same in every epoch
+(:func:`steps_per_epoch`), and the augmentation draws of step ``b`` are a function of
+``(seed, b)`` (:func:`dicomml.data.augmentation.augment_batches`), so a resumed run
+(``skip_batches``) sees what the uninterrupted one saw.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dicomml.data.tfdata import encode_targets
 from dicomml.errors import ConfigError
 from dicomml.data.augmentation import augment_batches
 
-__all__ = ["study_groups", "study_targets", "example_weights", "bag_dataset"]
+__all__ = ["study_groups", "study_targets", "example_weights", "bag_dataset", "step_plan",
+           "steps_per_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +82,41 @@ def example_weights(targets, studies, how: str, n_classes: int) -> np.ndarray | 
     return (w * len(t)).astype(np.float32)
 
 
+def steps_per_epoch(lengths, studies_per_step: int) -> int:
+    """Steps of one pass over bags of ``lengths``: per length, ``ceil(count / k)``."""
+    k = max(1, int(studies_per_step))
+    _, counts = np.unique(np.asarray(lengths, np.int64), return_counts=True)
+    return int(sum(-(-int(c) // k) for c in counts))
+
+
+def step_plan(lengths, studies_per_step: int, shuffle: bool, seed: int = 0,
+              epoch: int = 0) -> list[np.ndarray]:
+    """The steps of one epoch: lists of bag positions, each of one length (no padding).
+
+    Unshuffled: bags in order, grouped by length. Shuffled: the bags of each length in the
+    order of a generator seeded by ``(seed, epoch)``, cut into steps of ``studies_per_step``
+    (the last of a length may hold fewer), and the steps in a random order of the same
+    generator. Always :func:`steps_per_epoch` steps.
+    """
+    k = max(1, int(studies_per_step))
+    lengths = np.asarray(lengths, np.int64)
+    rng = np.random.default_rng([int(seed), int(epoch), 7121]) if shuffle else None
+    steps = []
+    for n in np.unique(lengths):
+        members = np.flatnonzero(lengths == n)
+        if rng is not None:
+            members = members[rng.permutation(len(members))]
+        steps += [members[j:j + k] for j in range(0, len(members), k)]
+    if rng is not None:
+        steps = [steps[j] for j in rng.permutation(len(steps))]
+    return steps
+
+
 def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
                 task: str = "classification", n_classes: int = 2, positive: int = 1,
                 shuffle: bool = False, seed: int = 0, repeat: bool = False,
                 skip_batches: int = 0, augment=None, normalize: str = "unit",
-                prefetch: bool = True, slice_targets=None):
+                prefetch: bool = True, slice_targets=None, studies_per_step: int = 1):
     """A ``tf.data.Dataset`` of study bags read from the tensor ``cache``.
 
     Parameters
@@ -95,7 +128,9 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
     weights : array, optional
         Per-study loss weights (:func:`example_weights` over studies).
     shuffle, seed, repeat, skip_batches, augment, normalize
-        As :func:`dicomml.data.tfdata.cache_dataset` (one "batch" = one bag).
+        As :func:`dicomml.data.tfdata.cache_dataset` (one "batch" = one step of bags).
+    studies_per_step : int
+        Bags (of equal length) per step, at most (:func:`step_plan`).
     slice_targets : array, optional
         Per-example class indices (-1: unknown), yielded per bag next to the study target
         (needs ``targets``).
@@ -124,41 +159,43 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
     for n in names:
         cache._mmap(n)  # open every memory map before threads use them
     raw = np.dtype(cache._mmap(names[0]).dtype if names else cache.dtype)
-    n_bags = len(groups)
+
+    lengths = np.array([len(g) for g in groups], np.int64)
+    n_steps = steps_per_epoch(lengths, studies_per_step)
+    plans: dict[int, list] = {}
+
+    def bags_of(b):
+        """Bag positions of global step ``b`` (epoch ``b // n_steps``)."""
+        e, j = divmod(int(b), n_steps)
+        plan = plans.get(e)  # tf.data calls this from several threads: no check-then-read
+        if plan is None:
+            plan = plans[e] = step_plan(lengths, studies_per_step, shuffle, seed, e)
+            for old in [k for k in list(plans) if k < e - 2]:
+                plans.pop(old, None)
+        return plan[j]
 
     def gather(b):
-        g = groups[int(b)]
-        x = cache.gather_raw(shard_no[g], rows[g], names)[None]
+        ks = bags_of(b)
+        x = np.stack([cache.gather_raw(shard_no[groups[k]], rows[groups[k]], names)
+                      for k in ks])
         if y is None:
             return x
-        ww = np.ones(1, np.float32) if w is None else w[int(b)][None]
+        ww = np.ones(len(ks), np.float32) if w is None else w[ks]
         if st_all is not None:
-            return x, y[int(b)][None], st_all[g][None], ww
-        return x, y[int(b)][None], ww
+            return x, y[ks], np.stack([st_all[groups[k]] for k in ks]), ww
+        return x, y[ks], ww
 
     def decode_tf(x):
         x = tf.cast(x, tf.float32)
         return x / tf.constant(255.0, tf.float32) if raw == np.uint8 else x
 
-    if repeat and shuffle:
-        seed_t = tf.constant(int(seed), tf.int64)
-
-        def epoch(e):
-            return tf.data.Dataset.from_tensor_slices(
-                tf.random.experimental.stateless_shuffle(tf.range(n_bags, dtype=tf.int64),
-                                                         seed=tf.stack([seed_t, e])))
-
-        ds = tf.data.Dataset.counter(dtype=tf.int64).flat_map(epoch)
+    start = int(skip_batches)
+    if repeat:
+        ds = tf.data.Dataset.counter(start=start, dtype=tf.int64)
     else:
-        ds = tf.data.Dataset.from_tensor_slices(np.arange(n_bags, dtype=np.int64))
-        if shuffle:
-            ds = ds.shuffle(max(1, n_bags), seed=int(seed), reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-    if skip_batches:
-        ds = ds.skip(int(skip_batches))
+        ds = tf.data.Dataset.range(start, n_steps, output_type=tf.int64)
     tf_raw = tf.as_dtype(raw)
-    xshape = (1, None, *cache.shape)
+    xshape = (None, None, *cache.shape)
 
     def tf_gather(b):
         if y is None:
@@ -168,13 +205,13 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
         if st_all is not None:
             x, yy, ys, ww = tf.numpy_function(
                 gather, [b], (tf_raw, tf.float32, tf.float32, tf.float32), stateful=False)
-            ys.set_shape((1, None))
+            ys.set_shape((None, None))
         else:
             x, yy, ww = tf.numpy_function(gather, [b], (tf_raw, tf.float32, tf.float32),
                                           stateful=False)
         x.set_shape(xshape)
-        yy.set_shape((1, y.shape[1]))
-        ww.set_shape((1,))
+        yy.set_shape((None, y.shape[1]))
+        ww.set_shape((None,))
         return decode_tf(x), ((yy, ys) if st_all is not None else yy), ww
 
     ds = ds.map(tf_gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

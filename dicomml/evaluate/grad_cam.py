@@ -4,7 +4,16 @@ The heatmap of class ``c`` is ``ReLU(sum_k a_k A^k)`` where ``A^k`` are the feat
 the last convolutional stage and ``a_k`` the spatial mean of d score_c / d A^k. The score is
 the log of the class's softmax probability (its gradient equals that of the pre-softmax
 logit minus the log-sum-exp, and does not vanish when the softmax saturates). The map is
-scaled to [0, 1] by its maximum and resized bilinearly to the input's height and width.
+scaled to [0, 1] by its maximum and brought to the input's grid bilinearly.
+
+Where a feature cell lies in the input: each value of the feature map is put at the centre
+of its receptive field (:func:`feature_geometry`: ``input pixel = stride · index + offset``
+per axis, from the kernels, strides, dilations and paddings of the layers between the input
+and the feature map). Stretching the feature map over the whole image instead — a plain
+resize — is right only for ``"same"`` padding; with ``"valid"`` convolutions (the
+reference CNN: 96 px → a 20 × 20 map whose cell centres run from input pixel 8.5 to 84.5)
+it moves the peak by up to 8 px towards the border. Models with layers whose geometry is
+not known here (resizing, transposed convolutions) keep the plain resize, with a warning.
 
 This module imports TensorFlow; :func:`dicomml.report.overlay.heatmap_overlay` (no
 TensorFlow) draws the PNG overlay.
@@ -12,11 +21,16 @@ TensorFlow) draws the PNG overlay.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from dicomml.errors import ConfigError
 
-__all__ = ["gradcam", "find_gradcam_layer", "save_gradcam_png"]
+log = logging.getLogger(__name__)
+
+__all__ = ["gradcam", "find_gradcam_layer", "save_gradcam_png", "feature_geometry",
+           "to_input_grid"]
 
 _CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 
@@ -124,6 +138,161 @@ def _features_and_predictions(model, name: str):
     return run
 
 
+_WINDOWED = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
+             "AveragePooling2D")
+
+
+def _axis_step(layer, kind: str, a: int, s: float, o: float, n: int):
+    """``(s, o, n)`` of axis ``a`` after ``layer``: input pixel of feature index ``j`` is
+    ``s·j + o``, the axis has ``n`` cells; None where the layer's geometry is not known."""
+    cfg = layer.get_config()
+    if kind in _WINDOWED:
+        if "pool_size" in cfg:
+            k = int(cfg["pool_size"][a])
+            st = int((cfg.get("strides") or cfg["pool_size"])[a])
+            d = 1
+        else:
+            k, st = int(cfg["kernel_size"][a]), int(cfg["strides"][a])
+            d = int(cfg.get("dilation_rate", (1, 1))[a])
+        span = d * (k - 1) + 1
+        if cfg.get("padding") == "same":
+            out = -(-n // st)
+            before = max((out - 1) * st + span - n, 0) // 2
+        elif cfg.get("padding") == "valid":
+            out, before = (n - span) // st + 1, 0
+        else:
+            return None
+        return s * st, o + s * ((span - 1) / 2 - before), out
+    if kind in ("ZeroPadding2D", "Cropping2D"):
+        pads = cfg["padding" if kind == "ZeroPadding2D" else "cropping"][a]
+        sign = -1 if kind == "ZeroPadding2D" else 1
+        return s, o + sign * s * int(pads[0]), n - sign * (int(pads[0]) + int(pads[1]))
+    return None
+
+
+def feature_geometry(model, layer: str | None = None):
+    """Where the cells of ``layer``'s 4-D output lie in ``model``'s input: per axis (rows,
+    columns) ``(stride, offset)``, feature index ``j`` ↔ input pixel ``stride·j + offset``
+    (the centre of its receptive field; pixel ``p`` is centred at ``p``). ``None`` where a
+    layer on the way changes the grid in a way not known here (the caller then stretches the
+    map over the image). ``layer`` as :func:`gradcam` takes it (``"BACKBONE/LAYER"`` too);
+    a study-level model is measured through its slice model."""
+    from dicomml.models.mil import is_study_model, slice_model_of
+
+    if is_study_model(model):
+        model = slice_model_of(model)
+    name = layer or find_gradcam_layer(model)
+    if "/" in name:  # inside a nested backbone: its input must be the model's grid
+        outer, inner = name.split("/", 1)
+        base = model.get_layer(outer)
+        if tuple(base.inputs[0].shape[1:3]) != tuple(model.inputs[0].shape[1:3]):
+            return None
+        return feature_geometry(base, inner)
+    try:
+        target = _outer_output(model, model.get_layer(name))
+    except (ValueError, ConfigError):
+        return None
+    memo: dict[int, object] = {}
+
+    def walk(t):
+        key = id(t)
+        if key in memo:
+            return memo[key]
+        hist = getattr(t, "_keras_history", None)
+        op = getattr(hist, "operation", None)
+        shape = tuple(t.shape)
+        if op is None or op.__class__.__name__ == "InputLayer":
+            res = None if len(shape) != 4 else tuple((1.0, 0.0, int(shape[1 + a]))
+                                                    for a in (0, 1))
+            memo[key] = res
+            return res
+        node = op._inbound_nodes[hist.node_index]
+        ins = [u for u in node.input_tensors if len(tuple(u.shape)) == 4]
+        res = None
+        if ins:
+            geos = [walk(u) for u in ins]
+            g = geos[0]
+            if g is not None and all(h == g for h in geos[1:]):
+                kind = op.__class__.__name__
+                if tuple(ins[0].shape[1:3]) == shape[1:3] and kind not in _WINDOWED:
+                    res = g  # keeps the grid: BN, activations, add, concatenate, ...
+                else:
+                    steps = [_axis_step(op, kind, a, *g[a]) for a in (0, 1)]
+                    if all(st is not None for st in steps) and \
+                            tuple(st[2] for st in steps) == shape[1:3]:
+                        res = tuple(steps)
+        memo[key] = res
+        return res
+
+    try:
+        g = walk(target)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return None if g is None else tuple((float(s), float(o)) for s, o, _ in g)
+
+
+def to_input_grid(cam, shape: tuple[int, int], geometry=None) -> np.ndarray:
+    """The (h, w) feature-grid map ``cam`` on the (rows, columns) input grid ``shape``:
+    bilinear between cell centres placed by ``geometry`` (:func:`feature_geometry`), the
+    edge value beyond the outermost centres; ``None``: stretched over the image (a
+    half-pixel bilinear resize), with a warning."""
+    cam = np.asarray(cam, dtype=np.float32)
+    if geometry is None:
+        log.warning("Grad-CAM: where the feature cells lie in the input is not known for "
+                    "this model (a layer that resizes?); the map is stretched over the image")
+        geometry = tuple((n_in / n, 0.5 * n_in / n - 0.5)
+                         for n, n_in in zip(cam.shape, shape))
+    out = cam
+    for a in (0, 1):
+        s, o = geometry[a]
+        n = cam.shape[a]
+        f = np.clip((np.arange(int(shape[a]), dtype=np.float64) - o) / s, 0.0, n - 1.0)
+        i0 = np.floor(f).astype(np.intp)
+        i1 = np.minimum(i0 + 1, n - 1)
+        w = (f - i0).astype(np.float32)
+        w = w[:, None] if a == 0 else w[None, :]
+        out = np.take(out, i0, axis=a) * (1 - w) + np.take(out, i1, axis=a) * w
+    return out.astype(np.float32)
+
+
+def _score_map_layer(model):
+    """The ``class_map`` layer of a score-map model (``reference_cnn`` with
+    ``head = "map"``), or None."""
+    try:
+        layer = model.get_layer("class_map")
+    except ValueError:
+        return None
+    return layer if layer.__class__.__name__ == "Conv2D" else None
+
+
+def _class_map(model, x, class_index):
+    """CAM (Zhou et al., CVPR 2016) of a score-map model: the model's own map of class
+    scores, as the log-odds of ``class_index`` against the other classes, scaled to [0, 1]
+    between its minimum and maximum and placed on the input grid. (Grad-CAM of such a
+    model is this map's positive part only, which can be empty where the odds are below
+    even: the argmax would then be lost.)"""
+    import keras
+
+    target = _score_map_layer(model)
+    maps = keras.Model(model.inputs[0], _outer_output(model, target))
+    z = np.asarray(maps(x, training=False), np.float64)[0]  # (h, w, classes)
+    if class_index is None:
+        class_index = int(np.argmax(z.max(axis=(0, 1))))
+    if not 0 <= class_index < z.shape[-1]:
+        raise ConfigError(f"class_index must be in [0, {z.shape[-1]}). "
+                          f"Received: class_index={class_index}")
+    others = np.delete(z, class_index, axis=-1)
+    if others.shape[-1]:
+        top = others.max(axis=-1)
+        odds = z[..., class_index] - (top + np.log(np.exp(others - top[..., None]).sum(-1)))
+    else:
+        odds = z[..., class_index]
+    cam = to_input_grid(odds.astype(np.float32), x.shape[1:3],
+                        feature_geometry(model, target.name))
+    lo, hi = float(cam.min()), float(cam.max())
+    return ((cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)).astype(np.float32)
+
+
 def gradcam(model, tensor, class_index: int | None = None, layer: str | None = None) -> np.ndarray:
     """Grad-CAM heatmap of one input.
 
@@ -137,7 +306,9 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
     class_index : int, optional
         The class to explain; the predicted class (arg-max) by default.
     layer : str, optional
-        Name of the layer to use; found by :func:`find_gradcam_layer` by default.
+        Name of the layer to use; found by :func:`find_gradcam_layer` by default. A model
+        with a map of class scores (``head = "map"``) is explained, by default, by that map
+        itself (CAM: the class's log-odds per patch, scaled to [0, 1]).
 
     Returns
     -------
@@ -156,6 +327,8 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
     if x.ndim != 4 or x.shape[0] != 1:
         raise ConfigError("gradcam takes one input of shape (rows, columns, channels). "
                           f"Received: tensor.shape={np.shape(tensor)}")
+    if layer is None and _score_map_layer(model) is not None:
+        return _class_map(model, x, class_index)
     name = layer or find_gradcam_layer(model)
     grad_model = _features_and_predictions(model, name)
     xt = tf.convert_to_tensor(x)
@@ -170,8 +343,8 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
         score = tf.math.log(preds[:, class_index] + 1e-12)
     grads = tape.gradient(score, feats)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1))[0]
-    cam = tf.image.resize(cam[..., None], x.shape[1:3], method="bilinear")[..., 0].numpy()
+    cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1))[0].numpy()
+    cam = to_input_grid(cam, x.shape[1:3], feature_geometry(model, name))
     cam = np.maximum(cam, 0.0)
     peak = float(cam.max())
     return (cam / peak if peak > 0 else np.zeros_like(cam)).astype(np.float32)

@@ -124,7 +124,7 @@ def localise_studies(model, examples, tensors, masks: dict, preprocess, *,
         bag = x[g]
         if study:
             p = float(np.asarray(model.predict_on_batch(bag[None]))[0, positive])
-            k = int(np.argmax(attention_weights(model, bag)))
+            k = int(np.argmax(attention_weights(model, bag, positive)))
         else:
             ps = np.asarray(smodel.predict_on_batch(bag))[:, positive]
             p, k = float(ps.max()), int(np.argmax(ps))

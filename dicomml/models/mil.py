@@ -1,12 +1,18 @@
 """Study-level models: multiple-instance learning over the slices of a study.
 
 A study is a *bag* of slices with one label; the finding may be on a few of them. The
-study model applies one shared slice encoder to every slice (``TimeDistributed``), pools
+study model applies one shared slice encoder to every slice (:class:`SliceEncoder`), pools
 the slice features over the bag and classifies the pooled vector with the slice model's
 own head::
 
     bag (B, n, rows, columns, 3) → encoder (per slice) → (B, n, d) → pooling → (B, d)
         → Dense(n_classes, softmax)
+
+The encoder runs on the B·n slices of a step at once (:class:`SliceEncoder`), so its batch
+normalization sees every slice of the step's studies. (Keras's ``TimeDistributed``, used
+before, calls the encoder once per slice *position*: in training each batch-norm batch was
+slice ``i`` of the B studies — with one study per step, a single image normalized by its
+own statistics, unlike at inference. Models saved with it still load.)
 
 Pooling (``[model] pooling``):
 
@@ -21,7 +27,8 @@ Pooling (``[model] pooling``):
 
 The same model predicts per slice: :func:`slice_model_of` is the encoder followed by the
 shared head, applied to one slice (what Grad-CAM explains). ``n`` varies from study to
-study; the trainer feeds one bag per step, so nothing is padded.
+study; the trainer feeds ``[train] studies_per_step`` bags of one length per step, so
+nothing is padded.
 
 Slice supervision (:class:`StudyModel`, ``[train] slice_loss`` / ``attention_loss``): when
 the labels are per slice, the training batches carry each slice's class next to the study
@@ -39,10 +46,27 @@ from keras import layers, ops
 
 from dicomml.errors import ConfigError
 
-__all__ = ["MILPooling", "StudyModel", "study_model", "slice_model_of", "attention_weights",
+__all__ = ["MILPooling", "SliceEncoder", "StudyModel", "study_model", "slice_model_of", "attention_weights",
            "POOLINGS", "is_study_model"]
 
 POOLINGS = ("attention", "max", "mean")
+
+
+@keras.saving.register_keras_serializable(package="dicomml")
+class SliceEncoder(layers.Wrapper):
+    """Apply the slice model ``layer`` to every slice of a batch of bags: (B, n, rows,
+    columns, channels) → (B, n, d), as one call on the B·n slices (batch statistics over
+    all of them; see the module docstring). ``.layer`` is the slice encoder."""
+
+    def call(self, bag, training=None):
+        sh = ops.shape(bag)
+        flat = ops.reshape(bag, (-1, *bag.shape[2:]))
+        h = self.layer(flat, training=training)
+        return ops.reshape(h, (sh[0], sh[1], h.shape[-1]))
+
+    def compute_output_shape(self, input_shape):
+        out = self.layer.compute_output_shape((None, *input_shape[2:]))
+        return (input_shape[0], input_shape[1], out[-1])
 
 
 @keras.saving.register_keras_serializable(package="dicomml")
@@ -201,7 +225,7 @@ def study_model(slice_model: keras.Model, pooling: str = "attention",
                           "model needs one (dicomml.models.output_layer)") from e
     encoder = keras.Model(slice_model.inputs[0], head.input, name="slice_encoder")
     bag = keras.Input(shape=(None, *slice_model.input_shape[1:]), name="bag")
-    h = layers.TimeDistributed(encoder, name="encode_slices")(bag)
+    h = SliceEncoder(encoder, name="encode_slices")(bag)
     pooled = MILPooling(pooling, attention_units, name="mil_pooling")(h)
     return StudyModel(bag, head(pooled), name=f"study_{pooling}_{slice_model.name}",
                       slice_loss=slice_loss, attention_loss=attention_loss, positive=positive)
@@ -220,11 +244,14 @@ def slice_model_of(model: keras.Model) -> keras.Model:
     return keras.Model(encoder.inputs[0], head(encoder.outputs[0]), name="slice_model")
 
 
-def attention_weights(model: keras.Model, bag):
+def attention_weights(model: keras.Model, bag, positive: int = 1):
     """Per-slice pooling weights of one bag (n, rows, columns, channels) → (n,) numpy.
 
     Attention pooling: the attention weights; max pooling: the share of feature maxima each
-    slice holds; mean pooling: uniform.
+    slice holds, or, when the pooled features are the class scores themselves (a slice
+    model with ``head = "map"``: the head is only the softmax), the softmax over the slices
+    of the ``positive`` class's score against the others (the slice that sets the study's
+    score weighs most); mean pooling: uniform.
     """
     import numpy as np
 
@@ -233,7 +260,13 @@ def attention_weights(model: keras.Model, bag):
     h = encoder(np.asarray(bag, np.float32), training=False)
     if pool.mode == "attention":
         return np.asarray(pool.weights_of(h[None])[0])
-    h = np.asarray(h)
+    h = np.asarray(h, np.float64)
+    if pool.mode == "max" and not model.get_layer("output").weights and h.shape[1] > 1:
+        others = np.delete(h, positive, axis=1)
+        top = others.max(axis=1, keepdims=True)
+        odds = h[:, positive] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
+        w = np.exp(odds - odds.max())
+        return w / w.sum()
     if pool.mode == "max":
         counts = np.bincount(np.argmax(h, axis=0), minlength=len(h)).astype(float)
         return counts / max(counts.sum(), 1.0)

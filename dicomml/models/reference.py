@@ -22,7 +22,8 @@ def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> la
 def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
                   *, l2: float = 0.0, dropout: float = 0.0, batch_norm: bool = False,
                   dense_units: int = 128, filters=(32, 64, 128), global_pool: str = "",
-                  bn_momentum: float = 0.99, name: str = "reference_cnn") -> keras.Model:
+                  bn_momentum: float = 0.99, head: str = "dense",
+                  name: str = "reference_cnn") -> keras.Model:
     """The reference CNN (DESIGN.md, "The reference CNN").
 
     ``Input → [Conv2D(f, 3×3, relu) → MaxPool 2×2] for f in (32, 64, 128) → Flatten →
@@ -53,7 +54,18 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
         "" (the reference): ``Flatten``; ``"max"`` / ``"avg"``: global max / average pooling
         of the last feature maps instead (position-independent features with far fewer
         weights: a small finding anywhere in the image counts the same; the default
-        slice encoder of study-level models).
+        slice encoder of study-level models with ``head = "dense"``).
+    head : {"dense", "map"}
+        ``"dense"`` (the reference): the pooled or flattened features → ``Dense`` layers.
+        ``"map"``: a patch classifier — the last convolution's feature maps (without the
+        last max pooling) → ``Conv2D(n_classes, 1×1)``, a map of class scores, one per
+        patch of the receptive field (18 px with the reference filters) → global max pooling
+        (``global_pool`` is ignored) → softmax. An image scores as its most suspicious
+        patch, so a small finding counts fully and the image as a whole (body size, the
+        patient) cannot (measured on the chest-nodule task with study labels:
+        ``bench/README.md``, "learning"). At the study level pool it with ``pooling =
+        "max"`` (the default with this head). The explanation is the map itself (CAM).
+        Classification only.
 
     Returns
     -------
@@ -62,6 +74,11 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
     """
     reg = keras.regularizers.L2(l2) if l2 else None
     inputs = keras.Input(shape=tuple(input_shape), name="image")
+    if head not in ("dense", "map"):
+        raise ConfigError(f"head must be 'dense' or 'map'. Received: head={head!r}")
+    if head == "map" and task != "classification":
+        raise ConfigError("head = 'map' (a map of class scores) is for classification. "
+                          f"Received: task={task!r}; use head = 'dense'")
     x = inputs
     for i, f in enumerate(filters, start=1):
         if batch_norm:
@@ -71,7 +88,18 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
         else:
             x = layers.Conv2D(f, (3, 3), activation="relu", kernel_regularizer=reg,
                               name=f"conv{i}")(x)
+        if head == "map" and i == len(filters):
+            break  # the score map is made at the last convolution's resolution
         x = layers.MaxPooling2D((2, 2), name=f"pool{i}")(x)
+    if head == "map":
+        if dropout:
+            x = layers.SpatialDropout2D(dropout, name="dropout1")(x)
+        # scores in float32 (under mixed precision too), like output_layer
+        x = layers.Conv2D(n_classes, (1, 1), kernel_regularizer=reg, name="class_map",
+                          dtype="float32")(x)
+        x = layers.GlobalMaxPooling2D(name="global_pool", dtype="float32")(x)
+        outputs = layers.Activation("softmax", name="output", dtype="float32")(x)
+        return keras.Model(inputs, outputs, name=name)
     if global_pool not in ("", "max", "avg"):
         raise ConfigError("global_pool must be '', 'max' or 'avg'. "
                           f"Received: global_pool={global_pool!r}")

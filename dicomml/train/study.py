@@ -37,9 +37,11 @@ class StudyPredictions:
 
 
 def predict_studies(model, examples: pd.DataFrame, pipeline, *, workers: int | None = None,
-                    cache_dir=None, progress: bool = True,
-                    batch_size: int = 32) -> StudyPredictions:
-    """Run a study model on the studies of ``examples`` (grouped by Study Instance UID)."""
+                    cache_dir=None, progress: bool = True, batch_size: int = 32,
+                    positive: int = 1) -> StudyPredictions:
+    """Run a study model on the studies of ``examples`` (grouped by Study Instance UID);
+    ``positive``: the class whose score sets the weights of max-pooled score maps
+    (:func:`dicomml.models.mil.attention_weights`)."""
     import sys
 
     from dicomml.data.bags import study_groups
@@ -68,7 +70,7 @@ def predict_studies(model, examples: pd.DataFrame, pipeline, *, workers: int | N
                 bag = x[g]
                 study[g] = np.asarray(model.predict_on_batch(bag[None]), np.float64)[0]
                 per_slice[g] = np.asarray(slice_model.predict_on_batch(bag), np.float64)
-                weight[g] = attention_weights(model, bag)
+                weight[g] = attention_weights(model, bag, positive)
             if bar is not None:
                 bar.update(1)
     finally:

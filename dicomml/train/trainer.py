@@ -204,6 +204,11 @@ class Trainer:
         if manifest.task == "classification" and len(manifest.classes) == 2 \
                 and not d.positive_class:
             changes["positive_class"] = manifest.classes[1]
+            # an assumption: say it (config.toml records it as data.positive_class)
+            print(f"dicomml train: assuming positive class {manifest.classes[1]!r} (the "
+                  f"second of the classes {list(manifest.classes)}), recorded as "
+                  "data.positive_class in config.toml; set data.positive_class to choose",
+                  file=sys.stderr)
         if d.positive_class and d.positive_class not in manifest.classes:
             raise ConfigError(f"data.positive_class {d.positive_class!r} is not among the "
                               f"classes {manifest.classes}")
@@ -278,7 +283,10 @@ class Trainer:
         """Steps of one pass over ``split``: batches of images, or studies (study level)."""
         part = df[df["split"] == split]
         if self.config.model.level == "study":
-            return int(part["study_instance_uid"].nunique())
+            from dicomml.data.bags import steps_per_epoch
+
+            return steps_per_epoch(part.groupby("study_instance_uid").size().to_numpy(),
+                                   self.config.train.studies_per_step)
         return -(-len(part) // self.config.train.batch_size)
 
     def _datasets(self, df: pd.DataFrame, pipeline, task: str, n_classes: int, stack,
@@ -318,7 +326,8 @@ class Trainer:
                                    shuffle=sh, seed=t.seed, augment=aug if sh else None,
                                    normalize=norm, repeat=True,
                                    skip_batches=skip_batches if sh else 0,
-                                   slice_targets=y if sh and supervised else None)
+                                   slice_targets=y if sh and supervised else None,
+                                   studies_per_step=t.studies_per_step)
         elif d.cache:
             from dicomml.data.tfdata import cache_dataset
 

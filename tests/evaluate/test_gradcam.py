@@ -126,3 +126,84 @@ def test_reference_cnn_layer():
     assert find_gradcam_layer(model) == "conv3"
     heat = gradcam(model, np.random.default_rng(4).random((64, 64, 3)).astype(np.float32))
     assert heat.shape == (64, 64) and 0.0 <= heat.min() and heat.max() <= 1.0
+
+
+def _support_centre(model, layer, j: int, k: int, shape):
+    """Centre (row, column) of the input pixels that reach cell (j, k) of ``layer``: the
+    extent of the non-zero gradient of the cell's sum with respect to the input (an
+    independent measure of the receptive field)."""
+    import tensorflow as tf
+
+    feats = keras.Model(model.inputs, model.get_layer(layer).output)
+    x = tf.ones((1, *shape, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(feats(x)[0, j, k])
+    g = np.abs(tape.gradient(total, x).numpy()[0]).sum(-1)
+    rows, cols = np.flatnonzero(g.any(1)), np.flatnonzero(g.any(0))
+    return (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
+
+
+def _linear_twin(model):
+    """``model`` with max pooling replaced by average pooling (same geometry), every
+    kernel 1, no ReLU: gradients reach every pixel of a receptive field."""
+    def swap(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            return keras.layers.AveragePooling2D.from_config(cfg)
+        if isinstance(layer, keras.layers.Conv2D):
+            cfg.update(activation="linear", kernel_initializer="ones", use_bias=False)
+        return layer.__class__.from_config(cfg)
+    return keras.models.clone_model(model, clone_function=swap)
+
+
+@pytest.mark.parametrize("build", ["reference", "mixed"])
+def test_feature_geometry_is_the_receptive_field_centre(build):
+    from dicomml.evaluate.grad_cam import feature_geometry
+    import dicomml.models as models
+
+    if build == "reference":  # valid convolutions: 96 px -> 20 x 20, centres 8.5 .. 84.5
+        model = models.build_model("reference_cnn", input_shape=(96, 96, 3), n_classes=2)
+        layer, shape = "conv3", (96, 96)
+    else:  # same padding with stride 2 (TF pads after), zero padding, dilation, non-square
+        inp = keras.Input((61, 80, 3))
+        x = keras.layers.ZeroPadding2D(((3, 1), (2, 0)))(inp)
+        x = keras.layers.Conv2D(4, 5, strides=2, padding="same")(x)
+        x = keras.layers.Conv2D(4, 3, dilation_rate=2, padding="valid")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = keras.layers.Cropping2D(((1, 0), (0, 2)))(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Conv2D(4, 3, strides=(1, 2), padding="valid", name="last")(x)
+        out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalMaxPooling2D()(x))
+        model, layer, shape = keras.Model(inp, out), "last", (61, 80)
+    (sr, orr), (sc, oc) = feature_geometry(model, layer)
+    twin = _linear_twin(model)
+    h, w = model.get_layer(layer).output.shape[1:3]
+    for j, k in [(0, 0), (h // 2, w // 3), (h - 1, w - 1)]:
+        r, c = _support_centre(twin, layer, j, k, shape)
+        if 0 < j < h - 1:  # inner cells: the whole receptive field is inside the image
+            assert sr * j + orr == pytest.approx(r)
+        if 0 < k < w - 1:
+            assert sc * k + oc == pytest.approx(c)
+    if build == "reference":
+        assert (sr, orr, sc, oc) == (4.0, 8.5, 4.0, 8.5)
+
+
+def test_to_input_grid_puts_each_cell_at_its_centre():
+    from dicomml.evaluate.grad_cam import to_input_grid
+
+    cam = np.zeros((20, 20), np.float32)
+    cam[3, 10] = 1.0  # a cell of the reference CNN at 96 px: input pixel (20.5, 48.5)
+    up = to_input_grid(cam, (96, 96), ((4.0, 8.5), (4.0, 8.5)))
+    r, c = np.unravel_index(np.argmax(up), up.shape)
+    assert r in (20, 21) and c in (48, 49) and up[20, 48] == pytest.approx(0.875 ** 2)
+    cam[:] = 0
+    cam[0, 19] = 1.0  # a corner cell, (8.5, 84.5): its value holds out to the corner
+    up = to_input_grid(cam, (96, 96), ((4.0, 8.5), (4.0, 8.5)))
+    assert up[:9, 85:].min() == 1.0 and up[9:, :].max() < 1.0 and up[:, :84].max() < 1.0
+    # None: the plain half-pixel stretch (tf.image.resize bilinear)
+    import tensorflow as tf
+
+    cam = np.random.default_rng(0).random((6, 5)).astype(np.float32)
+    ref = tf.image.resize(cam[..., None], (48, 40), method="bilinear")[..., 0].numpy()
+    np.testing.assert_allclose(to_input_grid(cam, (48, 40), None), ref, atol=1e-5)

@@ -97,3 +97,76 @@ def test_study_targets_and_balance_weights():
     assert np.isclose(w[[0, 1, 2]].sum(), w[[3, 4]].sum()) and np.isclose(w[5], w[6])
     assert np.isclose(w.mean(), 1.0)
     assert example_weights(df["target"], df["study_instance_uid"], "none", 2) is None
+
+
+def test_step_plan_holds_whole_studies_of_one_length():
+    from dicomml.data.bags import step_plan, steps_per_epoch
+
+    lengths = np.array([5, 8, 5, 5, 8, 6, 5, 5, 5, 8])
+    # per length ceil(count / 3): 6 of length 5 → 2, 3 of 8 → 1, 1 of 6 → 1
+    assert steps_per_epoch(lengths, 3) == 4 and steps_per_epoch(lengths, 1) == len(lengths)
+    for shuffle, epoch in ((False, 0), (True, 0), (True, 1)):
+        plan = step_plan(lengths, 3, shuffle, seed=4, epoch=epoch)
+        assert len(plan) == 4 and all(1 <= len(s) <= 3 for s in plan)
+        assert sorted(np.concatenate(plan).tolist()) == list(range(len(lengths)))  # each once
+        assert all(len(set(lengths[s].tolist())) == 1 for s in plan)               # one length
+    assert [s.tolist() for s in step_plan(lengths, 3, False)] == [[0, 2, 3], [6, 7, 8],
+                                                                   [5], [1, 4, 9]]
+    a, b = step_plan(lengths, 3, True, 4, 0), step_plan(lengths, 3, True, 4, 0)
+    assert all((x == y).all() for x, y in zip(a, b))                  # a function of (seed, e)
+    c = step_plan(lengths, 3, True, 4, 1)
+    assert any(len(x) != len(y) or (x != y).any() for x, y in zip(a, c))  # reshuffled per epoch
+
+
+def test_bag_dataset_steps_match_the_cache_and_resume(run):
+    """Steps of several studies: each bag is its study's cached slices in manifest order,
+    with its label; a dataset started at step b yields what the full one yields from b."""
+    from dicomml.data.bags import bag_dataset, step_plan
+    from dicomml.data.cache import TensorCache
+
+    d, res = run
+    r = load_run(d / "run")
+    tr = res.manifest[res.manifest["split"] == "train"].reset_index(drop=True)
+    cache = TensorCache.for_pipeline(str(d / "cache"), r.pipeline)
+    uids, groups = study_groups(tr)
+    y = tr["target"].to_numpy()
+    kw = dict(targets=y, n_classes=2, shuffle=True, seed=3, repeat=True,
+              studies_per_step=2, prefetch=False)
+    full = list(bag_dataset(cache, tr, **kw).take(6))
+    lengths = [len(g) for g in groups]
+    for b, (x, yy, w) in enumerate(full):
+        steps = step_plan(lengths, 2, True, 3, b // len(step_plan(lengths, 2, False)))
+        ks = steps[b % len(steps)]
+        assert x.shape[0] == len(ks) == yy.shape[0] == w.shape[0]
+        for i, k in enumerate(ks):
+            want = cache.get(tr.iloc[groups[k]])
+            np.testing.assert_allclose(x[i].numpy(), want, atol=1e-6)
+            assert int(np.argmax(yy[i])) == int(y[groups[k]].max())
+    resumed = list(bag_dataset(cache, tr, **kw, skip_batches=3).take(3))
+    for (x0, y0, _), (x1, y1, _) in zip(full[3:], resumed):
+        np.testing.assert_array_equal(x0.numpy(), x1.numpy())
+        np.testing.assert_array_equal(y0.numpy(), y1.numpy())
+
+
+def test_slice_encoder_normalizes_over_every_slice_of_the_step():
+    """In training, batch normalization inside the study encoder sees the B·n slices of
+    the step together: the same as the slice encoder on the flattened slices, not one
+    slice position at a time (Keras TimeDistributed) — and at inference the same too."""
+    from dicomml.models import build_model
+    from dicomml.models.mil import study_model
+
+    keras.utils.set_random_seed(0)
+    enc = build_model("reference_cnn", input_shape=(32, 32, 3), filters=(4, 4, 4),
+                      dense_units=4, global_pool="max", batch_norm=True)
+    model = study_model(enc, "max")
+    inner = model.get_layer("encode_slices").layer
+    rng = np.random.default_rng(1)
+    bag = rng.random((3, 5, 32, 32, 3), dtype=np.float32) * np.linspace(0.2, 2, 5)[
+        None, :, None, None, None]  # slice positions differ in contrast
+    for training in (True, False):
+        got = np.asarray(model.get_layer("encode_slices")(bag, training=training))
+        want = np.asarray(inner(bag.reshape(15, 32, 32, 3), training=training)).reshape(3, 5, -1)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    per_position = np.stack([np.asarray(inner(bag[:, i], training=True)) for i in range(5)], 1)
+    assert not np.allclose(per_position, np.asarray(
+        inner(bag.reshape(15, 32, 32, 3), training=True)).reshape(3, 5, -1), atol=1e-3)
