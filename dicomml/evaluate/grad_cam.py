@@ -275,7 +275,13 @@ def _class_map(model, x, class_index):
 
     target = _score_map_layer(model)
     maps = keras.Model(model.inputs[0], _outer_output(model, target))
-    z = np.asarray(maps(x, training=False), np.float64)[0]  # (h, w, classes)
+    z = np.asarray(maps(x, training=False), np.float64)[0]  # (h, w, classes but one)
+    try:  # the reference class of the map, whose score is 0
+        ref = model.get_layer("reference_logit").index
+    except ValueError:
+        ref = None
+    if ref is not None:
+        z = np.insert(z, ref, 0.0, axis=-1)
     if class_index is None:
         class_index = int(np.argmax(z.max(axis=(0, 1))))
     if not 0 <= class_index < z.shape[-1]:

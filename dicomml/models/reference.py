@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from dicomml.errors import ConfigError
 from dicomml.models.registry import register
 
-__all__ = ["reference_cnn", "output_layer"]
+__all__ = ["reference_cnn", "output_layer", "ReferenceLogit"]
 
 
 def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> layers.Layer:
@@ -19,10 +19,30 @@ def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> la
     return layers.Dense(n_classes, activation="softmax", name="output", dtype=dtype)
 
 
+@keras.saving.register_keras_serializable(package="dicomml")
+class ReferenceLogit(layers.Layer):
+    """(B, n − 1) class scores → (B, n): a 0 inserted at class ``index`` (the reference
+    class of a score-map head)."""
+
+    def __init__(self, index: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def call(self, z):
+        zero = ops.zeros_like(z[:, :1])
+        return ops.concatenate([z[:, :self.index], zero, z[:, self.index:]], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1] + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "index": self.index}
+
+
 def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
                   *, l2: float = 0.0, dropout: float = 0.0, batch_norm: bool = False,
                   dense_units: int = 128, filters=(32, 64, 128), global_pool: str = "",
-                  bn_momentum: float = 0.99, head: str = "dense",
+                  bn_momentum: float = 0.99, head: str = "dense", map_reference: int = 0,
                   name: str = "reference_cnn") -> keras.Model:
     """The reference CNN (DESIGN.md, "The reference CNN").
 
@@ -59,13 +79,20 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
         ``"dense"`` (the reference): the pooled or flattened features → ``Dense`` layers.
         ``"map"``: a patch classifier — the last convolution's feature maps (without the
         last max pooling) → ``Conv2D(n_classes, 1×1)``, a map of class scores, one per
-        patch of the receptive field (18 px with the reference filters) → global max pooling
+        patch of the receptive field (18 px with the reference filters) of every class but
+        ``map_reference``, whose score is 0 (the negative class) → global max pooling
         (``global_pool`` is ignored) → softmax. An image scores as its most suspicious
         patch, so a small finding counts fully and the image as a whole (body size, the
         patient) cannot (measured on the chest-nodule task with study labels:
         ``bench/README.md``, "learning"). At the study level pool it with ``pooling =
         "max"`` (the default with this head). The explanation is the map itself (CAM).
-        Classification only.
+        Classification only. (Without the fixed reference — a map per class, each pooled by
+        its maximum — the reference class's own maximum let a scratch loop learn the
+        patients: held-out AUC 0.59 against 0.91 on the chest task.)
+    map_reference : int
+        ``head = "map"``: the class (index) whose score is fixed at 0, default 0 (the first
+        class, e.g. ``normal``); the image scores as the maximum over its patches of each
+        other class's score against it.
 
     Returns
     -------
@@ -95,9 +122,14 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
         if dropout:
             x = layers.SpatialDropout2D(dropout, name="dropout1")(x)
         # scores in float32 (under mixed precision too), like output_layer
-        x = layers.Conv2D(n_classes, (1, 1), kernel_regularizer=reg, name="class_map",
+        ref = int(map_reference)
+        if not 0 <= ref < n_classes:
+            raise ConfigError(f"map_reference must be a class index in [0, {n_classes}). "
+                              f"Received: map_reference={map_reference!r}")
+        x = layers.Conv2D(n_classes - 1, (1, 1), kernel_regularizer=reg, name="class_map",
                           dtype="float32")(x)
         x = layers.GlobalMaxPooling2D(name="global_pool", dtype="float32")(x)
+        x = ReferenceLogit(ref, name="reference_logit", dtype="float32")(x)
         outputs = layers.Activation("softmax", name="output", dtype="float32")(x)
         return keras.Model(inputs, outputs, name=name)
     if global_pool not in ("", "max", "avg"):
