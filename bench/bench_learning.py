@@ -87,7 +87,7 @@ def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs,
                    patience=8, pooling="", slice_labels="", augment=True, head=""):
     """The run configuration of ``method`` ("slice", "study" or "study-sup": the study
     model with slice supervision from ``slice_labels``, a CSV with a ``split`` column)."""
-    from dicomml.train.config import RunConfig
+    from dicomml.train.config import ModelConfig, RunConfig
 
     pre = {"windows": WINDOWS[kind], "size": size,
            "mode": "replicate" if len(WINDOWS[kind]) == 1 else "windows"}
@@ -103,11 +103,13 @@ def dicomml_config(kind, folder, labels, work, method, split_seed, size, epochs,
     if method == "study-sup":
         data = {"labels": slice_labels, "key": "SOPInstanceUID"}
         split = {"method": "column"}
-        sup = {"slice_loss": 0.5, "attention_loss": 1.0 if pooling == "attention" else 0.0}
     if filters:
         model["filters"] = list(filters)
     if head:
         model["head"] = head
+    if method == "study-sup":  # attention supervision where the pooling dicomml uses is
+        resolved = ModelConfig.from_dict(model).pooling
+        sup = {"slice_loss": 0.5, "attention_loss": 1.0 if resolved == "attention" else 0.0}
     return RunConfig.from_dict({
         "data": {"folder": folder, "labels": labels, "index": os.path.join(work, "index.db"),
                  "cache": os.path.join(work, "cache"), "workers": 2,

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from dicomml.data.cache import BufferPool
 from dicomml.data.tfdata import encode_targets
 from dicomml.errors import ConfigError
 from dicomml.data.augmentation import augment_batches
@@ -156,9 +157,8 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
     st_all = None if slice_targets is None or y is None else \
         np.asarray(slice_targets, np.float32)
     groups = [groups[k] for k in keep]
-    for n in names:
-        cache._mmap(n)  # open every memory map before threads use them
-    raw = np.dtype(cache._mmap(names[0]).dtype if names else cache.dtype)
+    raw = cache.open_shards(names)  # every memory map opened before threads use them
+    pool = BufferPool()
 
     lengths = np.array([len(g) for g in groups], np.int64)
     n_steps = steps_per_epoch(lengths, studies_per_step)
@@ -176,13 +176,14 @@ def bag_dataset(cache, examples: pd.DataFrame, *, targets=None, weights=None,
 
     def gather(b):
         ks = bags_of(b)
-        x = np.stack([cache.gather_raw(shard_no[groups[k]], rows[groups[k]], names)
-                      for k in ks])
+        idx = np.concatenate([groups[k] for k in ks])  # the step's bags share one length
+        x = cache.gather_raw(shard_no[idx], rows[idx], names, pool=pool)
+        x = x.reshape(len(ks), -1, *x.shape[1:])  # a view: still the aligned buffer
         if y is None:
             return x
         ww = np.ones(len(ks), np.float32) if w is None else w[ks]
         if st_all is not None:
-            return x, y[ks], np.stack([st_all[groups[k]] for k in ks]), ww
+            return x, y[ks], st_all[idx].reshape(len(ks), -1), ww
         return x, y[ks], ww
 
     def decode_tf(x):

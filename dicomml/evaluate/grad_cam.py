@@ -273,6 +273,8 @@ def _class_map(model, x, class_index):
     even: the argmax would then be lost.)"""
     import keras
 
+    from dicomml.models.reference import log_odds
+
     target = _score_map_layer(model)
     maps = keras.Model(model.inputs[0], _outer_output(model, target))
     z = np.asarray(maps(x, training=False), np.float64)[0]  # (h, w, classes but one)
@@ -287,12 +289,7 @@ def _class_map(model, x, class_index):
     if not 0 <= class_index < z.shape[-1]:
         raise ConfigError(f"class_index must be in [0, {z.shape[-1]}). "
                           f"Received: class_index={class_index}")
-    others = np.delete(z, class_index, axis=-1)
-    if others.shape[-1]:
-        top = others.max(axis=-1)
-        odds = z[..., class_index] - (top + np.log(np.exp(others - top[..., None]).sum(-1)))
-    else:
-        odds = z[..., class_index]
+    odds = log_odds(z, class_index)
     cam = to_input_grid(odds.astype(np.float32), x.shape[1:3],
                         feature_geometry(model, target.name))
     lo, hi = float(cam.min()), float(cam.max())

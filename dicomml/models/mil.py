@@ -262,9 +262,9 @@ def attention_weights(model: keras.Model, bag, positive: int = 1):
         return np.asarray(pool.weights_of(h[None])[0])
     h = np.asarray(h, np.float64)
     if pool.mode == "max" and not model.get_layer("output").weights and h.shape[1] > 1:
-        others = np.delete(h, positive, axis=1)
-        top = others.max(axis=1, keepdims=True)
-        odds = h[:, positive] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
+        from dicomml.models.reference import log_odds
+
+        odds = log_odds(h, positive, axis=1)
         w = np.exp(odds - odds.max())
         return w / w.sum()
     if pool.mode == "max":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from dicomml.errors import ConfigError
 from dicomml.models.registry import register
 
-__all__ = ["reference_cnn", "output_layer", "ReferenceLogit"]
+__all__ = ["reference_cnn", "output_layer", "ReferenceLogit", "log_odds"]
 
 
 def output_layer(n_classes: int, task: str, dtype: str | None = "float32") -> layers.Layer:
@@ -37,6 +38,18 @@ class ReferenceLogit(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "index": self.index}
+
+
+def log_odds(scores, index: int, axis: int = -1) -> np.ndarray:
+    """``log p − log(1 − p)`` of class ``index`` under the softmax of ``scores`` along
+    ``axis`` (float64, computed stably): its score against the log-sum-exp of the others.
+    What the pooling weights and the CAM of a score-map head (``head = "map"``) rank by."""
+    from scipy.special import logsumexp
+
+    z = np.asarray(scores, np.float64)
+    own = np.take(z, index, axis=axis)
+    others = np.delete(z, index, axis=axis)
+    return own - logsumexp(others, axis=axis) if others.shape[axis] else own
 
 
 def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "classification",
@@ -78,9 +91,9 @@ def reference_cnn(input_shape=(224, 224, 3), n_classes: int = 2, task: str = "cl
     head : {"dense", "map"}
         ``"dense"`` (the reference): the pooled or flattened features → ``Dense`` layers.
         ``"map"``: a patch classifier — the last convolution's feature maps (without the
-        last max pooling) → ``Conv2D(n_classes, 1×1)``, a map of class scores, one per
-        patch of the receptive field (18 px with the reference filters) of every class but
-        ``map_reference``, whose score is 0 (the negative class) → global max pooling
+        last max pooling) → ``Conv2D(n_classes − 1, 1×1)``, a map of the scores of every
+        class but ``map_reference`` (whose score is 0: the negative class), one per patch
+        of the receptive field (18 px with the reference filters) → global max pooling
         (``global_pool`` is ignored) → softmax. An image scores as its most suspicious
         patch, so a small finding counts fully and the image as a whole (body size, the
         patient) cannot (measured on the chest-nodule task with study labels:
