@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -212,13 +213,16 @@ def main(argv=None):
                     "(default: dicomml's)")
     ap.add_argument("--no-augment", action="store_true",
                     help="[preprocess.augment] off (the default augmentation otherwise)")
+    ap.add_argument("--work", default="", help="keep the task, cache and runs in this "
+                    "folder (default: a temporary folder, removed at the end)")
     ap.add_argument("--json", default="")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args(argv)
     from dicomml.testing import read_task_masks
 
     rows = []
-    with tempfile.TemporaryDirectory() as work:
+    with (contextlib.nullcontext(os.path.abspath(args.work)) if args.work
+          else tempfile.TemporaryDirectory()) as work:
         folder, labels = make_task(args.task, os.path.join(work, "dicom"), args.patients,
                                    args.rows)
         masks = read_task_masks(folder)

@@ -49,20 +49,18 @@ LEVELS = ("slice", "study")
 POOLINGS = ("attention", "max", "mean")
 SCHEDULES = ("cosine", "constant")
 BALANCES = ("study", "class", "none")
-#: Defaults of the reference CNN as the slice encoder of a study model: global max pooling
-#: (a small finding anywhere in the slice counts the same) and batch normalization (each
-#: step normalizes over the slices of one study) whose moving statistics follow quickly
-#: (momentum 0.9: with 0.99 the validation AUC lagged the training one by ~6 epochs).
-#: Measured on the bundled head-CT task with the default windows: without batch
-#: normalization the encoder's features stay near 0 and the study output near 0.5 (loss
-#: 0.69 after 12 epochs); with it, held-out AUC 1.0 by epoch 8.
-#: (``head = "map"``, a map of class scores pooled by its maximum, with ``pooling = "max"``,
-#: is an option, not yet the default: with the reference class's score fixed at 0 it learns
-#: the chest-nodule task from study labels (held-out AUC 0.956 / 0.964 / 0.978 on 3 split
-#: seeds without augmentation, 0.924 with the trainer's defaults) where this encoder does
-#: not (0.52), and the head task on one seed (1.0); the bundled demo and the head task on
-#: more seeds are not measured with it yet: bench/README.md "learning".)
-STUDY_ENCODER = {"global_pool": "max", "batch_norm": True, "bn_momentum": 0.9}
+#: Defaults of the reference CNN as the slice encoder of a study model: a patch classifier
+#: (``head = "map"``: a 1×1 map of class scores at the last convolution, the reference
+#: class's score fixed at 0, pooled by its maximum over the patches and, with
+#: ``pooling = "max"``, over the slices), batch normalization whose moving statistics
+#: follow quickly (momentum 0.9: with 0.99 the validation AUC lagged the training one by
+#: ~6 epochs). Measured (bench/README.md, "learning"): the chest-nodule task from study
+#: labels, where a dense head over globally max-pooled features memorises the patients
+#: (held-out AUC 0.52), and the bundled head-CT task with the default windows. Without
+#: batch normalization the features stay near 0 and the study output near 0.5.
+#: ``head = "dense"`` gives the previous encoder (``global_pool = "max"``, attention
+#: pooling).
+STUDY_ENCODER = {"head": "map", "global_pool": "max", "batch_norm": True, "bn_momentum": 0.9}
 
 
 @dataclass(frozen=True)
@@ -82,16 +80,17 @@ class ModelConfig:
         predicting per study and per slice. With labels keyed by SOP Instance UID, a
         study's label is positive when any of its slices is.
     pooling : {"attention", "max", "mean"}
-        Study level: how slice features are pooled over the study. Default (empty):
-        ``"max"`` when the slice model's head is a score map (``head = "map"``),
-        ``"attention"`` otherwise; config.toml records the value used.
+        Study level: how slice outputs are pooled over the study. Default (empty):
+        ``"max"`` when the slice model's head is a score map (``head = "map"``, the
+        default of the study level), ``"attention"`` otherwise; config.toml records the
+        value used.
     attention_units : int
         Study level, attention pooling: width of the attention network.
     kwargs : table
         Builder options (``filters``, ``dense_units``, ``global_pool``, ``l2``...). At the
-        study level ``reference_cnn`` defaults to ``global_pool = "max"`` and
-        ``batch_norm = true`` (:data:`STUDY_ENCODER`); ``head = "map"`` makes it a patch
-        classifier (:func:`dicomml.models.reference.reference_cnn`).
+        study level ``reference_cnn`` defaults to a patch classifier, ``head = "map"``, with
+        ``batch_norm = true`` (:data:`STUDY_ENCODER`); ``head = "dense"`` gives globally
+        max-pooled features and a dense head (:func:`dicomml.models.reference.reference_cnn`).
     """
 
     name: str = "reference_cnn"
@@ -432,7 +431,9 @@ class RunConfig:
                               "(data.key = \"SOPInstanceUID\"). Received: level="
                               f"{self.model.level!r}, key={d.key!r}")
         if self.train.attention_loss and self.model.pooling != "attention":
-            raise ConfigError("train.attention_loss needs model.pooling = \"attention\". "
+            raise ConfigError("train.attention_loss needs model.pooling = \"attention\" "
+                              "(the study level's reference CNN is a score map pooled by "
+                              "its maximum unless [model] sets head = \"dense\"). "
                               f"Received: pooling={self.model.pooling!r}")
         size = int(self.preprocess.get("size", 224))
         need = min_input_size(self.model.name, self.model.kwargs)

@@ -53,7 +53,10 @@ def test_saved_and_loaded(tmp_path):
 
 def test_study_pooling_defaults_to_max_for_a_score_map():
     assert ModelConfig(level="study", kwargs={"head": "map"}).pooling == "max"
-    assert ModelConfig(level="study").pooling == "attention"
+    assert ModelConfig(level="study").pooling == "max"  # the study level's default head
+    assert ModelConfig(level="study").kwargs["head"] == "map"
+    assert ModelConfig(level="study", kwargs={"head": "dense"}).pooling == "attention"
+    assert ModelConfig(level="slice").kwargs.get("head", "dense") == "dense"
     assert ModelConfig(level="study", pooling="mean", kwargs={"head": "map"}).pooling == "mean"
     assert ModelConfig(level="study", kwargs={"head": "map"}).to_dict()["pooling"] == "max"
 

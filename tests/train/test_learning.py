@@ -2,7 +2,7 @@
 
 On ``sample_dicom/head_ct_task/`` (56 patients) with the demo's own training configuration
 ``sample_dicom/train.toml`` (the default brain / subdural / bone windows, study level,
-attention pooling): scan → manifest → patient split (60/15/25 %, 14 held-out test patients)
+a score-map patch classifier pooled by its maximum): scan → manifest → patient split (60/15/25 %, 14 held-out test patients)
 → cache → train with :class:`dicomml.train.Trainer`, then score the held-out test patients
 per study through the common prediction path (``predict_examples``: the study model's own
 study output) with scikit-learn's ``roc_auc_score``. The same pipeline trained on labels

@@ -108,6 +108,9 @@ def test_supervision_is_checked_at_load(tmp_path):
     cfg["model"]["pooling"] = "max"
     with pytest.raises(ConfigError, match="pooling"):
         RunConfig.from_dict(cfg)
+    del cfg["model"]["pooling"]  # the default head (a score map) is pooled by its maximum
+    with pytest.raises(ConfigError, match='head = "dense"'):
+        RunConfig.from_dict(cfg)
     cfg = _cfg(tmp_path, tmp_path / "labels.csv", slice_loss=-1)
     with pytest.raises(ConfigError, match="slice_loss"):
         RunConfig.from_dict(cfg)
@@ -118,8 +121,11 @@ def test_tiny_chest_run_with_slice_supervision_end_to_end(tmp_path):
     from dicomml.evaluate.localisation import localise_studies
 
     write_chest_nodule_task(tmp_path / "dicom", n_patients=8, seed=2, rows=48, slices=12)
-    cfg = RunConfig.from_dict(_cfg(tmp_path, tmp_path / "dicom" / "slice_labels.csv",
-                                   slice_loss=0.5, attention_loss=1.0))
+    raw = _cfg(tmp_path, tmp_path / "dicom" / "slice_labels.csv", slice_loss=0.5,
+               attention_loss=1.0)
+    raw["model"]["head"] = "dense"  # attention pooling (the default head pools by the max)
+    cfg = RunConfig.from_dict(raw)
+    assert cfg.model.pooling == "attention"
     res = Trainer(cfg).fit(tmp_path / "run", progress=False)
     assert len(res.history) == 2 and np.isfinite(res.history["loss"]).all()
     r = load_run(tmp_path / "run")
