@@ -17,14 +17,15 @@ Methods (same split, same test patients):
 * ``slice`` — ``dicomml train`` with ``[model] level = "slice"`` (the reference CNN and
   dicomml's defaults: augmentation, AdamW, cosine schedule, balance by study, best epoch
   by validation ROC AUC), evaluated with ``evaluate_run`` (``study_max``);
-* ``study`` — ``level = "study"``: attention MIL over the slices (shared reference-CNN
-  encoder with global max pooling), evaluated the same way.
+* ``study`` — ``level = "study"``: MIL over the slices with dicomml's defaults (the
+  reference CNN as a patch classifier, ``head = "map"``, pooled by its maximum over the
+  patches and the slices), evaluated the same way.
 
 Reported per method: test study ROC AUC with its 95 % patient-bootstrap interval, wall
 time end to end (DICOM folder → trained model → test predictions), and for the chest task
 the share of true-positive studies whose Grad-CAM peak (on the slice with the highest
 attention weight, or the highest slice probability) lies inside the lesion mask dilated
-by 3 mm.
+by 3 mm, for the coarse map (CAM / Grad-CAM) and the fine one (``gradcam(fine=True)``).
 
 Usage::
 
@@ -217,7 +218,15 @@ def main(argv=None):
                     "folder (default: a temporary folder, removed at the end)")
     ap.add_argument("--json", default="")
     ap.add_argument("--write-readme", action="store_true")
+    ap.add_argument("--readme-from", default="", metavar="JSON",
+                    help="write the README table of an earlier run's --json file (with the "
+                    "same --task and options) and exit")
     args = ap.parse_args(argv)
+    if args.readme_from:
+        with open(args.readme_from, encoding="utf-8") as f:
+            rows = json.load(f)
+        write_readme(rows, args)
+        return rows
     from dicomml.testing import read_task_masks
 
     rows = []
@@ -272,19 +281,20 @@ def write_readme(rows, args):
              "study ROC AUC with its 95 % patient-bootstrap interval; wall time = DICOM "
              "folder → model → test predictions.", "",
              "| split seed | method | study ROC AUC [95 % CI] | wall s | load | model.keras "
-             "epoch | top slice on lesion (TP) | Grad-CAM peak in lesion (TP) |",
-             "| ---: | --- | --- | ---: | --- | --- | --- | --- |"]
+             "epoch | top slice on lesion (TP) | Grad-CAM peak in lesion (TP) | fine map peak "
+             "in lesion (TP) |",
+             "| ---: | --- | --- | ---: | --- | --- | --- | --- | --- |"]
     for r in rows:
         loc = r.get("localisation") or {}
         n = loc.get("true_positives", 0)
         sl_s = f"{loc['slice_in_lesion']}/{n}" if loc else ""
-        loc_s = (f"{loc['peak_in_lesion']}/{n}" + (f" ({loc['peak_in_lesion'] / n:.0%})"
-                                                     if n else "")) if loc else ""
+        loc_s, fine_s = ((f"{loc[k]}/{n}" + (f" ({loc[k] / n:.0%})" if n else ""))
+                         if k in loc else "" for k in ("peak_in_lesion", "fine_peak_in_lesion"))
         ep = f"{r['best_epoch']} of {r['epochs']}" if r.get("best_epoch") else ""
         ld = "–".join(f"{v:g}" for v in r.get("load", []))
         lines.append(f"| {r['seed']} | {r['method']} | {r['auc']:.3f} [{r['ci'][0]:.2f}, "
                      f"{r['ci'][1]:.2f}] | {r['wall_s']:.0f} | {ld} | {ep} | {sl_s} "
-                     f"| {loc_s} |")
+                     f"| {loc_s} | {fine_s} |")
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
     text = open(path, encoding="utf-8").read()
     block = "\n".join(lines) + "\n"

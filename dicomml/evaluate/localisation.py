@@ -14,6 +14,10 @@ highest slice probability (slice-level models). Two hits are counted:
     the lesion mask dilated by ``dilate_mm`` millimetres (Euclidean distance with the
     source's (0028,0030) Pixel Spacing, PS3.3 C.7.6.2.1.1). A slice without lesion is a
     miss.
+``fine_peak_in_lesion``
+    the same for the finer map (``gradcam(..., fine=True)``: the heatmap times the
+    smoothed gradient ⊙ input of the same score), which places a small finding within the
+    coarse map's cells.
 
 Masks are what the task generators of :mod:`dicomml.testing` save (``masks.npz``: SOP
 Instance UID → bool (rows, columns) on the source grid; :func:`dicomml.testing.read_task_masks`).
@@ -101,9 +105,10 @@ def localise_studies(model, examples, tensors, masks: dict, preprocess, *,
     Returns
     -------
     dict
-        ``true_positives``, ``slice_in_lesion``, ``peak_in_lesion`` (counts), ``share``
-        (``peak_in_lesion / true_positives``, None without true positives) and
-        ``studies`` (one record per true positive).
+        ``true_positives``, ``slice_in_lesion``, ``peak_in_lesion``,
+        ``fine_peak_in_lesion`` (counts), ``share`` and ``fine_share`` (the peak counts
+        over ``true_positives``, None without true positives) and ``studies`` (one record
+        per true positive).
     """
     from dicomml.data.bags import study_groups
     from dicomml.evaluate.grad_cam import gradcam
@@ -133,14 +138,20 @@ def localise_studies(model, examples, tensors, masks: dict, preprocess, *,
         row = examples.iloc[g[k]]
         mask = masks.get(str(row["sop_instance_uid"]))
         on_lesion = mask is not None and bool(np.asarray(mask).any())
-        hit = False
+        hit = fine = False
         if on_lesion:
+            spacing = _pixel_spacing(row["path"])
             heat = gradcam(smodel, bag[k], class_index=positive)
-            hit = peak_in_lesion(heat, mask, preprocess, _pixel_spacing(row["path"]), dilate)
+            hit = peak_in_lesion(heat, mask, preprocess, spacing, dilate)
+            heat = gradcam(smodel, bag[k], class_index=positive, fine=True)
+            fine = peak_in_lesion(heat, mask, preprocess, spacing, dilate)
         records.append({"study_instance_uid": str(row["study_instance_uid"]),
                         "probability": p, "slice": str(row["sop_instance_uid"]),
-                        "slice_in_lesion": on_lesion, "peak_in_lesion": hit})
+                        "slice_in_lesion": on_lesion, "peak_in_lesion": hit,
+                        "fine_peak_in_lesion": fine})
     n = len(records)
-    hits = sum(r["peak_in_lesion"] for r in records)
-    return {"true_positives": n, "slice_in_lesion": sum(r["slice_in_lesion"] for r in records),
-            "peak_in_lesion": hits, "share": (hits / n) if n else None, "studies": records}
+    out = {"true_positives": n, "slice_in_lesion": sum(r["slice_in_lesion"] for r in records)}
+    for key, share in (("peak_in_lesion", "share"), ("fine_peak_in_lesion", "fine_share")):
+        hits = sum(r[key] for r in records)
+        out.update({key: hits, share: (hits / n) if n else None})
+    return {**out, "studies": records}

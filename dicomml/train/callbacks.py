@@ -14,7 +14,29 @@ import numpy as np
 from dicomml._atomic import atomic_write_text
 
 __all__ = ["RunState", "save_model_atomic", "read_state", "plot_history", "EpochSeeds",
-           "ResumableEarlyStopping", "ResumableReduceLROnPlateau"]
+           "ResumableEarlyStopping", "ResumableReduceLROnPlateau", "improves", "tie_break_of"]
+
+
+def tie_break_of(monitor: str) -> str | None:
+    """The metric that breaks ties of ``monitor``: a ROC AUC ties often on a small
+    validation split (1.0 for several epochs), and the tie goes to the lower loss of the
+    same split (``val_auc`` → ``val_loss``); None for other monitors."""
+    return monitor.replace("auc", "loss") if "auc" in monitor else None
+
+
+def improves(value, best, mode: str, tie=None, best_tie=None) -> bool:
+    """Whether the monitored ``value`` improves on ``best`` (``mode`` "max" or "min"; the
+    first value always does). An equal value improves when its tie-break metric
+    (:func:`tie_break_of`, lower is better) is lower than the best's. The one rule of the
+    best checkpoint (:class:`RunState`) and of early stopping
+    (:class:`ResumableEarlyStopping`)."""
+    if value is None:
+        return False
+    if best is None:
+        return True
+    if value == best:
+        return tie is not None and best_tie is not None and tie < best_tie
+    return value < best if mode == "min" else value > best
 
 
 def save_model_atomic(model: keras.Model, path: str) -> None:
@@ -73,7 +95,8 @@ class _Resumable:
         out = {}
         for k in self.STATE:
             v = getattr(self, k, None)
-            out[k] = None if v is None else (_clean(v) if k == "best" else int(v))
+            out[k] = None if v is None else (_clean(v) if k in ("best", "best_tie")
+                                             else int(v))
         return out
 
     def on_train_begin(self, logs=None):
@@ -85,9 +108,39 @@ class _Resumable:
 
 class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
     """``keras.callbacks.EarlyStopping`` whose ``wait``/``best``/``best_epoch`` survive a
-    resume."""
+    resume, and whose improvements are those of the best checkpoint (:func:`improves`): a
+    tied ROC AUC with a lower loss restarts the patience, as it replaces ``model.keras``
+    (Keras counts only a strictly higher AUC, so a validation AUC that reached 1.0 stopped
+    the training ``patience`` epochs later while the loss still fell). ``min_delta``,
+    ``baseline`` and ``restore_best_weights`` are not used."""
 
-    STATE = ("wait", "best", "best_epoch", "stopped_epoch")
+    STATE = ("wait", "best", "best_epoch", "stopped_epoch", "best_tie")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tie_break = tie_break_of(self.monitor)
+        self.best_tie = None
+        if self.mode not in ("min", "max"):  # "auto": the direction RunState takes
+            self.mode = "max" if any(s in self.monitor for s in ("auc", "acc")) else "min"
+
+    def on_train_begin(self, logs=None):
+        self.best_tie = None
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        current = _clean(current)
+        tie = _clean(logs[self.tie_break]) if logs.get(self.tie_break) is not None else None
+        self.wait += 1
+        if improves(current, self.best, self.mode, tie, self.best_tie):
+            self.best, self.best_tie, self.best_epoch, self.wait = current, tie, epoch, 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
 
 
 class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
@@ -149,9 +202,7 @@ class RunState(keras.callbacks.Callback):
         super().__init__()
         #: the epoch (0-based) whose weights are ``model.keras``
         self.best_epoch = best_epoch
-        #: a ROC AUC monitor ties often on a small validation split (1.0 for several
-        #: epochs): the tie goes to the lower loss of the same split
-        self.tie_break = (monitor.replace("auc", "loss") if "auc" in monitor else None)
+        self.tie_break = tie_break_of(monitor)
         self.run_dir = run_dir
         self.monitor = monitor
         self.mode = "max" if any(s in monitor for s in ("auc", "acc")) else "min"
@@ -168,17 +219,11 @@ class RunState(keras.callbacks.Callback):
                     except OSError:
                         pass
 
-    def _improved(self, value, row=None) -> bool:
-        if value is None:
-            return False
-        if self.best is None:
-            return True
-        if value == self.best and self.tie_break and row is not None \
-                and self.best_epoch is not None:
-            prev = next((r for r in self.rows if r["epoch"] == self.best_epoch), {})
-            new, old = row.get(self.tie_break), prev.get(self.tie_break)
-            return new is not None and old is not None and new < old
-        return value < self.best if self.mode == "min" else value > self.best
+    def _improved(self, value, row) -> bool:
+        prev = next((r for r in self.rows if r["epoch"] == self.best_epoch), {})
+        key = self.tie_break
+        return improves(value, self.best, self.mode, row.get(key) if key else None,
+                        prev.get(key) if key else None)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})

@@ -17,7 +17,8 @@ import pytest
 import keras
 
 from dicomml.testing.task import write_head_ct_task  # noqa: E402
-from dicomml.train.callbacks import (EpochSeeds, ResumableEarlyStopping,  # noqa: E402
+from dicomml.train.callbacks import (EpochSeeds, ResumableEarlyStopping, improves,  # noqa: E402
+                                     tie_break_of,
                                      ResumableReduceLROnPlateau, seed_generators)
 from dicomml.train.config import RunConfig  # noqa: E402
 from dicomml.train.trainer import Trainer  # noqa: E402
@@ -340,3 +341,48 @@ def test_skip_batches_continues_the_same_stream(tmp_path):
             np.testing.assert_array_equal(got[1], want[1])
     # the stream is not trivially constant: epochs differ, images are transformed
     assert not np.array_equal(full[0][0], full[2][0])
+
+
+def test_improves_is_one_rule_with_the_loss_breaking_auc_ties():
+    assert improves(0.9, None, "max") and not improves(None, 0.9, "max")
+    assert improves(0.95, 0.9, "max") and not improves(0.85, 0.9, "max")
+    assert improves(0.85, 0.9, "min") and not improves(0.95, 0.9, "min")
+    assert improves(1.0, 1.0, "max", tie=0.2, best_tie=0.3)  # same AUC, lower loss
+    assert not improves(1.0, 1.0, "max", tie=0.3, best_tie=0.2)
+    assert not improves(1.0, 1.0, "max")  # a tie without losses does not
+    assert (tie_break_of("val_auc"), tie_break_of("auc"), tie_break_of("val_loss")) == \
+        ("val_loss", "loss", None)
+
+
+def _auc_stopping(rows, resume_after=None):
+    """Early stopping on val_auc (patience 2) through ``rows`` of (val_auc, val_loss);
+    the epoch it stops at, and its best epoch."""
+    stop, saved = None, None
+    spans = [range(len(rows))] if resume_after is None else \
+        [range(resume_after + 1), range(resume_after + 1, len(rows))]
+    for span in spans:
+        m = _tiny_model()
+        es = ResumableEarlyStopping(monitor="val_auc", patience=2, mode="max", resume=saved)
+        es.set_model(m)
+        es.on_train_begin()
+        for e in span:
+            es.on_epoch_end(e, {"val_auc": rows[e][0], "val_loss": rows[e][1]})
+            if m.stop_training and stop is None:
+                stop = e
+        saved = json.loads(json.dumps(es.state()))
+    return stop, es.best_epoch
+
+
+def test_early_stopping_counts_a_tied_auc_with_a_lower_loss_as_the_checkpoint_does():
+    # the AUC saturates at 1.0 at epoch 1 while the loss falls until epoch 4
+    rows = [(0.8, 0.6), (1.0, 0.5), (1.0, 0.4), (1.0, 0.3), (1.0, 0.2), (1.0, 0.25),
+            (1.0, 0.3), (1.0, 0.35), (1.0, 0.4)]
+    # Keras alone would stop at epoch 3 (two epochs without a higher AUC after epoch 1)
+    assert _auc_stopping(rows) == (6, 4)
+    assert _auc_stopping(rows, resume_after=4) == (6, 4)  # best_tie survives the resume
+    # and the checkpoint rule picks the same epoch
+    rs_best, best = None, None
+    for e, (auc, loss) in enumerate(rows):
+        if improves(auc, best, "max", loss, rs_best):
+            best, rs_best, best_epoch = auc, loss, e
+    assert best_epoch == 4
