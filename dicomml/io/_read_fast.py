@@ -141,7 +141,8 @@ class LightDataset:
         raw = self._raw.get(keyword)
         if raw is None:
             return default
-        value = _decode(self._data, *raw)
+        start, length, vr = raw
+        value = _decoded(self._data[start:start + length], vr)
         if keyword in _US_OR_SS and self.get("PixelRepresentation") == 1:
             # (0028,0120)/(0028,0121) are SS when (0028,0103) is 1, as pydicom resolves them.
             n = raw[1] // 2
@@ -162,9 +163,31 @@ class LightDataset:
 _MISSING = object()
 _US_OR_SS = frozenset({"PixelPaddingValue", "PixelPaddingRangeLimit"})
 
+#: Decoded values by (raw bytes, VR), shared by the files read in this process: the slices of
+#: a series repeat most of them (UIDs of the series and study, orientation, spacing, rescale,
+#: windows). Multi-valued values are kept as tuples and handed out as new lists. Raw values
+#: over :data:`_CACHED_BYTES` bytes are not kept; the cache is emptied at :data:`_CACHE_LIMIT`.
+_CACHE: dict[tuple[bytes, str], object] = {}
+_CACHED_BYTES = 256
+_CACHE_LIMIT = 4096
 
-def _decode(data: bytes, offset: int, length: int, vr: str):
-    raw = data[offset:offset + length]
+
+def _decoded(raw: bytes, vr: str):
+    """:func:`_decode` of ``raw``, remembered in :data:`_CACHE`."""
+    key = (raw, vr)
+    value = _CACHE.get(key, _MISSING)
+    if value is _MISSING:
+        value = _decode(raw, vr)
+        if len(raw) <= _CACHED_BYTES:
+            if len(_CACHE) >= _CACHE_LIMIT:
+                _CACHE.clear()
+            _CACHE[key] = tuple(value) if type(value) is list else value
+        return value
+    return list(value) if type(value) is tuple else value
+
+
+def _decode(raw: bytes, vr: str):
+    length = len(raw)
     if vr == "US":
         n = length // 2
         vals = unpack_from(f"<{n}H", raw) if n else ()

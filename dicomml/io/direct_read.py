@@ -37,10 +37,14 @@ from dicomml.io._read_fast import NestingTooDeep, parse_light
 from dicomml.io.mosaic import is_mosaic
 from dicomml.io.pixels import check_pixel_module, clear_unused_bits, n_frames
 
-__all__ = ["HEAD", "PixelRef", "load_head"]
+__all__ = ["HEAD", "REUSE_MAX", "PixelRef", "load_head"]
 
 #: Bytes read for the header: CT and MR headers are a few KB, with private elements 10-30 KB.
 HEAD = 64 << 10
+
+#: Pixel data up to this many bytes are read into a buffer kept per thread (reused: no
+#: allocation, no page faults); larger ones (mammograms, large DX) into a new array.
+REUSE_MAX = 8 << 20
 
 _local = threading.local()
 
@@ -69,9 +73,12 @@ class PixelRef:
     def ndim(self) -> int:
         return 3
 
-    def read(self) -> np.ndarray:
+    def read(self, f=None) -> np.ndarray:
         """The stored values, (rows, columns), in a buffer of the calling thread that the
-        next :meth:`read` of this thread overwrites: use them before reading again.
+        next :meth:`read` of this thread overwrites: use them before reading again
+        (pixel data over :data:`REUSE_MAX` bytes get a new array each time).
+
+        ``f``: the file, already open (binary, read-only); default: open ``path`` now.
 
         Raises
         ------
@@ -79,7 +86,11 @@ class PixelRef:
             The file holds fewer bytes than when its header was read (changed meanwhile).
         """
         buf = _buffer(self.dtype, self.rows * self.columns)
-        with open(self.path, "rb", buffering=0) as f:
+        if f is None:
+            with open(self.path, "rb", buffering=0) as f:
+                f.seek(self.offset)
+                got = f.readinto(buf)
+        else:
             f.seek(self.offset)
             got = f.readinto(buf)
         if got != buf.nbytes:
@@ -93,6 +104,8 @@ class PixelRef:
 
 
 def _buffer(dtype: np.dtype, count: int) -> np.ndarray:
+    if count * dtype.itemsize > REUSE_MAX:
+        return np.empty(count, dtype=dtype)
     bufs = getattr(_local, "buffers", None)
     if bufs is None:
         bufs = _local.buffers = {}
@@ -102,18 +115,27 @@ def _buffer(dtype: np.dtype, count: int) -> np.ndarray:
     return buf[:count]
 
 
-def load_head(path: str):
+def load_head(path: str, f=None):
     """``(dataset, PixelRef)`` from the first :data:`HEAD` bytes of ``path``, or None when the
     file must be read whole (see the module docs).
 
-    The dataset is the fast parser's (:class:`~dicomml.io._read_fast.LightDataset`); its
-    ``PixelData`` holds at most the start of the pixel data and must not be decoded.
+    ``f``: the file, already open (binary, read-only, unbuffered) and left open; default:
+    ``path`` is opened and closed here. The dataset is the fast parser's
+    (:class:`~dicomml.io._read_fast.LightDataset`); its ``PixelData`` holds at most the
+    start of the pixel data and must not be decoded.
     """
     try:
-        with open(path, "rb", buffering=0) as f:
+        if f is None:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size <= HEAD:
+                    return None
+                head = f.read(HEAD)
+        else:
             size = os.fstat(f.fileno()).st_size
             if size <= HEAD:
                 return None
+            f.seek(0)
             head = f.read(HEAD)
     except OSError:
         return None  # the full reader reports it

@@ -148,6 +148,8 @@ def finite(value, tag: str, keyword: str, where: str) -> float:
 
 def check_finite(values, tag: str, keyword: str, where: str) -> None:
     """Refuse an array (or list) of values holding NaN or ±inf (see :func:`finite`)."""
+    if type(values) is list and all(type(v) is float and math.isfinite(v) for v in values):
+        return  # the common case, without NumPy's overhead
     arr = np.asarray(values, dtype=np.float64)
     if arr.size and not np.isfinite(arr).all():
         bad = arr[~np.isfinite(arr)][0]

@@ -46,7 +46,7 @@ def _guarded(path: str, fn):
 
 def read_chunk(items: list) -> list:
     """Worker function: ``[(path, options), ...]`` -> ``[(path, Image | error), ...]``."""
-    from dicomml.io.pixels import read_in_process
+    from dicomml.io.in_process import read_in_process
 
     return [(path, _guarded(path, lambda p=path, o=opts: read_in_process(p, **o)))
             for path, opts in items]

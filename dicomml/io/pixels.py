@@ -39,23 +39,17 @@ from dicomml.errors import (
     NoPixelDataError,
     UnsupportedTransferSyntaxError,
 )
-from dicomml.io._read_dataset import (
-    describe_error,
-    load_dataset,
-    quiet_pydicom,
-    shown_cs,
-    shown_uid,
-)
+from dicomml.io._read_dataset import describe_error, shown_cs, shown_uid
 from dicomml.io.codecs import check_decodable, transfer_syntax_name
 from dicomml.io.functional_groups import per_frame_groups, shared_groups
 from dicomml.io.guards import check_decode_budget, check_finite, finite
 from dicomml.io.types import VOILUT, Image, VOILUTFunction, Window
 from dicomml.io.uids import TS_EXPLICIT_BE
 
-__all__ = ["read_in_process", "image_from_dataset", "decode_stored", "plugin_order",
+__all__ = ["image_from_dataset", "decode_stored", "plugin_order",
            "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
            "windows_of", "voi_luts_of", "frame_geometry", "n_frames", "rescale_into",
-           "check_pixel_module", "clear_unused_bits",
+           "check_pixel_module", "clear_unused_bits", "select_frames",
            "transfer_syntax"]
 
 _NATIVE_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"})
@@ -64,26 +58,6 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 # ----------------------------------------------------------------------------- public API
-def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
-                    modality_lut: bool | None = None,
-                    decoders: Sequence[str] | None = None) -> Image:
-    """:func:`dicomml.io.read_image` in this process (what an isolated worker runs too).
-
-    Parameters and errors as :func:`dicomml.io.read_image` (without ``isolate`` and
-    ``timeout``).
-    """
-    path = os.fspath(path)
-    with quiet_pydicom():
-        ds, _ = load_dataset(path)
-        try:
-            return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
-                                      decoders=decoders)
-        except (DicommlError, IndexError, *FATAL):
-            raise
-        except BaseException as e:  # noqa: BLE001 - a corrupt value can break any step
-            raise corrupt_value_error(path, e) from e
-
-
 def corrupt_value_error(where, e: BaseException) -> InvalidDicomError:
     """The :class:`InvalidDicomError` for an unexpected error while interpreting a data set
     (a corrupt value that pydicom could parse but that makes no sense); no value is quoted."""
@@ -95,12 +69,22 @@ def corrupt_value_error(where, e: BaseException) -> InvalidDicomError:
 
 def image_from_dataset(ds, path: str | None = None, *, frames=None,
                        modality_lut: bool | None = None,
-                       decoders: Sequence[str] | None = None) -> Image:
+                       decoders: Sequence[str] | None = None,
+                       stored: np.ndarray | None = None) -> Image:
     """Build an :class:`Image` from an already parsed pydicom Dataset (see
-    :func:`dicomml.io.read_image`)."""
+    :func:`dicomml.io.read_image`).
+
+    ``stored``: the stored values of every frame, (frames, rows, columns), already read
+    (by :mod:`dicomml.io.direct_read`; grayscale, photometric as in ``ds``, unused high bits
+    cleared); default: decoded from ``ds`` by :func:`decode_stored`. Nothing of it is kept:
+    the Image's arrays are new.
+    """
     n_total = n_frames(ds, path)
     index = _frame_index(frames, n_total, path)
-    stored, pi = decode_stored(ds, path, frames=index, decoders=decoders)
+    if stored is None:
+        stored, pi = decode_stored(ds, path, frames=index, decoders=decoders)
+    else:
+        stored, pi = select_frames(stored, index), str(ds.PhotometricInterpretation).strip()
     color = stored.ndim == 4
     idx = range(n_total) if index is None else index
     first = idx[0] if len(idx) else 0
@@ -111,7 +95,8 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
     slope, intercept, rtype = (rescale[0][0], rescale[1][0], rescale[2]) if rescale else \
         (1.0, 0.0, None)
     extra = {}
-    if rescale is not None and (np.ptp(rescale[0]) or np.ptp(rescale[1])):
+    if rescale is not None and len(rescale[0]) > 1 and (np.ptp(rescale[0]) or
+                                                        np.ptp(rescale[1])):
         extra["frame_rescale"] = (rescale[0].copy(), rescale[1].copy())
     if pi != ds.get("PhotometricInterpretation"):
         extra["stored_photometric_interpretation"] = ds.get("PhotometricInterpretation")
@@ -220,15 +205,23 @@ def _native_fast(ds, where: str, n: int, frames: list[int] | None) -> np.ndarray
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
     per_frame = rows * cols * spp
     arr = np.frombuffer(buf, dtype=dtype, count=per_frame * n)
-    arr = arr.reshape(n, per_frame)
-    if frames is not None:
-        arr = arr[frames]
+    arr = select_frames(arr.reshape(n, per_frame), frames)
     arr = clear_unused_bits(arr, bits, stored_bits, signed)
     if spp == 1:
         return arr.reshape(-1, rows, cols)
     if int(ds.get("PlanarConfiguration", 0) or 0) == 1:
         return arr.reshape(-1, spp, rows, cols).transpose(0, 2, 3, 1).copy()
     return arr.reshape(-1, rows, cols, spp)
+
+
+def select_frames(arr: np.ndarray, frames: list[int] | None) -> np.ndarray:
+    """``arr[frames]`` (frames on the first axis; all when ``frames`` is None): a view when
+    the frames are consecutive and ascending (no copy of the pixel data), else a copy."""
+    if frames is None:
+        return arr
+    if frames and frames == list(range(frames[0], frames[0] + len(frames))):
+        return arr[frames[0]:frames[0] + len(frames)]
+    return arr[frames]
 
 
 def clear_unused_bits(arr: np.ndarray, bits: int, stored_bits: int, signed: bool,
@@ -491,10 +484,10 @@ def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarra
             np.multiply(src, np.float32(slope), out=dst, dtype=np.float32)
             if intercept != 0.0:
                 dst += np.float32(intercept)
-        elif intercept != 0.0:
-            np.add(src, np.float32(intercept), out=dst, dtype=np.float32)
-        else:
+        else:  # the cast is exact; then one float32 addition, as np.add(..., dtype=float32)
             np.copyto(dst, src, casting="unsafe")
+            if intercept != 0.0:
+                dst += np.float32(intercept)
         return
     tmp = src.astype(np.float64)
     tmp *= slope
@@ -653,9 +646,9 @@ def frame_geometry(ds, frames: Iterable[int]):
         iop = _floats(ds.get("ImageOrientationPatient"))
         positions = orients = None
         if len(iop) == 6:
-            orients = np.tile(np.asarray(iop, float), (len(frames), 1))
+            orients = np.array([iop] * len(frames), float).reshape(len(frames), 6)
         if len(ipp) == 3:
-            positions = np.tile(np.asarray(ipp, float), (len(frames), 1))
+            positions = np.array([ipp] * len(frames), float).reshape(len(frames), 3)
             offsets = _floats(ds.get("GridFrameOffsetVector"))
             if orients is not None and len(offsets) == n_frames(ds) and len(offsets) > 1:
                 normal = np.cross(orients[0][:3], orients[0][3:])

@@ -1,7 +1,7 @@
 """``read_image``: one instance with its pixels in modality units, in this process or isolated.
 
-The top of the single-image read: :func:`dicomml.io.pixels.read_in_process` decodes here;
-:func:`dicomml.io.isolated.read_image_isolated` runs the same in a worker process of
+The top of the single-image read: :func:`dicomml.io.in_process.read_in_process` decodes
+here; :func:`dicomml.io.isolated.read_image_isolated` runs the same in a worker process of
 :mod:`dicomml.parallel`, so that a codec that aborts costs the file, not the caller.
 """
 
@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from dicomml.io.isolated import read_image_isolated
-from dicomml.io.pixels import read_in_process
+from dicomml.io.in_process import read_in_process
 from dicomml.io.types import Image
 
 __all__ = ["read_image"]

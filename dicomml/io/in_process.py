@@ -1,0 +1,66 @@
+"""Read one instance in this process: the direct path for native slices, else the whole file.
+
+:func:`read_in_process` is :func:`dicomml.io.read_image` without isolation (and what an
+isolated worker of :mod:`dicomml.io.isolated` runs). It chooses once:
+
+1. A one-frame grayscale file in Implicit or Explicit VR Little Endian (PS3.5 A.1, A.2) with
+   pixel data of defined length, larger than :data:`dicomml.io.direct_read.HEAD`: its header
+   is parsed from the first bytes (:func:`dicomml.io.direct_read.load_head`) and its pixel
+   data is read with one ``readinto`` at the known offset into a buffer kept per thread
+   (:meth:`~dicomml.io.direct_read.PixelRef.read`, unused high bits cleared in place as
+   pydicom does). The file is opened once; no copy of the whole file is made.
+2. Anything else (compressed, big endian, multi-frame, colour, small files, a header the fast
+   parser declines, pixel data shorter than declared): the whole file through
+   :func:`~dicomml.io._read_dataset.load_dataset` and :func:`dicomml.io.pixels.decode_stored`.
+
+Both end in :func:`dicomml.io.pixels.image_from_dataset`: the same modality transform,
+padding mask, windows and geometry, so the Image is bit for bit the same either way, and
+errors for bad files come from the general path (the direct path declines them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from dicomml.errors import FATAL, DicommlError
+from dicomml.io._read_dataset import load_dataset, quiet_pydicom
+from dicomml.io.direct_read import load_head
+from dicomml.io.pixels import corrupt_value_error, image_from_dataset
+from dicomml.io.types import Image
+
+__all__ = ["read_in_process"]
+
+
+def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
+                    modality_lut: bool | None = None,
+                    decoders: Sequence[str] | None = None) -> Image:
+    """:func:`dicomml.io.read_image` in this process (what an isolated worker runs too).
+
+    Parameters and errors as :func:`dicomml.io.read_image` (without ``isolate`` and
+    ``timeout``).
+    """
+    path = os.fspath(path)
+    with quiet_pydicom():
+        stored = None
+        try:
+            f = open(path, "rb", buffering=0)
+        except OSError:
+            head = None  # load_dataset raises the error naming the file
+        else:
+            with f:
+                head = load_head(path, f)
+                if head is not None:
+                    stored = head[1].read(f)  # this thread's buffer: used before returning
+        if head is None:
+            ds, _ = load_dataset(path)
+        else:
+            ds = head[0]
+        try:
+            return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
+                                      decoders=decoders,
+                                      stored=None if stored is None else stored[None])
+        except (DicommlError, IndexError, *FATAL):
+            raise
+        except BaseException as e:  # noqa: BLE001 - a corrupt value can break any step
+            raise corrupt_value_error(path, e) from e
