@@ -73,8 +73,9 @@ def _uids(data: bytes) -> dict[str, bytes]:
             ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
 
 
-def make_tree(root: Path, n_files: int, per_series: int) -> int:
-    """Write the tree (see the module docstring); returns the number of files."""
+def make_tree(root: Path, n_files: int, per_series: int, mr_every: int = 10) -> int:
+    """Write the tree (see the module docstring; every ``mr_every``-th series is MR);
+    returns the number of files."""
     from dicomml.testing import write_ct_series
 
     base = root / ".template"
@@ -104,7 +105,7 @@ def make_tree(root: Path, n_files: int, per_series: int) -> int:
                                 _same_length_uid(u["SOPInstanceUID"], k * per_series + j))
             at = data.index(STUDY_DATE) + len(STUDY_DATE)
             data = data[:at] + date + data[at + 8:]
-            if k % 10 == 9:
+            if k % mr_every == mr_every - 1:
                 data = data.replace(MODALITY_CT, MODALITY_MR).replace(CT_CLASS, MR_CLASS)
             fd = os.open(folder / f"IM{j:04d}", flags, 0o644)
             try:
@@ -211,6 +212,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--per-series", type=int, default=100)
+    ap.add_argument("--mr-every", type=int, default=10,
+                    help="every N-th series is MR (1: every file, so that a smaller tree "
+                         "gives the MR selection of a larger one)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data", type=Path, default=None,
@@ -231,7 +235,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         if not root.exists():
             root.mkdir(parents=True)
-            n = make_tree(root, args.files, args.per_series)
+            n = make_tree(root, args.files, args.per_series, args.mr_every)
         else:
             n = walk_floor(str(root))[1]
         gen_s = time.perf_counter() - t0
