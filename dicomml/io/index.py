@@ -182,7 +182,7 @@ def _values(name: str, value) -> list[str]:
     return values
 
 
-def select_columns(columns, known: tuple[str, ...], table: str) -> str:
+def _select_columns(columns, known: tuple[str, ...], table: str) -> str:
     """The SQL column list of ``columns`` (one name or a list of names of ``known``, the
     columns of ``table``, in the order given); ``"*"`` for ``None`` (every column).
 
@@ -404,7 +404,7 @@ class Index:
         >>> idx.instances(modality="MR", columns=["path", "series_key"])  # doctest: +SKIP
         """
         where, params = select_where(modality, sop_class_uid, study_date)
-        cols = select_columns(columns, INSTANCE_COLUMNS, "the instances table")
+        cols = _select_columns(columns, INSTANCE_COLUMNS, "the instances table")
         sql = (f"SELECT {cols} FROM instances WHERE {where} "
                "ORDER BY series_key, instance_number, path")
         if not decode:
@@ -446,7 +446,7 @@ class Index:
             uids = ("series_instance_uid IN (SELECT series_instance_uid FROM instances "
                     f"WHERE {where})")
             params = params * 3
-        cols = select_columns(columns, SERIES_COLUMNS, "the series table")
+        cols = _select_columns(columns, SERIES_COLUMNS, "the series table")
         order = " ORDER BY study_instance_uid, series_number, series_key"
         if self._has_series_summary():  # kept up to date by every scan
             df = self._frame(f"SELECT {cols} FROM series_summary WHERE {keys}" + order,
