@@ -12,24 +12,26 @@ What it does, in one run:
    ``p000/s00000/IM0000``..., ``--per-series`` files per series, 100 series per folder, 10
    series per study. The first series is written by :func:`dicomml.testing.write_ct_series`;
    every other file is a byte copy with new Study, Series and SOP Instance UIDs of the same
-   length, a Study Date that varies by study (a week apart, over 20 years), and every 10th series turned into MR (the
-   (0008,0060) Modality and the SOP Class UID patched), so that the selections below are
-   selective.
+   length, a Study Date that varies by study (a week apart, over 20 years), and every
+   ``--mr-every``-th series (default 10th) turned into MR (the (0008,0060) Modality and the
+   SOP Class UID patched), so that the selections below are selective; ``--mr-every 1``
+   gives the MR selection of a ten times larger tree (every file MR).
 2. *walk floor*: ``os.scandir`` + ``stat`` of every entry, recursively, in this process.
 3. *first scan*: ``dicomml.io.scan(root, db, workers=--workers)`` in a fresh process; the peak
    RSS of that process plus its workers is sampled every 20 ms (psutil).
 4. *re-scan*: the same scan of the unchanged tree (fresh process, the scan's own
    ``elapsed_s``; peak RSS as above), in ``--rounds`` rounds interleaved with the walk floor.
-5. *queries* in a fresh process (median of 3 each): ``Index.series()``, selections by
-   modality, SOP Class UID and study date range, ``series_files`` of one series,
-   ``summary()``.
+5. *queries*, ``--rounds`` times in a fresh process (median of 3 calls each, wall and CPU):
+   ``Index.series()``, selections by modality, SOP Class UID and study date range, the MR
+   selection with four ``columns=``, ``series_files`` of one series, ``summary()``.
 6. Prints a Markdown section, written under ``## index`` in ``bench/README.md``
    (``--no-readme`` to skip). The load average is given with every figure.
 
 ``--baseline DIR`` (another checkout of dicomml, e.g. the main branch) adds its re-scan to
 every round (walk floor, baseline re-scan, this checkout's re-scan: the same load for all
-three) and its queries after this checkout's, so that a change is measured against the
-code before it in the same run.
+three) and its queries to every query round (baseline, then this checkout), so that a
+change is measured against the code before it in the same run. A baseline without
+``Index.instances(columns=...)`` cuts the four columns from its full frame.
 """
 
 from __future__ import annotations
@@ -73,8 +75,9 @@ def _uids(data: bytes) -> dict[str, bytes]:
             ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
 
 
-def make_tree(root: Path, n_files: int, per_series: int) -> int:
-    """Write the tree (see the module docstring); returns the number of files."""
+def make_tree(root: Path, n_files: int, per_series: int, mr_every: int = 10) -> int:
+    """Write the tree (see the module docstring; every ``mr_every``-th series is MR);
+    returns the number of files."""
     from dicomml.testing import write_ct_series
 
     base = root / ".template"
@@ -104,7 +107,7 @@ def make_tree(root: Path, n_files: int, per_series: int) -> int:
                                 _same_length_uid(u["SOPInstanceUID"], k * per_series + j))
             at = data.index(STUDY_DATE) + len(STUDY_DATE)
             data = data[:at] + date + data[at + 8:]
-            if k % 10 == 9:
+            if k % mr_every == mr_every - 1:
                 data = data.replace(MODALITY_CT, MODALITY_MR).replace(CT_CLASS, MR_CLASS)
             fd = os.open(folder / f"IM{j:04d}", flags, 0o644)
             try:
@@ -147,10 +150,13 @@ print(json.dumps({"elapsed_s": r.elapsed_s, "seen": r.files_seen, "read": r.file
 """
 
 _QUERIES = r"""
-import json, statistics, sys, time
+import inspect, json, statistics, sys, time
 sys.path.insert(0, sys.argv[1])
-from dicomml.io import open_index
+from dicomml.io import Index, open_index
 CT, MR = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"
+NARROW = ["path", "series_key", "sop_instance_uid", "instance_number"]
+# code before Index.instances(columns=...): the same columns cut from the full frame
+NATIVE = "columns" in inspect.signature(Index.instances).parameters
 out = {}
 with open_index(db=sys.argv[2]) as idx:
     key = None
@@ -159,11 +165,17 @@ with open_index(db=sys.argv[2]) as idx:
         df = idx.series()
         key = df.series_key.iloc[len(df) // 2]
         return len(df)
+    def narrow():
+        if NATIVE:
+            return len(idx.instances(modality="MR", columns=NARROW))
+        return len(idx.instances(modality="MR")[NARROW])
     queries = {
         "series table: Index.series()": series,
         "MR series: Index.series(modality='MR')": lambda: len(idx.series(modality="MR")),
         "MR instances: Index.instances(modality='MR')":
             lambda: len(idx.instances(modality="MR")),
+        "MR instances, 4 columns: Index.instances(modality='MR', columns=['path', "
+        "'series_key', 'sop_instance_uid', 'instance_number'])": narrow,
         "instances of one SOP class (MR Image Storage): Index.instances(sop_class_uid=...)":
             lambda: len(idx.instances(sop_class_uid=MR)),
         "studies of one month: Index.studies(study_date=('20000101', '20000131'))":
@@ -174,12 +186,14 @@ with open_index(db=sys.argv[2]) as idx:
         "summary(): counts of patients, studies, series": lambda: idx.summary()["series"],
     }
     for name, fn in queries.items():
-        times = []
+        times, cpus = [], []
         for _ in range(3):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             n = fn()
             times.append(time.perf_counter() - t0)
-        out[name] = {"s": statistics.median(times), "rows": n}
+            cpus.append(time.process_time() - c0)
+        out[name] = {"s": statistics.median(times), "cpu_s": statistics.median(cpus),
+                     "rows": n}
 print(json.dumps(out))
 """
 
@@ -211,6 +225,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--per-series", type=int, default=100)
+    ap.add_argument("--mr-every", type=int, default=10,
+                    help="every N-th series is MR (1: every file, so that a smaller tree "
+                         "gives the MR selection of a larger one)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--data", type=Path, default=None,
@@ -221,6 +238,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another dicomml checkout whose re-scan and queries are measured in "
                          "the same rounds (e.g. the main branch)")
+    ap.add_argument("--queries-only", action="store_true",
+                    help="with --reuse-index: no walk floor and no re-scan, the queries only")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
     ap.add_argument("--no-readme", action="store_true")
     args = ap.parse_args(argv)
@@ -231,7 +250,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         if not root.exists():
             root.mkdir(parents=True)
-            n = make_tree(root, args.files, args.per_series)
+            n = make_tree(root, args.files, args.per_series, args.mr_every)
         else:
             n = walk_floor(str(root))[1]
         gen_s = time.perf_counter() - t0
@@ -250,7 +269,7 @@ def main(argv=None) -> int:
         print(f"first scan: {first} peak {first_peak:.0f} MiB, load {first_load}",
               file=sys.stderr)
         rounds, base_rounds = [], []
-        for _ in range(args.rounds):
+        for _ in range(0 if args.queries_only else args.rounds):
             floor_s, _n, floor_cpu = walk_floor(str(root))
             if args.baseline is not None:
                 base, base_peak = run_child(_SCAN, root, db, args.workers, repo=args.baseline)
@@ -262,27 +281,32 @@ def main(argv=None) -> int:
                   f"(CPU {floor_cpu:.2f} s / {again['cpu_s']:.2f} s) "
                   f"({again['read']} read), peak {peak:.0f} MiB, load {rounds[-1][4]}",
                   file=sys.stderr)
-        queries, _ = run_child(_QUERIES, db, sample=False)
-        query_load = load()
-        base_queries = None
-        if args.baseline is not None:
-            base_queries, _ = run_child(_QUERIES, db, sample=False, repo=args.baseline)
-            base_query_load = load()
+        query_rounds, base_query_rounds, query_loads = [], [], []
+        for _ in range(args.rounds):  # interleaved with the baseline's: the same load
+            if args.baseline is not None:
+                base_query_rounds.append(
+                    run_child(_QUERIES, db, sample=False, repo=args.baseline)[0])
+            query_rounds.append(run_child(_QUERIES, db, sample=False)[0])
+            query_loads.append(load())
+            print(f"queries: load {query_loads[-1]}", file=sys.stderr)
         db_mib = os.path.getsize(db) / 2**20
     finally:
         if not args.keep:
             shutil.rmtree(data, ignore_errors=True)
 
-    floor = statistics.median(r[0] for r in rounds)
-    rescan = statistics.median(r[1] for r in rounds)
     lines = [
         "## index",
         "",
         f"{run_line('bench_index.py', argv)}. Tree: {n:,} files of "
-        f"8x8 CT ({args.per_series} per series, 100 series per folder), generated in "
+        f"8x8 CT ({args.per_series} per series, 100 series per folder, "
+        + ("every series MR" if args.mr_every == 1 else f"one series in {args.mr_every} MR")
+        + "), generated in "
         f"{gen_s:.0f} s, about {du_total / 2**30:.2f} GiB on disk; Index "
         f"{db_mib:.0f} MiB. Scans with `workers={args.workers}` in a fresh process each; "
-        "peak RSS of that process and its workers (psutil, every 20 ms).",
+        "peak RSS of that process and its workers (psutil, every 20 ms). Queries: "
+        f"{args.rounds} rounds of a fresh process each (median of 3 calls per round), "
+        "medians over the rounds"
+        + (", interleaved with the baseline's" if args.baseline is not None else "") + ".",
         "",
         "| step | figure | load average (1 / 5 / 15 min) |",
         "| --- | ---: | --- |",
@@ -297,9 +321,12 @@ def main(argv=None) -> int:
                      f"{f_s:.2f} s / {r_s:.2f} s = {r_s / f_s:.2f}x; CPU {f_cpu:.2f} s / "
                      f"{r_cpu:.2f} s = {r_cpu / f_cpu:.2f}x; re-scan peak RSS {peak:.0f} MiB "
                      f"| {ld} |")
-    cpu_ratio = statistics.median(r[6] / r[5] for r in rounds)
-    lines.append(f"| median re-scan / walk floor | wall {rescan / floor:.2f}x, CPU "
-                 f"{cpu_ratio:.2f}x (goal <= 2) | |")
+    if rounds:
+        floor = statistics.median(r[0] for r in rounds)
+        rescan = statistics.median(r[1] for r in rounds)
+        cpu_ratio = statistics.median(r[6] / r[5] for r in rounds)
+        lines.append(f"| median re-scan / walk floor | wall {rescan / floor:.2f}x, CPU "
+                     f"{cpu_ratio:.2f}x (goal <= 2) | |")
     for i, ((b_s, b_cpu, b_peak, b_ld), r) in enumerate(zip(base_rounds, rounds), 1):
         lines.append(f"| round {i}, baseline `{args.baseline}`: walk floor / re-scan | wall "
                      f"{r[0]:.2f} s / {b_s:.2f} s = {b_s / r[0]:.2f}x; CPU {r[5]:.2f} s / "
@@ -309,12 +336,18 @@ def main(argv=None) -> int:
                      f"{statistics.median(b[0] / r[0] for b, r in zip(base_rounds, rounds)):.2f}x"
                      f", CPU {statistics.median(b[1] / r[5] for b, r in zip(base_rounds, rounds)):.2f}"
                      "x | |")
-    for name, q in queries.items():
-        lines.append(f"| query: {name} | {q['s'] * 1000:.0f} ms ({q['rows']:,} rows) "
-                     f"| {query_load} |")
-    for name, q in (base_queries or {}).items():
-        lines.append(f"| baseline query: {name} | {q['s'] * 1000:.0f} ms ({q['rows']:,} rows) "
-                     f"| {base_query_load} |")
+
+    def figure(results: list[dict], name: str) -> str:
+        wall = statistics.median(q[name]["s"] for q in results) * 1000
+        cpu = statistics.median(q[name]["cpu_s"] for q in results) * 1000
+        return f"wall {wall:.0f} ms, CPU {cpu:.0f} ms ({results[0][name]['rows']:,} rows)"
+
+    span = (f"{query_loads[0]} to {query_loads[-1]}" if len(query_loads) > 1
+            else query_loads[0])
+    for name in query_rounds[0]:
+        base = (f"; baseline: {figure(base_query_rounds, name)}" if base_query_rounds
+                else "")
+        lines.append(f"| query: {name} | {figure(query_rounds, name)}{base} | {span} |")
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_readme:

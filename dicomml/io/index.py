@@ -55,7 +55,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from dicomml.errors import ConfigError
+from dicomml.errors import ConfigError, did_you_mean
 from dicomml.io.header import DERIVED_COLUMNS, FIELDS, ROW_COLUMNS
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "ARRAY_COLUMNS",
     "SCHEMA_VERSION",
     "INSTANCE_COLUMNS",
+    "SERIES_COLUMNS",
 ]
 
 #: Version 2 added the columns of the series split (echo, image part, diffusion, temporal
@@ -86,6 +87,14 @@ INT_COLUMNS = ("size", *(name for name, _tag, kind in FIELDS if kind == "int"),
 
 #: Columns of the ``instances`` table, in order.
 INSTANCE_COLUMNS = (*ROW_COLUMNS, "series_key", "duplicate_of", "conflict")
+
+#: Columns of :meth:`Index.series` (and of the ``series_summary`` table), in order.
+SERIES_COLUMNS = ("series_key", "study_instance_uid", "series_instance_uid", "modality",
+                  "object_kind", "is_image", "n_instances", "n_frames", "rows", "columns",
+                  "series_number", "series_description", "body_part_examined", "study_date",
+                  "sop_class_uid", "frame_of_reference_uid", "image_type", "echo_number",
+                  "echo_time", "n_echoes", "n_volumes", "mosaic", "mosaic_images",
+                  "n_conflicts")
 
 _SQL_TYPES = {"ui": "TEXT", "text": "TEXT", "ds": "REAL", "fd": "REAL", "floats": "TEXT",
               "int": "INTEGER"}
@@ -171,6 +180,28 @@ def _values(name: str, value) -> list[str]:
         raise ConfigError(f"{name} must be a string or a list of strings. "
                           f"Received: {name}={value!r}")
     return values
+
+
+def _select_columns(columns, known: tuple[str, ...], table: str) -> str:
+    """The SQL column list of ``columns`` (one name or a list of names of ``known``, the
+    columns of ``table``, in the order given); ``"*"`` for ``None`` (every column).
+
+    Raises
+    ------
+    ConfigError
+        A name that is not a column (with the closest one), a repeated name, or no name.
+    """
+    if columns is None:
+        return "*"
+    names = _values("columns", columns)
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{name!r} is not a column of {table}."
+                              + did_you_mean(name, known)
+                              + f" Known: {', '.join(known)}. Received: columns={columns!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"columns names a column twice. Received: columns={columns!r}")
+    return ", ".join(f'"{name}"' for name in names)
 
 
 def select_where(modality=None, sop_class_uid=None, study_date=None) -> tuple[str, list]:
@@ -357,24 +388,37 @@ class Index:
         return dict(self._con.execute("SELECT key, value FROM meta").fetchall())
 
     def instances(self, *, decode: bool = True, modality=None, sop_class_uid=None,
-                  study_date=None):
+                  study_date=None, columns=None):
         """The instances as a DataFrame (columns :data:`INSTANCE_COLUMNS`), ordered by
         series key, instance number and path; ``decode`` turns JSON arrays into tuples.
 
         ``modality``, ``sop_class_uid`` and ``study_date`` select (see
-        :func:`select_where`); default all instances.
+        :func:`select_where`); default all instances. ``columns`` (a name or a list of
+        names of :data:`INSTANCE_COLUMNS`) reads only those, in that order: the frame
+        equals the same columns of the full one (values, dtypes, row order, even when the
+        ordering columns are not among them), and costs about in proportion to the
+        columns it reads (SQLite makes one Python object per value).
+
+        Examples
+        --------
+        >>> idx.instances(modality="MR", columns=["path", "series_key"])  # doctest: +SKIP
         """
         where, params = select_where(modality, sop_class_uid, study_date)
-        sql = f"SELECT * FROM instances WHERE {where} ORDER BY series_key, instance_number, path"
+        cols = _select_columns(columns, INSTANCE_COLUMNS, "the instances table")
+        sql = (f"SELECT {cols} FROM instances WHERE {where} "
+               "ORDER BY series_key, instance_number, path")
         if not decode:
             return self._frame(sql, tuple(params))
         return _decoded_frame(self._con.execute(sql, tuple(params)))
 
-    def series(self, *, modality=None, sop_class_uid=None, study_date=None):
-        """One row per series key: modality, study and series UIDs, counts, size, kind...
+    def series(self, *, modality=None, sop_class_uid=None, study_date=None, columns=None):
+        """One row per series key (columns :data:`SERIES_COLUMNS`): modality, study and
+        series UIDs, counts, size, kind...
 
         ``modality``, ``sop_class_uid`` and ``study_date`` keep the series keys holding
-        such an instance (see :func:`select_where`); default all.
+        such an instance (see :func:`select_where`); default all. ``columns`` (a name or
+        a list of names of :data:`SERIES_COLUMNS`) reads only those, in that order, as
+        the full frame has them.
 
         Besides the header values of the key's first instances (``MIN``), the columns
         describe the structure the series split and the readers need:
@@ -402,16 +446,20 @@ class Index:
             uids = ("series_instance_uid IN (SELECT series_instance_uid FROM instances "
                     f"WHERE {where})")
             params = params * 3
+        cols = _select_columns(columns, SERIES_COLUMNS, "the series table")
         order = " ORDER BY study_instance_uid, series_number, series_key"
         if self._has_series_summary():  # kept up to date by every scan
-            df = self._frame(f"SELECT * FROM series_summary WHERE {keys}" + order,
+            df = self._frame(f"SELECT {cols} FROM series_summary WHERE {keys}" + order,
                              tuple(params[:len(params) // 3]))
         else:  # an Index written before the table existed
-            df = self._frame(series_sql(keys, uids) + order, tuple(params))
+            df = self._frame(f"SELECT {cols} FROM ({series_sql(keys, uids)})" + order,
+                             tuple(params))
         for col in ("is_image", "mosaic"):
-            df[col] = df[col].fillna(0).astype(bool)
+            if col in df:
+                df[col] = df[col].fillna(0).astype(bool)
         for col in ("echo_number", "n_echoes", "n_volumes", "mosaic_images", "n_conflicts"):
-            df[col] = df[col].astype("Int64")
+            if col in df:
+                df[col] = df[col].astype("Int64")
         return df
 
     def studies(self, *, modality=None, sop_class_uid=None, study_date=None):
