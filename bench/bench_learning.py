@@ -274,7 +274,8 @@ def write_readme(rows, args):
              f"{' '.join(map(str, args.seeds))} "
              + (f"--patients {args.patients} --rows {args.rows} " if args.task == "chest"
                 else "")
-             + f"--size {args.size} --epochs {args.epochs} --patience {args.patience}"
+             + f"--size {args.size} --epochs {args.epochs} --patience {args.patience} "
+             f"--methods {' '.join(args.methods)}"
              + (f" --filters {' '.join(map(str, args.filters))}" if args.filters else "")
              + f"` on {when}, {platform.machine()}, {os.cpu_count()} CPUs shared with other "
              f"jobs, Python {platform.python_version()}. Split 60/15/25 % by patient; test "

@@ -15,13 +15,19 @@ reference CNN: 96 px → a 20 × 20 map whose cell centres run from input pixel 
 it moves the peak by up to 8 px towards the border. Models with layers whose geometry is
 not known here (resizing, transposed convolutions) keep the plain resize, with a warning.
 
-A finer map (``fine=True``): the heatmap times the magnitude of *gradient ⊙ input* of the
-same score, smoothed (Guided Grad-CAM, Selvaraju et al., with gradient ⊙ input — Shrikumar
-et al. 2016 — in place of guided backpropagation). The coarse map says which part of the
-image raised the score; within it, the pixels whose values the score depends on most are
-kept. With the reference CNN a score-map cell sees an 18 px receptive field on a 4 px grid,
-so the coarse peak can lie up to 9 px from a small finding that raised it; measured on the
-chest-nodule task in ``bench/README.md`` ("learning").
+A finer map (``fine=True``): the magnitude of *gradient ⊙ input* of the same score,
+smoothed (Shrikumar et al. 2016), which says which pixels' values the score depends on
+most. For a model with a map of class scores (``head = "map"``) that is the whole fine map:
+the image's score is its winning patch's (global max pooling), so the gradient is already
+confined to that patch's receptive field, and the patch's own centre — the CAM's peak — is
+no better a location: a cell of the reference CNN sees 18 px on a 4 px grid, and a trained
+map fires where the finding sits anywhere in that field, often at a constant learned offset
+(measured on the head-CT task: the CAM peak beside the haemorrhage in 0 of 21 true
+positives, the fine map's peak inside it in 21 of 21; ``bench/README.md``, "learning").
+For other models, whose gradient spreads over the image, it is the Grad-CAM map times that
+saliency (Guided Grad-CAM, Selvaraju et al., with gradient ⊙ input in place of guided
+backpropagation): the coarse map says which part raised the score, the saliency where in
+it.
 
 This module imports TensorFlow; :func:`dicomml.report.overlay.heatmap_overlay` (no
 TensorFlow) draws the PNG overlay.
@@ -342,8 +348,9 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
         with a map of class scores (``head = "map"``) is explained, by default, by that map
         itself (CAM: the class's log-odds per patch, scaled to [0, 1]).
     fine : bool
-        Multiply the map by :func:`input_saliency` of the same class (see the module
-        docstring) and scale it to [0, 1] again: sharper, for where exactly the finding is.
+        :func:`input_saliency` of the same class — for a score-map model alone, for others
+        times the map (see the module docstring) — scaled to [0, 1]: where exactly the
+        finding is.
 
     Returns
     -------
@@ -363,10 +370,11 @@ def gradcam(model, tensor, class_index: int | None = None, layer: str | None = N
         raise ConfigError("gradcam takes one input of shape (rows, columns, channels). "
                           f"Received: tensor.shape={np.shape(tensor)}")
     if fine:
-        heat = gradcam(model, x, class_index, layer)
         if class_index is None:
             class_index = int(np.argmax(np.asarray(model(x, training=False))[0]))
-        heat = heat * input_saliency(model, x, class_index)
+        heat = input_saliency(model, x, class_index)
+        if layer is not None or _score_map_layer(model) is None:
+            heat = gradcam(model, x, class_index, layer) * heat
         peak = float(heat.max())
         return (heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32)
     if layer is None and _score_map_layer(model) is not None:

@@ -15,9 +15,9 @@ highest slice probability (slice-level models). Two hits are counted:
     source's (0028,0030) Pixel Spacing, PS3.3 C.7.6.2.1.1). A slice without lesion is a
     miss.
 ``fine_peak_in_lesion``
-    the same for the finer map (``gradcam(..., fine=True)``: the heatmap times the
-    smoothed gradient ⊙ input of the same score), which places a small finding within the
-    coarse map's cells.
+    the same for the finer map (``gradcam(..., fine=True)``: the smoothed gradient ⊙
+    input of the same score, for models other than score maps times the Grad-CAM map),
+    which places a small finding within the coarse map's cells.
 
 Masks are what the task generators of :mod:`dicomml.testing` save (``masks.npz``: SOP
 Instance UID → bool (rows, columns) on the source grid; :func:`dicomml.testing.read_task_masks`).

@@ -257,3 +257,19 @@ def test_fine_map_finds_the_spot_within_a_coarse_cell():
     assert d[1] <= 1.0 < d[0], d  # the coarse peak is off the spot, the fine one on it
     # no evidence: the fine map of a blank image is all zeros, never a random peak
     assert not gradcam(model, np.zeros_like(x), class_index=1, fine=True).any()
+
+
+def test_fine_map_of_other_models_is_gradcam_times_the_saliency():
+    from dicomml.evaluate.grad_cam import input_saliency
+
+    keras.utils.set_random_seed(5)
+    model = _small_cnn()
+    x = np.random.default_rng(4).random((SIZE, SIZE, 3)).astype(np.float32)
+    want = gradcam(model, x, class_index=1) * input_saliency(model, x[None], 1)
+    want /= want.max()
+    np.testing.assert_allclose(gradcam(model, x, class_index=1, fine=True), want, rtol=1e-5,
+                               atol=1e-6)
+    # the default class is the predicted one, as for the coarse map
+    pred = int(np.argmax(model.predict(x[None], verbose=0)[0]))
+    np.testing.assert_allclose(gradcam(model, x, fine=True),
+                               gradcam(model, x, class_index=pred, fine=True), atol=1e-6)
