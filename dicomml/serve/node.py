@@ -81,7 +81,9 @@ class Node:
         rec = self.queue.recover()
         if any(rec.values()):
             log.warning("recovered after an interruption: %d study(ies) to infer again, "
-                        "%d to send again", rec["inferring"], rec["sending"])
+                        "%d to send again, %d still receiving (complete after "
+                        "stable_seconds from now)", rec["inferring"], rec["sending"],
+                        rec["receiving"])
         if install_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())

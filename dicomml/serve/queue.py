@@ -186,14 +186,22 @@ class JobQueue:
 
         return self._tx(tx)
 
-    def recover(self) -> dict[str, int]:
-        """After a crash: inferring → complete, sending → due now; counts of each."""
+    def recover(self, now: float | None = None) -> dict[str, int]:
+        """After a crash: inferring → complete, sending → due now, and a receiving study's
+        quiet period starts again at ``now`` (the node was not listening: a sender whose
+        association the crash broke sends the rest again, and a study made complete on a
+        quiet time counted while the node was down would be inferred on part of its
+        instances); counts of each."""
+        now = time.time() if now is None else now
+
         def tx(con):
             a = con.execute("UPDATE studies SET state = 'complete' "
                             "WHERE state = 'inferring'").rowcount
             b = con.execute("UPDATE studies SET next_attempt = 0 "
                             "WHERE state = 'sending'").rowcount
-            return {"inferring": a, "sending": b}
+            c = con.execute("UPDATE studies SET last_received = MAX(last_received, ?) "
+                            "WHERE state = 'receiving'", (now,)).rowcount
+            return {"inferring": a, "sending": b, "receiving": c}
 
         return self._tx(tx)
 

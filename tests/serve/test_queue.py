@@ -46,8 +46,23 @@ def test_recover_after_a_crash(tmp_path):
     q.to_sending("1.2", [], ["/o"], "x")
     q.close()
     q = JobQueue(tmp_path / "queue.sqlite")  # a new process after kill -9
-    assert q.recover() == {"inferring": 1, "sending": 1}
+    assert q.recover(now=11) == {"inferring": 1, "sending": 1, "receiving": 0}
     assert sorted(q.claim(5, now=11)) == [("1.1", "infer"), ("1.2", "send")]
+
+
+def test_recover_restarts_the_quiet_period_of_a_receiving_study(tmp_path):
+    """Killed while a study was received: its quiet time is counted from the restart, so
+    the instances a sender sends again are in it before it is inferred."""
+    q = JobQueue(tmp_path / "queue.sqlite")
+    _add(q, "1.3", "1.3.1", now=0.0)  # one of its instances, then the crash
+    q.close()
+    q = JobQueue(tmp_path / "queue.sqlite")
+    assert q.recover(now=100.0)["receiving"] == 1
+    assert q.complete_quiet(5, now=102.0) == []  # quiet since the restart: 2 s only
+    _add(q, "1.3", "1.3.2", now=103.0)  # the sender's second attempt
+    assert q.complete_quiet(5, now=107.0) == []
+    assert q.complete_quiet(5, now=108.5) == ["1.3"]
+    assert q.study("1.3")["n_instances"] == 2
 
 
 def test_new_instance_reopens_a_study_without_duplicating(tmp_path):
