@@ -29,8 +29,7 @@ mode = "replicate"
 size = 128
 
 [model]
-level = "study"
-pooling = "attention"
+level = "study"                    # a patch classifier shared by the slices, max-pooled
 
 [report]                           # the finding in the DICOM SR
 finding_code = "SCT:27925004"      # Nodule
