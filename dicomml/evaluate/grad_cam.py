@@ -22,8 +22,8 @@ the image's score is its winning patch's (global max pooling), so the gradient i
 confined to that patch's receptive field, and the patch's own centre — the CAM's peak — is
 no better a location: a cell of the reference CNN sees 18 px on a 4 px grid, and a trained
 map fires where the finding sits anywhere in that field, often at a constant learned offset
-(measured on the head-CT task: the CAM peak beside the haemorrhage in 0 of 21 true
-positives, the fine map's peak inside it in 21 of 21; ``bench/README.md``, "learning").
+(measured on the head-CT task, 3 split seeds: the CAM peak inside the dilated haemorrhage
+for 0 of 18 true positives, the fine map's for 18 of 18; ``bench/README.md``, "learning").
 For other models, whose gradient spreads over the image, it is the Grad-CAM map times that
 saliency (Guided Grad-CAM, Selvaraju et al., with gradient ⊙ input in place of guided
 backpropagation): the coarse map says which part raised the score, the saliency where in

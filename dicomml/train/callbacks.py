@@ -14,7 +14,13 @@ import numpy as np
 from dicomml._atomic import atomic_write_text
 
 __all__ = ["RunState", "save_model_atomic", "read_state", "plot_history", "EpochSeeds",
-           "ResumableEarlyStopping", "ResumableReduceLROnPlateau", "improves", "tie_break_of"]
+           "ResumableEarlyStopping", "ResumableReduceLROnPlateau", "improves", "tie_break_of",
+           "mode_of"]
+
+
+def mode_of(monitor: str) -> str:
+    """``"max"`` for a monitored ROC AUC or accuracy, ``"min"`` otherwise (a loss)."""
+    return "max" if any(s in monitor for s in ("auc", "acc")) else "min"
 
 
 def tie_break_of(monitor: str) -> str | None:
@@ -121,7 +127,7 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
         self.tie_break = tie_break_of(self.monitor)
         self.best_tie = None
         if self.mode not in ("min", "max"):  # "auto": the direction RunState takes
-            self.mode = "max" if any(s in self.monitor for s in ("auc", "acc")) else "min"
+            self.mode = mode_of(self.monitor)
 
     def on_train_begin(self, logs=None):
         self.best_tie = None
@@ -205,7 +211,7 @@ class RunState(keras.callbacks.Callback):
         self.tie_break = tie_break_of(monitor)
         self.run_dir = run_dir
         self.monitor = monitor
-        self.mode = "max" if any(s in monitor for s in ("auc", "acc")) else "min"
+        self.mode = mode_of(monitor)
         self.rows = list(history or [])
         self.best = best
         self.resumables = dict(resumables or {})
