@@ -183,6 +183,12 @@ class TrainConfig:
     early_stopping_patience : int
         Stop after this many epochs without improvement of ``monitor`` (default 8; 0
         disables).
+    early_stopping_start : int
+        Epochs early stopping lets pass before it watches ``monitor`` (default 10; the best
+        checkpoint is kept from the first epoch regardless): a study model can sit at
+        chance for several epochs before it finds the finding (measured on the chest-nodule
+        task without geometric augmentation: stopped at epoch 10 with epoch 2 best,
+        held-out AUC 0.53; ``bench/README.md``, "learning").
     reduce_lr_patience : int
         ``ReduceLROnPlateau`` patience (default 0: off; needs ``lr_schedule = "constant"``).
     reduce_lr_factor, min_lr : float
@@ -224,6 +230,7 @@ class TrainConfig:
     strategy: str = "default"
     monitor: str = "auto"
     early_stopping_patience: int = 8
+    early_stopping_start: int = 10
     reduce_lr_patience: int = 0
     reduce_lr_factor: float = 0.5
     min_lr: float = 1e-6
@@ -271,6 +278,10 @@ class TrainConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ConfigError(f"train.{k} must be a number >= 0. Received: {k}={v!r}")
+        v = self.early_stopping_start
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError("train.early_stopping_start must be an integer >= 0 (epochs). "
+                              f"Received: early_stopping_start={v!r}")
         if int(self.epochs) < 1 or int(self.batch_size) < 1 or int(self.studies_per_step) < 1:
             raise ConfigError("train.epochs, train.batch_size and train.studies_per_step must "
                               f"be >= 1. Received: epochs={self.epochs!r}, batch_size="

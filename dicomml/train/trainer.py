@@ -508,6 +508,7 @@ class Trainer:
             if t.early_stopping_patience:
                 run_state.resumables["early_stopping"] = ResumableEarlyStopping(
                     monitor=mon, patience=t.early_stopping_patience, mode=run_state.mode,
+                    start_from_epoch=t.early_stopping_start,
                     resume=saved.get("early_stopping"))
             callbacks += list(run_state.resumables.values())
             if t.tensorboard and importlib.util.find_spec("tensorboard") is None:

@@ -386,3 +386,35 @@ def test_early_stopping_counts_a_tied_auc_with_a_lower_loss_as_the_checkpoint_do
         if improves(auc, best, "max", loss, rs_best):
             best, rs_best, best_epoch = auc, loss, e
     assert best_epoch == 4
+
+
+def test_early_stopping_waits_its_start_epochs():
+    """A model at chance for its first epochs (the best AUC at epoch 0 by luck) is not
+    stopped before ``start_from_epoch`` (``[train] early_stopping_start``)."""
+    rows = [(0.7, 0.69), (0.5, 0.7), (0.55, 0.7), (0.6, 0.69), (0.65, 0.68), (0.9, 0.5),
+            (0.95, 0.4), (0.95, 0.45), (0.9, 0.5), (0.9, 0.5), (0.9, 0.5)]
+
+    def stop_at(start):
+        m = _tiny_model()
+        es = ResumableEarlyStopping(monitor="val_auc", patience=2, mode="max",
+                                    start_from_epoch=start)
+        es.set_model(m)
+        es.on_train_begin()
+        for e, (auc, loss) in enumerate(rows):
+            es.on_epoch_end(e, {"val_auc": auc, "val_loss": loss})
+            if m.stop_training:
+                return e, es.best_epoch
+        return None, es.best_epoch
+
+    assert stop_at(0) == (2, 0)  # stopped before the model took off at epoch 5
+    assert stop_at(3) == (8, 6)
+
+
+def test_early_stopping_start_is_checked():
+    from dicomml.errors import ConfigError
+    from dicomml.train.config import TrainConfig
+
+    assert TrainConfig().early_stopping_start == 10
+    for bad in (-1, 2.5, True, "3"):
+        with pytest.raises(ConfigError, match="early_stopping_start"):
+            TrainConfig(early_stopping_start=bad)
