@@ -62,7 +62,8 @@ class DataConfig:
         0 for this process only, N for N at once; -1 (earlier configurations) is read as
         every CPU.
     shuffle_labels : bool
-        Control experiment: permute the labels of the training studies (seeded).
+        Control experiment: give the training and validation studies random labels,
+        independent of the true ones (seeded); the test split keeps its labels.
     slices : SliceSelection
     """
 

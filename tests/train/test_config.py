@@ -142,6 +142,25 @@ def test_shuffled_labels_are_independent_of_truth():
     assert _shuffle_train_labels(df, seed=1).equals(out)
 
 
+def test_shuffled_labels_cover_the_validation_split():
+    """The best epoch is chosen on the validation split: its labels are shuffled with the
+    training ones (jointly stratified), the test split's are kept."""
+    import pandas as pd
+
+    from dicomml.train.trainer import _shuffle_train_labels
+
+    rows = [{"study_instance_uid": f"s{s:02d}", "target": int(s < 20),
+             "split": ("test", "val", "train", "train", "train")[s % 5]} for s in range(40)]
+    df = pd.DataFrame(rows)
+    out = _shuffle_train_labels(df, seed=3)
+    assert out.loc[df.split == "test", "target"].equals(df.loc[df.split == "test", "target"])
+    fit = df.split != "test"
+    table = pd.crosstab(df.loc[fit, "target"], out.loc[fit, "target"]).to_numpy()
+    np.testing.assert_array_equal(table, [[8, 8], [8, 8]])  # independent of the truth
+    val = df.split == "val"
+    assert (out.loc[val, "target"] != df.loc[val, "target"]).any()
+
+
 def test_loading_checks_without_importing_tensorflow(tmp_path):
     """The whole file is validated at load, before the scan and the TensorFlow import."""
     import subprocess
