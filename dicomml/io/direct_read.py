@@ -26,6 +26,7 @@ unused high bits are cleared by :func:`dicomml.io.pixels.clear_unused_bits` as p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -86,13 +87,9 @@ class PixelRef:
             The file holds fewer bytes than when its header was read (changed meanwhile).
         """
         buf = _buffer(self.dtype, self.rows * self.columns)
-        if f is None:
-            with open(self.path, "rb", buffering=0) as f:
-                f.seek(self.offset)
-                got = f.readinto(buf)
-        else:
-            f.seek(self.offset)
-            got = f.readinto(buf)
+        with _opened(self.path, f) as fh:
+            fh.seek(self.offset)
+            got = fh.readinto(buf)
         if got != buf.nbytes:
             raise InvalidDicomError(
                 f"{self.path}: (7FE0,0010) pixel data is {got} bytes, expected {buf.nbytes} "
@@ -101,6 +98,12 @@ class PixelRef:
         arr = clear_unused_bits(buf, self.bits_allocated, self.bits_stored, self.signed,
                                 in_place=True)
         return arr.reshape(self.rows, self.columns)
+
+
+def _opened(path: str, f=None):
+    """``f`` as a context manager that leaves it open, or ``path`` opened (binary,
+    unbuffered) and closed at the end."""
+    return contextlib.nullcontext(f) if f is not None else open(path, "rb", buffering=0)
 
 
 def _buffer(dtype: np.dtype, count: int) -> np.ndarray:
@@ -125,18 +128,12 @@ def load_head(path: str, f=None):
     start of the pixel data and must not be decoded.
     """
     try:
-        if f is None:
-            with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                if size <= HEAD:
-                    return None
-                head = f.read(HEAD)
-        else:
-            size = os.fstat(f.fileno()).st_size
+        with _opened(path, f) as fh:
+            size = os.fstat(fh.fileno()).st_size
             if size <= HEAD:
                 return None
-            f.seek(0)
-            head = f.read(HEAD)
+            fh.seek(0)
+            head = fh.read(HEAD)
     except OSError:
         return None  # the full reader reports it
     try:

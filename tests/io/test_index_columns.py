@@ -13,8 +13,7 @@ import pytest
 from dicomml.errors import ConfigError
 from dicomml.io import Index, scan
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SERIES_COLUMNS
-from dicomml.testing import write_ct_series, write_mr_series
-from dicomml.testing.other import write_secondary_capture
+from tests.io.mixed_export import write_mixed_export
 
 INSTANCE_SUBSETS = [
     ["path", "series_key", "sop_instance_uid", "instance_number"],  # bench_index's row
@@ -42,15 +41,7 @@ def sample_db(tmp_path_factory):
 def generated_db(tmp_path_factory):
     """A generated export: two CT series, one MR, one secondary capture, one file that is
     not DICOM."""
-    root = tmp_path_factory.mktemp("gen")
-    write_ct_series(root / "a" / "ct1", n_slices=5, rows=16, columns=16, seed=1)
-    write_ct_series(root / "a" / "ct2", n_slices=3, rows=16, columns=16, seed=2)
-    write_mr_series(root / "b" / "mr", n_slices=4, rows=16, columns=16, seed=3)
-    write_secondary_capture(root / "c" / "sc.dcm", seed=4)
-    (root / "c" / "notes.txt").write_text("not DICOM")
-    db = root.parent / (root.name + ".sqlite")
-    scan(root, db, workers=0, progress=False)
-    return db
+    return write_mixed_export(tmp_path_factory.mktemp("gen"))
 
 
 @pytest.fixture(params=["sample_db", "generated_db"])

@@ -13,7 +13,7 @@ from dicomml.errors import ConfigError
 from dicomml.io import Index, scan
 from dicomml.io.index import select_where, series_sql
 from dicomml.testing import write_ct_series, write_mr_series
-from dicomml.testing.other import write_secondary_capture
+from tests.io.mixed_export import write_mixed_export
 
 MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -28,14 +28,7 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("scale")
-    write_ct_series(root / "a" / "ct1", n_slices=5, rows=16, columns=16, seed=1)
-    write_ct_series(root / "a" / "ct2", n_slices=3, rows=16, columns=16, seed=2)
-    write_mr_series(root / "b" / "mr", n_slices=4, rows=16, columns=16, seed=3)
-    write_secondary_capture(root / "c" / "sc.dcm", seed=4)
-    (root / "c" / "notes.txt").write_text("not DICOM")
-    db = root.parent / (root.name + ".sqlite")
-    scan(root, db, workers=0, progress=False)
-    return root, db
+    return root, write_mixed_export(root)
 
 
 def test_selections_equal_a_pandas_filter_of_every_instance(tree):
