@@ -239,16 +239,18 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
     if kernel is None:
         return None
     rows, cols = values.shape[1:]
-    R, C = csr_matrices((rows, cols), int(size), resize, fov_mm, pixel_spacing)
+    key = ((rows, cols), int(size), resize, fov_mm, pixel_spacing)
+    R, C = csr_matrices(*key)
     k = a.shape[0]
     out = np.empty((C.shape[0], C.shape[0], k), dtype=np.float32)
-    win = getattr(_scratch, "planes", None)
-    if win is None or win.shape != (k, rows, cols):
-        win = _scratch.planes = np.empty((k, rows, cols), np.float32)
+    n_ring = ring_rows(*key)
+    ring = getattr(_scratch, "ring", None)
+    if ring is None or ring.shape != (n_ring, cols):
+        ring = _scratch.ring = np.empty((n_ring, cols), np.float32)
     if padding is None:
         padding = np.zeros((1, 1, 1), dtype=bool)
     kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R, C,
-                                out, win, scratch(cols, C.shape[0]))
+                                out, ring, scratch(cols, C.shape[0]))
     return out
 
 
@@ -265,13 +267,33 @@ def compiled_kernel():
 
 def scratch(cols: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scratch buffers of the calling thread for the kernel: the row pass transposed
-    (cols, n_rows), one row (cols,), one column accumulator (n_rows,). Kept per thread so
-    that they are not faulted in again on every call."""
+    (cols, n_rows), a tile of 8 rows (8, cols), one column accumulator (n_rows,). Kept per
+    thread so that they are not faulted in again on every call."""
     bufs = getattr(_scratch, "kernel", None)
     if bufs is None or bufs[0].shape != (cols, n_rows):
         bufs = _scratch.kernel = (np.empty((cols, n_rows), np.float32),
-                                  np.empty(cols, np.float32), np.empty(n_rows, np.float32))
+                                  np.empty((8, cols), np.float32),
+                                  np.empty(n_rows, np.float32))
     return bufs
+
+
+@functools.lru_cache(maxsize=64)
+def ring_rows(shape, size, resize, fov_mm, pixel_spacing) -> int:
+    """Rows the kernel's window ring needs for the row matrix of :func:`csr_matrices`: input
+    rows are windowed in increasing order as the output rows reach them, so output row r
+    must find all its inputs among the last n windowed: n = max over r of (the highest row
+    windowed so far − r's lowest input + 1); a few rows for a downscale of 512 to 224."""
+    R = csr_matrices(shape, size, resize, fov_mm, pixel_spacing)[0]
+    indptr, indices = R.indptr, R.indices
+    need, reached = 1, -1
+    for r in range(len(indptr) - 1):
+        lo, hi = indptr[r], indptr[r + 1]
+        if hi == lo:
+            continue
+        cols = indices[lo:hi]
+        reached = max(reached, int(cols.max()))
+        need = max(need, reached - int(cols.min()) + 1)
+    return need
 
 
 @functools.lru_cache(maxsize=64)

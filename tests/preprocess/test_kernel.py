@@ -69,6 +69,7 @@ def test_numba_is_there_and_imported_only_on_first_use():
 @pytest.mark.parametrize("shape,size,resize", [
     ((64, 48), 224, "pad"), ((7, 3), 5, "pad"), ((333, 517), 224, "crop"),
     ((512, 384), 96, "stretch"), ((1, 1), 4, "pad"), ((100, 80), 101, "pad"),
+    ((1500, 90), 37, "pad"),   # a strong downscale: the window ring holds ~100 rows
 ])
 @pytest.mark.parametrize("invert", [False, True])
 def test_window_resize_is_the_steps_bit_for_bit(shape, size, resize, invert):
@@ -89,6 +90,26 @@ def test_window_resize_is_the_steps_bit_for_bit(shape, size, resize, invert):
     # no padding at all
     args = (one, WINDOWS[:1], [0], invert, None, [-1], size, resize)
     assert fused(*args).tobytes() == steps_one_by_one(*args).tobytes()
+
+
+def test_the_window_ring_holds_every_row_an_output_row_reaches():
+    """The ring of windowed rows (input row j at j mod n): replaying the kernel's order, no
+    output row reads a row that a later one has overwritten, and n is a few rows, not the
+    plane, for the usual 512 → 224."""
+    for shape, size, resize in [((512, 512), 224, "pad"), ((1500, 90), 37, "pad"),
+                                ((64, 48), 224, "pad"), ((333, 517), 224, "crop")]:
+        key = (shape, size, ResizeMode(resize), None, None)
+        R = rz.csr_matrices(*key)[0]
+        n = rz.ring_rows(*key)
+        slot, filled = {}, -1
+        for r in range(R.shape[0]):
+            for j in R.indices[R.indptr[r]:R.indptr[r + 1]]:
+                while filled < j:
+                    filled += 1
+                    slot[filled % n] = filled
+                assert slot[j % n] == j, (shape, size, r, j)
+        assert n < shape[0] or shape[0] <= 64
+    assert rz.ring_rows((512, 512), 224, ResizeMode.PAD, None, None) <= 16
 
 
 def test_window_resize_with_a_field_of_view_and_spacing():
