@@ -27,7 +27,7 @@ The contract
 
 ``map_chunks(fn, chunks, progress=None)``
     Consumes ``chunks`` (any iterable, even endless) lazily: at most a bounded number of
-    chunks (one per local worker, two per Dask thread) is pulled ahead, so memory stays
+    chunks (two per local worker, two per Dask thread) is pulled ahead, so memory stays
     flat. It yields :class:`Outcome` objects in *completion order*; an Outcome unpacks
     as ``chunk, result`` and also carries ``index`` (position of the chunk in the
     input), ``isolated`` and ``item_index``. ``result`` is exactly one of:
@@ -47,7 +47,8 @@ The contract
     Every item therefore appears in exactly one normal Outcome, or (after a crash) in
     exactly one isolated Outcome; no item runs more than twice (once in its chunk, once
     alone), and with local processes the other chunks in flight when a worker dies are
-    not affected. Under Dask, chunks merely *queued* on the dead worker are re-run item
+    not affected (a chunk that waited in the dead worker's pipe had not started: it is
+    sent again whole, to another worker). Under Dask, chunks merely *queued* on the dead worker are re-run item
     by item as well (they had not started), and a chunk that had finished there but whose
     result was not yet collected is recomputed by Dask itself (its items run twice).
     Test for failures with ``isinstance(result, Failure)`` or ``outcome.ok``.

@@ -1,9 +1,12 @@
 """Local worker processes that survive a crashing codec.
 
 A small pool of our own rather than :class:`concurrent.futures.ProcessPoolExecutor`:
-each worker holds at most one chunk at a time over its own pipe, so when a process
-dies the executor knows exactly which chunk it was running and with which exit status
-(``BrokenProcessPool`` tells neither, and fails every pending future of the pool).
+each worker has its own pipe and runs its chunks in the order they were sent, so when a
+process dies the executor knows exactly which chunk it was running and with which exit
+status (``BrokenProcessPool`` tells neither, and fails every pending future of the pool).
+A worker holds the chunk it runs and, when the pickled task is small
+(:data:`QUEUE_BYTES`), the next one, queued in its pipe: it starts that one as soon as it
+has sent an answer, instead of waiting for the parent to store the answer and send more.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import pickle
+import socket
 import sys
 import time
 from collections import deque
@@ -25,7 +30,7 @@ from dicomml.parallel._mainguard import main_hidden_if_unguarded
 from dicomml.parallel._results import ChunkFailed, Outcome, WorkerCrashed
 from dicomml.parallel._worker import STARTED, ping, worker_main
 
-__all__ = ["ProcessExecutor", "START_METHODS"]
+__all__ = ["ProcessExecutor", "START_METHODS", "QUEUE_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,11 @@ _JOIN_TIMEOUT_S = 5.0
 #: Time a worker may take to unpickle a task (import fn's module) before it starts fn,
 #: when an item_timeout is set; the item budget only counts from the start of fn.
 _STARTUP_ALLOWANCE_S = 120.0
+#: A second task is queued to a busy worker only when it pickles to at most this many
+#: bytes and the pipe's send buffer holds four times as much: the queued task then sits in
+#: the buffer whole, so sending it never waits for the worker (which may itself be sending
+#: a large answer) -- no dead-lock, whatever the size of the answers.
+QUEUE_BYTES = 48 << 10
 
 
 @dataclass
@@ -80,9 +90,26 @@ class _Slot:
         finally:
             child_conn.close()
         self.conn = parent_conn
-        self.task: _Task | None = None
-        #: time.monotonic() by which the task must be answered (None: no limit)
+        #: the tasks sent and not answered yet, in the order the worker runs them: the
+        #: first is running (or about to), the others wait in the pipe
+        self.tasks: deque[_Task] = deque()
+        #: time.monotonic() by which the first task must be answered (None: no limit)
         self.deadline: float | None = None
+
+    @property
+    def task(self) -> _Task | None:
+        """The task the worker runs now (``None`` when idle)."""
+        return self.tasks[0] if self.tasks else None
+
+    def queue_bytes(self) -> int:
+        """The largest pickled task that may wait in this worker's pipe (0: none may);
+        see :data:`QUEUE_BYTES`."""
+        try:
+            with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
+                room = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        except (OSError, AttributeError, ValueError):  # not a socket (e.g. Windows pipes)
+            return 0
+        return QUEUE_BYTES if room >= 4 * QUEUE_BYTES else 0
 
     def send(self, data: bytes) -> bool:
         """Send a task; False when the worker is gone."""
@@ -189,6 +216,7 @@ class ProcessExecutor(Executor):
         self._slots: list[_Slot | None] = [None] * workers
         self._started = 0
         self._task_ids = 0
+        self._queue_bytes: int | None = None  # Slot.queue_bytes of the first worker
 
     # -- worker management ------------------------------------------------------------
     def _slot(self, i: int) -> _Slot:
@@ -243,7 +271,7 @@ class ProcessExecutor(Executor):
     def _shutdown(self) -> None:
         for i, slot in enumerate(self._slots):
             if slot is not None:
-                slot.stop(force=slot.task is not None)
+                slot.stop(force=bool(slot.tasks))
                 self._slots[i] = None
 
     # -- the loop ---------------------------------------------------------------------
@@ -253,43 +281,67 @@ class ProcessExecutor(Executor):
         exhausted = False
         next_index = 0
         clean = False
+        pickled: dict[int, bytes] = {}  # id(task) -> its message, for a task held back
+
+        def next_task():
+            """The next task to send: retries, isolated items, new chunks (None: none)."""
+            nonlocal exhausted, next_index
+            if retry:
+                return retry.popleft()
+            if isolate:
+                return isolate.popleft()
+            if exhausted:
+                return None
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                exhausted = True
+                return None
+            next_index += 1
+            return _Task(next_index - 1, list(chunk))
+
         try:
             while True:
-                # 1. give work to every idle slot: retries, isolated items, new chunks.
-                for i in range(self.workers):
-                    while self._slots[i] is None or self._slots[i].task is None:
-                        if retry:
-                            task = retry.popleft()
-                        elif isolate:
-                            task = isolate.popleft()
-                        elif not exhausted:
-                            try:
-                                chunk = next(chunks)
-                            except StopIteration:
-                                exhausted = True
+                # 1. give work to every idle slot, then a second task to each busy one
+                # whose pipe can hold it (QUEUE_BYTES).
+                for depth in (0, 1):
+                    for i in range(self.workers):
+                        while self._slots[i] is None or len(self._slots[i].tasks) <= depth:
+                            if depth and not self._can_queue(i):
                                 break
-                            task = _Task(next_index, list(chunk))
-                            next_index += 1
-                        else:
+                            task = next_task()
+                            if task is None:
+                                break
+                            data = pickled.pop(id(task), None)
+                            if data is None:
+                                self._task_ids += 1
+                                try:
+                                    data = pickle.dumps((self._task_ids, fn, task.chunk,
+                                                         self.item_timeout is not None),
+                                                        protocol=pickle.HIGHEST_PROTOCOL)
+                                except Exception as e:  # an item that cannot be pickled
+                                    yield _outcome(task, ChunkFailed.from_exception(e))
+                                    continue
+                            if depth and len(data) > self._queue_bytes:
+                                pickled[id(task)] = data  # sent first to the next idle slot
+                                retry.appendleft(task)
+                                break
+                            # a busy slot as it is: _slot() would replace a dead
+                            # worker as idle, and its running task would be lost
+                            slot = self._slots[i] if depth else self._slot(i)
+                            if slot.send(data):
+                                slot.tasks.append(task)
+                                if self.item_timeout is not None and len(slot.tasks) == 1:
+                                    slot.deadline = time.monotonic() + _STARTUP_ALLOWANCE_S
+                            else:  # gone before it read the task: the chunk never ran
+                                pickled[id(task)] = data
+                                retry.appendleft(task)
+                                if depth:  # its running task is handled below (2., 3.)
+                                    break
+                                self._drop(i)
+                        if depth and retry:
                             break
-                        self._task_ids += 1
-                        try:
-                            data = pickle.dumps((self._task_ids, fn, task.chunk,
-                                                 self.item_timeout is not None),
-                                                protocol=pickle.HIGHEST_PROTOCOL)
-                        except Exception as e:  # an item that cannot be pickled
-                            yield _outcome(task, ChunkFailed.from_exception(e))
-                            continue
-                        slot = self._slot(i)
-                        if slot.send(data):
-                            slot.task = task
-                            if self.item_timeout is not None:  # until fn starts
-                                slot.deadline = time.monotonic() + _STARTUP_ALLOWANCE_S
-                        else:  # gone before it read the task: the chunk never ran
-                            retry.appendleft(task)
-                            slot.stop()
-                            self._slots[i] = None
-                busy = [s for s in self._slots if s is not None and s.task is not None]
+                busy = [s for s in self._slots if s is not None and s.tasks]
                 if not busy:
                     clean = True
                     return
@@ -298,13 +350,8 @@ class ProcessExecutor(Executor):
                 watched = [s.conn for s in busy] + [s.process.sentinel for s in busy]
                 if self.local and not exhausted and not retry and not isolate \
                         and not wait(watched, timeout=0):
-                    try:
-                        chunk = next(chunks)
-                    except StopIteration:
-                        exhausted = True
-                    else:
-                        task = _Task(next_index, list(chunk))
-                        next_index += 1
+                    task = next_task()
+                    if task is not None:
                         try:
                             result = fn(task.chunk)
                         except Exception as e:  # noqa: BLE001 - as in a worker: the chunk fails
@@ -320,7 +367,7 @@ class ProcessExecutor(Executor):
                     expired = slot.deadline is not None and now >= slot.deadline
                     if not readable and not expired:
                         continue
-                    task, msg = slot.task, None
+                    task, msg = slot.tasks[0], None
                     try:
                         if slot.conn.poll():
                             msg = slot.conn.recv_bytes()
@@ -330,7 +377,10 @@ class ProcessExecutor(Executor):
                         slot.deadline = now + self.item_timeout * len(task.chunk)
                         continue
                     if msg is not None:
-                        slot.task = slot.deadline = None
+                        slot.tasks.popleft()
+                        slot.deadline = None
+                        if slot.tasks and self.item_timeout is not None:  # until it starts
+                            slot.deadline = now + _STARTUP_ALLOWANCE_S
                         try:
                             _, _, payload = pickle.loads(msg)
                         except Exception as e:  # result class not importable here
@@ -341,14 +391,17 @@ class ProcessExecutor(Executor):
                     if not timed_out and slot.process.is_alive() and \
                             slot.process.sentinel not in ready:
                         continue  # spurious wake-up
-                    # 3. the worker died (or ran out of time) while running ``task``.
+                    # 3. the worker died (or ran out of time) while running ``task``; the
+                    # tasks queued behind it never started: they are sent again whole.
                     if timed_out:
                         slot.process.kill()
                     slot.process.join(_JOIN_TIMEOUT_S)
                     code = slot.process.exitcode
-                    slot.task = slot.deadline = None
-                    slot.stop()
-                    self._slots[self._slots.index(slot)] = None
+                    queued = list(slot.tasks)[1:]
+                    slot.tasks.clear()
+                    slot.deadline = None
+                    self._drop(self._slots.index(slot))
+                    retry.extendleft(reversed(queued))
                     if task.isolated:
                         item = task.chunk[0]
                         crash = WorkerCrashed(item, code, f"chunk {task.index}, item "
@@ -369,9 +422,23 @@ class ProcessExecutor(Executor):
                 # Abandoned by the caller (break, exception, Ctrl-C): stop the work in
                 # flight now rather than wait for it; idle workers are kept.
                 for i, slot in enumerate(self._slots):
-                    if slot is not None and slot.task is not None:
+                    if slot is not None and slot.tasks:
                         slot.stop(force=True)
                         self._slots[i] = None
+
+    def _can_queue(self, i: int) -> bool:
+        """Whether slot ``i`` (running a task) may be sent a second one (QUEUE_BYTES)."""
+        slot = self._slots[i]
+        if slot is None or len(slot.tasks) != 1:
+            return False
+        if self._queue_bytes is None:
+            self._queue_bytes = slot.queue_bytes()
+        return self._queue_bytes > 0
+
+    def _drop(self, i: int) -> None:
+        """Stop and forget the worker of slot ``i`` (it died, or its pipe broke)."""
+        self._slots[i].stop()
+        self._slots[i] = None
 
 
 def _outcome(task: _Task, result: Any) -> Outcome:
