@@ -2,6 +2,14 @@
 
 Each batch of worker results is one transaction, so a crash loses only the batch in flight
 (its files are not in ``files`` yet and are read again by the next scan).
+
+Series keys: a row goes in without one (NULL: "written since the last finished scan"),
+except in a first scan (an empty Index), where every row is new anyway: there it goes in
+with its *provisional* key, the plain key of a series that does not split (the Series
+Instance UID; ``UID:kind`` for other objects), so that the end of the scan rewrites only
+the rows of series that split or hold duplicates. A ``meta`` row (:data:`PROVISIONAL`)
+says so until the end of that scan; a scan that finds it (the first scan was
+interrupted) sets every key back to NULL first, and so decides everything again.
 """
 
 from __future__ import annotations
@@ -18,12 +26,31 @@ from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VER
     decode_array, encode_array, series_sql
 from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
-__all__ = ["Store", "db_values", "DUP_COPY"]
+__all__ = ["Store", "db_values", "DUP_COPY", "PROVISIONAL"]
 
 #: Skip category of a byte-identical copy of an indexed file (same SOP Instance UID).
 DUP_COPY = "duplicate copy"
+#: The ``meta`` key present while a first scan's rows hold provisional series keys.
+PROVISIONAL = "provisional_series_keys"
 _INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})")
+
+
+def _plain_key(uid: str, kind: str) -> str:
+    """The SQL of the key of a series that does not split (:func:`series_keys`'s rule):
+    the Series Instance UID for images, ``UID:kind`` for other objects (``uid`` and
+    ``kind`` are SQL expressions)."""
+    return (f"CASE WHEN {kind} = 'image' THEN {uid} ELSE {uid} || ':' || "
+            f"COALESCE(NULLIF({kind}, ''), 'other') END")
+
+
+#: :data:`_INSERT` with the provisional series key computed from the row's own values.
+_INSERT_KEYED = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) VALUES ("
+                 + ", ".join(
+                     _plain_key(f"?{INSTANCE_COLUMNS.index('series_instance_uid') + 1}",
+                                f"?{INSTANCE_COLUMNS.index('object_kind') + 1}")
+                     if col == "series_key" else f"?{i + 1}"
+                     for i, col in enumerate(INSTANCE_COLUMNS)) + ")")
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
 #: The secondary indexes of ``instances``, built after the files of a first scan are in.
 _DEFERRED = "CREATE INDEX IF NOT EXISTS instances_"
@@ -43,11 +70,11 @@ _SPLITS_SQL = (
     "AND object_kind = 'image' LIMIT 1) f WHERE i.series_instance_uid = ?1 AND "
     "i.object_kind = 'image' AND (" + " OR ".join(
         f"i.{c} IS NOT f.{c}" for c in ("duplicate_of", *SPLIT_COLUMNS)) + "))")
-#: The keys of series_keys() for a series with at most one group of images.
-_ONE_GROUP_SQL = ("UPDATE instances SET series_key = CASE WHEN object_kind = 'image' "
-                  "THEN series_instance_uid ELSE series_instance_uid || ':' || "
-                  "COALESCE(NULLIF(object_kind, ''), 'other') END "
-                  "WHERE series_instance_uid = ?")
+#: The keys of series_keys() for a series with at most one group of images (rows that
+#: hold them already, e.g. a first scan's provisional keys, are not written again).
+_PLAIN_KEY = _plain_key("series_instance_uid", "object_kind")
+_ONE_GROUP_SQL = (f"UPDATE instances SET series_key = {_PLAIN_KEY} WHERE "
+                  f"series_instance_uid = ? AND series_key IS NOT {_PLAIN_KEY}")
 #: SOP Instance UIDs whose duplicates must be (re)decided: written since the last finished
 #: scan (no series key yet) and held by several files, or skipped copies left without an
 #: indexed twin.
@@ -59,6 +86,10 @@ _DUP_CANDIDATES_SQL = (
     "WHERE f.status = 'dup' AND (s.sop_instance_uid IN (SELECT sop_instance_uid FROM "
     "instances WHERE series_key IS NULL) OR NOT EXISTS (SELECT 1 FROM instances i "
     "WHERE i.sop_instance_uid = s.sop_instance_uid))")
+#: The same in a first scan (every row is new, none skipped as a copy yet): the SOP
+#: Instance UIDs held by several files.
+_DUP_CANDIDATES_FIRST_SQL = ("SELECT sop_instance_uid FROM instances GROUP BY "
+                             "sop_instance_uid HAVING COUNT(*) > 1")
 
 
 def db_values(row: dict) -> tuple:
@@ -116,6 +147,16 @@ class Store:
             "SELECT EXISTS(SELECT 1 FROM instances), EXISTS(SELECT 1 FROM skipped)").fetchone()
         #: True when the Index held no file when opened (a first scan).
         self.empty = not (self._rows_before or self._skips_before)
+        #: Rows go in with their provisional series key (a first scan; module docs).
+        self.provisional = self.empty
+        with self.transaction():
+            if self.con.execute("SELECT 1 FROM meta WHERE key = ?", (PROVISIONAL,)).fetchone():
+                # an interrupted first scan: its keys were never decided
+                self.con.execute("UPDATE instances SET series_key = NULL "
+                                 "WHERE series_key IS NOT NULL")
+                self.con.execute("DELETE FROM meta WHERE key = ?", (PROVISIONAL,))
+            if self.provisional:
+                self.con.execute("INSERT INTO meta VALUES (?, '1')", (PROVISIONAL,))
         self._gone: list[str] = []  # paths of the Index that record_walk() did not find
         self._counts = (0, 0)  # files found and new files of record_walk()
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
@@ -363,7 +404,7 @@ class Store:
         if refs:
             c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
                           [(r[1], p, uid) for r in refs for p, uid in r[5]])
-        c.executemany(_INSERT, [r[4] for r in rows])
+        c.executemany(_INSERT_KEYED if self.provisional else _INSERT, [r[4] for r in rows])
         c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, 'instance')",
                       [(r[1], r[2], r[3]) for r in rows])
         self.affected.update(r[4][_SERIES] for r in rows)
@@ -392,11 +433,15 @@ class Store:
     def duplicates_to_read(self) -> list[tuple[str, int, int]]:
         """Skipped copies whose SOP Instance UID must be decided again: ``(path, size,
         mtime_ns)`` to read again (their twin changed, disappeared or was added)."""
-        sops = self._dup_sops = [u for (u,) in self.con.execute(_DUP_CANDIDATES_SQL)]
+        sops = self._dup_sops = self._dup_candidates()
         return [tuple(r) for r in self._select_in(
             "SELECT s.path, f.size, f.mtime_ns FROM skipped s CROSS JOIN files f "
             "ON f.path = s.path WHERE f.status = 'dup' AND s.sop_instance_uid IN ({}) "
             "ORDER BY s.path", sops)]
+
+    def _dup_candidates(self) -> list[str]:
+        sql = _DUP_CANDIDATES_FIRST_SQL if self.provisional else _DUP_CANDIDATES_SQL
+        return [u for (u,) in self.con.execute(sql)]
 
     def forget_candidates(self) -> None:
         """Make :meth:`resolve_duplicates` look the candidates up again."""
@@ -417,7 +462,7 @@ class Store:
         with self.transaction():
             sops = self._dup_sops
             if sops is None:
-                sops = [u for (u,) in c.execute(_DUP_CANDIDATES_SQL)]
+                sops = self._dup_candidates()
             self._dup_sops = None
             for sop in sops:
                 members = c.execute(
@@ -489,7 +534,9 @@ class Store:
             self._refresh_series(uids)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
                       (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
+            c.execute("DELETE FROM meta WHERE key = ?", (PROVISIONAL,))
         self.affected.clear()
+        self.provisional = False  # what is written from now on is decided by the next scan
 
     def _refresh_series(self, uids: set) -> None:
         """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`)

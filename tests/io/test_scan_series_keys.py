@@ -56,3 +56,43 @@ def test_rescan_after_adding_a_differently_sized_image_splits_the_series(tmp_pat
         assert got == _python_keys(index)
         assert sorted(set(got.values())) == [ds.SeriesInstanceUID, ds.SeriesInstanceUID + ".1"]
     shutil.rmtree(tmp_path / "b")
+
+
+def test_a_first_scan_interrupted_after_its_inserts_is_decided_by_the_next(tmp_path):
+    """A first scan writes provisional series keys; one that stops before its end step
+    (here: the Store is closed after the inserts) leaves a marker, and the next scan sets
+    every key back and decides them all again: the same Index as one scan."""
+    from dicomml.io._scan_store import PROVISIONAL, Store
+    from dicomml.io.files import walk_files
+    from dicomml.io.scanner import scan_chunk
+
+    src = tmp_path / "src"
+    shutil.copytree(SAMPLE, src)
+    db = tmp_path / "i.sqlite"
+    store = Store(db, str(src))
+    try:
+        items = [tuple(e) for e in walk_files(str(src)) if isinstance(e, tuple)]
+        store.write(scan_chunk(items))
+        # a conflicting key the end step would have corrected, as an interruption leaves it
+        store.con.execute("UPDATE instances SET series_key = 'stale' WHERE rowid = 1")
+        assert store.con.execute("SELECT COUNT(*) FROM meta WHERE key = ?",
+                                 (PROVISIONAL,)).fetchone() == (1,)
+    finally:
+        store.close()
+    again = scan(src, db, workers=1, progress=False)
+    assert again.files_read == 0  # the files are in; only their keys are decided again
+    fresh = scan(src, tmp_path / "fresh.sqlite", workers=1, progress=False)
+    with Index(db) as a, Index(fresh.db_path) as b:
+        assert a.instances().equals(b.instances())
+        assert a.series().equals(b.series())
+        assert not a.instances()["series_key"].eq("stale").any()
+    with _sqlite(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM meta WHERE key = ?",
+                           (PROVISIONAL,)).fetchone() == (0,)
+
+
+def _sqlite(db):
+    import contextlib
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(db))
