@@ -159,6 +159,7 @@ class Store:
                 self.con.execute("INSERT INTO meta VALUES (?, '1')", (PROVISIONAL,))
         self._gone: list[str] = []  # paths of the Index that record_walk() did not find
         self._counts = (0, 0)  # files found and new files of record_walk()
+        self._streamed = False  # the walk was stream_walk()'s
         #: Candidates found by duplicates_to_read(), reused by resolve_duplicates().
         self._dup_sops: list[str] | None = None
 
@@ -203,6 +204,7 @@ class Store:
             The walk is not in strictly increasing path order (the merge would be wrong).
         """
         c = self.con
+        self._streamed = False
         c.execute("DROP TABLE IF EXISTS temp.todo")
         c.execute("CREATE TEMP TABLE todo (path TEXT, size INTEGER, mtime_ns INTEGER, "
                   "new INTEGER)")
@@ -247,6 +249,37 @@ class Store:
         self._counts = seen, new
         return other
 
+    def stream_walk(self, entries: Iterable, other: list) -> Iterator[tuple[str, int, int]]:
+        """A first scan's :meth:`record_walk` (an empty Index: every file is new), as a
+        stream: yields the ``(path, size, mtime_ns)`` of every file as the walk finds it, so
+        that reading starts before the walk ends; the other entries (``Unreadable``) go to
+        ``other``. Nothing is kept: no temporary table, and :meth:`plan` counts the files
+        yielded so far.
+
+        Raises
+        ------
+        ValueError
+            The Index is not empty, or the walk is not in strictly increasing path order.
+        """
+        if not self.empty:
+            raise ValueError("stream_walk is for a first scan; use record_walk")
+        self._gone = []
+        self._streamed = True
+        seen = 0
+        last = ""
+        for entry in entries:
+            if not isinstance(entry, tuple):  # FileEntry is a (path, size, mtime_ns) tuple
+                other.append(entry)
+                continue
+            path = entry[0]
+            if path <= last:
+                raise ValueError(f"the walk is not in increasing path order at {path!r} "
+                                 f"(after {last!r}); walk with dicomml.io.files.walk_files")
+            last = path
+            seen += 1
+            self._counts = seen, seen
+            yield path, entry[1], entry[2]
+
     def _known(self, page: int) -> Iterator[tuple[str, int, int]]:
         """``(path, size, mtime_ns)`` of ``files`` in path order, read page by page (each
         page a query of its own, so writes may go on between pages)."""
@@ -267,7 +300,10 @@ class Store:
 
     def plan(self) -> tuple[int, int]:
         """After :meth:`record_walk`: ``(files found, files to read)``; the files to read
-        are in a temporary table, in walk order, for :meth:`todo`."""
+        are in a temporary table, in walk order, for :meth:`todo`. After (or during)
+        :meth:`stream_walk`: the files it yielded, twice."""
+        if self._streamed:  # every file found is one to read, none in a table
+            return self._counts
         (todo,) = self.con.execute("SELECT COUNT(*) FROM todo").fetchone()
         return self._counts[0], todo
 

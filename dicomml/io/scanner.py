@@ -7,7 +7,9 @@ to workers, and is the only writer of the Index (:mod:`dicomml.io.index`): each 
 results is one transaction, so an interrupted scan keeps what it committed and the next
 scan reads only the rest. Files that disappeared are removed from the Index. The list of
 files to read lives in an SQLite temporary table (read back page by page), so the scan's
-memory does not grow with the number of files; a first scan builds the Index's secondary
+memory does not grow with the number of files; a first scan (an empty Index: every file is
+new) keeps no list at all, it reads the files as the walk finds them (the workers start on
+the first chunks while the folder is still walked), and builds the Index's secondary
 indexes once, at the end. Workers read
 headers only (:func:`dicomml.io.header.read_header`): pixel data is never decoded; the
 element headers up to and over (7FE0,0010) are checked so that truncated copies are
@@ -32,6 +34,7 @@ again by the next scan). The scan goes on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -321,6 +324,31 @@ def _start_executor(workers: int):
     return ex
 
 
+class _Walking:
+    """The files of a first scan, read as the walk finds them
+    (:meth:`dicomml.io._scan_store.Store.stream_walk`): the first ``ahead`` are walked at
+    once, so that ``len()`` is exact for a small folder and, for a larger one, at least
+    what makes :func:`chunk_size` give the chunks of the exact count; ``complete`` says
+    whether the walk has ended (``len()`` exact)."""
+
+    def __init__(self, stream, ahead: int):
+        self._head = list(itertools.islice(stream, ahead))
+        self._rest = stream
+        self._n = len(self._head)
+        self.complete = self._n < ahead
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        head, self._head = self._head, []
+        yield from head
+        for item in self._rest:
+            self._n += 1
+            yield item
+        self.complete = True
+
+
 class _Todo:
     """The files a scan reads: ``len()`` of them, iterated page by page from the Index's
     temporary table (:meth:`dicomml.io._scan_store.Store.todo`), never held in a list."""
@@ -339,10 +367,22 @@ def chunk_size(n_items: int, workers: int, executor: Any = None) -> int:
     """Files per chunk: :data:`CHUNK_SIZE`, less for few files (about 4 chunks per worker
     so that none idles at the end), more on Dask (2,048 at most: each task then reads for
     about 0.1 s, so the scheduler's few milliseconds per task are small)."""
-    most = 8 * CHUNK_SIZE if getattr(executor, "kind", None) == "dask" else CHUNK_SIZE
+    most = _most(executor)
     if workers <= 1:
         return most
     return max(min(16, most), min(most, -(-n_items // (4 * workers))))
+
+
+def _most(executor: Any) -> int:
+    return 8 * CHUNK_SIZE if getattr(executor, "kind", None) == "dask" else CHUNK_SIZE
+
+
+def _reading_workers(workers: int, executor: Any) -> int:
+    """The ``workers`` that chunk sizes are computed for: an executor's own count (a
+    cluster's threads), at least 2."""
+    if executor is not None:
+        return max(2, getattr(executor, "workers", None) or workers)
+    return workers
 
 
 def _chunks(items, workers: int, executor: Any = None):
@@ -419,18 +459,27 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
             # them only when the walk found enough files to read)
             started = _start_executor(workers)
         exclude = frozenset(db_path + s for s in ("", "-wal", "-shm", "-journal"))
-        unreadable = store.record_walk(walk_files(root, exclude=exclude))
-        n_seen, n_todo = store.plan()
-        removed = store.remove(store.gone())
+        walk = walk_files(root, exclude=exclude)
+        unreadable: list = []
+        if store.empty:  # a first scan: every file is new, read as the walk finds it
+            ex = executor if started is None else started
+            ahead = 4 * max(1, _reading_workers(workers, ex)) * _most(ex)
+            todo = _Walking(store.stream_walk(walk, unreadable), ahead)
+            removed = 0
+        else:
+            unreadable = store.record_walk(walk)
+            todo = _Todo(store, store.plan()[1])
+            removed = store.remove(store.gone())
+        if started is not None and getattr(todo, "complete", True) \
+                and len(todo) <= CHUNK_SIZE:  # a small job: read here
+            started.close()
+            started = None
+        n_read = _read_all(store, todo, workers, executor if started is None else started,
+                           progress, fast)
+        n_seen = store.plan()[0]
         if unreadable:
             store.write([("skip", u.path, 0, 0, "unreadable", u.reason, "retry")
                          for u in unreadable])
-        if started is not None and n_todo <= CHUNK_SIZE:  # a small job: read here
-            started.close()
-            started = None
-        todo = _Todo(store, n_todo)
-        n_read = _read_all(store, todo, workers, executor if started is None else started,
-                           progress, fast)
         if started is not None:
             started.close()
             started = None
@@ -465,8 +514,7 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
     if not todo:
         return 0
     fn = scan_chunk if fast else _scan_chunk_pydicom
-    if executor is not None:  # its own count of workers (a cluster's threads)
-        workers = max(2, getattr(executor, "workers", None) or workers)
+    workers = _reading_workers(workers, executor)
     chunks = _chunks(todo, workers, executor)
     own = executor is None
     ex = _make_executor(workers, len(todo)) if own else executor
@@ -474,8 +522,10 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="file", desc="scan", file=sys.stderr,
-                   dynamic_ncols=True)
+        known = getattr(todo, "complete", True)  # a walk still going has no total yet
+        bar = tqdm(total=len(todo) if known else None, unit="file", desc="scan",
+                   file=sys.stderr, dynamic_ncols=True)
+    n = 0
     try:
         for outcome in ex.map_chunks(fn, chunks, progress=None):
             chunk, result = outcome
@@ -485,11 +535,14 @@ def _read_all(store, todo, workers, executor, progress, fast) -> int:
                 why = f"scan worker failed ({_failure_reason(result)}); scan again to retry"
                 store.write([("skip", p, s, m, "scan failed", why, "retry")
                              for p, s, m in chunk])
+            n += len(chunk)
             if bar is not None:
+                if bar.total is None and getattr(todo, "complete", True):
+                    bar.total = len(todo)
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
         if own:
             ex.close()
-    return len(todo)
+    return n
