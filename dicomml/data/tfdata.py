@@ -503,8 +503,10 @@ def predict_tensors(manifest_df: pd.DataFrame, pipeline, *, batch_size: int = 32
             yield np.full((min(batch_size, n - expected), *shape), np.nan, np.float32)
             expected += batch_size
         if otf.failures:
-            log.warning("%d examples could not be decoded; their tensors are NaN",
-                        len(otf.failures))
+            first = min(otf.failures, key=lambda f: f["position"])
+            log.warning("%d examples could not be decoded; their tensors are NaN (the first, "
+                        "%s frame %d: %s)", len(otf.failures), first["path"], first["frame"],
+                        first["reason"])
 
 
 def load_tensors(manifest_df: pd.DataFrame, pipeline, **kwargs) -> np.ndarray:

@@ -96,6 +96,11 @@ def evaluate_predictions(predictions: pd.DataFrame, *, classes: Sequence[str],
     if missing:
         raise ConfigError(f"the predictions table lacks columns {sorted(missing)}")
     df = predictions[np.isfinite(predictions[cols].to_numpy(dtype=np.float64)).all(axis=1)]
+    if len(predictions) and not len(df):
+        raise ConfigError(f"none of the {len(predictions)} predictions is a number: no "
+                          "example could be decoded (the warnings above name the first "
+                          "reason; 'dicomml scan' of the data folder reports the files "
+                          "it cannot read), so there is nothing to evaluate")
     if "patient_key" not in df:
         df = df.assign(patient_key=df["study_instance_uid"])
     levels = _levels(df, cols, task, aggregation)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dicomml._atomic import ensure_writable_dir, safe_join
+from dicomml._atomic import ensure_writable_dir
 from dicomml.data.selection import select_examples
 from dicomml.errors import ConfigError
 from dicomml.evaluate.reports import result_uids, safe_message, study_key, write_study_reports

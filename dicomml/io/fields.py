@@ -24,7 +24,6 @@ from dicomml.io.functional_groups import (
     shared_groups,
 )
 from dicomml.io.ge import b_value as ge_b_value
-from dicomml.io.uids import TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 
 __all__ = [
     "FIELDS",

@@ -33,7 +33,6 @@ from dicomml.errors import (
     FATAL,
     ConfigError,
     DecodeError,
-    DicommlError,
     InvalidDicomError,
     MissingAttributeError,
     NoPixelDataError,

@@ -19,8 +19,7 @@ from dicomml._atomic import safe_join
 from dicomml.pacs.base import Pacs, RetrieveResult, StoreResult
 from dicomml.pacs.errors import PacsError
 
-__all__ = ["predict_remote", "store_results", "RemotePrediction", "add_remote_arguments",
-           "cli_source"]
+__all__ = ["predict_remote", "store_results", "RemotePrediction"]
 
 
 @dataclass
