@@ -169,7 +169,8 @@ def _unreadable_reasons(pipeline, rows: list[tuple[str, int]], workers) -> list[
 def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
             write_sr: bool = True, write_sc: bool = True, aggregation: str = "max",
             batch_size: int = 32, workers: int | None = None, progress: bool = True,
-            force: bool = False, uid_key: str | None = None) -> PredictResult:
+            force: bool = False, uid_key: str | None = None,
+            result_version: int = 0) -> PredictResult:
     """Predict new studies: ``predictions.csv``, ``skipped.csv``, SRs and Grad-CAMs.
 
     Parameters
@@ -200,6 +201,13 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         from (``uid_key``, Study Instance UID) (:func:`result_uids`), so that writing the
         results of a study again (e.g. after a crash) gives the same UIDs and a PACS
         replaces rather than duplicates them; new UIDs otherwise.
+    result_version : int
+        With ``uid_key``: the how-manieth result of these studies this run writes (0: the
+        first). A later version keeps each result's series, takes new SOP Instance UIDs
+        and Instance Number ``result_version + 1``, and its SR names the previous version
+        in (0040,A360) Predecessor Documents Sequence, so that a PACS that keeps the first
+        copy of a UID still receives the revised result (``dicomml serve`` counts the
+        versions of each study).
 
     Returns
     -------
@@ -217,6 +225,10 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
     from dicomml.report.tables import write_csv
 
     (how,) = normalize_aggregation(aggregation)
+    if isinstance(result_version, bool) or not isinstance(result_version, int) \
+            or result_version < 0:
+        raise ConfigError("predict: result_version must be an integer >= 0 (0: a study's "
+                          f"first result). Received: result_version={result_version!r}")
     run = load_run(run_dir)
     task, classes = run.task, run.classes
     if task != "regression" and len(classes) < 2:
@@ -285,7 +297,7 @@ def predict(run_dir, inputs, out_dir, *, threshold: float | None = None,
         sr_paths, sc_paths, summary = write_study_reports(
             out_dir, run, model, examples, good, threshold=threshold, aggregation=how,
             write_sr=write_sr, write_sc=write_sc, skipped=skipped, forced=sel.forced,
-            operating=op, notes=notes, uid_key=uid_key)
+            operating=op, notes=notes, uid_key=uid_key, result_version=result_version)
     # a file without (0020,000D) has no study to report (its image rows say why)
     for st in sorted(set(examples["study_instance_uid"].dropna().astype(str))
                      - {str(s["study_instance_uid"]) for s in summary}):

@@ -54,7 +54,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                         threshold: float, aggregation: str = "max", write_sr: bool = True,
                         write_sc: bool = True, skipped: list | None = None,
                         forced: dict | None = None, operating: dict | None = None,
-                        notes: list | None = None, uid_key: str | None = None):
+                        notes: list | None = None, uid_key: str | None = None,
+                        result_version: int = 0):
     """One SR per study of ``table`` and a Grad-CAM heatmap per positive study.
 
     ``table`` holds the probability columns and ``study_instance_uid`` of the decoded
@@ -62,8 +63,8 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
     Instance UIDs predicted outside the input contract to the rule they failed (their SRs
     say so). Returns ``(sr_paths, sc_paths, studies)`` where ``studies`` are per-study
     summaries (with the pseudonymous ``study_key`` that messages use); ``sc_paths`` holds
-    the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``). ``uid_key``: see
-    :func:`predict`.
+    the Secondary Captures and the Parametric Maps (``PM_GRADCAM_*``). ``uid_key`` and
+    ``result_version``: see :func:`predict`.
     """
     from dicomml.evaluate.aggregate import aggregate_studies
     from dicomml.evaluate.runio import prob_columns
@@ -84,13 +85,13 @@ def write_study_reports(out_dir, run, model, examples: pd.DataFrame, table: pd.D
                            pos=pos, cols=cols, threshold=threshold, aggregation=aggregation,
                            write_sr=write_sr, write_sc=write_sc, skipped=skipped,
                            forced=forced, operating=operating, notes=notes, uid_key=uid_key,
-                           out=(sr_paths, sc_paths, summary))
+                           version=result_version, out=(sr_paths, sc_paths, summary))
     return sr_paths, sc_paths, summary
 
 
 def _study_reports(row, out_dir, run, model, examples, table, pool, *, classes, pos, cols,
                    threshold, aggregation, write_sr, write_sc, skipped, forced, operating,
-                   notes, uid_key, out):
+                   notes, uid_key, version, out):
     """The SR and the heatmaps of one study (a row of the aggregated table) into ``out``
     = ``(sr_paths, sc_paths, summary)``; the heatmaps are computed in ``pool``."""
     import pydicom
@@ -122,7 +123,8 @@ def _study_reports(row, out_dir, run, model, examples, table, pool, *, classes, 
         heat = pool.submit(
             _heatmaps, model, run.pipeline, examples.loc[best], finding_idx, heat_skipped,
             where=f"study {key}", forced=bool(rules),
-            uids={k: result_uids(uid_key, study_uid, k) for k in ("SC", "PM")})
+            uids={k: {**result_uids(uid_key, study_uid, k, version),
+                      "instance_number": version + 1} for k in ("SC", "PM")})
     if write_sr:
         where = f"study {key}"
         sources = []
@@ -131,7 +133,9 @@ def _study_reports(row, out_dir, run, model, examples, table, pool, *, classes, 
                                        defer_size=DEFER_SIZE) for q in paths]
             sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
                            run.config, where=where, notes=notes, forced=bool(rules),
-                           **result_uids(uid_key, study_uid, "SR"))
+                           instance_number=version + 1,
+                           predecessors=previous_results(uid_key, study_uid, "SR", version),
+                           **result_uids(uid_key, study_uid, "SR", version))
             sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
         except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
             why = safe_message(e, sources)
@@ -166,20 +170,45 @@ def safe_message(e: BaseException, sources=()) -> str:
     return text
 
 
-def result_uids(uid_key: str | None, study_uid: str, kind: str) -> dict:
+def result_uids(uid_key: str | None, study_uid: str, kind: str, version: int = 0) -> dict:
     """``series_instance_uid`` / ``sop_instance_uid`` of a study's ``kind`` result object.
 
     Derived (PS3.5 B.2, :func:`pydicom.uid.generate_uid` with entropy sources) from
     ``uid_key`` (e.g. the run and model version), the Study Instance UID and ``kind``
     (``"SR"``, ``"SC"``, ``"PM"``); empty (new random UIDs) when ``uid_key`` is None.
+
+    ``version``: the how-manieth result of the study this is (0: the first). A later
+    version keeps the series and gets a new SOP Instance UID: a PACS keeps the first
+    instance it stored under a UID (Orthanc's default), so a revised result written under
+    the old UID would be dropped there and the stale one shown.
     """
     if uid_key is None:
         return {}
     from pydicom.uid import generate_uid
 
     src = ["dicomml-result", str(uid_key), str(study_uid), kind]
+    inst = [*src, "instance"] + ([f"version {int(version)}"] if version else [])
     return {"series_instance_uid": generate_uid(entropy_srcs=[*src, "series"]),
-            "sop_instance_uid": generate_uid(entropy_srcs=[*src, "instance"])}
+            "sop_instance_uid": generate_uid(entropy_srcs=inst)}
+
+
+def previous_results(uid_key: str | None, study_uid: str, kind: str, version: int) -> list:
+    """The earlier versions of a study's result (:func:`result_uids`) as references (for
+    the SR's (0040,A360) Predecessor Documents Sequence, PS3.3 C.17.2.3): version
+    ``version - 1`` (which referenced its own predecessor); empty for the first version
+    or without ``uid_key``."""
+    if uid_key is None or version <= 0:
+        return []
+    from pydicom.dataset import Dataset
+    from pydicom.uid import Comprehensive3DSRStorage
+
+    prev = result_uids(uid_key, study_uid, kind, version - 1)
+    ref = Dataset()
+    ref.StudyInstanceUID = str(study_uid)
+    ref.SeriesInstanceUID = prev["series_instance_uid"]
+    ref.SOPClassUID = Comprehensive3DSRStorage
+    ref.SOPInstanceUID = prev["sop_instance_uid"]
+    return [ref]
 
 
 def _build_sr(sources, finding, prob, present, algorithm, config=None, *, where="",

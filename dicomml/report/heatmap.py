@@ -121,7 +121,7 @@ def build_heatmap_sc(source: Dataset, gray: np.ndarray, heat_src: np.ndarray, *,
 def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
                      where: str = "", forced: bool = False,
                      series_instance_uid: str | None = None,
-                     sop_instance_uid: str | None = None):
+                     sop_instance_uid: str | None = None, instance_number: int = 1):
     """The Parametric Map (module docstring); None when the source has no plane geometry.
     New Series and SOP Instance UIDs unless given."""
     import highdicom as hd
@@ -163,7 +163,7 @@ def build_heatmap_pm(source: Dataset, heat_src: np.ndarray, *, frame: int = 0,
     pm = hd.pm.ParametricMap(
         source_images=[src], pixel_array=np.asarray(heat_src, np.float32)[None],
         series_instance_uid=series_instance_uid or generate_uid(), series_number=9003,
-        sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=1,
+        sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=instance_number,
         manufacturer="dicomml",
         manufacturer_model_name="dicomml", software_versions=f"dicomml {__version__}",
         device_serial_number="none", contains_recognizable_visual_features=False,

@@ -115,7 +115,7 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
              sop_instance_uid: str | None = None, series_number: int = 9001,
              instance_number: int = 1, series_description: str = "dicomml AI result",
              content_datetime: _dt.datetime | None = None, where: str = "",
-             notes: list | None = None):
+             notes: list | None = None, predecessors: Sequence[Dataset] | None = None):
     """Build the Comprehensive 3D SR of one study's result.
 
     Parameters
@@ -147,6 +147,10 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
     notes : list, optional
         Receives one line per source attribute that was malformed and left out of the SR
         (tolerate on read, validate on write: :mod:`dicomml.report.sources`).
+    predecessors : sequence of pydicom.dataset.Dataset, optional
+        Earlier versions of this result that this SR replaces (each with Study, Series
+        and SOP Instance UID and SOP Class UID): (0040,A360) Predecessor Documents
+        Sequence, PS3.3 C.17.2.3.
 
     Returns
     -------
@@ -208,6 +212,7 @@ def build_sr(sources: Sequence[Dataset], *, finding: str | Code, probability: fl
         content_time=when.time().replace(microsecond=0),
         series_date=when.date(),
         series_time=when.time().replace(microsecond=0),
+        previous_versions=list(predecessors) if predecessors else None,
     )
 
 

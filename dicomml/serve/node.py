@@ -5,7 +5,9 @@ One loop (the calling thread) marks quiet studies complete, hands jobs to a boun
 ``max_concurrent`` threads, and cleans the spool after the retention period; with ``poll``
 a thread polls a DICOMweb PACS (:class:`~dicomml.serve.poll.DicomwebPoller`). A job infers a
 study (:func:`dicomml.evaluate.predict` on its eligible series, result UIDs derived from the
-study, the run and the model: :func:`dicomml.evaluate.prediction.result_uids`) and sends
+study, the run, the model and the study's result version: a study re-opened after its result
+was sent gets a revised result under new SOP Instance UIDs whose SR names the previous one,
+:func:`dicomml.evaluate.prediction.result_uids`) and sends
 the SR and heatmaps to every destination; a failed send is retried with exponential
 back-off (up to a minute between tries) for ``send_timeout_hours``. SIGTERM (or
 :meth:`Node.stop`) stops receiving, lets the jobs in progress finish, and returns; whatever
@@ -172,11 +174,16 @@ class Node:
         received.mkdir(parents=True)
         for i, inst in enumerate(self.queue.instances(uid)):
             _link(inst["path"], received / f"{i:06d}.dcm")
+        version = self.queue.begin_inference(uid)
+        if version:
+            log.info("study %s: new instances after its result was sent; inferring result "
+                     "version %d (new SOP Instance UIDs, the SR names version %d)", key,
+                     version + 1, version)
         t0 = time.monotonic()
         result = predict(self.config.run_dir, received, work / "out",
                          threshold=self.config.threshold, aggregation=self.config.aggregation,
                          write_sc=self.config.write_sc, workers=0, progress=False,
-                         uid_key=self.run_id)
+                         uid_key=self.run_id, result_version=version)
         decisions = [{"series": s.get("series_instance_uid", ""),
                       **{k: s.get(k) for k in ("modality", "n_instances", "decision", "rule",
                                                "reason")}} for s in result.series]
@@ -211,6 +218,7 @@ class Node:
             self.queue.requeue(uid)
             return
         now = time.time()
+        self.queue.mark_sent(uid)
         try:
             for dest in self.config.destinations:
                 with dest.client(self.config.ae_title) as client:

@@ -10,6 +10,12 @@ row always names a complete file). Each change is one transaction (WAL journal, 
 FULL), so a kill -9 at any moment leaves a consistent queue: :meth:`JobQueue.recover` puts
 studies caught while ``inferring`` back to ``complete``; studies caught while ``sending``
 are sent again (their result UIDs are deterministic, so the PACS replaces, not duplicates).
+
+A study re-opened by new instances after its result began to be sent is inferred again as
+a new *version* (``version``; ``sent`` says whether the current version's outputs may
+have reached a destination): the revised result takes new SOP Instance UIDs
+(:func:`dicomml.evaluate.prediction.result_uids`) and its SR names the previous one, since a
+PACS keeps the first copy it stored under a UID.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ CREATE TABLE IF NOT EXISTS studies (
     latency REAL,
     decisions TEXT,
     outputs TEXT,
-    purged INTEGER NOT NULL DEFAULT 0
+    purged INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
@@ -78,6 +86,11 @@ class JobQueue:
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
         self._con.executescript(_SCHEMA)
+        have = {r[1] for r in self._con.execute("PRAGMA table_info(studies)")}
+        for col in ("version", "sent"):  # a queue written by an earlier dicomml
+            if col not in have:
+                self._con.execute(f"ALTER TABLE studies ADD COLUMN {col} INTEGER NOT NULL "
+                                  "DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -105,8 +118,9 @@ class JobQueue:
         """Record a received instance (its file is already in the spool); False if known.
 
         A new instance re-opens a study that was complete, done or failed (it is inferred
-        again; its result UIDs do not change); one arriving while the study is inferred or
-        sent marks it to be re-opened when that ends.
+        again: as a new version when its result had begun to be sent, see
+        :meth:`begin_inference`); one arriving while the study is inferred or sent marks it
+        to be re-opened when that ends.
         """
         now = time.time() if now is None else now
 
@@ -216,6 +230,25 @@ class JobQueue:
             return self._con.execute("SELECT * FROM studies WHERE study_uid = ?",
                                      (study_uid,)).fetchone()
 
+    def begin_inference(self, study_uid: str) -> int:
+        """The result version the study's inference now writes: the current one, or the
+        next when the current version's outputs may have reached a destination
+        (:meth:`mark_sent`)."""
+        def tx(con):
+            con.execute("UPDATE studies SET version = version + sent, sent = 0 "
+                        "WHERE study_uid = ?", (study_uid,))
+            row = con.execute("SELECT version FROM studies WHERE study_uid = ?",
+                              (study_uid,)).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return self._tx(tx)
+
+    def mark_sent(self, study_uid: str) -> None:
+        """The study's outputs are about to be stored (committed before the first byte is
+        sent, so a crash meanwhile cannot reuse their UIDs for a different result)."""
+        self._tx(lambda con: con.execute("UPDATE studies SET sent = 1 WHERE study_uid = ? "
+                                         "AND sent = 0", (study_uid,)))
+
     def to_sending(self, study_uid: str, decisions: list[dict], outputs: list[str],
                    outcome: str) -> None:
         self._tx(lambda con: con.execute(
@@ -290,6 +323,7 @@ class JobQueue:
                 "key": r["key"], "state": r["state"], "outcome": r["outcome"],
                 "reason": r["reason"], "n_instances": r["n_instances"],
                 "attempts": r["attempts"], "latency_s": r["latency"],
+                "version": r["version"],
                 "decisions": [{k: d.get(k) for k in ("modality", "n_instances", "decision",
                                                      "rule", "reason")}
                               for d in json.loads(r["decisions"] or "[]")],

@@ -182,3 +182,39 @@ def test_sr_from_views_equals_sr_from_full_headers(tmp_path, monkeypatch, maker)
               "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
               "StudyInstanceUID"):
         assert a.get(k) == str(full[0].get(k, "")) or (a.get(k) == "" and not full[0].get(k)), k
+
+
+@pytest.mark.tool
+def test_sr_revision_names_its_predecessor(tmp_path):
+    """A revised result (a study re-opened by new instances) is a new SR instance in the same
+    series whose (0040,A360) Predecessor Documents Sequence names the first; dciodvfy
+    checks the sequence against PS3.3."""
+    from dicomml.evaluate.reports import previous_results, result_uids
+
+    paths, srcs = _sources(tmp_path, 3)
+    study = str(srcs[0].StudyInstanceUID)
+    first = result_uids("run-1", study, "SR")
+    second = result_uids("run-1", study, "SR", version=1)
+    assert second["series_instance_uid"] == first["series_instance_uid"]
+    assert second["sop_instance_uid"] != first["sop_instance_uid"]
+    assert result_uids("run-1", study, "SR", version=2)["sop_instance_uid"] not in (
+        first["sop_instance_uid"], second["sop_instance_uid"])
+    assert previous_results("run-1", study, "SR", 0) == []
+    assert previous_results(None, study, "SR", 3) == []
+    sr = build_sr(srcs, finding="intracranial hemorrhage", probability=0.7, present=True,
+                  algorithm=ALGO, instance_number=2,
+                  predecessors=previous_results("run-1", study, "SR", 1), **second)
+    out = write_sr(sr, tmp_path / "out" / "sr_v2.dcm")
+    _check_valid(out)
+    ds = pydicom.dcmread(out)
+    assert (ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber) == (
+        second["sop_instance_uid"], second["series_instance_uid"], 2)
+    (st,) = ds.PredecessorDocumentsSequence
+    (se,) = st.ReferencedSeriesSequence
+    (ref,) = se.ReferencedSOPSequence
+    assert (st.StudyInstanceUID, se.SeriesInstanceUID) == (study, first["series_instance_uid"])
+    assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (
+        pydicom.uid.Comprehensive3DSRStorage, first["sop_instance_uid"])
+    assert "PredecessorDocumentsSequence" not in build_sr(
+        srcs, finding="intracranial hemorrhage", probability=0.7, present=True,
+        algorithm=ALGO, **first)

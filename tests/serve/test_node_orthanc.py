@@ -239,3 +239,46 @@ def test_sigkill_at_any_moment_then_every_study_has_one_sr(running_orthanc, run,
         _check_one_result(running_orthanc, u, sources)
     assert kills["sending"] >= 1 and kills["inferring"] + kills["receiving"] >= 5, kills
     assert node.status()["counts"]["done"] == len(studies)
+
+
+@pytest.mark.slow
+def test_new_instances_after_the_result_was_sent_give_a_revised_result(running_orthanc, run,
+                                                                      tmp_path):
+    """Orthanc keeps the first copy of a SOP Instance UID (``OverwriteInstances`` is false by
+    default): a result revised under the old UIDs would be dropped and the stale one shown.
+    The revision is a new instance of the same series, Instance Number 2, and its SR names
+    the first in (0040,A360) Predecessor Documents Sequence."""
+    node = NodeProcess(run, tmp_path / "spool", running_orthanc, extra=("--threshold", "0"))
+    node.start()
+    try:
+        paths = ct_study(tmp_path, seed=501, n_slices=4)
+        study_uid, sources = _uids(paths)
+        key = study_key(study_uid)
+        assert storescu(paths[:3]).returncode == 0
+        wait_for(lambda: node.states().get(key) == "done", 180, "the first result")
+        _check_one_result(running_orthanc, study_uid, _uids(paths[:3])[1])
+        first = results_in(running_orthanc, study_uid)
+        assert storescu(paths[3:]).returncode == 0  # a late slice of the same series
+        wait_for(lambda: node.states().get(key) == "done"
+                 and node.status()["studies"][0]["n_instances"] == 4, 180,
+                 "the revised result")
+        assert node.status()["studies"][0]["version"] == 1
+    finally:
+        node.kill()
+    res = results_in(running_orthanc, study_uid)
+    assert {k: len(v) for k, v in res.items()} == {"SR": 2, "SC": 2, "PM": 2}
+    for kind in ("SR", "SC", "PM"):
+        (old,) = first[kind]
+        new = [d for d in res[kind] if d.SOPInstanceUID != old.SOPInstanceUID]
+        assert len(new) == 1 and int(new[0].InstanceNumber) == 2
+        assert new[0].SeriesInstanceUID == old.SeriesInstanceUID
+    (old,) = first["SR"]
+    (new,) = [d for d in res["SR"] if d.SOPInstanceUID != old.SOPInstanceUID]
+    (ref,) = new.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0] \
+        .ReferencedSOPSequence
+    assert ref.ReferencedSOPInstanceUID == old.SOPInstanceUID
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as f:
+        new.save_as(f.name)
+        assert {sop for _, sop in read_sr(f.name).references} == sources  # all four slices

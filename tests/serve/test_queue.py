@@ -146,3 +146,51 @@ def test_status_verb_prints_json_without_uids(tmp_path, capsys):
     assert main(["serve", "--trigger", "1.2.826.0.1.99", "--spool",
                  str(tmp_path / "spool")]) == 0
     assert main(["serve", "--status", "--spool", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_study_reopened_after_its_result_was_sent_is_a_new_version(tmp_path):
+    q = JobQueue(tmp_path / "queue.sqlite")
+    _add(q, "1.7", "1.7.1", now=0)
+    q.complete_quiet(1, now=5)
+    q.claim(1, now=5)
+    assert q.begin_inference("1.7") == 0
+    q.close()
+    q = JobQueue(tmp_path / "queue.sqlite")  # killed while inferring: nothing was sent
+    q.recover(now=6)
+    q.claim(1, now=6)
+    assert q.begin_inference("1.7") == 0  # the same version, so the same result UIDs
+    q.to_sending("1.7", [], ["/o/SR.dcm"], "x")
+    q.mark_sent("1.7")
+    q.close()
+    q = JobQueue(tmp_path / "queue.sqlite")  # killed while sending: sent again as it is
+    q.recover(now=7)
+    assert q.claim(1, now=7) == [("1.7", "send")]
+    q.mark_sent("1.7")
+    q.finish("1.7", "done")
+    assert q.study("1.7")["version"] == 0
+    _add(q, "1.7", "1.7.2", now=8)  # a new instance after the result went out
+    assert q.trigger("1.7") and q.complete_quiet(1000, now=9) == ["1.7"]
+    q.claim(1, now=9)
+    assert q.begin_inference("1.7") == 1  # a revised result: new SOP Instance UIDs
+    assert q.begin_inference("1.7") == 1  # (again, e.g. after a crash: still 1)
+    assert q.status()["studies"][0]["version"] == 1
+
+
+def test_a_queue_of_an_earlier_dicomml_gets_the_version_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "queue.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE studies (study_uid TEXT PRIMARY KEY, key TEXT NOT NULL, "
+                "state TEXT NOT NULL, reason TEXT, outcome TEXT, n_instances INTEGER NOT NULL "
+                "DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0, first_received REAL, "
+                "last_received REAL, completed REAL, trigger INTEGER NOT NULL DEFAULT 0, "
+                "reopened INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, "
+                "next_attempt REAL, first_send REAL, finished REAL, latency REAL, "
+                "decisions TEXT, outputs TEXT, purged INTEGER NOT NULL DEFAULT 0)")
+    con.execute("INSERT INTO studies (study_uid, key, state) VALUES ('1.8', 'k', 'done')")
+    con.commit()
+    con.close()
+    q = JobQueue(path)
+    assert (q.study("1.8")["version"], q.study("1.8")["sent"]) == (0, 0)
+    assert q.begin_inference("1.8") == 0

@@ -58,3 +58,13 @@ def test_uid_key_gives_the_same_result_uids_on_a_rerun(run, tmp_path):
     assert len(set(sops)) == len(sops)  # SR, SC and PM of every study all differ
     plain = predict(run, data, tmp_path / "d", threshold=0.0, workers=0, progress=False)
     assert not set(sops) & {v[2] for v in _uids(plain.sr_paths).values()}
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, True, "1"])
+def test_result_version_must_be_a_count(tmp_path, bad):
+    from dicomml.errors import ConfigError
+    from dicomml.evaluate.prediction import predict
+
+    with pytest.raises(ConfigError, match="result_version must be an integer >= 0"):
+        predict(tmp_path / "no-run", tmp_path, tmp_path / "out", result_version=bad,
+                progress=False)
