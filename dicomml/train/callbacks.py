@@ -35,7 +35,8 @@ def improves(value, best, mode: str, tie=None, best_tie=None) -> bool:
     first value always does). An equal value improves when its tie-break metric
     (:func:`tie_break_of`, lower is better) is lower than the best's. The one rule of the
     best checkpoint (:class:`RunState`) and of early stopping
-    (:class:`ResumableEarlyStopping`)."""
+    (:class:`ResumableEarlyStopping`) and of the learning-rate reduction
+    (:class:`ResumableReduceLROnPlateau`)."""
     if value is None:
         return False
     if best is None:
@@ -151,9 +152,46 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
     """``keras.callbacks.ReduceLROnPlateau`` whose ``wait``/``best``/``cooldown_counter``
-    survive a resume (the reduced learning rate itself is in the optimizer's checkpoint)."""
+    survive a resume (the reduced learning rate itself is in the optimizer's checkpoint),
+    and whose improvements are those of the best checkpoint and of early stopping
+    (:func:`improves`: a tied ROC AUC with a lower loss is one; Keras counts only a value
+    better by ``min_delta``, so a validation AUC at 1.0 cut the rate while ``model.keras``
+    was still being replaced). ``min_delta`` is not used; one optimizer."""
 
-    STATE = ("wait", "best", "cooldown_counter")
+    STATE = ("wait", "best", "cooldown_counter", "best_tie")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tie_break = tie_break_of(self.monitor)
+        self.best_tie = None
+        if self.mode not in ("min", "max"):
+            self.mode = mode_of(self.monitor)
+
+    def on_train_begin(self, logs=None):
+        self.best_tie = None
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        opt = self.model.optimizer
+        lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+        logs["learning_rate"] = lr
+        current = logs.get(self.monitor)
+        if current is None:
+            raise KeyError(f"ReduceLROnPlateau monitors {self.monitor!r}, which the epoch's "
+                           f"logs do not hold: {sorted(logs)}")
+        current = _clean(current)
+        tie = _clean(logs[self.tie_break]) if logs.get(self.tie_break) is not None else None
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if improves(current, self.best, self.mode, tie, self.best_tie):
+            self.best, self.best_tie, self.wait = current, tie, 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience and lr > np.float32(self.min_lr):
+                opt.learning_rate = max(lr * self.factor, self.min_lr)
+                self.cooldown_counter, self.wait = self.cooldown, 0
 
 
 def seed_generators(model) -> list:

@@ -190,7 +190,9 @@ class TrainConfig:
         task without geometric augmentation: stopped at epoch 10 with epoch 2 best,
         held-out AUC 0.53; ``bench/README.md``, "learning").
     reduce_lr_patience : int
-        ``ReduceLROnPlateau`` patience (default 0: off; needs ``lr_schedule = "constant"``).
+        ``ReduceLROnPlateau`` patience (default 0: off; needs ``lr_schedule = "constant"``):
+        epochs without an improvement of the monitor, by the rule of the best checkpoint
+        (a tied ROC AUC with a lower validation loss is an improvement).
     reduce_lr_factor, min_lr : float
     tensorboard : bool
         TensorBoard logs in ``RUN_DIR/logs``.

@@ -418,3 +418,23 @@ def test_early_stopping_start_is_checked():
     for bad in (-1, 2.5, True, "3"):
         with pytest.raises(ConfigError, match="early_stopping_start"):
             TrainConfig(early_stopping_start=bad)
+
+
+def test_reduce_lr_counts_a_tied_auc_with_a_lower_loss_as_an_improvement():
+    """The rate is cut by the rule of the best checkpoint (:func:`improves`): a validation
+    AUC that stays at 1.0 while the loss falls is no plateau (Keras's own callback halves
+    the rate at epochs 2, 3 and 4 here: 0.1, 0.1, 0.05, 0.025, 0.0125); a tie with a higher
+    loss is one."""
+    m = _tiny_model()
+    rl = ResumableReduceLROnPlateau(monitor="val_auc", factor=0.5, patience=1, min_lr=0.0,
+                                    mode="max")
+    rl.set_model(m)
+    rl.on_train_begin()
+    lrs = []
+    for auc, loss in [(0.9, 0.5), (1.0, 0.4), (1.0, 0.3), (1.0, 0.2), (1.0, 0.25)]:
+        rl.on_epoch_end(len(lrs), {"val_auc": auc, "val_loss": loss})
+        lrs.append(float(m.optimizer.learning_rate.numpy()))
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.1, 0.1, 0.05], rtol=1e-6)
+    assert (rl.best, rl.best_tie) == (1.0, 0.2)
+    state = json.loads(json.dumps(rl.state()))
+    assert state["best_tie"] == 0.2 and state["wait"] == 0 and state["cooldown_counter"] == 0
