@@ -85,7 +85,11 @@ def test_report_renders_in_chromium_without_console_errors(evaluated_run, tool, 
     px = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert px.shape == (2400, 1280)
     assert px.std() > 10, "blank screenshot"
-    assert (px < 128).mean() > 0.02, "almost no dark pixels: nothing rendered"
+    # text and axes: about 2 % of a 1280 x 2400 shot is dark, depending on what the tiny
+    # model put into the gallery (1.98-2.02 % seen; the page with its images removed
+    # 2.5 %: the images are light plots), a page that renders nothing 0 %; that the images
+    # decode and paint is the load check below
+    assert (px < 128).mean() > 0.005, "almost no dark pixels: nothing rendered"
     dom = _chromium(tool, page, shot, "--dump-dom")
     m = re.search(r'<body data-images="(\d+) (\d+)"', dom.stdout)
     assert m, "the page's load check did not run: " + dom.stdout[:500]
