@@ -134,7 +134,7 @@ def _study_reports(row, out_dir, run, model, examples, table, pool, *, classes, 
             sr = _build_sr(sources, classes[finding_idx], prob, present, algorithm,
                            run.config, where=where, notes=notes, forced=bool(rules),
                            instance_number=version + 1,
-                           predecessors=previous_results(uid_key, study_uid, "SR", version),
+                           predecessors=previous_sr(uid_key, study_uid, version),
                            **result_uids(uid_key, study_uid, "SR", version))
             sr_paths.append(_write(sr, safe_join(out_dir, f"SR_{study_uid}.dcm")))
         except Exception as e:  # noqa: BLE001 - one study's SR never stops the others
@@ -192,17 +192,17 @@ def result_uids(uid_key: str | None, study_uid: str, kind: str, version: int = 0
             "sop_instance_uid": generate_uid(entropy_srcs=inst)}
 
 
-def previous_results(uid_key: str | None, study_uid: str, kind: str, version: int) -> list:
-    """The earlier versions of a study's result (:func:`result_uids`) as references (for
-    the SR's (0040,A360) Predecessor Documents Sequence, PS3.3 C.17.2.3): version
-    ``version - 1`` (which referenced its own predecessor); empty for the first version
-    or without ``uid_key``."""
+def previous_sr(uid_key: str | None, study_uid: str, version: int) -> list:
+    """The SR this version of a study's result replaces (:func:`result_uids`), as the
+    reference of its (0040,A360) Predecessor Documents Sequence (PS3.3 C.17.2.3): version
+    ``version - 1`` (which named its own predecessor); empty for the first version or
+    without ``uid_key``."""
     if uid_key is None or version <= 0:
         return []
     from pydicom.dataset import Dataset
     from pydicom.uid import Comprehensive3DSRStorage
 
-    prev = result_uids(uid_key, study_uid, kind, version - 1)
+    prev = result_uids(uid_key, study_uid, "SR", version - 1)
     ref = Dataset()
     ref.StudyInstanceUID = str(study_uid)
     ref.SeriesInstanceUID = prev["series_instance_uid"]

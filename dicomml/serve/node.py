@@ -5,9 +5,9 @@ One loop (the calling thread) marks quiet studies complete, hands jobs to a boun
 ``max_concurrent`` threads, and cleans the spool after the retention period; with ``poll``
 a thread polls a DICOMweb PACS (:class:`~dicomml.serve.poll.DicomwebPoller`). A job infers a
 study (:func:`dicomml.evaluate.predict` on its eligible series, result UIDs derived from the
-study, the run, the model and the study's result version: a study re-opened after its result
-was sent gets a revised result under new SOP Instance UIDs whose SR names the previous one,
-:func:`dicomml.evaluate.prediction.result_uids`) and sends
+study, the run, the model and the study's result version:
+:func:`dicomml.evaluate.prediction.result_uids`; a study re-opened after its result was sent
+gets a revised result under new SOP Instance UIDs, its SR naming the previous one) and sends
 the SR and heatmaps to every destination; a failed send is retried with exponential
 back-off (up to a minute between tries) for ``send_timeout_hours``. SIGTERM (or
 :meth:`Node.stop`) stops receiving, lets the jobs in progress finish, and returns; whatever
@@ -218,7 +218,8 @@ class Node:
             self.queue.requeue(uid)
             return
         now = time.time()
-        self.queue.mark_sent(uid)
+        if not row["sent"]:  # committed before the first byte of the first attempt
+            self.queue.mark_sent(uid)
         try:
             for dest in self.config.destinations:
                 with dest.client(self.config.ae_title) as client:

@@ -113,15 +113,10 @@ class _Resumable:
                 setattr(self, k, self._resume[k])
 
 
-class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
-    """``keras.callbacks.EarlyStopping`` whose ``wait``/``best``/``best_epoch`` survive a
-    resume, and whose improvements are those of the best checkpoint (:func:`improves`): a
-    tied ROC AUC with a lower loss restarts the patience, as it replaces ``model.keras``
-    (Keras counts only a strictly higher AUC, so a validation AUC that reached 1.0 stopped
-    the training ``patience`` epochs later while the loss still fell). ``min_delta``,
-    ``baseline`` and ``restore_best_weights`` are not used."""
-
-    STATE = ("wait", "best", "best_epoch", "stopped_epoch", "best_tie")
+class _TieBroken:
+    """Mixin of a Keras monitor callback: improvements by :func:`improves` (the best
+    checkpoint's rule), with the monitor's direction, its tie-break metric and the tie
+    value of the best epoch (``best_tie``)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -134,23 +129,42 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
         self.best_tie = None
         super().on_train_begin(logs)
 
+    def improved(self, current, logs: dict) -> bool:
+        """Whether ``current`` (the monitor's value this epoch) improves on ``best``; if so,
+        it and its tie value become the best."""
+        current = _clean(current)
+        tie = _clean(logs[self.tie_break]) if logs.get(self.tie_break) is not None else None
+        if not improves(current, self.best, self.mode, tie, self.best_tie):
+            return False
+        self.best, self.best_tie = current, tie
+        return True
+
+
+class ResumableEarlyStopping(_Resumable, _TieBroken, keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` whose ``wait``/``best``/``best_epoch`` survive a
+    resume, and whose improvements are those of the best checkpoint (:func:`improves`): a
+    tied ROC AUC with a lower loss restarts the patience, as it replaces ``model.keras``
+    (Keras counts only a strictly higher AUC, so a validation AUC that reached 1.0 stopped
+    the training ``patience`` epochs later while the loss still fell). ``min_delta``,
+    ``baseline`` and ``restore_best_weights`` are not used."""
+
+    STATE = ("wait", "best", "best_epoch", "stopped_epoch", "best_tie")
+
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         current = self.get_monitor_value(logs)
         if current is None or epoch < self.start_from_epoch:
             return
-        current = _clean(current)
-        tie = _clean(logs[self.tie_break]) if logs.get(self.tie_break) is not None else None
         self.wait += 1
-        if improves(current, self.best, self.mode, tie, self.best_tie):
-            self.best, self.best_tie, self.best_epoch, self.wait = current, tie, epoch, 0
+        if self.improved(current, logs):
+            self.best_epoch, self.wait = epoch, 0
             return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
 
-class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+class ResumableReduceLROnPlateau(_Resumable, _TieBroken, keras.callbacks.ReduceLROnPlateau):
     """``keras.callbacks.ReduceLROnPlateau`` whose ``wait``/``best``/``cooldown_counter``
     survive a resume (the reduced learning rate itself is in the optimizer's checkpoint),
     and whose improvements are those of the best checkpoint and of early stopping
@@ -159,17 +173,6 @@ class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
     was still being replaced). ``min_delta`` is not used; one optimizer."""
 
     STATE = ("wait", "best", "cooldown_counter", "best_tie")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tie_break = tie_break_of(self.monitor)
-        self.best_tie = None
-        if self.mode not in ("min", "max"):
-            self.mode = mode_of(self.monitor)
-
-    def on_train_begin(self, logs=None):
-        self.best_tie = None
-        super().on_train_begin(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -180,13 +183,11 @@ class ResumableReduceLROnPlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
         if current is None:
             raise KeyError(f"ReduceLROnPlateau monitors {self.monitor!r}, which the epoch's "
                            f"logs do not hold: {sorted(logs)}")
-        current = _clean(current)
-        tie = _clean(logs[self.tie_break]) if logs.get(self.tie_break) is not None else None
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if improves(current, self.best, self.mode, tie, self.best_tie):
-            self.best, self.best_tie, self.wait = current, tie, 0
+        if self.improved(current, logs):
+            self.wait = 0
         elif self.cooldown_counter <= 0:
             self.wait += 1
             if self.wait >= self.patience and lr > np.float32(self.min_lr):

@@ -53,7 +53,6 @@ def test_on_the_fly_inprocess_matches_pipeline(tmp_path):
     np.testing.assert_array_equal(xs, _expected(pipe, range(5), quantize=False))
 
 
-
 def test_predict_tensors_warning_names_the_first_failure(tmp_path, caplog):
     ex = write_files(tmp_path / "src", range(2), special={"bad.txt": "bad"})
     with caplog.at_level("WARNING", logger="dicomml.data.tfdata"):
@@ -62,6 +61,7 @@ def test_predict_tensors_warning_names_the_first_failure(tmp_path, caplog):
     msg = caplog.text
     assert "1 examples could not be decoded" in msg
     assert "bad.txt frame 0" in msg and "Transfer Syntax" in msg
+
 
 @pytest.mark.slow
 def test_predict_tensors_order_with_workers_and_cache(tmp_path):

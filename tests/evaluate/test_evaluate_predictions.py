@@ -64,13 +64,13 @@ def test_threshold_rule_and_undecodable_rows():
                              aggregation="max")["image"]["roc_auc"]["value"])
 
 
-
 def test_a_table_where_no_example_was_decoded_is_a_clear_error():
     # every prediction NaN (every tensor failed): an error that says so, not a KeyError
     df = _binary_table(2)
     df[["prob_neg", "prob_pos"]] = np.nan
     with pytest.raises(ConfigError, match="none of the 90 predictions is a number"):
         evaluate_predictions(df, classes=["neg", "pos"], n_resamples=20)
+
 
 def test_multiclass_and_regression():
     rng = np.random.default_rng(4)

@@ -189,7 +189,7 @@ def test_sr_revision_names_its_predecessor(tmp_path):
     """A revised result (a study re-opened by new instances) is a new SR instance in the same
     series whose (0040,A360) Predecessor Documents Sequence names the first; dciodvfy
     checks the sequence against PS3.3."""
-    from dicomml.evaluate.reports import previous_results, result_uids
+    from dicomml.evaluate.reports import previous_sr, result_uids
 
     paths, srcs = _sources(tmp_path, 3)
     study = str(srcs[0].StudyInstanceUID)
@@ -199,11 +199,11 @@ def test_sr_revision_names_its_predecessor(tmp_path):
     assert second["sop_instance_uid"] != first["sop_instance_uid"]
     assert result_uids("run-1", study, "SR", version=2)["sop_instance_uid"] not in (
         first["sop_instance_uid"], second["sop_instance_uid"])
-    assert previous_results("run-1", study, "SR", 0) == []
-    assert previous_results(None, study, "SR", 3) == []
+    assert previous_sr("run-1", study, 0) == []
+    assert previous_sr(None, study, 3) == []
     sr = build_sr(srcs, finding="intracranial hemorrhage", probability=0.7, present=True,
                   algorithm=ALGO, instance_number=2,
-                  predecessors=previous_results("run-1", study, "SR", 1), **second)
+                  predecessors=previous_sr("run-1", study, 1), **second)
     out = write_sr(sr, tmp_path / "out" / "sr_v2.dcm")
     _check_valid(out)
     ds = pydicom.dcmread(out)
