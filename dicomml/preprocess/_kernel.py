@@ -19,6 +19,13 @@ the row pass first reaches it, into a ring of a few rows that stays in the L1/L2
 whole windowed stack, 3 MB, used to be written and read back); the row pass writes its
 output in 8 × 8 tiles into the transposed buffer the column pass reads (row by row, the
 strided stores cost more than the products). 1.00 → 0.65 ms per slice; the same bytes.
+Where no output reaches more than 8 inputs (512 → 224 reaches 5–8), both passes sum the 8
+terms of one output in a register (:func:`_taps8`, the taps of a row padded to 8 by weight 0
+on its last input) instead of adding each term into a row in memory: one store per output
+instead of eight loads and stores, 0.77 → 0.69 ms. The padded terms change no bit: the
+windowed values are in [0, 1] or NaN, the weights positive, so a partial sum is never −0,
+``+0 · x`` adds ±0 to it (no change), and a NaN it could bring is already there through the
+real term on the same input.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["resize_kernel", "window_resize_kernel"]
+__all__ = ["resize_kernel", "window_resize_kernel", "TAPS"]
+
+#: The most inputs per output of the register path (:func:`_taps8`).
+TAPS = 8
 
 
 def _jit(fn):
@@ -115,6 +125,49 @@ def _resize(x, rp, ri, rd, cp, ci, cd, out, yt, tmp, acc):
 _resize = _jit(_resize)
 
 
+def _taps8(s0, s1, s2, s3, s4, s5, s6, s7, w, t):
+    """``t[k] = Σ w[i] · s_i[k]`` summed from 0 in the order i = 0 … 7, in a register."""
+    w0, w1, w2, w3, w4, w5, w6, w7 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
+    for k in range(t.shape[0]):
+        v = np.float32(0.0)
+        v += w0 * s0[k]
+        v += w1 * s1[k]
+        v += w2 * s2[k]
+        v += w3 * s3[k]
+        v += w4 * s4[k]
+        v += w5 * s5[k]
+        v += w6 * s6[k]
+        v += w7 * s7[k]
+        t[k] = v
+
+
+_taps8 = _jit(_taps8)
+
+
+def _columns8(yt, c, cidx, cw, cn, out, acc):
+    """:func:`_columns` with the column taps padded to 8 (``cidx``, ``cw`` (n_c, 8); ``cn``
+    the real count)."""
+    n_r = yt.shape[1]
+    for q in range(cidx.shape[0]):
+        if cn[q] == 0:
+            for r in range(n_r):
+                out[r, q, c] = np.float32(0.0)
+            continue
+        ix = cidx[q]
+        _taps8(yt[ix[0]], yt[ix[1]], yt[ix[2]], yt[ix[3]], yt[ix[4]], yt[ix[5]], yt[ix[6]],
+               yt[ix[7]], cw[q], acc)
+        for r in range(n_r):
+            v = acc[r]
+            if v < np.float32(0.0):            # clip; a NaN fails both tests and stays
+                v = np.float32(0.0)
+            elif v > np.float32(1.0):
+                v = np.float32(1.0)
+            out[r, q, c] = v
+
+
+_columns8 = _jit(_columns8)
+
+
 def _window_row(values, p, j, ak, bk, invert, pad, m, w):
     """Window row ``j`` of plane ``p`` into ``w``: ``clip(x·a + b, 0, 1)``, then ``1 − y``
     when ``invert``, then 0 where ``pad[m, j]`` (``m ≥ 0``)."""
@@ -178,6 +231,43 @@ def _window_resize(values, plane_of, a, b, invert, pad, pad_of, rp, ri, rd, cp, 
 _window_resize = _jit(_window_resize)
 
 
+def _window_resize8(values, plane_of, a, b, invert, pad, pad_of, ridx, rw, rn, cidx, cw, cn,
+                    out, ring, yt, tmp, acc):
+    """:func:`_window_resize` with both passes on 8 padded taps (:func:`_taps8`): ``ridx``,
+    ``rw`` (n_r, 8) the row taps (ascending inputs, the last repeated), ``rn`` their real
+    count; ``cidx``, ``cw``, ``cn`` the column taps."""
+    cols = values.shape[2]
+    n_r = ridx.shape[0]
+    n = ring.shape[0]
+    for c in range(a.shape[0]):
+        ak, bk = a[c], b[c]
+        p = plane_of[c]
+        m = pad_of[c]
+        filled = -1                            # the last input row windowed into the ring
+        for r0 in range(0, n_r, 8):
+            mm = min(8, n_r - r0)
+            for i in range(mm):
+                t = tmp[i]
+                r = r0 + i
+                if rn[r] == 0:
+                    for k in range(cols):
+                        t[k] = np.float32(0.0)
+                    continue
+                ix = ridx[r]
+                while filled < ix[7]:          # the row's highest input
+                    filled += 1
+                    _window_row(values, p, filled, ak, bk, invert, pad, m,
+                                ring[filled % n])
+                _taps8(ring[ix[0] % n], ring[ix[1] % n], ring[ix[2] % n], ring[ix[3] % n],
+                       ring[ix[4] % n], ring[ix[5] % n], ring[ix[6] % n], ring[ix[7] % n],
+                       rw[r], t)
+            _transpose_rows(tmp, mm, r0, yt)
+        _columns8(yt, c, cidx, cw, cn, out, acc)
+
+
+_window_resize8 = _jit(_window_resize8)
+
+
 def resize_kernel(x, R, C, out, scratch):
     """``out[:, :, c] = clip(C @ (R @ x[c]).T, 0, 1).T`` for every channel of ``x``
     (ch, rows, cols) ``float32`` C-contiguous; R, C ``scipy.sparse.csr_array`` of ``float32``
@@ -187,10 +277,16 @@ def resize_kernel(x, R, C, out, scratch):
 
 
 def window_resize_kernel(values, plane_of, a, b, invert, pad, pad_of, R, C, out, ring,
-                         scratch):
+                         scratch, taps=None):
     """Window (``clip(x·a[k] + b[k], 0, 1)``, MONOCHROME1 ``1 − y`` when ``invert``, 0 where
     ``pad[pad_of[k]]``, no mask where ``pad_of[k] < 0``) and resize, in one call; ``ring``
-    (:func:`~dicomml.preprocess.resize.ring_rows` (R), cols) ``float32`` scratch."""
+    (:func:`~dicomml.preprocess.resize.ring_rows` (R), cols) ``float32`` scratch; ``taps``
+    the padded tap tables of R and C (:func:`~dicomml.preprocess.resize.tap_tables`), or
+    None where an output reaches more than :data:`TAPS` inputs."""
+    if taps is not None:
+        _window_resize8(values, plane_of, a, b, invert, pad, pad_of, *taps, out, ring,
+                        *scratch)
+        return out
     _window_resize(values, plane_of, a, b, invert, pad, pad_of, R.indptr, R.indices, R.data,
                    C.indptr, C.indices, C.data, out, ring, *scratch)
     return out

@@ -250,7 +250,8 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
     if padding is None:
         padding = np.zeros((1, 1, 1), dtype=bool)
     kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R, C,
-                                out, ring, scratch(cols, C.shape[0]))
+                                out, ring, scratch(cols, C.shape[0]),
+                                tap_tables(*key, kernel.TAPS))
     return out
 
 
@@ -302,6 +303,29 @@ def csr_matrices(shape, size, resize, fov_mm, pixel_spacing):
     weights the kernel and the SciPy products both use; cached."""
     R, C = axis_matrices(shape, size, resize, fov_mm, pixel_spacing)
     return sparse.csr_array(R), sparse.csr_array(C)
+
+
+@functools.lru_cache(maxsize=64)
+def tap_tables(shape, size, resize, fov_mm, pixel_spacing, taps: int):
+    """The matrices of :func:`csr_matrices` as the kernel's padded tap tables: for R then C,
+    ``(indices (n, taps) intp, weights (n, taps) float32, count (n,) intp)``, each row's
+    non-zeros in CSR order, padded by weight 0 on its last input; None where a row has more
+    than ``taps`` non-zeros (a strong downscale: the kernel then walks the CSR rows) or the
+    inputs of a row are not in ascending order (the kernel windows up to the last one)."""
+    out = []
+    for M in csr_matrices(shape, size, resize, fov_mm, pixel_spacing):
+        count = np.diff(M.indptr).astype(np.intp)
+        if (count.size and count.max() > taps) or not M.has_sorted_indices:
+            return None
+        idx = np.zeros((M.shape[0], taps), np.intp)
+        w = np.zeros((M.shape[0], taps), np.float32)
+        for r in np.flatnonzero(count):
+            lo, hi = M.indptr[r], M.indptr[r + 1]
+            idx[r, :hi - lo] = M.indices[lo:hi]
+            idx[r, hi - lo:] = M.indices[hi - 1]
+            w[r, :hi - lo] = M.data[lo:hi]
+        out += [idx, w, count]
+    return tuple(out)
 
 
 def _transposed(a: np.ndarray) -> np.ndarray:

@@ -156,3 +156,22 @@ def test_threads_keep_their_own_scratch():
     assert parallel == serial
     assert serial[0] == steps_one_by_one(jobs[0][0], WINDOWS, [0, 0, 0], True, None,
                                          [-1, -1, -1], 224, "pad").tobytes()
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_the_register_path_gives_the_csr_paths_bytes(monkeypatch, invert):
+    """512² → 224 takes the 8-tap register path (every output reaches ≤ 8 inputs; the padded
+    terms have weight 0), a strong downscale the CSR walk; both are the steps' bytes, with
+    NaN and a padding mask."""
+    key = ((512, 512), 224, ResizeMode.PAD, None, None)
+    assert rz.tap_tables(*key, compiled_kernel().TAPS) is not None
+    assert rz.tap_tables((1500, 90), 37, ResizeMode.PAD, None, None,
+                         compiled_kernel().TAPS) is None
+    x = hu_planes((512, 512), 1, seed=7)
+    mask = np.random.default_rng(8).random((1, 512, 512)) < 0.1
+    args = (x, WINDOWS, [0, 0, 0], invert, mask, [0, 0, 0], 224, "pad")
+    register = fused(*args)
+    monkeypatch.setattr(rz, "tap_tables", lambda *a: None)
+    csr_walk = fused(*args)
+    assert np.isnan(register).any()
+    assert register.tobytes() == csr_walk.tobytes() == steps_one_by_one(*args).tobytes()
