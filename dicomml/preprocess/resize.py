@@ -244,14 +244,19 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
     k = a.shape[0]
     out = np.empty((C.shape[0], C.shape[0], k), dtype=np.float32)
     n_ring = ring_rows(*key)
+    if padding is None:
+        padding = np.zeros((1, 1, 1), dtype=bool)
+    taps = tap_tables(*key, kernel.TAPS)
+    if taps is not None:
+        kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R,
+                                    C, out, None, None, taps,
+                                    scratch8(k, n_ring, cols, C.shape[0]))
+        return out
     ring = getattr(_scratch, "ring", None)
     if ring is None or ring.shape != (n_ring, cols):
         ring = _scratch.ring = np.empty((n_ring, cols), np.float32)
-    if padding is None:
-        padding = np.zeros((1, 1, 1), dtype=bool)
     kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R, C,
-                                out, ring, scratch(cols, C.shape[0]),
-                                tap_tables(*key, kernel.TAPS))
+                                out, ring, scratch(cols, C.shape[0]))
     return out
 
 
@@ -275,6 +280,19 @@ def scratch(cols: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         bufs = _scratch.kernel = (np.empty((cols, n_rows), np.float32),
                                   np.empty((8, cols), np.float32),
                                   np.empty(n_rows, np.float32))
+    return bufs
+
+
+def scratch8(channels: int, n_ring: int, cols: int, n_rows: int) -> tuple:
+    """The 8-tap kernel's scratch of the calling thread, one set per channel (ring (ch,
+    n_ring, cols), yt (ch, cols, n_rows), tmp (ch, 8, cols)) and the column accumulator."""
+    bufs = getattr(_scratch, "kernel8", None)
+    if bufs is None or bufs[0].shape != (channels, n_ring, cols) \
+            or bufs[1].shape != (channels, cols, n_rows):
+        bufs = _scratch.kernel8 = (np.empty((channels, n_ring, cols), np.float32),
+                                   np.empty((channels, cols, n_rows), np.float32),
+                                   np.empty((channels, 8, cols), np.float32),
+                                   np.empty(n_rows, np.float32))
     return bufs
 
 
