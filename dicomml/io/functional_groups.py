@@ -172,8 +172,9 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
 
     ``buf`` is the whole file (``bytes`` or ``mmap``); ``wanted`` the attributes kept (an
     empty table skips the sequence: its items come back empty); ``cache`` maps the raw
-    values already converted to their value (most repeat from frame to frame: one value
-    object is shared by the frames). Raises
+    values already converted to their value and keeps the last sequence parsed per tag and
+    depth (most repeat from frame to frame, byte for byte: one value object, one list of
+    items, is shared by the frames; treat them as read-only). Raises
     :class:`~dicomml.io.walker.Fallback` for what the parser does not follow,
     :class:`~dicomml.io.walker.Truncated` when the file ends inside,
     :class:`~dicomml.io.walker.NestingTooDeep` past ``MAX_NESTING`` levels.
@@ -211,6 +212,10 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
 _WANTED_SW = {swap_tag(t): spec for t, spec in WANTED.items()}
 _REFUSED_SW = frozenset(swap_tag(t) for t in _REFUSED)
 _ITEM_END_SW = swap_tag(ITEM_END)
+#: The first member of the cache keys of parsed sequences (the other keys are (VR, bytes));
+#: a sequence longer than this many bytes is not kept for comparison.
+_SEQ_MEMO = b"SQ memo"
+_SEQ_MEMO_MAX = 1 << 16
 _ITEM_SW = swap_tag(ITEM)
 _SEQ_END_SW = swap_tag(SEQ_END)
 
@@ -263,9 +268,21 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
                 raise Fallback
             if spec is not None and (spec[1] != b"SQ" or (explicit and vr != b"SQ")):
                 raise Fallback
+            # The same sequence as the last one of this tag at this depth, byte for byte
+            # (most groups repeat from frame to frame): the parser is deterministic and
+            # reads nothing past the delimiter, so its result is the last one's.
+            mkey = (_SEQ_MEMO, tag, vr, depth, spec is not None)
+            last = cache.get(mkey)
+            if last is not None and buf[vstart:vstart + last[0]] == last[1]:
+                pos = vstart + last[0]
+                if spec is not None:
+                    item[spec[0]] = last[2]
+                continue
             items, pos = parse_sequence(buf, vstart, UNDEFINED, explicit and vr != b"UN",
                                         depth + 1, wanted if spec is not None else _NOTHING,
                                         cache)
+            if pos - vstart <= _SEQ_MEMO_MAX:
+                cache[mkey] = (pos - vstart, buf[vstart:pos], items)
             if spec is not None:
                 item[spec[0]] = items
             continue
@@ -278,8 +295,12 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
         if explicit and vr != want:
             raise Fallback
         if want == b"SQ":
-            item[keyword], _ = parse_sequence(buf, vstart, vlen, explicit, depth + 1, wanted,
-                                              cache)
+            key = (_SEQ_MEMO, tag, depth, buf[vstart:pos])   # the same bytes: the same items
+            value = cache.get(key)
+            if value is None:
+                value = cache[key] = parse_sequence(buf, vstart, vlen, explicit, depth + 1,
+                                                    wanted, cache)[0]
+            item[keyword] = value
         elif vlen == 0:
             item[keyword] = "" if want in _TEXT else None
         else:

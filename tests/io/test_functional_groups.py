@@ -205,3 +205,27 @@ def test_mutated_bytes_fall_back_or_equal_pydicom(xa30_files):
         compared += 1
     assert compared > 50
 
+
+
+@pytest.mark.parametrize("defined", [False, True])
+def test_a_group_that_repeats_is_parsed_once_and_one_that_changes_is_not_taken_for_it(
+        tmp_path, defined):
+    """A sequence byte-identical to the same tag's in the frame before is not parsed again
+    (its items are the same objects); the same bytes but one value character (same length)
+    are parsed anew: the values are pydicom's, frame by frame."""
+    path = tmp_path / "ect.dcm"
+    write_enhanced_ct(path, n_frames=5, rows=32, columns=32, shared=False)
+    ds = pydicom.dcmread(path)
+    frames = ds.PerFrameFunctionalGroupsSequence
+    frames[2].PixelMeasuresSequence[0].PixelSpacing = [12.5, 12.4]   # same length as 12.5
+    frames[2].CTImageFrameTypeSequence[0].FrameType = ["ORIGINAL", "PRIMARY", "AXIAL",
+                                                       "NONE"]
+    ds.save_as(path, enforce_file_format=True)
+    dst = _rewrite(path, tmp_path / "copy.dcm", implicit=False, defined=defined)
+    assert _check_equal(dst) == 5
+    per = groups_of_file(dst).per_frame
+    spacing = [f["PixelMeasuresSequence"][0]["PixelSpacing"] for f in per]
+    assert spacing == [[12.5, 12.5], [12.5, 12.5], [12.5, 12.4], [12.5, 12.5], [12.5, 12.5]]
+    assert per[0]["PixelMeasuresSequence"] is per[1]["PixelMeasuresSequence"]
+    assert per[3]["PixelMeasuresSequence"] is per[4]["PixelMeasuresSequence"]
+    assert per[2]["PixelMeasuresSequence"] is not per[1]["PixelMeasuresSequence"]
