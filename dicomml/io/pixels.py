@@ -483,10 +483,10 @@ def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarra
             np.multiply(src, np.float32(slope), out=dst, dtype=np.float32)
             if intercept != 0.0:
                 dst += np.float32(intercept)
-        else:  # the cast is exact; then one float32 addition, as np.add(..., dtype=float32)
+        elif intercept != 0.0:  # the cast is exact; then one float32 addition, in one pass
+            np.add(src, np.float32(intercept), out=dst, dtype=np.float32)
+        else:
             np.copyto(dst, src, casting="unsafe")
-            if intercept != 0.0:
-                dst += np.float32(intercept)
         return
     tmp = src.astype(np.float64)
     tmp *= slope
