@@ -161,16 +161,17 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
     if not data:
         raise NotDicomError(f"{path}: the file is empty (0 bytes); it is not a DICOM file.")
     part10 = len(data) >= 132 and data[128:132] == b"DICM"
+    groups_at: list = []
     if fast and part10 and not stop_before_pixels:
         try:
-            light = parse_light(data)
+            light = parse_light(data, groups_at)
         except NestingTooDeep:
             raise nesting_error(path) from None
         if light is not None:
             return light, len(data)
     groups = None
     if frame_groups and part10 and not isinstance(data, mmap.mmap):
-        stripped = strip_groups(data)
+        stripped = strip_groups(data, *(groups_at[0] if groups_at else (None, None)))
         if stripped is not None:
             data, groups = stripped
     # A large file is parsed from its path, large values deferred (read when used).

@@ -97,6 +97,7 @@ _CHARSETS_OK = frozenset({"", "ISO_IR 100", "ISO_IR 6", "ISO 2022 IR 6", "ISO_IR
 _NEEDED_SW = {swap_tag(t): v for t, v in NEEDED.items()}
 _DISQUALIFY_SW = frozenset(swap_tag(t) for t in _DISQUALIFY)
 _PIXEL_SW = swap_tag(PIXEL_DATA)
+_GROUPS_SW = frozenset({swap_tag(0x52009229), swap_tag(0x52009230)})
 _CHARSET_SW = swap_tag(0x00080005)
 _EXPLICIT_HEAD = HEAD_EXPLICIT_SW.unpack_from
 _IMPLICIT_HEAD = HEAD_IMPLICIT_SW.unpack_from
@@ -214,8 +215,13 @@ def _int(s: str) -> int:
         return int(float(s))
 
 
-def parse_light(data: bytes) -> LightDataset | None:
+def parse_light(data: bytes, groups_at: list | None = None) -> LightDataset | None:
     """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it.
+
+    ``groups_at``: a list that receives ``(offset, explicit)`` of the (5200,9229) /
+    (5200,9230) Functional Groups element when that is what sends the file to pydicom (the
+    caller's :func:`~dicomml.io.functional_groups.strip_groups` then starts there instead of
+    walking the header again).
 
     Raises
     ------
@@ -224,14 +230,14 @@ def parse_light(data: bytes) -> LightDataset | None:
         reports it; pydicom would only hit Python's recursion limit).
     """
     try:
-        return _parse(data)
+        return _parse(data, groups_at)
     except NestingTooDeep:
         raise
     except (StructError, ValueError, IndexError, UnicodeDecodeError, Fallback, Truncated):
         return None
 
 
-def _parse(data: bytes) -> LightDataset | None:
+def _parse(data: bytes, groups_at: list | None = None) -> LightDataset | None:
     if len(data) < 144 or data[128:132] != b"DICM":
         return None
     pos = 132
@@ -277,6 +283,8 @@ def _parse(data: bytes) -> LightDataset | None:
             vr = None
             start = pos + 8
         if tag in disqualify:
+            if groups_at is not None and tag in _GROUPS_SW:
+                groups_at.append((pos, explicit))
             return None
         if length == UNDEFINED:
             if tag == _PIXEL_SW or vr == b"UN":

@@ -367,18 +367,23 @@ def functional_group_values(source) -> dict[str, Any]:
                 shared = shared_groups(source) or [None]
                 frames = per_frame_groups(source) or []
             out: dict[str, Any] = {}
+            groups = [g for g in [shared[0], *frames] if g is not None]
             for column, seq, attr in _FRAME_VALUES:
                 kind = TAGS[next(t for n, t, _k in FIELDS if n == column)][1]
-                seen = {_group_value(g, seq, attr, kind) for g in ([shared[0]] + list(frames))
-                        if g is not None and g.get(seq)}
+                # A group that repeats from frame to frame is one object (the fast parser
+                # shares it): normalized once.
+                distinct = {id(items): items for items in (g.get(seq) for g in groups)
+                            if items}
+                seen = {_group_value({seq: items}, seq, attr, kind)
+                        for items in distinct.values()}
                 if len(seen) == 1:
                     value = seen.pop()
                     if value is not None:
                         out[column] = value
             positions = set()
-            for g in [shared[0], *frames]:
+            for g in groups:
                 pos = _group_value(g, "PlanePositionSequence", "ImagePositionPatient",
-                                   "floats") if g is not None else None
+                                   "floats")
                 if pos is not None:
                     positions.add(pos)
             if positions and frames:

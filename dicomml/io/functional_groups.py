@@ -359,16 +359,16 @@ def groups_of_file(path: str | os.PathLike) -> FrameGroups:
             return read_groups(mm)[0]
 
 
-def strip_groups(data: bytes):
+def strip_groups(data: bytes, pos: int | None = None, explicit: bool | None = None):
     """``(data without its (5200,9229) / (5200,9230) elements, FrameGroups)`` of a Part 10
     file, or None when it has no Per-Frame Functional Groups or the parser does not follow
-    it.
+    it; ``pos`` / ``explicit`` as :func:`read_groups`.
 
     pydicom then parses the rest (a hundred elements) and the frames are described by the
     fast parser's items (:func:`attach`).
     """
     try:
-        groups, span = read_groups(data)
+        groups, span = read_groups(data, pos, explicit)
     except PARSE_ERRORS:
         return None
     if span is None or not groups.per_frame:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pydicom
+import pydicom.data
 import pytest
 
 from dicomml.io._read_dataset import load_dataset
@@ -137,6 +138,26 @@ def test_load_dataset_attaches_the_parsed_frames(xa30_files):
     plain, _ = load_dataset(path)
     assert per_frame_groups(plain) == ref.PerFrameFunctionalGroupsSequence
     assert shared_groups(plain) == ref.SharedFunctionalGroupsSequence
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_the_light_parser_hands_over_where_the_groups_start(xa30_files, tmp_path, implicit):
+    """parse_light declines an enhanced file at its functional groups and says where they
+    start; read_groups from there gives what a walk from the start gives (explicit and
+    implicit VR); a classic file reports nothing."""
+    from dicomml.io._read_fast import parse_light
+
+    src = _rewrite(xa30_files[0], tmp_path / "copy.dcm", implicit=implicit, defined=False)
+    data = src.read_bytes()
+    at: list = []
+    assert parse_light(data, at) is None
+    assert len(at) == 1 and at[0][1] is (not implicit)
+    assert data[at[0][0]:at[0][0] + 4] == bytes.fromhex("00522992")   # (5200,9229)
+    assert read_groups(data, *at[0]) == read_groups(data)
+    assert _check_equal(src) > 1
+    classic: list = []
+    parse_light(Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes(), classic)
+    assert classic == []
 
 
 def test_big_endian_and_voi_lut_fall_back(tmp_path):
