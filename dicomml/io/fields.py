@@ -374,15 +374,14 @@ def functional_group_values(source) -> dict[str, Any]:
                 # shares it): normalized once.
                 distinct = {id(items): items for items in (g.get(seq) for g in groups)
                             if items}
-                seen = {_group_value({seq: items}, seq, attr, kind)
-                        for items in distinct.values()}
+                seen = {_first_value(items, attr, kind) for items in distinct.values()}
                 if len(seen) == 1:
                     value = seen.pop()
                     if value is not None:
                         out[column] = value
             positions = set()
             for g in groups:
-                pos = _group_value(g, "PlanePositionSequence", "ImagePositionPatient",
+                pos = _first_value(g.get("PlanePositionSequence"), "ImagePositionPatient",
                                    "floats")
                 if pos is not None:
                     positions.add(pos)
@@ -415,8 +414,9 @@ def dataset_values(ds, names: tuple[str, ...] | None = None) -> dict[str, Any]:
     return out
 
 
-def _group_value(group, seq: str, attr: str, kind: str) -> Any:
-    items = group.get(seq)
+def _first_value(items, attr: str, kind: str) -> Any:
+    """``attr`` of the first item of a functional group's sequence, normalized (None
+    without items or the attribute)."""
     if not items:
         return None
     elem = items[0].get(attr)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["resize_kernel", "window_resize_kernel", "TAPS"]
+__all__ = ["resize_kernel", "window_resize_kernel", "window_resize8_kernel", "TAPS"]
 
 #: The most inputs per output of the register path (:func:`_taps8`).
 TAPS = 8
@@ -71,6 +71,20 @@ def _transpose_rows(tmp, m, r0, yt):
 _transpose_rows = _jit(_transpose_rows)
 
 
+def _store_clipped(acc, out, q, c):
+    """``out[r, q, c] = clip(acc[r], 0, 1)`` for every r; a NaN fails both tests and stays."""
+    for r in range(acc.shape[0]):
+        v = acc[r]
+        if v < np.float32(0.0):
+            v = np.float32(0.0)
+        elif v > np.float32(1.0):
+            v = np.float32(1.0)
+        out[r, q, c] = v
+
+
+_store_clipped = _jit(_store_clipped)
+
+
 def _columns(yt, c, cp, ci, cd, out, acc):
     """The column pass of channel ``c``: ``out[r, q, c] = clip(Σ C[q, j] · yt[j, r], 0, 1)``."""
     n_r = yt.shape[1]
@@ -83,13 +97,7 @@ def _columns(yt, c, cp, ci, cd, out, acc):
             src = yt[ci[jj]]
             for r in range(n_r):
                 acc[r] += a * src[r]
-        for r in range(n_r):
-            v = acc[r]
-            if v < np.float32(0.0):            # clip; a NaN fails both tests and stays
-                v = np.float32(0.0)
-            elif v > np.float32(1.0):
-                v = np.float32(1.0)
-            out[r, q, c] = v
+        _store_clipped(acc, out, q, c)
 
 
 _columns = _jit(_columns)
@@ -149,22 +157,14 @@ _taps8 = _jit(_taps8)
 def _columns8(yt, c, cidx, cw, cn, out, acc):
     """:func:`_columns` with the column taps padded to 8 (``cidx``, ``cw`` (n_c, 8); ``cn``
     the real count)."""
-    n_r = yt.shape[1]
     for q in range(cidx.shape[0]):
         if cn[q] == 0:
-            for r in range(n_r):
-                out[r, q, c] = np.float32(0.0)
-            continue
-        ix = cidx[q]
-        _taps8(yt[ix[0]], yt[ix[1]], yt[ix[2]], yt[ix[3]], yt[ix[4]], yt[ix[5]], yt[ix[6]],
-               yt[ix[7]], cw[q], acc)
-        for r in range(n_r):
-            v = acc[r]
-            if v < np.float32(0.0):            # clip; a NaN fails both tests and stays
-                v = np.float32(0.0)
-            elif v > np.float32(1.0):
-                v = np.float32(1.0)
-            out[r, q, c] = v
+            acc[:] = np.float32(0.0)
+        else:
+            ix = cidx[q]
+            _taps8(yt[ix[0]], yt[ix[1]], yt[ix[2]], yt[ix[3]], yt[ix[4]], yt[ix[5]],
+                   yt[ix[6]], yt[ix[7]], cw[q], acc)
+        _store_clipped(acc, out, q, c)
 
 
 _columns8 = _jit(_columns8)
@@ -285,17 +285,19 @@ def resize_kernel(x, R, C, out, scratch):
 
 
 def window_resize_kernel(values, plane_of, a, b, invert, pad, pad_of, R, C, out, ring,
-                         scratch, taps=None, scratch8=None):
+                         scratch):
     """Window (``clip(x·a[k] + b[k], 0, 1)``, MONOCHROME1 ``1 − y`` when ``invert``, 0 where
     ``pad[pad_of[k]]``, no mask where ``pad_of[k] < 0``) and resize, in one call; ``ring``
-    (:func:`~dicomml.preprocess.resize.ring_rows` (R), cols) ``float32`` scratch; ``taps``
-    the padded tap tables of R and C (:func:`~dicomml.preprocess.resize.tap_tables`), or
-    None where an output reaches more than :data:`TAPS` inputs; then ``scratch8`` = (ring
-    (ch, n, cols), yt (ch, cols, n_r), tmp (ch, 8, cols), acc (n_r,)) replaces ``ring`` and
-    ``scratch``."""
-    if taps is not None:
-        _window_resize8(values, plane_of, a, b, invert, pad, pad_of, *taps, out, *scratch8)
-        return out
+    (:func:`~dicomml.preprocess.resize.ring_rows` (R), cols) ``float32`` scratch."""
     _window_resize(values, plane_of, a, b, invert, pad, pad_of, R.indptr, R.indices, R.data,
                    C.indptr, C.indices, C.data, out, ring, *scratch)
+    return out
+
+
+def window_resize8_kernel(values, plane_of, a, b, invert, pad, pad_of, taps, out, scratch8):
+    """:func:`window_resize_kernel` where no output reaches more than :data:`TAPS` inputs:
+    ``taps`` the padded tap tables of R and C
+    (:func:`~dicomml.preprocess.resize.tap_tables`), ``scratch8`` = (ring (ch, n, cols), yt
+    (ch, cols, n_r), tmp (ch, 8, cols), acc (n_r,))."""
+    _window_resize8(values, plane_of, a, b, invert, pad, pad_of, *taps, out, *scratch8)
     return out

@@ -248,10 +248,9 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
         padding = np.zeros((1, 1, 1), dtype=bool)
     taps = tap_tables(*key, kernel.TAPS)
     if taps is not None:
-        kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R,
-                                    C, out, None, None, taps,
-                                    scratch8(k, n_ring, cols, C.shape[0]))
-        return out
+        return kernel.window_resize8_kernel(values, plane_of, a, b, bool(invert), padding,
+                                            pad_of, taps, out,
+                                            scratch8(k, n_ring, cols, C.shape[0]))
     ring = getattr(_scratch, "ring", None)
     if ring is None or ring.shape != (n_ring, cols):
         ring = _scratch.ring = np.empty((n_ring, cols), np.float32)
