@@ -19,6 +19,7 @@ _LAZY = {
     "default_db_path": "dicomml.io.index",
     "read_image": "dicomml.io.reader",
     "read_images": "dicomml.io.isolated",
+    "modality_values": "dicomml.io.pixels",
     "read_series": "dicomml.io.volume",
     "resample": "dicomml.io.volume",
     "to_sitk": "dicomml.io.volume",

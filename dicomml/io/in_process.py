@@ -34,7 +34,7 @@ __all__ = ["read_in_process"]
 
 def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
                     modality_lut: bool | None = None,
-                    decoders: Sequence[str] | None = None) -> Image:
+                    decoders: Sequence[str] | None = None, stored_values: bool = False) -> Image:
     """:func:`dicomml.io.read_image` in this process (what an isolated worker runs too).
 
     Parameters and errors as :func:`dicomml.io.read_image` (without ``isolate`` and
@@ -59,7 +59,8 @@ def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | No
         try:
             return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
                                       decoders=decoders,
-                                      stored=None if stored is None else stored[None])
+                                      stored=None if stored is None else stored[None],
+                                      stored_values=stored_values)
         except (DicommlError, IndexError, *FATAL):
             raise
         except BaseException as e:  # noqa: BLE001 - a corrupt value can break any step

@@ -99,8 +99,8 @@ def crash_error(path: str, crashed) -> DecoderCrashedError:
 def read_images(paths: Iterable[str | os.PathLike], *, isolate: bool = True, executor=None,
                 workers: int | None = None, chunk_size: int = CHUNK_SIZE,
                 item_timeout: float | None = None, progress=None, frames=None,
-                modality_lut: bool | None = None,
-                decoders: Sequence[str] | None = None) -> Iterator[tuple[str, object]]:
+                modality_lut: bool | None = None, decoders: Sequence[str] | None = None,
+                stored_values: bool = False) -> Iterator[tuple[str, object]]:
     """Read many files; yield ``(path, Image)`` or ``(path, error)`` for every one of them.
 
     Parameters
@@ -124,7 +124,7 @@ def read_images(paths: Iterable[str | os.PathLike], *, isolate: bool = True, exe
         Seconds per file before a stuck decoder is killed (then reported like a crash).
     progress : bool or tqdm, optional
         A progress bar on stderr, counted in files.
-    frames, modality_lut, decoders
+    frames, modality_lut, decoders, stored_values
         As in :func:`dicomml.io.read_image`.
 
     Yields
@@ -136,7 +136,8 @@ def read_images(paths: Iterable[str | os.PathLike], *, isolate: bool = True, exe
     """
     from dicomml.parallel import resolve_workers
 
-    options = {"frames": frames, "modality_lut": modality_lut, "decoders": decoders}
+    options = {"frames": frames, "modality_lut": modality_lut, "decoders": decoders,
+               "stored_values": stored_values}
     items = ((os.fspath(p), options) for p in paths)
     workers = resolve_workers(workers)
     if not isolate or (workers == 0 and executor is None):
@@ -169,7 +170,7 @@ def read_images(paths: Iterable[str | os.PathLike], *, isolate: bool = True, exe
 def read_image_isolated(path: str | os.PathLike, *, frames=None,
                         modality_lut: bool | None = None,
                         decoders: Sequence[str] | None = None, timeout: float | None = None,
-                        executor=None):
+                        executor=None, stored_values: bool = False):
     """``read_image(path)`` decoded in a child process (``read_image(path, isolate=True)``).
 
     Raises the error :func:`dicomml.io.read_image` would raise, or
@@ -183,7 +184,8 @@ def read_image_isolated(path: str | os.PathLike, *, frames=None,
         executor = get_executor("processes", workers=1, item_timeout=timeout)
     try:
         (_, result), = read_images([path], executor=executor, chunk_size=1, frames=frames,
-                                   modality_lut=modality_lut, decoders=decoders)
+                                   modality_lut=modality_lut, decoders=decoders,
+                                   stored_values=stored_values)
     finally:
         if own:
             executor.close()

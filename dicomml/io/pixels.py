@@ -48,6 +48,7 @@ from dicomml.io.uids import TS_EXPLICIT_BE
 __all__ = ["image_from_dataset", "decode_stored", "plugin_order",
            "corrupt_value_error", "frame_rescale", "to_modality", "padding_mask",
            "windows_of", "voi_luts_of", "frame_geometry", "n_frames", "rescale_into",
+           "exact_in_float32", "modality_values",
            "check_pixel_module", "clear_unused_bits", "select_frames",
            "transfer_syntax"]
 
@@ -69,15 +70,17 @@ def corrupt_value_error(where, e: BaseException) -> InvalidDicomError:
 def image_from_dataset(ds, path: str | None = None, *, frames=None,
                        modality_lut: bool | None = None,
                        decoders: Sequence[str] | None = None,
-                       stored: np.ndarray | None = None) -> Image:
+                       stored: np.ndarray | None = None,
+                       stored_values: bool = False) -> Image:
     """Build an :class:`Image` from an already parsed pydicom Dataset (see
-    :func:`dicomml.io.read_image`).
+    :func:`dicomml.io.read_image`, also for ``stored_values``).
 
     ``stored``: the stored values of every frame, (frames, rows, columns), already read
     (by :mod:`dicomml.io.direct_read`; grayscale, photometric as in ``ds``, unused high bits
     cleared); default: decoded from ``ds`` by :func:`decode_stored`. Nothing of it is kept:
     the Image's arrays are new.
     """
+    given = stored is not None
     n_total = n_frames(ds, path)
     index = _frame_index(frames, n_total, path)
     if stored is None:
@@ -89,10 +92,14 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
     first = idx[0] if len(idx) else 0
     rescale = None if color else frame_rescale(ds, idx, where=path)
     mask = None if color else padding_mask(stored, ds)
-    pixels = to_modality(stored, ds, rescale, modality_lut=modality_lut, path=path)
-    positions, orientations, spacing, thickness = frame_geometry(ds, idx)
     slope, intercept, rtype = (rescale[0][0], rescale[1][0], rescale[2]) if rescale else \
         (1.0, 0.0, None)
+    keep = stored_values and _exact_stored(stored, ds, rescale, modality_lut)
+    if keep:
+        pixels = np.array(stored) if given else np.ascontiguousarray(stored)
+    else:
+        pixels = to_modality(stored, ds, rescale, modality_lut=modality_lut, path=path)
+    positions, orientations, spacing, thickness = frame_geometry(ds, idx)
     extra = {}
     if rescale is not None and len(rescale[0]) > 1 and (np.ptp(rescale[0]) or
                                                         np.ptp(rescale[1])):
@@ -111,7 +118,23 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
         slice_thickness=thickness, bits_stored=_int(ds.get("BitsStored")),
         rescale_slope=float(slope), rescale_intercept=float(intercept), rescale_type=rtype,
         transfer_syntax_uid=_str(transfer_syntax(ds)),
-        instance_number=_int(ds.get("InstanceNumber")), extra=extra)
+        instance_number=_int(ds.get("InstanceNumber")), stored_values=keep, extra=extra)
+
+
+def _exact_stored(stored: np.ndarray, ds, rescale, modality_lut) -> bool:
+    """Whether ``stored`` may stand for its modality values (``read_image(stored_values=
+    True)``): grayscale integers, no Modality LUT Sequence, one rescale for every frame, and
+    ``float32(stored)·slope + intercept`` exact (:func:`exact_in_float32`)."""
+    if stored.ndim != 3 or modality_lut is False:
+        return False
+    if ds.get("ModalityLUTSequence"):
+        return False
+    if rescale is None:
+        return not modality_lut and exact_in_float32(stored.dtype, 1.0, 0.0)
+    slopes, intercepts, _ = rescale
+    if len(slopes) > 1 and (np.ptp(slopes) or np.ptp(intercepts)):
+        return False
+    return len(slopes) > 0 and exact_in_float32(stored.dtype, slopes[0], intercepts[0])
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -476,13 +499,36 @@ def to_modality(stored: np.ndarray, ds, rescale=None, *, modality_lut: bool | No
     return out
 
 
+def exact_in_float32(dtype, slope: float, intercept: float) -> bool:
+    """Whether ``stored·slope + intercept`` is exact in ``float32`` for every stored value of
+    ``dtype``: integers of at most 16 bits, an integer slope and intercept, and results
+    below 2**24 in magnitude. Then one ``float32`` multiply and add give the very bits of
+    the ``float64`` computation rounded once (:func:`to_modality`)."""
+    dtype = np.dtype(dtype)
+    slope, intercept = float(slope), float(intercept)
+    return dtype.kind in "iu" and dtype.itemsize <= 2 and slope.is_integer() \
+        and intercept.is_integer() and abs(slope) * 65536 + abs(intercept) < 2 ** 24
+
+
+def modality_values(image: Image) -> np.ndarray:
+    """``image.pixels`` in modality units, ``float32``: the pixels themselves, or a new array
+    from the stored integers of an Image read with ``stored_values=True``
+    (:attr:`~dicomml.io.Image.stored_values`)."""
+    if not image.stored_values:
+        return image.pixels
+    out = np.empty(image.pixels.shape, dtype=np.float32)
+    rescale_into(image.pixels, image.rescale_slope, image.rescale_intercept, out)
+    return out
+
+
 def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
-    if src.dtype.kind in "iu" and src.dtype.itemsize <= 2 and slope.is_integer() \
-            and intercept.is_integer() and abs(slope) * 65536 + abs(intercept) < 2 ** 24:
+    """``dst[...] = src·slope + intercept`` in ``float32``, as :func:`to_modality` computes it
+    (in ``float32`` directly where :func:`exact_in_float32`, else in ``float64`` rounded
+    once)."""
+    if exact_in_float32(src.dtype, slope, intercept):
         if slope != 1.0:
             np.multiply(src, np.float32(slope), out=dst, dtype=np.float32)
-            if intercept != 0.0:
-                dst += np.float32(intercept)
+            dst += np.float32(intercept)  # even 0: −0 (a negative slope) becomes +0 as in float64
         elif intercept != 0.0:  # the cast is exact; then one float32 addition, in one pass
             np.add(src, np.float32(intercept), out=dst, dtype=np.float32)
         else:

@@ -19,7 +19,8 @@ __all__ = ["read_image"]
 
 def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = None,
                modality_lut: bool | None = None, isolate: bool = False,
-               decoders: Sequence[str] | None = None, timeout: float | None = None) -> Image:
+               decoders: Sequence[str] | None = None, timeout: float | None = None,
+               stored_values: bool = False) -> Image:
     """Read one instance (single- or multi-frame) with its pixels in modality units.
 
     Parameters
@@ -47,11 +48,23 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
     timeout : float, optional
         With ``isolate=True``: seconds before a stuck decoder is killed (then
         :class:`~dicomml.errors.DecoderCrashedError` too). Default: no limit.
+    stored_values : bool
+        False (default): ``pixels`` are ``float32`` modality values. True: keep the stored
+        integers (int8 to uint16) where they map to the modality values exactly in
+        ``float32`` — grayscale, no (0028,3000) Modality LUT Sequence, one rescale for every
+        frame read, integer slope and intercept with results below 2**24
+        (:func:`dicomml.io.pixels.exact_in_float32`); ``Image.stored_values`` then says so
+        and :func:`dicomml.io.modality_values` gives the ``float32`` values, bit for bit
+        the default read. Anything else is read as by default (``stored_values`` False):
+        check the flag. Half the memory of a 16-bit image, and no pass writing ``float32``
+        values that a consumer such as :class:`dicomml.preprocess.Pipeline` (which
+        converts each row as it windows it) does not need.
 
     Returns
     -------
     Image
-        ``pixels`` float32 (frames, rows, columns) or (frames, rows, columns, 3) for colour.
+        ``pixels`` float32 (frames, rows, columns) or (frames, rows, columns, 3) for colour
+        (the stored integers with ``stored_values=True`` where exact).
 
     Raises
     ------
@@ -70,5 +83,7 @@ def read_image(path: str | os.PathLike, *, frames: int | Iterable[int] | None = 
     """
     if isolate:
         return read_image_isolated(path, frames=frames, modality_lut=modality_lut,
-                                   decoders=decoders, timeout=timeout)
-    return read_in_process(path, frames=frames, modality_lut=modality_lut, decoders=decoders)
+                                   decoders=decoders, timeout=timeout,
+                                   stored_values=stored_values)
+    return read_in_process(path, frames=frames, modality_lut=modality_lut, decoders=decoders,
+                           stored_values=stored_values)

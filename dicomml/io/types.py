@@ -140,6 +140,11 @@ class Image:
         Function; empty when the file has none.
     voi_luts : tuple of VOILUT
         The VOI LUT Sequence items, if any.
+    stored_values : bool
+        True only from ``read_image(..., stored_values=True)`` when it kept the stored
+        integers: ``pixels`` then has their integer dtype and the modality values are
+        ``pixels.astype(float32) · rescale_slope + rescale_intercept``, exact in ``float32``
+        (:func:`dicomml.io.modality_values`).
     """
 
     pixels: np.ndarray
@@ -166,6 +171,7 @@ class Image:
     rescale_type: str | None = None
     transfer_syntax_uid: str | None = None
     instance_number: int | None = None
+    stored_values: bool = False
     #: Free-form extra facts (e.g. per-frame functional group values).
     extra: dict[str, Any] = field(default_factory=dict)
 

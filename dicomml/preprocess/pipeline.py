@@ -22,19 +22,21 @@ input and output range, dtype and units:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from dicomml.errors import FATAL, ConfigError, DicommlError
+from dicomml.io.pixels import exact_in_float32, rescale_into
 from dicomml.io.types import VOILUT, Image, Volume, Window
 from dicomml.preprocess._options import (IMAGENET_MEAN, IMAGENET_STD, Mode, Normalization,
                                          PreprocessError, ResizeMode, VOILUTFunction)
 from dicomml.preprocess.augment import apply_geometry, apply_intensity, draw
 from dicomml.preprocess.config import PreprocessConfig
-from dicomml.preprocess.presets import ResolvedWindow, resolve_window
-from dicomml.preprocess.resize import resize_planes, window_resize
+from dicomml.preprocess.presets import ResolvedWindow, resolve_window, window_needs_values
+from dicomml.preprocess.resize import compiled_kernel, resize_planes, window_resize
 from dicomml.preprocess.window import apply_voi_lut, apply_window, window_coefficients
 
 __all__ = ["Pipeline", "to_tensor", "invert_monochrome1", "apply_padding_floor",
@@ -131,6 +133,16 @@ class _Plane:
     voi_luts: tuple[VOILUT, ...]
     bits_stored: int | None
     where: str
+    #: (slope, intercept) when ``values`` are stored integers (``Image.stored_values``) whose
+    #: modality values ``float32(v)·slope + intercept`` are exact; None: modality values.
+    rescale: tuple[float, float] | None = None
+
+    def modality(self) -> None:
+        """Replace stored integers by their ``float32`` modality values (no-op otherwise)."""
+        if self.rescale is not None:
+            out = np.empty(self.values.shape, dtype=np.float32)
+            rescale_into(self.values, *self.rescale, out)
+            self.values, self.rescale = out, None
 
 
 def _where(src) -> str:
@@ -203,9 +215,14 @@ def _plane(source, index: int, mode: Mode) -> _Plane:
         else:
             values = pix[i]
             padding = None if pad is None else pad[i]
-        return _Plane(values, padding, source.photometric_interpretation,
-                      source.pixel_spacing, tuple(source.windows), tuple(source.voi_luts),
-                      source.bits_stored, where)
+        plane = _Plane(values, padding, source.photometric_interpretation,
+                       source.pixel_spacing, tuple(source.windows), tuple(source.voi_luts),
+                       source.bits_stored, where)
+        if source.stored_values:
+            plane.rescale = (float(source.rescale_slope), float(source.rescale_intercept))
+            if not exact_in_float32(values.dtype, *plane.rescale):
+                plane.modality()
+        return plane
     raise ConfigError("the source must be a dicomml.io.Image, a dicomml.io.Volume or a numpy "
                       f"array. Received: {type(source).__name__}")
 
@@ -268,6 +285,7 @@ def _fused(values, windows: list[ResolvedWindow], plane: _Plane, size, resize, f
     It covers clipped-line windows (LINEAR, LINEAR_EXACT; not a LINEAR width of 1, a
     SIGMOID or a VOI LUT) of real-valued planes with a (rows, cols) padding mask or one per
     plane; ``None`` otherwise (or without numba): the caller then runs the steps one by one.
+    Stored integers (``plane.rescale``) go to the kernel as they are, with their rescale.
     """
     x = np.asarray(values)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
@@ -282,7 +300,8 @@ def _fused(values, windows: list[ResolvedWindow], plane: _Plane, size, resize, f
         coeffs.append((a, b))
     k = len(windows)
     many = x.ndim == 3
-    planes = np.ascontiguousarray(x if many else x[None], dtype=np.float32)
+    planes = np.ascontiguousarray(x if many else x[None],
+                                  dtype=None if plane.rescale is not None else np.float32)
     plane_of = np.arange(k, dtype=np.intp) if many else np.zeros(k, dtype=np.intp)
     if many and planes.shape[0] != k:
         return None
@@ -301,7 +320,7 @@ def _fused(values, windows: list[ResolvedWindow], plane: _Plane, size, resize, f
     return window_resize(planes, plane_of, a, b, invert, pad, pad_of, size, resize,
                          None if fov_mm is None else float(fov_mm),
                          None if plane.spacing is None else
-                         (float(plane.spacing[0]), float(plane.spacing[1])))
+                         (float(plane.spacing[0]), float(plane.spacing[1])), plane.rescale)
 
 
 def _rgb_scale(values: np.ndarray, bits_stored: int | None) -> np.ndarray:
@@ -349,6 +368,13 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({self.config!r})"
 
+    @functools.cached_property
+    def _stored_ok(self) -> bool:
+        """Whether :meth:`from_path` reads stored integers: grayscale windows that are not
+        computed from the values, and the compiled kernel that converts them."""
+        return self._mode is not Mode.RGB and compiled_kernel() is not None and not any(
+            window_needs_values(spec) for spec in self.config.windows)
+
     def config_hash(self) -> str:
         """:meth:`PreprocessConfig.config_hash` of this pipeline's config."""
         return self.config.config_hash()
@@ -386,12 +412,18 @@ class Pipeline:
         """Read ``path`` with :func:`dicomml.io.read_image` and return the tensor of ``frame``.
 
         Only that frame is decoded, except in ``"2.5d"`` mode (neighbours by position).
+        Where the windows are fixed (not percentiles) the stored integers are read
+        (``read_image(stored_values=True)``) and converted row by row inside the compiled
+        window-and-resize kernel: the same tensor, bit for bit, without a ``float32`` plane.
         """
         from dicomml.io import read_image
 
+        stored = self._stored_ok
         if self._mode is Mode.TWO_HALF_D:
-            return self(read_image(path), frame, training=training, rng=rng)
-        return self(read_image(path, frames=[int(frame)]), 0, training=training, rng=rng)
+            return self(read_image(path, stored_values=stored), frame, training=training,
+                        rng=rng)
+        return self(read_image(path, frames=[int(frame)], stored_values=stored), 0,
+                    training=training, rng=rng)
 
     # ------------------------------------------------------------------------------------
     def _run(self, source, index, training, rng):
@@ -406,6 +438,9 @@ class Pipeline:
             elif not isinstance(rng, np.random.Generator):
                 rng = np.random.default_rng(rng)
             params = draw(cfg.augment, rng)
+        if plane.rescale is not None and (mode is Mode.RGB or any(
+                window_needs_values(spec) for spec in cfg.windows)):
+            plane.modality()               # percentiles of modality values, not stored ones
 
         x = plane.values
         out = None
@@ -445,6 +480,8 @@ class Pipeline:
             with _step("window and resize", x, where):
                 out = _fused(x, windows, plane, cfg.size, self._resize, cfg.fov_mm)
             if out is None:
+                plane.modality()
+                x = plane.values
                 with _step("window", x, where):
                     stack = _window_stack(x, windows)
                 with _step("MONOCHROME1 inversion", stack, where):

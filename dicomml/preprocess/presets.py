@@ -56,7 +56,8 @@ from dicomml.io.types import VOILUT, Window
 from dicomml.preprocess._options import VOILUTFunction, choose, did_you_mean
 from dicomml.preprocess.window import apply_voi_lut, apply_window
 
-__all__ = ["PRESETS", "ResolvedWindow", "normalize_window_spec", "resolve_window"]
+__all__ = ["PRESETS", "ResolvedWindow", "normalize_window_spec", "resolve_window",
+           "window_needs_values"]
 
 #: name -> (center, width) in HU; see the module docstring for sources.
 PRESETS: dict[str, tuple[float, float]] = {
@@ -208,6 +209,13 @@ def _check_file_width(width: float, function: VOILUTFunction, name: str, where: 
                             f"{_fmt(w)}, which must be {rule}; the file's window cannot be "
                             "used: choose a preset, an explicit 'C/W' window or a "
                             "percentile window instead.")
+
+
+def window_needs_values(spec: Any) -> bool:
+    """Whether :func:`resolve_window` computes the window ``spec`` from the plane's values
+    (percentile and min-max windows) rather than from the choice or the file alone."""
+    canon = normalize_window_spec(spec)
+    return isinstance(canon, str) and (canon == "minmax" or bool(_PERCENTILE.match(canon)))
 
 
 def resolve_window(spec: Any, *, values: np.ndarray | None = None,

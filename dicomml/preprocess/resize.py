@@ -223,7 +223,8 @@ def resize_planes(planes: np.ndarray, size: int = 224, resize: str | ResizeMode 
 def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np.ndarray,
                   invert: bool, padding: np.ndarray | None, pad_of: np.ndarray, size: int,
                   resize: ResizeMode, fov_mm: float | None,
-                  pixel_spacing: tuple[float, float] | None) -> np.ndarray | None:
+                  pixel_spacing: tuple[float, float] | None,
+                  rescale: tuple[float, float] | None = None) -> np.ndarray | None:
     """Window, invert, floor the padding and resize in one compiled pass (the Pipeline's
     steps 2–5 for clipped-line windows), bit for bit those steps run one by one.
 
@@ -231,14 +232,19 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
     arithmetic of :func:`~dicomml.preprocess.apply_window` with
     :func:`~dicomml.preprocess.window_coefficients`), then ``1 − y`` when ``invert``
     (MONOCHROME1), then 0 where ``padding[pad_of[k]]`` (no mask where ``pad_of[k] < 0``),
-    then :func:`resize_planes`. ``values`` is ``float32`` (planes, rows, cols); ``padding``
-    ``bool`` (masks, rows, cols) or None. Returns ``float32`` (size, size, channels), or
-    ``None`` where numba cannot be imported (the caller then runs the steps one by one).
+    then :func:`resize_planes`. ``values`` is ``float32`` (planes, rows, cols) in modality
+    units, or, with ``rescale`` = (slope, intercept), the stored integers (``int8`` to
+    ``uint16``) whose modality values ``float32(v)·slope + intercept`` are exact
+    (:func:`dicomml.io.pixels.exact_in_float32`: the caller checks it): the kernel converts
+    each input row once, the bits of :func:`dicomml.io.pixels.rescale_into`, without
+    writing the plane of modality values. ``padding`` ``bool`` (masks, rows, cols) or None.
+    Returns ``float32`` (size, size, channels), or ``None`` where numba cannot be imported
+    (the caller then runs the steps one by one).
     """
     kernel = compiled_kernel()
     if kernel is None:
         return None
-    rows, cols = values.shape[1:]
+    n_planes, rows, cols = values.shape
     key = ((rows, cols), int(size), resize, fov_mm, pixel_spacing)
     R, C = csr_matrices(*key)
     k = a.shape[0]
@@ -246,17 +252,26 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
     n_ring = ring_rows(*key)
     if padding is None:
         padding = np.zeros((1, 1, 1), dtype=bool)
+    conv = _conv_rows(n_planes, cols)
     taps = tap_tables(*key, kernel.TAPS)
     if taps is not None:
-        return kernel.window_resize8_kernel(values, plane_of, a, b, bool(invert), padding,
-                                            pad_of, taps, out,
+        return kernel.window_resize8_kernel(values, rescale, plane_of, a, b, bool(invert),
+                                            padding, pad_of, taps, out, conv,
                                             scratch8(k, n_ring, cols, C.shape[0]))
     ring = getattr(_scratch, "ring", None)
     if ring is None or ring.shape != (n_ring, cols):
         ring = _scratch.ring = np.empty((n_ring, cols), np.float32)
-    kernel.window_resize_kernel(values, plane_of, a, b, bool(invert), padding, pad_of, R, C,
-                                out, ring, scratch(cols, C.shape[0]))
+    kernel.window_resize_kernel(values, rescale, plane_of, a, b, bool(invert), padding,
+                                pad_of, R, C, out, ring, conv, scratch(cols, C.shape[0]))
     return out
+
+
+def _conv_rows(n_planes: int, cols: int) -> np.ndarray:
+    """The calling thread's (planes, cols) ``float32`` rows of converted stored values."""
+    conv = getattr(_scratch, "conv", None)
+    if conv is None or conv.shape != (n_planes, cols):
+        conv = _scratch.conv = np.empty((n_planes, cols), np.float32)
+    return conv
 
 
 @functools.cache
@@ -284,14 +299,15 @@ def scratch(cols: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def scratch8(channels: int, n_ring: int, cols: int, n_rows: int) -> tuple:
     """The 8-tap kernel's scratch of the calling thread, one set per channel (ring (ch,
-    n_ring, cols), yt (ch, cols, n_rows), tmp (ch, 8, cols)) and the column accumulator."""
+    n_ring, cols), yt (ch, cols, n_rows), tmp (ch, 8, cols)) and the column sums of 8 output
+    columns (8, ch, n_rows)."""
     bufs = getattr(_scratch, "kernel8", None)
     if bufs is None or bufs[0].shape != (channels, n_ring, cols) \
             or bufs[1].shape != (channels, cols, n_rows):
         bufs = _scratch.kernel8 = (np.empty((channels, n_ring, cols), np.float32),
                                    np.empty((channels, cols, n_rows), np.float32),
                                    np.empty((channels, 8, cols), np.float32),
-                                   np.empty(n_rows, np.float32))
+                                   np.empty((8, channels, n_rows), np.float32))
     return bufs
 
 

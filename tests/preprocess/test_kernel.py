@@ -175,3 +175,45 @@ def test_the_register_path_gives_the_csr_paths_bytes(monkeypatch, invert):
     csr_walk = fused(*args)
     assert np.isnan(register).any()
     assert register.tobytes() == csr_walk.tobytes() == steps_one_by_one(*args).tobytes()
+
+
+@pytest.mark.parametrize("shape,size,resize", [
+    ((512, 512), 224, "pad"),     # the 8-tap register path
+    ((1500, 90), 37, "pad"),      # the CSR walk (outputs reach more than 8 inputs)
+    ((100, 80), 101, "pad"), ((333, 517), 60, "crop"), ((7, 3), 5, "pad"),
+])
+@pytest.mark.parametrize("dtype,slope,intercept", [
+    (np.uint16, 1.0, -1024.0), (np.int16, 1.0, 0.0), (np.int16, 2.0, -3.0),
+    (np.int16, -1.0, 0.0), (np.uint8, 3.0, 100.0), (np.int8, 1.0, -128.0),
+])
+def test_stored_integers_with_their_rescale_give_the_float_planes_bytes(
+        shape, size, resize, dtype, slope, intercept):
+    """``rescale=(slope, intercept)``: the kernel converts each row of stored integers
+    itself, the bits of ``rescale_into`` on the whole plane then the float32 kernel (and of
+    the steps one by one), with masks, 2.5D planes and MONOCHROME1."""
+    from dicomml.io.pixels import exact_in_float32, rescale_into
+
+    assert exact_in_float32(dtype, slope, intercept)
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(11)
+    stored = rng.integers(info.min, int(info.max) + 1, size=(3, *shape)).astype(dtype)
+    hu = np.empty(stored.shape, np.float32)
+    for k in range(3):
+        rescale_into(stored[k], slope, intercept, hu[k])
+    windows = ((float(intercept) + 40.0, 80.0), (0.0, 200.0), (400.0, 1800.0))
+    masks = rng.random((3, *shape)) < 0.2
+    for planes, plane_of, pad_of, invert in (
+            (slice(0, 1), [0, 0, 0], [0, 0, 0], False),
+            (slice(0, 3), [0, 1, 2], [0, 1, -1], True)):
+        ab = [window_coefficients(c, w, "LINEAR") for c, w in windows]
+        a = np.array([v[0] for v in ab], np.float32)
+        b = np.array([v[1] for v in ab], np.float32)
+        pad = masks[planes]
+        common = (np.asarray(plane_of, np.intp), a, b, invert, pad, np.asarray(pad_of, np.intp),
+                  size, ResizeMode(resize), None, None)
+        got = window_resize(np.ascontiguousarray(stored[planes]), *common,
+                            rescale=(slope, intercept))
+        want = window_resize(np.ascontiguousarray(hu[planes]), *common)
+        assert got.tobytes() == want.tobytes()
+        assert want.tobytes() == steps_one_by_one(hu[planes], windows, plane_of, invert, pad,
+                                                  pad_of, size, resize).tobytes()

@@ -12,6 +12,7 @@ from dicomml.io import read_image
 from dicomml.io.types import Image, Volume
 from dicomml.preprocess import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, Pipeline,
                                 PreprocessConfig, PreprocessError, to_tensor)
+from dicomml.testing import write_ct_series
 from tests.conftest import testdata as sample_file
 from tests.preprocess.helpers import pydicom_modality, two_csr_products
 
@@ -265,3 +266,57 @@ def test_default_tensor_bit_identical_to_the_separate_steps(name):
         stack[:, img.padding_mask[0]] = 0.0
     ref = two_csr_products(stack, 224)
     assert Pipeline()(img).tobytes() == ref.tobytes()
+
+
+def _variant(tmp_path, src, name, **attrs):
+    ds = pydicom.dcmread(src)
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    path = tmp_path / name
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("config", [
+    dict(windows=("brain", "subdural", "bone")),
+    dict(windows=((40.0, 80.0), "file:0", (400.0, 1800.0)), voi_function="LINEAR_EXACT"),
+    dict(windows=("brain",), mode="replicate", size=96, resize="crop"),
+    dict(windows=("brain",), mode="2.5d"),
+    dict(windows=("p1-p99", "brain", "minmax")),     # computed from modality values
+    dict(windows=("brain", "bone", "lung"), voi_function="SIGMOID"),   # not fused
+    dict(windows=("brain", "bone", "lung"), normalize="imagenet", fov_mm=200.0),
+])
+def test_from_path_reads_stored_integers_and_gives_the_same_bytes(tmp_path, monkeypatch,
+                                                                   config):
+    """``from_path`` reads the stored integers (``stored_values=True``) and lets the kernel
+    convert them; the tensor is, byte for byte, that of the float32 modality values, for
+    unsigned and signed CT, an integer slope ≠ 1, a non-integer slope (read as float32),
+    MONOCHROME1 and padding; percentile and sigmoid windows take the modality values."""
+    import dicomml.io
+
+    paths = sorted(write_ct_series(tmp_path / "u", seed=5, n_slices=3, rows=512, columns=512,
+                                   body="head", padding=True))
+    signed = sorted(write_ct_series(tmp_path / "s", seed=6, n_slices=1, rows=320,
+                                    columns=400, body="head", signed=True))
+    files = [paths[1], signed[0],
+             _variant(tmp_path, paths[0], "slope2.dcm", RescaleSlope=2,
+                      RescaleIntercept=-2048),
+             _variant(tmp_path, paths[0], "slope_half.dcm", RescaleSlope=0.5),
+             _variant(tmp_path, paths[0], "mono1.dcm", PhotometricInterpretation="MONOCHROME1")]
+    p = Pipeline(PreprocessConfig(**config))
+    seen = []
+    real = dicomml.io.read_image
+
+    def spy(path, **kw):
+        img = real(path, **kw)
+        seen.append(img.stored_values)
+        return img
+
+    for f in files:
+        want = p(read_image(f), 0)
+        with monkeypatch.context() as m:
+            m.setattr(dicomml.io, "read_image", spy)
+            got = p.from_path(f)
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes(), f
+    computed = any(str(w)[:1] in "pm" for w in config["windows"])
+    assert seen == ([False] * 5 if computed else [True, True, True, False, True])
