@@ -160,10 +160,20 @@ def _load(path: str):
     return ds, None
 
 
-def _map(fn, items, workers):
+def _map(fn, items, workers, *, blocks: bool = False):
+    """``[fn(i) for i in items]`` on ``workers`` threads. ``blocks``: each thread takes one
+    contiguous run of the items (for the pixel pass: each thread writes one run of
+    neighbouring slices of the output, so that the threads fault in different parts of
+    the fresh volume; handing out slices one by one interleaved them and was slower)."""
     if workers and workers > 1 and len(items) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(fn, items))
+            if not blocks:
+                return list(pool.map(fn, items))
+            n = min(workers, len(items))
+            cuts = [len(items) * k // n for k in range(n + 1)]
+            runs = pool.map(lambda ab: [fn(i) for i in items[ab[0]:ab[1]]],
+                            zip(cuts[:-1], cuts[1:]))
+            return [r for run in runs for r in run]
     return [fn(i) for i in items]
 
 
@@ -187,11 +197,13 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
     workers : int, optional
         Threads that read, decode and convert files (file I/O, codecs and numpy release the
         GIL), :func:`dicomml.parallel.resolve_workers`'s convention: 0 or 1 reads
-        sequentially in this thread; None or -1 (the default) is every CPU where it helps,
-        that is ``min(4, CPUs)`` threads to decode compressed (encapsulated) pixel data,
-        one thread for the rest: parsing headers is pure Python (it holds the GIL) and
-        converting native pixel data is bound by memory (threads measured slower, see
-        ``bench/README.md``, section *read*). The result does not depend on it.
+        sequentially in this thread; None or -1 (the default) is every CPU where it helps:
+        ``min(4, CPUs)`` threads to decode compressed (encapsulated) pixel data and to
+        write the modality values into the volume (each thread one run of neighbouring
+        slices: the fresh volume's page faults and the conversion then run side by side),
+        one thread for parsing the headers (pure Python: it holds the GIL; threads there
+        measured slower, see ``bench/README.md``, section *read*). The result does not
+        depend on it.
     series_uid : str, optional
         Choose one (0020,000E) Series Instance UID when the input holds several.
     index : dicomml.io.Index, optional
@@ -420,7 +432,7 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
         extra["philips_precise"] = bool(philips_precise)
     ctx = _Context(datasets=datasets, files=files, stored_of=stored_of, extra=extra,
                    issues=issues, fail_or_record=fail_or_record, modality_lut=modality_lut,
-                   workers=native_workers, volume=volume, tiled=bool(mosaics))
+                   volume=volume, tiled=bool(mosaics), pixel_workers=workers)
     return _assemble(slices, ctx)
 
 
@@ -435,9 +447,10 @@ class _Context:
     issues: list
     fail_or_record: object
     modality_lut: bool | None
-    workers: int
     volume: int | None
     tiled: bool
+    #: Threads of the pixel pass (each one run of neighbouring slices, see :func:`_map`).
+    pixel_workers: int = 1
 
 
 def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
@@ -447,8 +460,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
     and the rest is assembled again, so that the geometry never includes it.
     """
     datasets, files, stored_of, extra = ctx.datasets, ctx.files, ctx.stored_of, ctx.extra
-    fail_or_record, modality_lut, native_workers, volume = (
-        ctx.fail_or_record, ctx.modality_lut, ctx.workers, ctx.volume)
+    fail_or_record, modality_lut, volume = ctx.fail_or_record, ctx.modality_lut, ctx.volume
     n_issues = len(ctx.issues)
     extra = dict(extra)
     # Numeric tie-break (Instance Number, file, frame): the lower Instance Number is kept
@@ -502,7 +514,8 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
         return None
 
     failed = {flat[k].file: e for k, e in enumerate(_map(fill, list(range(len(flat))),
-                                                         native_workers)) if e is not None}
+                                                         ctx.pixel_workers, blocks=True))
+              if e is not None}
     if failed:
         del ctx.issues[n_issues:]  # the ordering is done again without the failed files
         for i, e in failed.items():

@@ -33,7 +33,7 @@ def _pydicom_volume(paths):
 
 
 @pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, 2, 3, None])
 def test_direct_path_equals_whole_file_and_pydicom(tmp_path, monkeypatch, signed, workers):
     paths = write_ct_series(tmp_path, seed=3, n_slices=6, rows=SIZE, columns=SIZE,
                             signed=signed)

@@ -137,10 +137,13 @@ def _edit(path, fn):
 
 
 @pytest.mark.parametrize("corrupt", ["modality_lut", "rescale_multi", "voi_lut"])
-def test_malformed_slice_is_an_issue_naming_the_file(tmp_path, corrupt):
+@pytest.mark.parametrize("workers", [None, 1, 3])
+def test_malformed_slice_is_an_issue_naming_the_file(tmp_path, corrupt, workers):
     files = write_ct_series(tmp_path, seed=11, n_slices=5, rows=16, columns=16)
-    # the first slice along z (its VOI LUT is the volume's); leaving it out opens no gap
-    bad = min(files, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    # the first slice along z for the VOI LUT (its VOI LUT is the volume's), else the last
+    # (in the last thread's run of the pixel pass); leaving either out opens no gap
+    z = lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2])  # noqa: E731
+    bad = min(files, key=z) if corrupt == "voi_lut" else max(files, key=z)
 
     def modality_lut(ds):
         item = pydicom.Dataset()
@@ -160,12 +163,13 @@ def test_malformed_slice_is_an_issue_naming_the_file(tmp_path, corrupt):
 
     _edit(bad, {"modality_lut": modality_lut, "rescale_multi": rescale_multi,
                 "voi_lut": voi_lut}[corrupt])
-    vol = read_series(tmp_path)
+    vol = read_series(tmp_path, workers=workers)
     assert [i.kind for i in vol.issues] == ["unreadable"]
     assert str(bad) in vol.issues[0].detail
     assert vol.pixels.shape[0] == (5 if corrupt == "voi_lut" else 4)
+    assert str(bad) not in vol.paths or corrupt == "voi_lut"
     with pytest.raises(InvalidDicomError, match=bad.name):
-        read_series(tmp_path, strict=True)
+        read_series(tmp_path, strict=True, workers=workers)
 
 
 # ----------------------------------------------------------------------------- Philips
