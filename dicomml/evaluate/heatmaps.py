@@ -50,9 +50,10 @@ def display_frame(image, preprocess=None) -> tuple[np.ndarray, str]:
     first fixed window, else the frame's min..max; MONOCHROME1 inverted (C.7.6.3.1.2).
     """
     from dicomml.data.contract import window_ranges
+    from dicomml.io.pixels import modality_values
     from dicomml.preprocess.window import apply_window
 
-    v = np.asarray(image.pixels[0], dtype=np.float32)
+    v = np.asarray(modality_values(image)[0], dtype=np.float32)  # also stored_values Images
     if v.ndim != 2:
         raise ConfigError(f"{image.path}: a colour image has no grayscale display for a "
                           "heatmap overlay")

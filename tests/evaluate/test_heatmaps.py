@@ -54,6 +54,18 @@ def test_display_frame_uses_the_source_window_and_monochrome1():
     assert plain.min() > 0 and plain.max() < 1
 
 
+def test_display_frame_of_stored_values_is_that_of_modality_values(tmp_path):
+    from dicomml.io import read_image
+    from dicomml.testing import write_ct_series
+
+    path = write_ct_series(tmp_path, seed=2, n_slices=1, rows=96, columns=96)[0]
+    stored = read_image(path, stored_values=True)
+    assert stored.stored_values and stored.pixels.dtype.kind == "u"
+    got, how = display_frame(stored)
+    want, how_want = display_frame(read_image(path))
+    assert how == how_want and got.tobytes() == want.tobytes()
+
+
 def test_sc_pixels_keep_the_source_grid_and_carry_the_label():
     gray = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))
     heat = np.zeros_like(gray)
