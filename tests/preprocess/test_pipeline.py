@@ -317,6 +317,9 @@ def test_from_path_reads_stored_integers_and_gives_the_same_bytes(tmp_path, monk
         with monkeypatch.context() as m:
             m.setattr(dicomml.io, "read_image", spy)
             got = p.from_path(f)
+            jittered = p.from_path(f, training=True, rng=3)     # windows jittered
         assert got.dtype == np.float32 and got.tobytes() == want.tobytes(), f
+        assert jittered.tobytes() == p(read_image(f), 0, training=True, rng=3).tobytes()
     computed = any(str(w)[:1] in "pm" for w in config["windows"])
-    assert seen == ([False] * 5 if computed else [True, True, True, False, True])
+    kept = [False] * 5 if computed else [True, True, True, False, True]
+    assert seen == [v for v in kept for _ in (0, 1)]
