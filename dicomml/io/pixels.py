@@ -495,7 +495,7 @@ def to_modality(stored: np.ndarray, ds, rescale=None, *, modality_lut: bool | No
         return out
     slopes, intercepts, _ = rescale
     for k in range(stored.shape[0]):
-        rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k])
+        rescale_into(stored[k], float(slopes[k]), float(intercepts[k]), out[k], where=path)
     return out
 
 
@@ -517,14 +517,23 @@ def modality_values(image: Image) -> np.ndarray:
     if not image.stored_values:
         return image.pixels
     out = np.empty(image.pixels.shape, dtype=np.float32)
-    rescale_into(image.pixels, image.rescale_slope, image.rescale_intercept, out)
+    rescale_into(image.pixels, image.rescale_slope, image.rescale_intercept, out,
+                 where=image.path)
     return out
 
 
-def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray) -> None:
+def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarray, *,
+                 where: str | None = None) -> None:
     """``dst[...] = src·slope + intercept`` in ``float32``, as :func:`to_modality` computes it
     (in ``float32`` directly where :func:`exact_in_float32`, else in ``float64`` rounded
-    once)."""
+    once).
+
+    Raises
+    ------
+    InvalidDicomError
+        A result beyond the ``float32`` range (an absurd slope or intercept), instead of
+        infinities; ``where`` names the file in the message.
+    """
     if exact_in_float32(src.dtype, slope, intercept):
         if slope != 1.0:
             np.multiply(src, np.float32(slope), out=dst, dtype=np.float32)
@@ -534,10 +543,18 @@ def rescale_into(src: np.ndarray, slope: float, intercept: float, dst: np.ndarra
         else:
             np.copyto(dst, src, casting="unsafe")
         return
-    tmp = src.astype(np.float64)
-    tmp *= slope
-    tmp += intercept
-    np.copyto(dst, tmp, casting="same_kind")
+    try:
+        with np.errstate(over="raise"):  # beyond float32: an error, never a silent inf
+            tmp = src.astype(np.float64)
+            tmp *= slope
+            tmp += intercept
+            np.copyto(dst, tmp, casting="same_kind")
+    except FloatingPointError:
+        raise InvalidDicomError(
+            f"{where or 'dataset'}: (0028,1053) Rescale Slope {slope:g} and (0028,1052) "
+            f"Rescale Intercept {intercept:g} map stored values beyond the float32 range "
+            "(±3.4e38); the rescale is probably corrupt. Fix the file or re-export it; "
+            "modality_lut=False reads the stored values.") from None
 
 
 # ----------------------------------------------------------------------------- padding

@@ -497,7 +497,7 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
             stored = src.read() if isinstance(src, PixelRef) else src[s.frame]
             use_lut = bool(ds.get("ModalityLUTSequence"))
             if modality_lut is not False and s.slope is not None and not use_lut:
-                rescale_into(stored, s.slope, s.intercept, vol[k])
+                rescale_into(stored, s.slope, s.intercept, vol[k], where=files[s.file])
             else:
                 resc = None if s.slope is None else (np.array([s.slope]),
                                                      np.array([s.intercept]), None)

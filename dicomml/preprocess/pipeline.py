@@ -141,7 +141,7 @@ class _Plane:
         """Replace stored integers by their ``float32`` modality values (no-op otherwise)."""
         if self.rescale is not None:
             out = np.empty(self.values.shape, dtype=np.float32)
-            rescale_into(self.values, *self.rescale, out)
+            rescale_into(self.values, *self.rescale, out, where=self.where)
             self.values, self.rescale = out, None
 
 

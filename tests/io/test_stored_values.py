@@ -103,3 +103,27 @@ def test_modality_lut_false_and_true():
     img = read_image(ct, stored_values=True, modality_lut=True)
     assert img.stored_values
     assert modality_values(img).tobytes() == read_image(ct).pixels.tobytes()
+
+
+@pytest.mark.parametrize("slope,intercept", [(1e38, 1e38), (-1e38, 0.0), (3e38, 1.0)])
+def test_a_rescale_beyond_float32_is_an_error_naming_the_file(tmp_path, slope, intercept):
+    """An absurd slope would give infinities: an InvalidDicomError naming the file and
+    (0028,1053) instead, for one image (both readers) and as an issue of the series."""
+    from dicomml.errors import InvalidDicomError
+    from dicomml.io import read_series
+
+    paths = sorted(write_ct_series(tmp_path / "ct", seed=7, n_slices=3, rows=128,
+                                   columns=128))
+    small = write_ct_series(tmp_path / "small", seed=7, n_slices=1, rows=16, columns=16)[0]
+    for src in (paths[0], small):          # the direct reader (> 64 KiB) and the full one
+        ds = pydicom.dcmread(src)
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.save_as(src, enforce_file_format=True)
+        for stored_values in (False, True):
+            with pytest.raises(InvalidDicomError, match=r"\(0028,1053\) Rescale Slope") as e:
+                read_image(src, stored_values=stored_values)
+            assert str(src) in str(e.value)
+    vol = read_series(tmp_path / "ct")
+    assert [i.kind for i in vol.issues] == ["unreadable"] and vol.pixels.shape[0] == 2
+    assert str(paths[0]) in vol.issues[0].detail and "(0028,1053)" in vol.issues[0].detail
+    assert np.isfinite(vol.pixels).all()
