@@ -355,7 +355,9 @@ def window_resize_kernel(values, rescale, plane_of, a, b, invert, pad, pad_of, R
 
     ``values`` ``float32`` modality values (``rescale`` None), or stored integers with
     ``rescale`` = (slope, intercept) that map them exactly to ``float32`` modality values
-    (each input row is converted once into ``conv`` (planes, cols) ``float32``)."""
+    (each input row is converted into ``conv[0]`` (cols,) ``float32`` as each channel's
+    row pass reaches it: once per channel on this path, once for all channels on the 8-tap
+    one)."""
     rescaled, s, i = _rescale_args(rescale)
     _window_resize(values, rescaled, s, i, plane_of, a, b, invert, pad, pad_of, R.indptr,
                    R.indices, R.data, C.indptr, C.indices, C.data, out, ring, conv, *scratch)

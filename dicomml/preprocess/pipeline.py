@@ -369,11 +369,17 @@ class Pipeline:
         return f"Pipeline({self.config!r})"
 
     @functools.cached_property
+    def _needs_modality_values(self) -> bool:
+        """Whether a plane must be in modality units before its windows are resolved: RGB
+        mode, or a window computed from the values (percentiles, min-max)."""
+        return self._mode is Mode.RGB or any(window_needs_values(spec)
+                                             for spec in self.config.windows)
+
+    @functools.cached_property
     def _stored_ok(self) -> bool:
-        """Whether :meth:`from_path` reads stored integers: grayscale windows that are not
-        computed from the values, and the compiled kernel that converts them."""
-        return self._mode is not Mode.RGB and compiled_kernel() is not None and not any(
-            window_needs_values(spec) for spec in self.config.windows)
+        """Whether :meth:`from_path` reads stored integers: windows that do not need the
+        modality values, and the compiled kernel that converts them."""
+        return not self._needs_modality_values and compiled_kernel() is not None
 
     def config_hash(self) -> str:
         """:meth:`PreprocessConfig.config_hash` of this pipeline's config."""
@@ -438,8 +444,7 @@ class Pipeline:
             elif not isinstance(rng, np.random.Generator):
                 rng = np.random.default_rng(rng)
             params = draw(cfg.augment, rng)
-        if plane.rescale is not None and (mode is Mode.RGB or any(
-                window_needs_values(spec) for spec in cfg.windows)):
+        if plane.rescale is not None and self._needs_modality_values:
             plane.modality()               # percentiles of modality values, not stored ones
 
         x = plane.values
