@@ -99,6 +99,11 @@ _DISQUALIFY_SW = frozenset(swap_tag(t) for t in _DISQUALIFY)
 _PIXEL_SW = swap_tag(PIXEL_DATA)
 _GROUPS_SW = frozenset({swap_tag(0x52009229), swap_tag(0x52009230)})
 _CHARSET_SW = swap_tag(0x00080005)
+#: What :func:`_parse` does with an element, by swapped tag: a NEEDED ``(keyword, VR)``,
+#: or one of the markers below (anything else is skipped).
+_DISQUALIFIES, _PIXEL, _CHARSET = object(), object(), object()
+_SPECIAL_SW: dict = {**_NEEDED_SW, **dict.fromkeys(_DISQUALIFY_SW, _DISQUALIFIES),
+                     _PIXEL_SW: _PIXEL, _CHARSET_SW: _CHARSET}
 _EXPLICIT_HEAD = HEAD_EXPLICIT_SW.unpack_from
 _IMPLICIT_HEAD = HEAD_IMPLICIT_SW.unpack_from
 _U32 = U32.unpack_from
@@ -263,49 +268,58 @@ def _parse(data: bytes, groups_at: list | None = None) -> LightDataset | None:
     raw: dict[str, tuple[int, int, str]] = {}
     pixel = None
     # Tags are compared as read by one "<I" (element << 16 | group): no per-element swap.
-    needed, disqualify, long_vrs, short_vrs = _NEEDED_SW, _DISQUALIFY_SW, LONG_VRS, SHORT_VRS
+    # One look-up per element in ``special`` (needed, disqualifying, Pixel Data, character
+    # set): the common element, which is none of them, costs that look-up and its jump.
+    special, long_vrs, short_vrs = _SPECIAL_SW, LONG_VRS, SHORT_VRS
     reader = None  # the walker's view of the same bytes, to skip sequences
     head = _EXPLICIT_HEAD if explicit else _IMPLICIT_HEAD
     u32 = _U32
     while pos + 8 <= end:
         if explicit:
             tag, vr, length = head(data, pos)
-            if vr in long_vrs:
+            if vr in short_vrs:  # a 16-bit length: never undefined
+                spec = special.get(tag)
+                if spec is None:
+                    pos += 8 + length
+                    continue
+                start = pos + 8
+            elif vr in long_vrs:
                 length = u32(data, pos + 8)[0]
                 start = pos + 12
-            elif vr in short_vrs:
-                start = pos + 8
+                spec = special.get(tag)
             else:
                 return None
         else:
             tag, length = head(data, pos)
             vr = None
             start = pos + 8
-        if tag in disqualify:
+            spec = special.get(tag)
+        if spec is None:
+            if length != UNDEFINED:
+                pos = start + length
+                continue
+        elif spec is _DISQUALIFIES:
             if groups_at is not None and tag in _GROUPS_SW:
                 groups_at.append((pos, explicit))
             return None
         if length == UNDEFINED:
-            if tag == _PIXEL_SW or vr == b"UN":
+            if spec is _PIXEL or vr == b"UN":
                 return None  # encapsulated, or UN holding implicit VR (PS3.5 6.2.2)
             if reader is None:
                 reader = Reader.in_memory(data)
             pos = skip_sequence(reader, start, explicit, pos)
             continue
-        if tag == _PIXEL_SW:
+        if spec is _PIXEL:
             pixel = memoryview(data)[start:start + length]
             pixel_at = (start, length)
             break
-        spec = needed.get(tag)
-        if spec is not None:
-            raw[spec[0]] = (start, length, spec[1])
-        elif tag == _CHARSET_SW:
+        if spec is _CHARSET:
             cs = data[start:start + length].decode("ascii", "replace").strip(" \x00")
             if cs.split("\\")[0].strip() not in _CHARSETS_OK or "\\" in cs.strip("\\"):
                 return None
+        else:
+            raw[spec[0]] = (start, length, spec[1])
         pos = start + length
-        if pos > end:
-            return None
     if pixel is None:
         return None
     light = LightDataset(data, raw, ts, pixel, *pixel_at)

@@ -223,6 +223,53 @@ def test_fast_header_parser_matches_pydicom(path):
     assert bytes(light.PixelData) == ds.PixelData
 
 
+def _value_offsets_agree(path) -> int:
+    """The light parser's value offsets and lengths (its raw table and Pixel Data) are
+    pydicom's ``value_tell`` and ``length`` of the same elements; the number compared, 0 when
+    the light parser declines the file."""
+    from dicomml.io._read_fast import NEEDED, parse_light
+
+    data = Path(path).read_bytes()
+    light = parse_light(data)
+    if light is None:
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+    by_keyword = {kw: tag for tag, (kw, _vr) in NEEDED.items()}
+    n = 0
+    for keyword, (start, length, _vr) in light._raw.items():
+        elem = ds.get_item(by_keyword[keyword])
+        if not hasattr(elem, "value_tell"):  # pydicom converts empty values as it reads
+            assert length == 0 and elem.value in (None, "", b""), (path, keyword)
+        else:
+            assert (start, length) == (elem.value_tell, elem.length), (path, keyword)
+        n += 1
+    for tag in by_keyword.values():  # and nothing it skipped was needed
+        if tag in ds and getattr(ds.get_item(tag), "length", 0) not in (0, 0xFFFFFFFF):
+            assert NEEDED[tag][0] in light._raw, (path, NEEDED[tag][0])
+    pix = ds.get_item(0x7FE00010)
+    assert (light.pixel_offset, light.pixel_length) == (pix.value_tell, pix.length), path
+    return n + 1
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=_id(p)) for p in NATIVE_GRAY])
+def test_fast_header_parser_offsets_are_pydicoms(path):
+    """Where the light parser finds each value (what ``read_image`` and the direct read
+    use) is where pydicom's parser finds it."""
+    _value_offsets_agree(path)
+
+
+def test_fast_header_parser_offsets_on_real_scanner_files():
+    """The same on every file of dcm2niix's NIH dataset (GE files with some 370 elements,
+    many private, and Siemens mosaics): all of them are taken by the light parser."""
+    from tests.io.realdata import dataset
+
+    files = [p for p in sorted((dataset("dcm_qa_nih") / "In").rglob("*")) if p.is_file()]
+    taken = [p for p in files if _value_offsets_agree(p)]
+    assert len(taken) >= 600, len(taken)
+
+
 def test_fast_path_is_bit_identical_to_pydicom_path(tmp_path):
     """Same file through the light parser and through pydicom: identical Image pixels."""
     from dicomml.io._read_dataset import load_dataset
