@@ -138,8 +138,9 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
     ``frame_groups=True`` the (5200,9229) Shared and (5200,9230) Per-Frame Functional Groups
     of an enhanced object are parsed by :mod:`dicomml.io.functional_groups` (only the
     attributes dicomml's readers use; the dataset then lacks both sequences: read them with
-    :func:`~dicomml.io.functional_groups.per_frame_groups` / ``shared_groups``) and pydicom
-    parses the rest.
+    :func:`~dicomml.io.functional_groups.per_frame_groups` / ``shared_groups``), and the rest
+    by the light parser where it takes the object (``parse_light(frame_groups=True)``), else
+    by pydicom.
 
     Raises
     ------
@@ -164,7 +165,7 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
     groups_at: list = []
     if fast and part10 and not stop_before_pixels:
         try:
-            light = parse_light(data, groups_at)
+            light = parse_light(data, groups_at, frame_groups=frame_groups)
         except NestingTooDeep:
             raise nesting_error(path) from None
         if light is not None:

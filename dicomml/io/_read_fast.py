@@ -21,6 +21,15 @@ from __future__ import annotations
 from struct import error as StructError
 from struct import unpack_from
 
+from dicomml.io.functional_groups import (
+    DIMENSION_INDEX,
+    DIMENSIONS,
+    GROUPS_ATTRIBUTE,
+    PARSE_ERRORS,
+    attach,
+    parse_sequence,
+    read_groups,
+)
 from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     HEAD_EXPLICIT_SW,
@@ -53,6 +62,8 @@ NEEDED: dict[int, tuple[str, str]] = {
     0x00180086: ("EchoNumbers", "IS"),
     0x00180088: ("SpacingBetweenSlices", "DS"),
     0x00181060: ("TriggerTime", "DS"),
+    0x00189087: ("DiffusionBValue", "FD"),
+    0x00189089: ("DiffusionGradientOrientation", "FD"),
     0x00181164: ("ImagerPixelSpacing", "DS"),
     0x0020000D: ("StudyInstanceUID", "UI"),
     0x0020000E: ("SeriesInstanceUID", "UI"),
@@ -104,6 +115,14 @@ _CHARSET_SW = swap_tag(0x00080005)
 _DISQUALIFIES, _PIXEL, _CHARSET = object(), object(), object()
 _SPECIAL_SW: dict = {**_NEEDED_SW, **dict.fromkeys(_DISQUALIFY_SW, _DISQUALIFIES),
                      _PIXEL_SW: _PIXEL, _CHARSET_SW: _CHARSET}
+#: With ``frame_groups=True`` also the (0020,9222) Dimension Index Sequence, and the private
+#: creators whose blocks dicomml reads from an enhanced object's full header: (0029,0010)
+#: (the Siemens CSA header, :mod:`dicomml.io.csa`) and (0043,0010) (GE's b-value,
+#: :mod:`dicomml.io.ge`). An enhanced object with either goes to pydicom.
+_DIMENSIONS, _PRIVATE_READ = object(), object()
+_SPECIAL_GROUPS_SW: dict = {**_SPECIAL_SW, swap_tag(DIMENSIONS): _DIMENSIONS,
+                            swap_tag(0x00290010): _PRIVATE_READ,
+                            swap_tag(0x00430010): _PRIVATE_READ}
 _EXPLICIT_HEAD = HEAD_EXPLICIT_SW.unpack_from
 _IMPLICIT_HEAD = HEAD_IMPLICIT_SW.unpack_from
 _U32 = U32.unpack_from
@@ -122,7 +141,7 @@ class LightDataset:
     """
 
     __slots__ = ("_data", "_raw", "_values", "file_meta", "PixelData", "original_encoding",
-                 "pixel_offset", "pixel_length")
+                 "pixel_offset", "pixel_length", GROUPS_ATTRIBUTE)
 
     def __init__(self, data: bytes, raw: dict[str, tuple[int, int, str]], ts: str,
                  pixel: memoryview, pixel_offset: int, pixel_length: int):
@@ -197,6 +216,12 @@ def _decode(raw: bytes, vr: str):
         n = length // 2
         vals = unpack_from(f"<{n}H", raw) if n else ()
         return vals[0] if n == 1 else (list(vals) if n else None)
+    if vr == "FD":
+        if length % 8:
+            raise ValueError(f"an FD value of {length} bytes (not a multiple of 8)")
+        n = length // 8
+        vals = unpack_from(f"<{n}d", raw) if n else ()
+        return vals[0] if n == 1 else (list(vals) if n else None)
     text = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ") if vr != "UI" else \
         raw.decode("ascii", "replace").rstrip("\x00 ")
     if text == "":
@@ -219,13 +244,23 @@ def _int(s: str) -> int:
         return int(float(s))
 
 
-def parse_light(data: bytes, groups_at: list | None = None) -> LightDataset | None:
+def parse_light(data: bytes, groups_at: list | None = None, *,
+                frame_groups: bool = False) -> LightDataset | None:
     """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it.
 
     ``groups_at``: a list that receives ``(offset, explicit)`` of the (5200,9229) /
     (5200,9230) Functional Groups element when that is what sends the file to pydicom (the
     caller's :func:`~dicomml.io.functional_groups.strip_groups` then starts there instead of
     walking the header again).
+
+    ``frame_groups``: an enhanced multi-frame object is taken too. Its Shared and Per-Frame
+    Functional Groups are parsed by :func:`~dicomml.io.functional_groups.read_groups` and
+    attached (:func:`~dicomml.io.functional_groups.per_frame_groups` and ``shared_groups``
+    give them; the dataset has no ``PerFrameFunctionalGroupsSequence`` element), and the
+    (0020,9222) Dimension Index Sequence is parsed with the pointers of its items
+    (:data:`~dicomml.io.functional_groups.DIMENSION_INDEX`). Anything those parsers do not
+    follow, and an object with a (0029,0010) or (0043,0010) private block (read from the
+    full header), returns None as before.
 
     Raises
     ------
@@ -234,14 +269,15 @@ def parse_light(data: bytes, groups_at: list | None = None) -> LightDataset | No
         reports it; pydicom would only hit Python's recursion limit).
     """
     try:
-        return _parse(data, groups_at)
+        return _parse(data, groups_at, frame_groups)
     except NestingTooDeep:
         raise
     except (StructError, ValueError, IndexError, UnicodeDecodeError, Fallback, Truncated):
         return None
 
 
-def _parse(data: bytes, groups_at: list | None = None) -> LightDataset | None:
+def _parse(data: bytes, groups_at: list | None = None,
+           frame_groups: bool = False) -> LightDataset | None:
     if len(data) < 144 or data[128:132] != b"DICM":
         return None
     pos = 132
@@ -270,7 +306,10 @@ def _parse(data: bytes, groups_at: list | None = None) -> LightDataset | None:
     # Tags are compared as read by one "<I" (element << 16 | group): no per-element swap.
     # One look-up per element in ``special`` (needed, disqualifying, Pixel Data, character
     # set): the common element, which is none of them, costs that look-up and its jump.
-    special, long_vrs, short_vrs = _SPECIAL_SW, LONG_VRS, SHORT_VRS
+    special = _SPECIAL_GROUPS_SW if frame_groups else _SPECIAL_SW
+    long_vrs, short_vrs = LONG_VRS, SHORT_VRS
+    groups = dimensions = None
+    private_read = False
     reader = None  # the walker's view of the same bytes, to skip sequences
     head = _EXPLICIT_HEAD if explicit else _IMPLICIT_HEAD
     u32 = _U32
@@ -299,9 +338,31 @@ def _parse(data: bytes, groups_at: list | None = None) -> LightDataset | None:
                 pos = start + length
                 continue
         elif spec is _DISQUALIFIES:
-            if groups_at is not None and tag in _GROUPS_SW:
-                groups_at.append((pos, explicit))
+            if tag in _GROUPS_SW:
+                if frame_groups and groups is None and not private_read:
+                    got = _frame_groups(data, pos, explicit)
+                    if got is not None:
+                        groups, pos = got
+                        continue
+                if groups_at is not None:
+                    groups_at.append((pos, explicit))
             return None
+        elif spec is _PRIVATE_READ:
+            private_read = True
+            if groups is not None:
+                return None  # after the groups (pydicom reads the block)
+            spec = None
+            if length != UNDEFINED:
+                pos = start + length
+                continue
+        elif spec is _DIMENSIONS:
+            try:
+                items, pos = parse_sequence(data, start, length, explicit,
+                                            wanted=DIMENSION_INDEX)
+            except PARSE_ERRORS:
+                return None
+            dimensions = (start, length, items)
+            continue
         if length == UNDEFINED:
             if spec is _PIXEL or vr == b"UN":
                 return None  # encapsulated, or UN holding implicit VR (PS3.5 6.2.2)
@@ -322,8 +383,27 @@ def _parse(data: bytes, groups_at: list | None = None) -> LightDataset | None:
         pos = start + length
     if pixel is None:
         return None
+    if dimensions is not None:
+        raw["DimensionIndexSequence"] = (dimensions[0], dimensions[1], "SQ")
     light = LightDataset(data, raw, ts, pixel, *pixel_at)
     if light.get("SamplesPerPixel") != 1 or light.get("PhotometricInterpretation") not in (
             "MONOCHROME1", "MONOCHROME2") or light.get("BitsAllocated") not in (8, 16, 32):
         return None
+    if dimensions is not None:
+        light._values["DimensionIndexSequence"] = dimensions[2]
+    if groups is not None:
+        attach(light, groups)
     return light
+
+
+def _frame_groups(data, pos: int, explicit: bool):
+    """``(FrameGroups, end)`` of the functional groups that start at ``pos``, or None where
+    :func:`~dicomml.io.functional_groups.strip_groups` would give None (pydicom then reads
+    them: what the parser does not follow, or no per-frame items)."""
+    try:
+        groups, span = read_groups(data, pos, explicit)
+    except PARSE_ERRORS:
+        return None
+    if span is None or not groups.per_frame:
+        return None
+    return groups, span[1]

@@ -46,6 +46,7 @@ __all__ = [
     "is_mosaic",
     "functional_group_values",
     "dataset_values",
+    "with_frame_values",
 ]
 
 #: (column, tag, kind). ``kind`` says how a value is normalized: "ui" (UID), "text"
@@ -407,11 +408,18 @@ def dataset_values(ds, names: tuple[str, ...] | None = None) -> dict[str, Any]:
         elem = ds.get(tag)
         out[name] = None if elem is None else normalize_pydicom(kind, elem.value)
     sop_class = out.get("sop_class_uid") or normalize_pydicom("ui", ds.get("SOPClassUID"))
+    return with_frame_values(out, ds, sop_class)
+
+
+def with_frame_values(values: dict[str, Any], ds, sop_class: str | None) -> dict[str, Any]:
+    """``values`` (Index columns) with the ones that are None filled from the constant
+    functional-group values of ``ds`` (:func:`functional_group_values`) when ``sop_class``
+    is an enhanced one (:data:`FUNCTIONAL_GROUP_CLASSES`); in place, and returned."""
     if sop_class in FUNCTIONAL_GROUP_CLASSES:
         for name, value in functional_group_values(ds).items():
-            if name in out and out[name] is None:
-                out[name] = value
-    return out
+            if name in values and values[name] is None:
+                values[name] = value
+    return values
 
 
 def _first_value(items, attr: str, kind: str) -> Any:

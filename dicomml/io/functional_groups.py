@@ -53,7 +53,8 @@ from dicomml.io.walker import (
 
 __all__ = ["WANTED", "SHARED", "PER_FRAME", "Item", "FrameGroups", "parse_sequence",
            "read_groups", "groups_of_file", "strip_groups", "attach", "per_frame_groups",
-           "shared_groups", "PARSE_ERRORS"]
+           "shared_groups", "PARSE_ERRORS", "GROUPS_ATTRIBUTE", "DIMENSION_INDEX", "DIMENSIONS",
+           "has_attached_groups"]
 
 SHARED = 0x52009229
 PER_FRAME = 0x52009230
@@ -107,6 +108,16 @@ WANTED: dict[int, tuple[str, bytes]] = {
 _REFUSED = frozenset({0x00283010})
 _NOTHING: dict = {}
 
+#: The (0020,9222) Dimension Index Sequence (PS3.3 C.7.6.17) and what is kept of its
+#: items: the pointers that say which attribute each value of (0020,9157) Dimension Index
+#: Values indexes (a light reader parses it with this table: ``parse_sequence(...,
+#: wanted=DIMENSION_INDEX)``).
+DIMENSIONS = 0x00209222
+DIMENSION_INDEX: dict[int, tuple[str, bytes]] = {
+    0x00209165: ("DimensionIndexPointer", b"AT"),
+    0x00209167: ("FunctionalGroupPointer", b"AT"),
+}
+
 _TEXT = frozenset({b"SH", b"LO", b"CS", b"DT"})
 _BINARY = {b"UL": "I", b"US": "H", b"FD": "d"}
 
@@ -154,6 +165,12 @@ def _value(vr: bytes, raw: bytes):
         if vr == b"CS":
             parts = [p.lstrip(" ") for p in parts]
         return parts[0] if len(parts) == 1 else parts
+    if vr == b"AT":  # (group, element) pairs, as pydicom's tags: group << 16 | element
+        if len(raw) % 4:
+            raise Fallback
+        pairs = struct.unpack(f"<{len(raw) // 2}H", raw)
+        tags = [(pairs[i] << 16) | pairs[i + 1] for i in range(0, len(pairs), 2)]
+        return None if not tags else tags[0] if len(tags) == 1 else tags
     fmt = _BINARY[vr]
     size = struct.calcsize(fmt)
     if len(raw) % size:
@@ -210,6 +227,17 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
 #: :data:`WANTED` and the refused tags keyed by swapped tag (:func:`~dicomml.io.walker.swap_tag`): one unpack per
 #: element header, no shifts in the loop.
 _WANTED_SW = {swap_tag(t): spec for t, spec in WANTED.items()}
+#: Other ``wanted`` tables, keyed by swapped tag, by id of the table (kept with it).
+_OTHER_SW: dict[int, tuple[dict, dict]] = {}
+
+
+def _swapped(wanted: dict) -> dict:
+    """``wanted`` keyed by swapped tag (made once per table)."""
+    got = _OTHER_SW.get(id(wanted))
+    if got is None or got[0] is not wanted:
+        got = _OTHER_SW[id(wanted)] = (wanted, {swap_tag(t): v for t, v in wanted.items()})
+    return got[1]
+
 _REFUSED_SW = frozenset(swap_tag(t) for t in _REFUSED)
 _ITEM_END_SW = swap_tag(ITEM_END)
 #: The first member of the cache keys of parsed sequences (the other keys are (VR, bytes));
@@ -228,7 +256,7 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
     if end > size:
         raise Truncated(pos)
     item = Item()
-    table = _WANTED_SW if wanted else _NOTHING
+    table = _WANTED_SW if wanted is WANTED else _swapped(wanted) if wanted else _NOTHING
     refused = _REFUSED_SW if wanted else _NOTHING
     short_vrs, long_vrs = SHORT_VRS, LONG_VRS
     unpack = HEAD_EXPLICIT_SW.unpack_from if explicit else HEAD_IMPLICIT_SW.unpack_from
@@ -379,19 +407,25 @@ def strip_groups(data: bytes, pos: int | None = None, explicit: bool | None = No
 #: What the parser raises on bytes it does not follow: the caller uses pydicom.
 PARSE_ERRORS = (Fallback, Truncated, NestingTooDeep, struct.error, ValueError, IndexError)
 
-_ATTR = "dicomml_frame_groups"
+#: The attribute that holds the fast parser's groups on a data set (:func:`attach`).
+GROUPS_ATTRIBUTE = "dicomml_frame_groups"
 
 
 def attach(ds, groups: FrameGroups) -> None:
     """Keep the fast parser's groups on the pydicom data set ``ds`` (whose bytes had them
     stripped), for :func:`per_frame_groups` and :func:`shared_groups`."""
-    object.__setattr__(ds, _ATTR, groups)
+    object.__setattr__(ds, GROUPS_ATTRIBUTE, groups)
+
+
+def has_attached_groups(ds) -> bool:
+    """True when the fast parser's groups are attached to ``ds`` (:func:`attach`)."""
+    return getattr(ds, GROUPS_ATTRIBUTE, None) is not None
 
 
 def per_frame_groups(ds):
     """The (5200,9230) Per-Frame Functional Groups items of ``ds`` (attached by the fast
     parser, else pydicom's), or None."""
-    got = getattr(ds, _ATTR, None)
+    got = getattr(ds, GROUPS_ATTRIBUTE, None)
     if got is not None:
         return got.per_frame
     return ds.get("PerFrameFunctionalGroupsSequence")
@@ -400,7 +434,7 @@ def per_frame_groups(ds):
 def shared_groups(ds):
     """The (5200,9229) Shared Functional Groups Sequence of ``ds`` (a list of one item;
     attached by the fast parser, else pydicom's), or None."""
-    got = getattr(ds, _ATTR, None)
+    got = getattr(ds, GROUPS_ATTRIBUTE, None)
     if got is not None:
         return None if got.shared is None else [got.shared]
     return ds.get("SharedFunctionalGroupsSequence")

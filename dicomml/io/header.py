@@ -51,6 +51,7 @@ from dicomml.io.fields import (
     object_kind,
     private_text,
     row_from_values,
+    with_frame_values,
 )
 from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
@@ -80,6 +81,7 @@ __all__ = [
     "is_mosaic",
     "functional_group_values",
     "dataset_values",
+    "with_frame_values",
     "CREATOR_TAGS",
     "FUNCTIONAL_GROUP_CLASSES",
     "normalize_pydicom",

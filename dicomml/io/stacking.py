@@ -20,6 +20,7 @@ from dicomml.errors import InvalidDicomError
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, shown_cs
 from dicomml.io.csa import image_type_values
+from dicomml.io.functional_groups import has_attached_groups
 from dicomml.io.ge import b_value_of_file as ge_b_value_of_file
 from dicomml.io.mosaic import cut_tiles, is_mosaic, mosaic_layout
 from dicomml.io.multivolume import (
@@ -174,12 +175,15 @@ def layer_info(v: int, s: Slice, datasets, files):
     by :func:`dicomml.io.ge.b_value_of_file` when the fast parser left it out)."""
     ds = datasets[s.file]
     maker = str(ds.get("Manufacturer") or "").upper()
-    if not hasattr(ds, "private_block") and (
-            "SIEMENS" in maker
-            or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
+    # The fast parser's dataset of a classic file lacks the private blocks: read the full
+    # header. It takes an enhanced object (groups attached) only without the (0029,0010)
+    # CSA and (0043,0010) GE blocks, so there the full header would add nothing.
+    partial = not hasattr(ds, "private_block") and not has_attached_groups(ds)
+    if partial and ("SIEMENS" in maker
+                    or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
         ds = full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
     info = volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
-    if info.b_value is None and maker.startswith("GE") and not hasattr(ds, "private_block"):
+    if info.b_value is None and maker.startswith("GE") and partial:
         info = replace(info, b_value=ge_b_value_of_file(files[s.file]))
     return info
 
@@ -198,8 +202,10 @@ def series_row(ds, path: str) -> dict:
     if hasattr(ds, "private_block"):
         row.update(header.dataset_values(ds, SPLIT_COLUMNS))
         return row
-    for name, keyword, kind in _split_fields(keyword_for_tag):
-        row[name] = header.normalize_pydicom(kind, ds.get(keyword))
+    values = {name: header.normalize_pydicom(kind, ds.get(keyword))
+              for name, keyword, kind in _split_fields(keyword_for_tag)}
+    row.update(header.with_frame_values(
+        values, ds, header.normalize_pydicom("ui", ds.get("SOPClassUID"))))
     return row
 
 

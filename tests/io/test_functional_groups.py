@@ -134,7 +134,17 @@ def test_load_dataset_attaches_the_parsed_frames(xa30_files):
     assert per_frame_groups(ds) == [_reference(i) for i in ref.PerFrameFunctionalGroupsSequence]
     assert shared_groups(ds) == [_reference(ref.SharedFunctionalGroupsSequence[0])]
     assert ds.PixelData == ref.PixelData
-    assert ds.DimensionIndexSequence == ref.DimensionIndexSequence
+    # the light parser's dataset: the Dimension Index Sequence with its items' pointers
+    assert not hasattr(ds, "private_block")
+    assert [(i["DimensionIndexPointer"], i["FunctionalGroupPointer"])
+            for i in ds.DimensionIndexSequence] == [
+        (int(i.DimensionIndexPointer), int(i.FunctionalGroupPointer))
+        for i in ref.DimensionIndexSequence]
+    heavy, _ = load_dataset(path, frame_groups=True, fast=False)  # pydicom beside the groups
+    assert "PerFrameFunctionalGroupsSequence" not in heavy
+    assert per_frame_groups(heavy) == per_frame_groups(ds)
+    assert shared_groups(heavy) == shared_groups(ds)
+    assert heavy.DimensionIndexSequence == ref.DimensionIndexSequence
     plain, _ = load_dataset(path)
     assert per_frame_groups(plain) == ref.PerFrameFunctionalGroupsSequence
     assert shared_groups(plain) == ref.SharedFunctionalGroupsSequence

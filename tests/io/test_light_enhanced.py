@@ -1,0 +1,190 @@
+"""Enhanced multi-frame objects read by the light parser: the same volumes as through pydicom.
+
+``read_series`` loads its files with ``load_dataset(frame_groups=True)``: the light parser
+(:func:`dicomml.io._read_fast.parse_light` with ``frame_groups=True``) takes an enhanced
+object whole (its functional groups parsed by :mod:`dicomml.io.functional_groups`, its
+(0020,9222) Dimension Index Sequence with the pointers of its items), where pydicom read
+the header beside the groups before. The reference is that pydicom path, on the same
+files: every field of every Volume (voxel bytes, geometry, the order of the frames, the
+per-volume b-values, echoes and times, windows, issues) must be equal; what the light
+parser declines (a private block read from the full header, colour, 1-bit segmentations)
+goes to pydicom as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+
+import dicomml.io._read_dataset as read_dataset
+from dicomml.io import read_series
+from dicomml.io._read_fast import parse_light
+from dicomml.io.functional_groups import has_attached_groups, per_frame_groups
+from dicomml.testing.enhanced import write_enhanced_ct
+from tests.io.realdata import dataset
+
+_LIGHT = read_dataset.parse_light
+
+
+def _without_enhanced(data, groups_at=None, *, frame_groups=False):
+    """The light parser as before: an enhanced object goes to pydicom."""
+    return _LIGHT(data, groups_at)
+
+
+def _differences(a, b, where="volume") -> list[str]:
+    """Where two results differ (arrays by dtype, shape and bytes; dataclasses by field)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        same = (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and a.tobytes() == b.tobytes())
+        return [] if same else [where]
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        if type(a) is not type(b):
+            return [where]
+        return [d for f in dataclasses.fields(a)
+                for d in _differences(getattr(a, f.name), getattr(b, f.name),
+                                      f"{where}.{f.name}")]
+    if isinstance(a, (tuple, list)):
+        if not isinstance(b, (tuple, list)) or len(a) != len(b):
+            return [where]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y,
+                                                                               f"{where}[{i}]")]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or a.keys() != b.keys():
+            return [where]
+        return [d for k in a for d in _differences(a[k], b[k], f"{where}[{k!r}]")]
+    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
+        return []
+    return [] if a == b else [where]
+
+
+def _both_ways(monkeypatch, source):
+    """``(read_series through the light parser, through pydicom's header)`` of ``source``
+    (a result is the Volume or the exception's type and message)."""
+    def read():
+        try:
+            return read_series(source)
+        except Exception as e:  # noqa: BLE001 - both paths must fail alike
+            return (type(e).__name__, str(e))
+
+    light = read()
+    with monkeypatch.context() as m:
+        m.setattr(read_dataset, "parse_light", _without_enhanced)
+        heavy = read()
+    return light, heavy
+
+
+def _count_light(paths) -> int:
+    n = 0
+    for p in paths:
+        ds, _ = read_dataset.load_dataset(p, frame_groups=True)
+        n += not hasattr(ds, "private_block") and has_attached_groups(ds)
+    return n
+
+
+def test_xa30_series_equal_the_pydicom_path(monkeypatch):
+    """Every image series of dcm2niix's XA30 dataset (Enhanced MR: 4-D diffusion with
+    b-values and gradients, field maps, colour FA maps) by its files."""
+    import tempfile
+
+    from dicomml.io import Index, scan
+
+    root = dataset("dcm_qa_xa30") / "In"
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "index.sqlite"
+        scan(root, db, progress=False, workers=1)
+        with Index(db) as idx:
+            series = idx.series()
+            keys = list(series[series["object_kind"] == "image"]["series_key"])
+            groups = [list(idx.series_files(k)) for k in keys]
+    assert len(groups) >= 20
+    enhanced = volumes = most = 0
+    for files in groups:
+        light, heavy = _both_ways(monkeypatch, files)
+        assert not isinstance(light, tuple), light
+        assert _differences(light, heavy) == [], files[0]
+        volumes += max(1, len(light.volumes))
+        most = max(most, len(light.volumes))
+        enhanced += _count_light(files)
+    assert volumes >= 80 and most >= 20  # 4-D series read whole (one volume per file)
+    assert enhanced >= 80  # of the 86 enhanced files: all but the colour ones
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("defined", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_synthetic_enhanced_ct_in_every_encoding(monkeypatch, tmp_path, implicit, defined,
+                                                 shared):
+    """Explicit and implicit VR, defined and undefined lengths, groups shared or per frame."""
+    src = write_enhanced_ct(tmp_path / "ect.dcm", seed=4, n_frames=6, rows=24, columns=20,
+                            shared=shared, oblique=True)
+    ds = pydicom.dcmread(src)
+
+    def walk(d):
+        for elem in d:
+            if elem.VR == "SQ":
+                elem.is_undefined_length = not defined
+                for item in elem.value:
+                    item.is_undefined_length_sequence_item = not defined
+                    walk(item)
+
+    walk(ds)
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    path = tmp_path / "copy.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    light, heavy = _both_ways(monkeypatch, [path])
+    assert not isinstance(light, tuple), light
+    assert _differences(light, heavy) == []
+    assert _count_light([path]) == 1
+    got = parse_light(path.read_bytes(), frame_groups=True)
+    ref = pydicom.dcmread(path)
+    assert len(per_frame_groups(got)) == 6
+    if "DimensionIndexSequence" in ref:
+        assert [i.get("DimensionIndexPointer") for i in got.DimensionIndexSequence] == [
+            int(i.DimensionIndexPointer) for i in ref.DimensionIndexSequence]
+
+
+@pytest.mark.parametrize("creator", [(0x0029, "SIEMENS CSA HEADER"), (0x0043, "GEMS_PARM_01")])
+def test_a_private_block_read_from_the_full_header_goes_to_pydicom(monkeypatch, tmp_path,
+                                                                    creator):
+    """A Siemens CSA (0029,0010) or GE (0043,0010) block: the reader consults the full
+    header there, so the light parser declines the object and the volumes stay equal."""
+    src = write_enhanced_ct(tmp_path / "ect.dcm", seed=5, n_frames=4, rows=16, columns=16)
+    ds = pydicom.dcmread(src)
+    group, name = creator
+    ds.private_block(group, name, create=True).add_new(0x39 if group == 0x43 else 0x10,
+                                                       "LO", "1")
+    path = tmp_path / "private.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert parse_light(path.read_bytes(), frame_groups=True) is None
+    assert _count_light([path]) == 0
+    light, heavy = _both_ways(monkeypatch, [path])
+    assert _differences(light, heavy) == []
+
+
+@pytest.mark.parametrize("name", ["eCT_Supplemental.dcm", "liver_1frame.dcm", "liver.dcm"])
+def test_pydicom_enhanced_samples_read_alike(monkeypatch, name):
+    """pydicom's enhanced samples (an Enhanced CT with supplemental palette colour, 1-bit
+    segmentations): whatever read_series makes of them, both ways make the same."""
+    path = pydicom.data.get_testdata_file(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        light, heavy = _both_ways(monkeypatch, [path])
+    assert _differences(light, heavy) == []
+
+
+def test_the_comparison_sees_a_difference(monkeypatch, tmp_path):
+    """The check above can fail: two different series differ in their voxels and
+    positions."""
+    a = write_enhanced_ct(tmp_path / "a.dcm", seed=1, n_frames=4, rows=16, columns=16)
+    b = write_enhanced_ct(tmp_path / "b.dcm", seed=2, n_frames=4, rows=16, columns=16,
+                          oblique=True)
+    va, vb = read_series([a]), read_series([b])
+    diff = _differences(va, vb)
+    assert "volume.pixels" in diff and "volume.direction" in diff
