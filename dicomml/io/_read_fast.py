@@ -27,8 +27,8 @@ from dicomml.io.functional_groups import (
     GROUPS_ATTRIBUTE,
     PARSE_ERRORS,
     attach,
+    frame_groups_at,
     parse_sequence,
-    read_groups,
 )
 from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
@@ -340,9 +340,9 @@ def _parse(data: bytes, groups_at: list | None = None,
         elif spec is _DISQUALIFIES:
             if tag in _GROUPS_SW:
                 if frame_groups and groups is None and not private_read:
-                    got = _frame_groups(data, pos, explicit)
+                    got = frame_groups_at(data, pos, explicit)
                     if got is not None:
-                        groups, pos = got
+                        groups, pos = got[0], got[1][1]
                         continue
                 if groups_at is not None:
                     groups_at.append((pos, explicit))
@@ -395,15 +395,3 @@ def _parse(data: bytes, groups_at: list | None = None,
         attach(light, groups)
     return light
 
-
-def _frame_groups(data, pos: int, explicit: bool):
-    """``(FrameGroups, end)`` of the functional groups that start at ``pos``, or None where
-    :func:`~dicomml.io.functional_groups.strip_groups` would give None (pydicom then reads
-    them: what the parser does not follow, or no per-frame items)."""
-    try:
-        groups, span = read_groups(data, pos, explicit)
-    except PARSE_ERRORS:
-        return None
-    if span is None or not groups.per_frame:
-        return None
-    return groups, span[1]

@@ -54,7 +54,7 @@ from dicomml.io.walker import (
 __all__ = ["WANTED", "SHARED", "PER_FRAME", "Item", "FrameGroups", "parse_sequence",
            "read_groups", "groups_of_file", "strip_groups", "attach", "per_frame_groups",
            "shared_groups", "PARSE_ERRORS", "GROUPS_ATTRIBUTE", "DIMENSION_INDEX", "DIMENSIONS",
-           "has_attached_groups"]
+           "has_attached_groups", "frame_groups_at"]
 
 SHARED = 0x52009229
 PER_FRAME = 0x52009230
@@ -395,13 +395,23 @@ def strip_groups(data: bytes, pos: int | None = None, explicit: bool | None = No
     pydicom then parses the rest (a hundred elements) and the frames are described by the
     fast parser's items (:func:`attach`).
     """
+    got = frame_groups_at(data, pos, explicit)
+    if got is None:
+        return None
+    groups, span = got
+    return data[:span[0]] + data[span[1]:], groups
+
+
+def frame_groups_at(data, pos: int | None = None, explicit: bool | None = None):
+    """``(FrameGroups, (start, end))`` of :func:`read_groups`, or None when the file has no
+    Per-Frame Functional Groups or the parser does not follow them (pydicom reads them)."""
     try:
         groups, span = read_groups(data, pos, explicit)
     except PARSE_ERRORS:
         return None
     if span is None or not groups.per_frame:
         return None
-    return data[:span[0]] + data[span[1]:], groups
+    return groups, span
 
 
 #: What the parser raises on bytes it does not follow: the caller uses pydicom.

@@ -29,6 +29,7 @@ from dicomml.io.functional_groups import (
 )
 from dicomml.io.walker import Fallback, Truncated
 from dicomml.testing.enhanced import write_enhanced_ct
+from tests.io.encodings import rewrite_encoding
 from tests.io.realdata import dataset
 
 _KEYWORDS = {k for k, _ in WANTED.values()}
@@ -90,30 +91,12 @@ def test_xa30_sample_equals_pydicom_and_index_values(xa30_files):
         assert functional_group_values(str(p)) == functional_group_values(ds)
 
 
-def _rewrite(src, dst, *, implicit: bool, defined: bool) -> Path:
-    ds = pydicom.dcmread(src)
-
-    def walk(d):
-        for elem in d:
-            if elem.VR == "SQ":
-                elem.is_undefined_length = not defined
-                for item in elem.value:
-                    item.is_undefined_length_sequence_item = not defined
-                    walk(item)
-
-    walk(ds)
-    if implicit:
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-    ds.save_as(dst, enforce_file_format=True)
-    return Path(dst)
-
-
 @pytest.mark.parametrize("implicit", [False, True])
 @pytest.mark.parametrize("defined", [False, True])
 def test_encodings_equal_pydicom(xa30_files, tmp_path, implicit, defined):
     """Implicit VR (the data dictionary's VRs) and defined-length items, on edited copies."""
     src = xa30_files[0]
-    dst = _rewrite(src, tmp_path / "copy.dcm", implicit=implicit, defined=defined)
+    dst = rewrite_encoding(src, tmp_path / "copy.dcm", implicit=implicit, defined=defined)
     assert _check_equal(dst) > 1
     assert functional_group_values(str(dst)) == functional_group_values(str(src))
 
@@ -157,7 +140,7 @@ def test_the_light_parser_hands_over_where_the_groups_start(xa30_files, tmp_path
     implicit VR); a classic file reports nothing."""
     from dicomml.io._read_fast import parse_light
 
-    src = _rewrite(xa30_files[0], tmp_path / "copy.dcm", implicit=implicit, defined=False)
+    src = rewrite_encoding(xa30_files[0], tmp_path / "copy.dcm", implicit=implicit, defined=False)
     data = src.read_bytes()
     at: list = []
     assert parse_light(data, at) is None
@@ -252,7 +235,7 @@ def test_a_group_that_repeats_is_parsed_once_and_one_that_changes_is_not_taken_f
     frames[2].CTImageFrameTypeSequence[0].FrameType = ["ORIGINAL", "PRIMARY", "AXIAL",
                                                        "NONE"]
     ds.save_as(path, enforce_file_format=True)
-    dst = _rewrite(path, tmp_path / "copy.dcm", implicit=False, defined=defined)
+    dst = rewrite_encoding(path, tmp_path / "copy.dcm", implicit=False, defined=defined)
     assert _check_equal(dst) == 5
     per = groups_of_file(dst).per_frame
     spacing = [f["PixelMeasuresSequence"][0]["PixelSpacing"] for f in per]

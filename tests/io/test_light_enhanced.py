@@ -27,6 +27,7 @@ from dicomml.io import read_series
 from dicomml.io._read_fast import parse_light
 from dicomml.io.functional_groups import has_attached_groups, per_frame_groups
 from dicomml.testing.enhanced import write_enhanced_ct
+from tests.io.encodings import rewrite_encoding
 from tests.io.realdata import dataset
 
 _LIGHT = read_dataset.parse_light
@@ -123,21 +124,7 @@ def test_synthetic_enhanced_ct_in_every_encoding(monkeypatch, tmp_path, implicit
     """Explicit and implicit VR, defined and undefined lengths, groups shared or per frame."""
     src = write_enhanced_ct(tmp_path / "ect.dcm", seed=4, n_frames=6, rows=24, columns=20,
                             shared=shared, oblique=True)
-    ds = pydicom.dcmread(src)
-
-    def walk(d):
-        for elem in d:
-            if elem.VR == "SQ":
-                elem.is_undefined_length = not defined
-                for item in elem.value:
-                    item.is_undefined_length_sequence_item = not defined
-                    walk(item)
-
-    walk(ds)
-    if implicit:
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-    path = tmp_path / "copy.dcm"
-    ds.save_as(path, enforce_file_format=True)
+    path = rewrite_encoding(src, tmp_path / "copy.dcm", implicit=implicit, defined=defined)
     light, heavy = _both_ways(monkeypatch, [path])
     assert not isinstance(light, tuple), light
     assert _differences(light, heavy) == []
