@@ -57,7 +57,9 @@ def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | No
         return _image(head[0], path, frames, modality_lut, decoders, stored[None],
                       stored_values)
     with quiet_pydicom():
-        ds, _ = load_dataset(path)
+        # an enhanced object's functional groups by the fast parser (the light parser
+        # takes the whole object where it can): thousands of elements pydicom would build
+        ds, _ = load_dataset(path, frame_groups=True)
         return _image(ds, path, frames, modality_lut, decoders, None, stored_values)
 
 

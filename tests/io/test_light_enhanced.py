@@ -175,3 +175,48 @@ def test_the_comparison_sees_a_difference(monkeypatch, tmp_path):
     va, vb = read_series([a]), read_series([b])
     diff = _differences(va, vb)
     assert "volume.pixels" in diff and "volume.direction" in diff
+
+
+def _read_image_both_ways(monkeypatch, path, **kw):
+    """``(read_image with the groups parsed fast, read_image by pydicom alone)``."""
+    from dicomml.io import read_image
+
+    def read():
+        try:
+            return read_image(path, **kw)
+        except Exception as e:  # noqa: BLE001 - both paths must fail alike
+            return (type(e).__name__, str(e))
+
+    fast = read()
+    with monkeypatch.context() as m:
+        real = read_dataset.load_dataset
+        m.setattr("dicomml.io.in_process.load_dataset",
+                  lambda p, **k: real(p, **{**k, "frame_groups": False}))
+        plain = read()
+    return fast, plain
+
+
+def test_read_image_of_xa30_enhanced_files_equals_pydicoms(monkeypatch):
+    """read_image of an enhanced file (all frames; one frame; stored values) equals what it
+    gave when pydicom parsed the whole file."""
+    root = dataset("dcm_qa_xa30") / "In"
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    enhanced = [p for p in files if has_attached_groups(
+        read_dataset.load_dataset(p, frame_groups=True)[0])]
+    assert len(enhanced) >= 80
+    for p in enhanced[::7]:
+        for kw in ({}, {"frames": 3}, {"stored_values": True}):
+            fast, plain = _read_image_both_ways(monkeypatch, p, **kw)
+            assert not isinstance(fast, tuple), fast
+            assert _differences(fast, plain, "image") == [], (p, kw)
+            assert fast.pixels.shape[0] == (1 if kw.get("frames") else len(fast.positions))
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_read_image_of_synthetic_enhanced_ct_equals_pydicoms(monkeypatch, tmp_path, implicit):
+    src = write_enhanced_ct(tmp_path / "ect.dcm", seed=6, n_frames=5, rows=20, columns=24,
+                            shared=False, oblique=True)
+    path = rewrite_encoding(src, tmp_path / "copy.dcm", implicit=implicit, defined=False)
+    fast, plain = _read_image_both_ways(monkeypatch, path)
+    assert not isinstance(fast, tuple), fast
+    assert _differences(fast, plain, "image") == []
