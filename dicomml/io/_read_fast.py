@@ -244,8 +244,8 @@ def _int(s: str) -> int:
         return int(float(s))
 
 
-def parse_light(data: bytes, groups_at: list | None = None, *,
-                frame_groups: bool = False) -> LightDataset | None:
+def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: bool = False,
+                decline_classes: frozenset = frozenset()) -> LightDataset | None:
     """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it.
 
     ``groups_at``: a list that receives ``(offset, explicit)`` of the (5200,9229) /
@@ -262,6 +262,10 @@ def parse_light(data: bytes, groups_at: list | None = None, *,
     follow, and an object with a (0029,0010) or (0043,0010) private block (read from the
     full header), returns None as before.
 
+    ``decline_classes``: SOP Class UIDs for which None is returned as soon as the file meta's
+    (0002,0002) Media Storage SOP Class UID names one of them (a caller that only takes
+    single-frame objects skips the walk of an enhanced header).
+
     Raises
     ------
     NestingTooDeep
@@ -269,15 +273,15 @@ def parse_light(data: bytes, groups_at: list | None = None, *,
         reports it; pydicom would only hit Python's recursion limit).
     """
     try:
-        return _parse(data, groups_at, frame_groups)
+        return _parse(data, groups_at, frame_groups, decline_classes)
     except NestingTooDeep:
         raise
     except (StructError, ValueError, IndexError, UnicodeDecodeError, Fallback, Truncated):
         return None
 
 
-def _parse(data: bytes, groups_at: list | None = None,
-           frame_groups: bool = False) -> LightDataset | None:
+def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = False,
+           decline_classes: frozenset = frozenset()) -> LightDataset | None:
     if len(data) < 144 or data[128:132] != b"DICM":
         return None
     pos = 132
@@ -297,6 +301,9 @@ def _parse(data: bytes, groups_at: list | None = None,
             hdr = 8
         if elem == 0x0010:
             ts = data[pos + hdr:pos + hdr + length].decode("ascii").rstrip("\x00 ")
+        elif elem == 0x0002 and decline_classes and data[pos + hdr:pos + hdr + length].decode(
+                "ascii", "replace").rstrip("\x00 ") in decline_classes:
+            return None
         pos += hdr + length
     if ts not in (TS_EXPLICIT_LE, TS_IMPLICIT_LE):
         return None

@@ -35,6 +35,7 @@ import numpy as np
 
 from dicomml.errors import InvalidDicomError
 from dicomml.io._read_fast import NestingTooDeep, parse_light
+from dicomml.io.fields import FUNCTIONAL_GROUP_CLASSES
 from dicomml.io.mosaic import is_mosaic
 from dicomml.io.pixels import check_pixel_module, clear_unused_bits, n_frames
 
@@ -137,7 +138,9 @@ def load_head(path: str, f=None):
     except OSError:
         return None  # the full reader reports it
     try:
-        ds = parse_light(head)
+        # an enhanced object (many frames, functional groups) is read whole: its header is
+        # not walked here first
+        ds = parse_light(head, decline_classes=FUNCTIONAL_GROUP_CLASSES)
     except NestingTooDeep:
         return None
     if ds is None or len(ds.PixelData) == 0:

@@ -124,3 +124,33 @@ def test_small_and_multiframe_files_take_the_whole_file_path(tmp_path):
     assert direct_read.load_head(str(small[0])) is None  # smaller than HEAD
     mf = pydicom.data.get_testdata_file("emri_small.dcm")  # 10 frames
     assert direct_read.load_head(mf) is None
+
+
+def test_an_enhanced_object_is_declined_at_its_file_meta(tmp_path, monkeypatch):
+    """load_head leaves an enhanced object (named by (0002,0002)) to the whole-file read
+    without walking its header; a classic file whose (0002,0002) wrongly names an enhanced
+    class is read whole too, with the same values."""
+    from dicomml.io import read_image
+    from dicomml.io._read_fast import parse_light
+    from dicomml.io.fields import FUNCTIONAL_GROUP_CLASSES
+    from dicomml.testing.enhanced import write_enhanced_ct
+
+    ect = write_enhanced_ct(tmp_path / "ect.dcm", n_frames=40, rows=64, columns=64)
+    head = ect.read_bytes()[:direct_read.HEAD]
+    walked: list = []
+    assert parse_light(head, walked) is None and walked  # walked to its functional groups
+    assert parse_light(head, walked := [], decline_classes=FUNCTIONAL_GROUP_CLASSES) is None
+    assert walked == []  # declined before
+    assert direct_read.load_head(str(ect)) is None
+
+    (path,) = write_ct_series(tmp_path / "ct", seed=2, n_slices=1, rows=256, columns=256)
+    ds = pydicom.dcmread(path)
+    ref = read_image(path)
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    del ds.file_meta.FileMetaInformationGroupLength  # written anew, the meta as it is
+    ds.save_as(path, enforce_file_format=False)
+    assert pydicom.dcmread(path).file_meta.MediaStorageSOPClassUID.endswith(".2.1")
+    assert direct_read.load_head(str(path)) is None
+    assert parse_light(Path(path).read_bytes()) is not None  # the whole-file light read
+    got = read_image(path)
+    assert got.pixels.tobytes() == ref.pixels.tobytes()
