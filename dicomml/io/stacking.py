@@ -9,6 +9,7 @@ into volumes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections import Counter
@@ -16,9 +17,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dicomml.errors import InvalidDicomError
+from dicomml.errors import DicommlError, InvalidDicomError
 from dicomml.io import geometry as geo
-from dicomml.io._read_dataset import load_dataset, shown_cs
+from dicomml.io._read_dataset import load_dataset, parse_error, shown_cs
 from dicomml.io.csa import image_type_values
 from dicomml.io.functional_groups import has_attached_groups
 from dicomml.io.ge import b_value_of_file as ge_b_value_of_file
@@ -35,6 +36,7 @@ from dicomml.io.pixels import frame_geometry, frame_rescale
 from dicomml.io.series import SPLIT_COLUMNS, first_fit_groups, group_instances, same_orientation
 
 __all__ = ["Slice", "slices_of", "order_slices", "one_series", "majority", "full_header",
+           "header_values",
            "philips_scale", "short_list", "int_or"]
 
 
@@ -54,17 +56,35 @@ class Slice:
 
 def full_header(ds, path: str):
     """``ds`` itself when pydicom parsed it, else the file's header parsed by pydicom (the
-    fast parser keeps only the attributes that most files need: no private elements)."""
+    fast parser keeps only the attributes that most files need: no private elements).
+
+    Its values are converted when read (``check_values=False``: the callers read a few of
+    several hundred); wrap what reads them in :func:`header_values` so that a value pydicom
+    cannot convert is an :class:`~dicomml.errors.InvalidDicomError` naming the file."""
     if hasattr(ds, "private_block"):
         return ds
-    return load_dataset(path, stop_before_pixels=True)[0]
+    return load_dataset(path, stop_before_pixels=True, check_values=False)[0]
+
+
+@contextlib.contextmanager
+def header_values(path: str):
+    """Reading values of a :func:`full_header`: an unexpected failure (a value pydicom
+    cannot convert) becomes the :class:`~dicomml.errors.InvalidDicomError` of
+    :func:`~dicomml.io._read_dataset.parse_error`."""
+    try:
+        yield
+    except DicommlError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom's conversions raise many kinds
+        raise parse_error(path, e) from e
 
 
 def philips_scale(ds, path: str) -> float | None:
     """The private Philips Scale Slope (2005,xx0E) of a Philips MR file, else None."""
     if "PHILIPS" not in str(ds.get("Manufacturer") or "").upper():
         return None
-    return philips_scale_slope(full_header(ds, path))
+    with header_values(path):
+        return philips_scale_slope(full_header(ds, path))
 
 
 def slices_of(i: int, ds, path: str, stored: np.ndarray, n_frames: int,
@@ -74,13 +94,14 @@ def slices_of(i: int, ds, path: str, stored: np.ndarray, n_frames: int,
     name = os.path.basename(path)
     layout = None
     if is_mosaic(ds) and stored.shape[0] == 1:
-        ds = full_header(ds, path)  # the CSA header is a private element
-        try:
-            layout = mosaic_layout(ds)
-        except InvalidDicomError as e:
-            detail = (f"{path}: (0008,0008) Image Type says MOSAIC but {e}; assumed one "
-                      f"{int(ds.Rows)}×{int(ds.Columns)} image, not cut into slices")
-            fail_or_record("mosaic", detail, InvalidDicomError(detail))
+        with header_values(path):  # a value pydicom cannot convert: unreadable
+            ds = full_header(ds, path)  # the CSA header is a private element
+            try:
+                layout = mosaic_layout(ds)
+            except InvalidDicomError as e:
+                detail = (f"{path}: (0008,0008) Image Type says MOSAIC but {e}; assumed one "
+                          f"{int(ds.Rows)}×{int(ds.Columns)} image, not cut into slices")
+                fail_or_record("mosaic", detail, InvalidDicomError(detail))
     if layout is not None:
         stored = cut_tiles(stored, layout)
         n = layout.n
@@ -179,10 +200,11 @@ def layer_info(v: int, s: Slice, datasets, files):
     # header. It takes an enhanced object (groups attached) only without the (0029,0010)
     # CSA and (0043,0010) GE blocks, so there the full header would add nothing.
     partial = not hasattr(ds, "private_block") and not has_attached_groups(ds)
-    if partial and ("SIEMENS" in maker
-                    or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
-        ds = full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
-    info = volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
+    with header_values(files[s.file]):
+        if partial and ("SIEMENS" in maker
+                        or {"DIFFUSION", "DWI", "TRACEW"} & set(image_type_values(ds))):
+            ds = full_header(ds, files[s.file])  # b-value: CSA header or (0018,9087) FD
+        info = volume_info(v, acquisition(ds, s.frame + 1)[s.frame])
     if info.b_value is None and maker.startswith("GE") and partial:
         info = replace(info, b_value=ge_b_value_of_file(files[s.file]))
     return info

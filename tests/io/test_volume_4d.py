@@ -49,6 +49,47 @@ def test_corrupt_csa_header_is_an_issue(tmp_path):
     assert "cannot be read" in vol.issues[0].detail
 
 
+def _mosaic_with_vr(tmp_path, tag: int, vr: bytes):
+    """dcm_qa_ts's mosaic (Explicit VR Little Endian) with the VR of one 2-byte element
+    changed in place to ``vr``, whose values are 4 bytes: pydicom cannot convert it."""
+    src = dataset("dcm_qa_ts") / "In" / "1.dcm"
+    elem = pydicom.dcmread(src, stop_before_pixels=True).get_item(tag)
+    assert elem.length == 2 and elem.VR in ("US", "SS")
+    data = bytearray(src.read_bytes())
+    at = elem.value_tell - 4  # explicit VR, 16-bit length: tag, VR, length, value
+    assert data[at:at + 2] == elem.VR.encode()
+    data[at:at + 2] = vr
+    path = tmp_path / "1.dcm"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_unread_corrupt_value_of_the_full_header_does_not_stop_the_mosaic(tmp_path):
+    """The full header of a mosaic (read for its CSA header) converts only what is read:
+    a private (0019,100A) value of 2 bytes as UL, which no reader of dicomml asks for,
+    leaves the mosaic readable and cut as the original (before, the whole header was
+    converted and the file was unreadable)."""
+    ref = read_series(dataset("dcm_qa_ts") / "In" / "1.dcm")
+    path = _mosaic_with_vr(tmp_path, 0x0019100A, b"UL")
+    with pytest.raises(Exception, match=r"\(0019,100A\)"):  # what pydicom makes of it
+        pydicom.dcmread(path)[0x0019, 0x100A].value
+    vol = read_series(path)
+    assert vol.issues == ref.issues
+    assert vol.pixels.shape == ref.pixels.shape == (35, 64, 64)
+    assert vol.pixels.tobytes() == ref.pixels.tobytes()
+    assert np.array_equal(vol.origin, ref.origin)
+    assert np.array_equal(vol.direction, ref.direction)
+
+
+def test_a_corrupt_value_read_from_the_full_header_is_reported(tmp_path):
+    """A value that cutting the mosaic reads and pydicom cannot convert ((0028,0010) Rows
+    as a 2-byte UL) makes the slice unreadable, with an error naming the file."""
+    path = _mosaic_with_vr(tmp_path, 0x00280010, b"UL")
+    with pytest.raises(InvalidDicomError, match="cannot parse the DICOM data set") as e:
+        read_series(path, strict=True)
+    assert str(path) in str(e.value)
+
+
 # ----------------------------------------------------------------------------- 4-D
 def test_incomplete_last_volume(tmp_path):
     files = _copy(dataset("dcm_qa_nih") / "In" / "20180918GE" / "mr_0004", tmp_path)
