@@ -220,3 +220,22 @@ def test_read_image_of_synthetic_enhanced_ct_equals_pydicoms(monkeypatch, tmp_pa
     fast, plain = _read_image_both_ways(monkeypatch, path)
     assert not isinstance(fast, tuple), fast
     assert _differences(fast, plain, "image") == []
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.98, 0.2])
+def test_a_truncated_enhanced_file_is_reported_with_its_name(tmp_path, keep):
+    """Cut inside the pixel data (the light parser's read) or inside the functional groups
+    (pydicom's): read_image raises and read_series leaves the file out, naming it."""
+    from dicomml.errors import InvalidDicomError, SeriesError
+    from dicomml.io import read_image
+
+    src = write_enhanced_ct(tmp_path / "ect.dcm", seed=7, n_frames=30, rows=48, columns=48,
+                            shared=False)
+    data = src.read_bytes()
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(InvalidDicomError, match="truncated") as e:
+        read_image(path)
+    assert str(path) in str(e.value)
+    with pytest.raises(SeriesError, match=str(path)):
+        read_series([path])
