@@ -20,6 +20,7 @@ import numpy as np
 from dicomml.errors import DicommlError, InvalidDicomError
 from dicomml.io import geometry as geo
 from dicomml.io._read_dataset import load_dataset, parse_error, shown_cs
+from dicomml.io._read_fast import NEEDED
 from dicomml.io.csa import image_type_values
 from dicomml.io.functional_groups import has_attached_groups
 from dicomml.io.ge import b_value_of_file as ge_b_value_of_file
@@ -58,12 +59,19 @@ def full_header(ds, path: str):
     """``ds`` itself when pydicom parsed it, else the file's header parsed by pydicom (the
     fast parser keeps only the attributes that most files need: no private elements).
 
-    Its values are converted when read (``check_values=False``: the callers read a few of
-    several hundred); wrap what reads them in :func:`header_values` so that a value pydicom
-    cannot convert is an :class:`~dicomml.errors.InvalidDicomError` naming the file."""
+    Of its several hundred values, the top-level attributes that the reader reads
+    (:data:`~dicomml.io._read_fast.NEEDED`, the light parser's table) are converted here,
+    the others when read (``check_values=False``: the CSA header, vendor values); wrap what
+    reads those in :func:`header_values`. A value pydicom cannot convert is an
+    :class:`~dicomml.errors.InvalidDicomError` naming the file."""
     if hasattr(ds, "private_block"):
         return ds
-    return load_dataset(path, stop_before_pixels=True, check_values=False)[0]
+    full = load_dataset(path, stop_before_pixels=True, check_values=False)[0]
+    with header_values(path):
+        for tag in NEEDED:
+            if tag in full:
+                full[tag]
+    return full
 
 
 @contextlib.contextmanager
