@@ -22,7 +22,7 @@ from typing import Iterator
 from dicomml.errors import InvalidDicomError, NotDicomError
 from dicomml.privacy import scrub
 from dicomml.io._read_fast import NestingTooDeep, parse_light
-from dicomml.io.functional_groups import attach, strip_groups
+from dicomml.io.functional_groups import attach, file_key, strip_groups
 from dicomml.io.guards import DEFER_SIZE, MMAP_FROM, nesting_error
 
 __all__ = ["load_dataset", "quiet_pydicom", "describe_error", "shown_uid", "shown_cs",
@@ -163,7 +163,8 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
 
     path = os.fspath(path)
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        size = st.st_size
         data = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > MMAP_FROM
                 else f.read())
     if not data:
@@ -172,7 +173,8 @@ def load_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
     groups_at: list = []
     if fast and part10 and not stop_before_pixels:
         try:
-            light = parse_light(data, groups_at, frame_groups=frame_groups)
+            light = parse_light(data, groups_at, frame_groups=frame_groups,
+                                memo=file_key(st) if frame_groups else None)
         except NestingTooDeep:
             raise nesting_error(path) from None
         if light is not None:

@@ -29,6 +29,8 @@ from dicomml.io.functional_groups import (
     attach,
     frame_groups_at,
     parse_sequence,
+    recall,
+    remember,
 )
 from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
@@ -245,7 +247,8 @@ def _int(s: str) -> int:
 
 
 def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: bool = False,
-                decline_classes: frozenset = frozenset()) -> LightDataset | None:
+                decline_classes: frozenset = frozenset(),
+                memo: tuple | None = None) -> LightDataset | None:
     """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it.
 
     ``groups_at``: a list that receives ``(offset, explicit)`` of the (5200,9229) /
@@ -262,6 +265,11 @@ def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: boo
     follow, and an object with a (0029,0010) or (0043,0010) private block (read from the
     full header), returns None as before.
 
+    ``memo``: the :func:`~dicomml.io.functional_groups.file_key` of the file ``data`` was
+    read from: its groups are taken from the scan's or an earlier read's parse in this
+    process (:func:`~dicomml.io.functional_groups.recall`, where they start where this walk
+    finds them) and a new parse is remembered.
+
     ``decline_classes``: SOP Class UIDs for which None is returned as soon as the file meta's
     (0002,0002) Media Storage SOP Class UID names one of them (a caller that only takes
     single-frame objects skips the walk of an enhanced header).
@@ -273,7 +281,7 @@ def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: boo
         reports it; pydicom would only hit Python's recursion limit).
     """
     try:
-        return _parse(data, groups_at, frame_groups, decline_classes)
+        return _parse(data, groups_at, frame_groups, decline_classes, memo)
     except NestingTooDeep:
         raise
     except (StructError, ValueError, IndexError, UnicodeDecodeError, Fallback, Truncated):
@@ -281,7 +289,8 @@ def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: boo
 
 
 def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = False,
-           decline_classes: frozenset = frozenset()) -> LightDataset | None:
+           decline_classes: frozenset = frozenset(),
+           memo: tuple | None = None) -> LightDataset | None:
     if len(data) < 144 or data[128:132] != b"DICM":
         return None
     pos = 132
@@ -347,7 +356,11 @@ def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = Fals
         elif spec is _DISQUALIFIES:
             if tag in _GROUPS_SW:
                 if frame_groups and groups is None and not private_read:
-                    got = frame_groups_at(data, pos, explicit)
+                    got = recall(memo) if memo is not None else None
+                    if got is None or got[1][0] != pos:
+                        got = frame_groups_at(data, pos, explicit)
+                        if got is not None and memo is not None:
+                            remember(memo, *got)
                     if got is not None:
                         groups, pos = got[0], got[1][1]
                         continue

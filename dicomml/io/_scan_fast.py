@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
 
 from dicomml.io.fields import (
@@ -30,7 +31,7 @@ from dicomml.io.fields import (
     normalize_strings,
     row_from_values,
 )
-from dicomml.io.functional_groups import PARSE_ERRORS, read_groups
+from dicomml.io.functional_groups import PARSE_ERRORS, file_key, read_groups, remember
 from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     BLOCK,
@@ -211,4 +212,6 @@ def _frame_values(f, raw: dict, pos: int, explicit: bool) -> tuple[dict | None, 
             groups, span = read_groups(mm, pos, explicit)
     except PARSE_ERRORS:
         return None, pos
+    if span is not None and groups.per_frame:  # for the reads of this series that follow
+        remember(file_key(os.fstat(f.fileno())), groups, span)
     return functional_group_values(groups), pos if span is None else span[1]

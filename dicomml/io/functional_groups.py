@@ -28,6 +28,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
+from collections import OrderedDict
 from typing import NamedTuple
 
 from dicomml.io.guards import MAX_NESTING
@@ -54,7 +56,8 @@ from dicomml.io.walker import (
 __all__ = ["WANTED", "SHARED", "PER_FRAME", "Item", "FrameGroups", "parse_sequence",
            "read_groups", "groups_of_file", "strip_groups", "attach", "per_frame_groups",
            "shared_groups", "PARSE_ERRORS", "GROUPS_ATTRIBUTE", "DIMENSION_INDEX", "DIMENSIONS",
-           "has_attached_groups", "frame_groups_at"]
+           "has_attached_groups", "frame_groups_at", "MEMO_FRAMES", "file_key", "remember",
+           "recall", "forget"]
 
 SHARED = 0x52009229
 PER_FRAME = 0x52009230
@@ -448,3 +451,55 @@ def shared_groups(ds):
     if got is not None:
         return None if got.shared is None else [got.shared]
     return ds.get("SharedFunctionalGroupsSequence")
+
+
+# ----------------------------------------------------------------------------- memo
+#: Frames of the most recently parsed functional groups kept in this process (about 1.6 KB
+#: each): the scan of a folder and the reads of its series that follow in the same process
+#: parse each enhanced file once.
+MEMO_FRAMES = 10_000
+_MEMO: OrderedDict = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+_memo_frames = 0
+
+
+def file_key(st: os.stat_result) -> tuple:
+    """What identifies a file's bytes for :func:`remember` / :func:`recall`: device, inode,
+    size and the modification and change times in ns (a rewrite changes the change time,
+    which no program can set back)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def remember(key: tuple, groups: FrameGroups, span: tuple[int, int]) -> None:
+    """Keep the parse of a file's groups (:func:`frame_groups_at`'s result) for
+    :func:`recall`, the oldest dropped beyond :data:`MEMO_FRAMES` frames."""
+    global _memo_frames
+    n = len(groups.per_frame) + 1
+    if n > MEMO_FRAMES:
+        return
+    with _MEMO_LOCK:
+        old = _MEMO.pop(key, None)
+        if old is not None:
+            _memo_frames -= len(old[0].per_frame) + 1
+        _MEMO[key] = (groups, span)
+        _memo_frames += n
+        while _memo_frames > MEMO_FRAMES:
+            _, (g, _s) = _MEMO.popitem(last=False)
+            _memo_frames -= len(g.per_frame) + 1
+
+
+def recall(key: tuple):
+    """``(FrameGroups, span)`` remembered for the file of ``key``, or None."""
+    with _MEMO_LOCK:
+        got = _MEMO.get(key)
+        if got is not None:
+            _MEMO.move_to_end(key)
+        return got
+
+
+def forget() -> None:
+    """Drop every remembered parse."""
+    global _memo_frames
+    with _MEMO_LOCK:
+        _MEMO.clear()
+        _memo_frames = 0

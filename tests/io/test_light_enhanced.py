@@ -14,6 +14,7 @@ goes to pydicom as before.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from tests.io.realdata import dataset
 _LIGHT = read_dataset.parse_light
 
 
-def _without_enhanced(data, groups_at=None, *, frame_groups=False):
+def _without_enhanced(data, groups_at=None, **_options):
     """The light parser as before: an enhanced object goes to pydicom."""
     return _LIGHT(data, groups_at)
 
@@ -239,3 +240,90 @@ def test_a_truncated_enhanced_file_is_reported_with_its_name(tmp_path, keep):
     assert str(path) in str(e.value)
     with pytest.raises(SeriesError, match=str(path)):
         read_series([path])
+
+
+# ----------------------------------------------------------------------------- the memo
+def test_the_scan_and_the_reads_that_follow_parse_each_file_once(monkeypatch, tmp_path):
+    """Scanned in this process, then read: read_series takes every enhanced file's groups
+    from the scan's parse (reading them again would fail here), and the volumes equal
+    those read with nothing remembered."""
+    import shutil
+
+    import dicomml.io._read_fast as read_fast
+    from dicomml.io import Index, scan
+    from dicomml.io.functional_groups import forget
+
+    root = tmp_path / "xa30"
+    shutil.copytree(dataset("dcm_qa_xa30") / "In" / "10_DWI_dir80_PA", root / "dwi")
+    shutil.copytree(dataset("dcm_qa_xa30") / "In" / "9_gre_field_mapping", root / "gre")
+    forget()
+    db = tmp_path / "index.sqlite"
+    scan(root, db, progress=False, workers=1)
+    with Index(db) as idx:
+        series = idx.series()
+        keys = list(series[series["object_kind"] == "image"]["series_key"])
+        groups = [list(idx.series_files(k)) for k in keys]
+    assert len(groups) == 2
+
+    def no_parse(*a, **k):
+        raise AssertionError("the groups were parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(read_fast, "frame_groups_at", no_parse)
+        remembered = [read_series(files) for files in groups]
+    forget()
+    fresh = [read_series(files) for files in groups]
+    for a, b in zip(remembered, fresh):
+        assert _differences(a, b) == []
+    assert sum(max(1, len(v.volumes)) for v in fresh) >= 21
+
+
+def test_a_file_changed_after_the_scan_is_parsed_again(tmp_path):
+    """The memo is keyed by the file's identity with its change time: a file rewritten in
+    place (same size, its modification time set back) is parsed again, and the volume has
+    the new positions."""
+    import os
+    import shutil
+
+    from dicomml.io import scan
+    from dicomml.io.functional_groups import forget
+
+    src = write_enhanced_ct(tmp_path / "src.dcm", seed=8, n_frames=5, rows=16, columns=16,
+                            shared=False)
+    root = tmp_path / "one"
+    root.mkdir()
+    path = root / "ect.dcm"
+    shutil.copy(src, path)
+    forget()
+    scan(root, tmp_path / "index.sqlite", progress=False, workers=1)
+    before = read_series([path])
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        pos = item.PlanePositionSequence[0].ImagePositionPatient
+        pos[0] = float(pos[0]) + 1.0  # the same text length for these positions
+    st = os.stat(path)
+    ds.save_as(path, enforce_file_format=True)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == st.st_mtime_ns
+    after = read_series([path])
+    assert after.origin[0] != before.origin[0]
+    assert after.pixels.tobytes() == before.pixels.tobytes()
+
+
+def test_the_memo_keeps_at_most_its_frames(monkeypatch, tmp_path):
+    import dicomml.io.functional_groups as fg
+
+    monkeypatch.setattr(fg, "MEMO_FRAMES", 12)
+    fg.forget()
+    paths = [write_enhanced_ct(tmp_path / f"e{i}.dcm", seed=i, n_frames=5, rows=8, columns=8)
+             for i in range(3)]
+    keys = []
+    for p in paths:
+        read_series([p])
+        keys.append(fg.file_key(os.stat(p)))
+    assert fg.recall(keys[0]) is None  # 3 × (5 frames + shared) > 12: the oldest went
+    assert fg.recall(keys[1]) is not None and fg.recall(keys[2]) is not None
+    big = write_enhanced_ct(tmp_path / "big.dcm", seed=9, n_frames=20, rows=8, columns=8)
+    read_series([big])
+    assert fg.recall(fg.file_key(os.stat(big))) is None  # more frames than it keeps
+    fg.forget()
