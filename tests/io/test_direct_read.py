@@ -34,7 +34,12 @@ def _pydicom_volume(paths):
 
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("workers", [1, 2, 3, None])
-def test_direct_path_equals_whole_file_and_pydicom(tmp_path, monkeypatch, signed, workers):
+@pytest.mark.parametrize("threads_from", [0, volume_mod.PIXEL_THREADS_FROM])
+def test_direct_path_equals_whole_file_and_pydicom(tmp_path, monkeypatch, signed, workers,
+                                                   threads_from):
+    """Every pixel pass (threads from 0 voxels: this small series on ``workers`` threads;
+    the default threshold: in one thread) gives the whole-file read's and pydicom's values."""
+    monkeypatch.setattr(volume_mod, "PIXEL_THREADS_FROM", threads_from)
     paths = write_ct_series(tmp_path, seed=3, n_slices=6, rows=SIZE, columns=SIZE,
                             signed=signed)
     assert direct_read.load_head(str(paths[0])) is not None  # the path under test is taken
