@@ -4,7 +4,10 @@ For each dataset (dcm2niix's validation sets ``dcm_qa_nih`` and ``dcm_qa_xa30`` 
 ``../shared/realdata/dcm_qa``), in one run on the same files (warm page cache):
 
 * **dicomml** - :func:`dicomml.io.scan` of ``In/`` into a fresh Index, then
-  :func:`dicomml.io.read_series` of every image series key (mosaics cut, 4-D read whole);
+  :func:`dicomml.io.read_series` of every image series key (mosaics cut, 4-D read whole),
+  in one process as a notebook does: the reads reuse the scan's parse of each enhanced
+  file's functional groups (:func:`dicomml.io.functional_groups.recall`); nothing is kept
+  from one round to the next (the memo is emptied at the start of each);
 * **dcm2niix** - Debian's ``dcm2niix -b y -z n -f %p_%s`` (the datasets' ``batch.sh``
   options: NIfTI and a BIDS sidecar per series) converting the same ``In/`` folder, its
   output on tmpfs (``/dev/shm``) so that writing costs no disk time.
@@ -48,8 +51,14 @@ DATASETS = ("dcm_qa_nih", "dcm_qa_xa30")
 
 
 def dicomml_all(folder: Path, tmp: Path) -> tuple[int, int]:
-    """Scan ``folder`` into a fresh Index and read every image series: (series, voxels)."""
+    """Scan ``folder`` into a fresh Index and read every image series: (series, voxels).
+
+    Nothing is remembered from an earlier round (the functional-group memo is emptied): the
+    reads reuse only the parses of this round's scan, as after a first scan of a folder."""
     from dicomml.io import Index, read_series, scan
+    from dicomml.io.functional_groups import forget
+
+    forget()
 
     db = tmp / f"index-{time.monotonic_ns()}.sqlite"
     scan(folder, db, progress=False)
@@ -115,9 +124,12 @@ def parse_pydicom(files) -> int:
 
 
 def read_dicomml(files) -> list:
-    """``read_image`` of every file (all frames, modality values)."""
+    """``read_image`` of every file (all frames, modality values), each file's groups parsed
+    anew (the functional-group memo emptied first: no earlier read is reused)."""
     from dicomml.io import read_image
+    from dicomml.io.functional_groups import forget
 
+    forget()
     return [read_image(p).pixels for p in files]
 
 
