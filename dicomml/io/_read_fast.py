@@ -267,8 +267,8 @@ def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: boo
 
     ``memo``: the :func:`~dicomml.io.functional_groups.file_key` of the file ``data`` was
     read from: its groups are taken from the scan's or an earlier read's parse in this
-    process (:func:`~dicomml.io.functional_groups.recall`, where they start where this walk
-    finds them) and a new parse is remembered.
+    process (:func:`~dicomml.io.functional_groups.recall`: where they start where this walk
+    finds them, with the same bytes) and a new parse is remembered.
 
     ``decline_classes``: SOP Class UIDs for which None is returned as soon as the file meta's
     (0002,0002) Media Storage SOP Class UID names one of them (a caller that only takes
@@ -356,11 +356,11 @@ def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = Fals
         elif spec is _DISQUALIFIES:
             if tag in _GROUPS_SW:
                 if frame_groups and groups is None and not private_read:
-                    got = recall(memo) if memo is not None else None
-                    if got is None or got[1][0] != pos:
+                    got = recall(memo, data, pos) if memo is not None else None
+                    if got is None:
                         got = frame_groups_at(data, pos, explicit)
                         if got is not None and memo is not None:
-                            remember(memo, *got)
+                            remember(memo, data, *got)
                     if got is not None:
                         groups, pos = got[0], got[1][1]
                         continue

@@ -210,8 +210,8 @@ def _frame_values(f, raw: dict, pos: int, explicit: bool) -> tuple[dict | None, 
     try:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             groups, span = read_groups(mm, pos, explicit)
+            if span is not None and groups.per_frame:  # for the reads that follow
+                remember(file_key(os.fstat(f.fileno())), mm, groups, span)
     except PARSE_ERRORS:
         return None, pos
-    if span is not None and groups.per_frame:  # for the reads of this series that follow
-        remember(file_key(os.fstat(f.fileno())), groups, span)
     return functional_group_values(groups), pos if span is None else span[1]

@@ -29,6 +29,7 @@ import mmap
 import os
 import struct
 import threading
+import zlib
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -464,37 +465,47 @@ _memo_frames = 0
 
 
 def file_key(st: os.stat_result) -> tuple:
-    """What identifies a file's bytes for :func:`remember` / :func:`recall`: device, inode,
-    size and the modification and change times in ns (a rewrite changes the change time,
-    which no program can set back)."""
+    """Where :func:`remember` / :func:`recall` look a file up: device, inode, size and the
+    modification and change times in ns. File times are coarse (a few ms), so a file
+    rewritten at once may keep them: :func:`recall` also checks the groups' bytes."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def remember(key: tuple, groups: FrameGroups, span: tuple[int, int]) -> None:
-    """Keep the parse of a file's groups (:func:`frame_groups_at`'s result) for
-    :func:`recall`, the oldest dropped beyond :data:`MEMO_FRAMES` frames."""
+def _checksum(data, span: tuple[int, int]) -> int:
+    return zlib.crc32(memoryview(data)[span[0]:span[1]])
+
+
+def remember(key: tuple, data, groups: FrameGroups, span: tuple[int, int]) -> None:
+    """Keep the parse of the groups of the file ``data`` (its bytes, ``bytes`` or ``mmap``;
+    :func:`frame_groups_at`'s result) for :func:`recall`, the oldest dropped beyond
+    :data:`MEMO_FRAMES` frames."""
     global _memo_frames
     n = len(groups.per_frame) + 1
     if n > MEMO_FRAMES:
         return
+    entry = (groups, span, _checksum(data, span))
     with _MEMO_LOCK:
         old = _MEMO.pop(key, None)
         if old is not None:
             _memo_frames -= len(old[0].per_frame) + 1
-        _MEMO[key] = (groups, span)
+        _MEMO[key] = entry
         _memo_frames += n
         while _memo_frames > MEMO_FRAMES:
-            _, (g, _s) = _MEMO.popitem(last=False)
+            _, (g, _s, _c) = _MEMO.popitem(last=False)
             _memo_frames -= len(g.per_frame) + 1
 
 
-def recall(key: tuple):
-    """``(FrameGroups, span)`` remembered for the file of ``key``, or None."""
+def recall(key: tuple, data, pos: int):
+    """``(FrameGroups, span)`` remembered for the file of ``key`` whose groups start at
+    ``pos`` in ``data`` with the same bytes (CRC-32 of the span), or None."""
     with _MEMO_LOCK:
         got = _MEMO.get(key)
         if got is not None:
             _MEMO.move_to_end(key)
-        return got
+    if got is None or got[1][0] != pos or got[1][1] > len(data) \
+            or _checksum(data, got[1]) != got[2]:
+        return None
+    return got[0], got[1]
 
 
 def forget() -> None:

@@ -315,15 +315,42 @@ def test_the_memo_keeps_at_most_its_frames(monkeypatch, tmp_path):
 
     monkeypatch.setattr(fg, "MEMO_FRAMES", 12)
     fg.forget()
+
+    def lookup(path):
+        data = path.read_bytes()
+        return fg.recall(fg.file_key(os.stat(path)), data, fg.frame_groups_at(data)[1][0])
+
     paths = [write_enhanced_ct(tmp_path / f"e{i}.dcm", seed=i, n_frames=5, rows=8, columns=8)
              for i in range(3)]
-    keys = []
     for p in paths:
         read_series([p])
-        keys.append(fg.file_key(os.stat(p)))
-    assert fg.recall(keys[0]) is None  # 3 × (5 frames + shared) > 12: the oldest went
-    assert fg.recall(keys[1]) is not None and fg.recall(keys[2]) is not None
+    assert lookup(paths[0]) is None  # 3 × (5 frames + shared) > 12: the oldest went
+    assert lookup(paths[1]) is not None and lookup(paths[2]) is not None
     big = write_enhanced_ct(tmp_path / "big.dcm", seed=9, n_frames=20, rows=8, columns=8)
     read_series([big])
-    assert fg.recall(fg.file_key(os.stat(big))) is None  # more frames than it keeps
+    assert lookup(big) is None  # more frames than it keeps
+    fg.forget()
+
+
+def test_a_file_rewritten_within_one_clock_tick_is_parsed_again(monkeypatch, tmp_path):
+    """File times are coarse: a file rewritten at once, at the same size, may keep its key.
+    The memo also compares the groups' bytes (CRC-32), so the new positions are read (the
+    key is made blind to times here to force the case)."""
+    import dicomml.io.functional_groups as fg
+
+    monkeypatch.setattr(fg, "file_key", lambda st: (st.st_dev, st.st_ino, st.st_size))
+    monkeypatch.setattr(read_dataset, "file_key", fg.file_key)
+    fg.forget()
+    path = write_enhanced_ct(tmp_path / "ect.dcm", seed=10, n_frames=4, rows=8, columns=8,
+                             shared=False)
+    before = read_series([path])
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        pos = item.PlanePositionSequence[0].ImagePositionPatient
+        pos[0] = float(pos[0]) + 1.0
+    size = os.path.getsize(path)
+    ds.save_as(path, enforce_file_format=True)
+    assert os.path.getsize(path) == size
+    after = read_series([path])
+    assert after.origin[0] != before.origin[0]
     fg.forget()
