@@ -231,17 +231,7 @@ def parse_sequence(buf, pos: int, length: int, explicit: bool, depth: int = 1,
 #: :data:`WANTED` and the refused tags keyed by swapped tag (:func:`~dicomml.io.walker.swap_tag`): one unpack per
 #: element header, no shifts in the loop.
 _WANTED_SW = {swap_tag(t): spec for t, spec in WANTED.items()}
-#: Other ``wanted`` tables, keyed by swapped tag, by id of the table (kept with it).
-_OTHER_SW: dict[int, tuple[dict, dict]] = {}
-
-
-def _swapped(wanted: dict) -> dict:
-    """``wanted`` keyed by swapped tag (made once per table)."""
-    got = _OTHER_SW.get(id(wanted))
-    if got is None or got[0] is not wanted:
-        got = _OTHER_SW[id(wanted)] = (wanted, {swap_tag(t): v for t, v in wanted.items()})
-    return got[1]
-
+_DIMENSION_INDEX_SW = {swap_tag(t): spec for t, spec in DIMENSION_INDEX.items()}
 _REFUSED_SW = frozenset(swap_tag(t) for t in _REFUSED)
 _ITEM_END_SW = swap_tag(ITEM_END)
 #: The first member of the cache keys of parsed sequences (the other keys are (VR, bytes));
@@ -260,7 +250,8 @@ def _parse_item(buf, pos: int, length: int, explicit: bool, depth: int, wanted: 
     if end > size:
         raise Truncated(pos)
     item = Item()
-    table = _WANTED_SW if wanted is WANTED else _swapped(wanted) if wanted else _NOTHING
+    table = (_WANTED_SW if wanted is WANTED else _DIMENSION_INDEX_SW if wanted is DIMENSION_INDEX
+             else {swap_tag(t): v for t, v in wanted.items()} if wanted else _NOTHING)
     refused = _REFUSED_SW if wanted else _NOTHING
     short_vrs, long_vrs = SHORT_VRS, LONG_VRS
     unpack = HEAD_EXPLICIT_SW.unpack_from if explicit else HEAD_IMPLICIT_SW.unpack_from
