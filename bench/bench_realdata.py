@@ -6,8 +6,9 @@ For each dataset (dcm2niix's validation sets ``dcm_qa_nih`` and ``dcm_qa_xa30`` 
 * **dicomml** - :func:`dicomml.io.scan` of ``In/`` into a fresh Index, then
   :func:`dicomml.io.read_series` of every image series key (mosaics cut, 4-D read whole),
   in one process as a notebook does: the reads reuse the scan's parse of each enhanced
-  file's functional groups (:func:`dicomml.io.functional_groups.recall`); nothing is kept
-  from one round to the next (the memo is emptied at the start of each);
+  file's functional groups (:func:`dicomml.io.functional_groups.recall`) and the header
+  layouts it learnt (:mod:`dicomml.io.layout`); nothing is kept from one round to the next
+  (the memo and the layouts are emptied at the start of each);
 * **dcm2niix** - Debian's ``dcm2niix -b y -z n -f %p_%s`` (the datasets' ``batch.sh``
   options: NIfTI and a BIDS sidecar per series) converting the same ``In/`` folder, its
   output on tmpfs (``/dev/shm``) so that writing costs no disk time.
@@ -53,12 +54,19 @@ DATASETS = ("dcm_qa_nih", "dcm_qa_xa30")
 def dicomml_all(folder: Path, tmp: Path) -> tuple[int, int]:
     """Scan ``folder`` into a fresh Index and read every image series: (series, voxels).
 
-    Nothing is remembered from an earlier round (the functional-group memo is emptied): the
-    reads reuse only the parses of this round's scan, as after a first scan of a folder."""
+    Nothing is remembered from an earlier round (the functional-group memo and the header
+    layouts are emptied): the reads reuse only what this round's scan learnt, as after a
+    first scan of a folder."""
     from dicomml.io import Index, read_series, scan
     from dicomml.io.functional_groups import forget
 
     forget()
+    try:  # the header layouts of earlier rounds (dicomml.io.layout), where there are any
+        from dicomml.io.layout import forget as forget_layouts
+    except ImportError:
+        pass
+    else:
+        forget_layouts()
 
     db = tmp / f"index-{time.monotonic_ns()}.sqlite"
     scan(folder, db, progress=False)

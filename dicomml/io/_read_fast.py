@@ -13,7 +13,9 @@ another transfer syntax, encapsulated or float pixel data, colour, a (0028,3000)
 or (0028,3010) VOI LUT Sequence, functional groups (Enhanced objects), a non-default
 (0008,0005) Specific Character Set, or any structural surprise (truncated header, bad
 lengths). Values are decoded as pydicom decodes them (DS -> float, IS/US -> int,
-multi-valued -> list); a test compares both on pydicom's sample files.
+multi-valued -> list); a test compares both on pydicom's sample files. A file whose header
+fits the layout of one parsed before (:mod:`dicomml.io.layout`: the same element headers,
+a few lengths aside) is not walked: its elements are where the fit says.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dicomml.io.functional_groups import (
     recall,
     remember,
 )
+from dicomml.io.layout import Fit, build, fitted, keep, wanted
 from dicomml.io.uids import TS_EXPLICIT_LE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     HEAD_EXPLICIT_SW,
@@ -248,7 +251,7 @@ def _int(s: str) -> int:
 
 def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: bool = False,
                 decline_classes: frozenset = frozenset(),
-                memo: tuple | None = None) -> LightDataset | None:
+                memo: tuple | None = None, size: int | None = None) -> LightDataset | None:
     """Parse ``data`` (a whole Part 10 file) or return None when pydicom must do it.
 
     ``groups_at``: a list that receives ``(offset, explicit)`` of the (5200,9229) /
@@ -274,6 +277,12 @@ def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: boo
     (0002,0002) Media Storage SOP Class UID names one of them (a caller that only takes
     single-frame objects skips the walk of an enhanced header).
 
+    ``size``: the size of the file ``data`` is the start of (default ``len(data)``). A file
+    that fits the :class:`~dicomml.io.layout.Layout` of an earlier one (the same element
+    headers, lengths aside) is not walked: its elements are where the fit says
+    (:func:`~dicomml.io.layout.fitted`); a flat header is read by building its layout
+    (:func:`~dicomml.io.layout.build`), for the files after it.
+
     Raises
     ------
     NestingTooDeep
@@ -281,6 +290,14 @@ def parse_light(data: bytes, groups_at: list | None = None, *, frame_groups: boo
         reports it; pydicom would only hit Python's recursion limit).
     """
     try:
+        fit = fitted(data)
+        if fit is None and wanted():
+            layout = build(data, len(data) if size is None else size)
+            keep(layout)
+            if layout is not None:
+                fit = Fit(layout, [])
+        if fit is not None:
+            return _from_fit(data, fit, decline_classes)
         return _parse(data, groups_at, frame_groups, decline_classes, memo)
     except NestingTooDeep:
         raise
@@ -396,7 +413,7 @@ def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = Fals
             break
         if spec is _CHARSET:
             cs = data[start:start + length].decode("ascii", "replace").strip(" \x00")
-            if cs.split("\\")[0].strip() not in _CHARSETS_OK or "\\" in cs.strip("\\"):
+            if not _charset_ok(cs):
                 return None
         else:
             raw[spec[0]] = (start, length, spec[1])
@@ -405,9 +422,8 @@ def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = Fals
         return None
     if dimensions is not None:
         raw["DimensionIndexSequence"] = (dimensions[0], dimensions[1], "SQ")
-    light = LightDataset(data, raw, ts, pixel, *pixel_at)
-    if light.get("SamplesPerPixel") != 1 or light.get("PhotometricInterpretation") not in (
-            "MONOCHROME1", "MONOCHROME2") or light.get("BitsAllocated") not in (8, 16, 32):
+    light = _grayscale(LightDataset(data, raw, ts, pixel, *pixel_at))
+    if light is None:
         return None
     if dimensions is not None:
         light._values["DimensionIndexSequence"] = dimensions[2]
@@ -415,3 +431,57 @@ def _parse(data: bytes, groups_at: list | None = None, frame_groups: bool = Fals
         attach(light, groups)
     return light
 
+
+def _charset_ok(cs: str) -> bool:
+    """Whether (0008,0005) ``cs`` decodes as the light parser decodes text."""
+    return cs.split("\\")[0].strip() in _CHARSETS_OK and "\\" not in cs.strip("\\")
+
+
+def _grayscale(light: LightDataset) -> LightDataset | None:
+    """``light`` when its image is plain grayscale, else None (pydicom reads it)."""
+    if light.get("SamplesPerPixel") != 1 or light.get("PhotometricInterpretation") not in (
+            "MONOCHROME1", "MONOCHROME2") or light.get("BitsAllocated") not in (8, 16, 32):
+        return None
+    return light
+
+
+def _from_fit(data, fit: Fit, decline_classes: frozenset) -> LightDataset | None:
+    """What :func:`_parse` returns for ``data``, whose elements are where ``fit`` says
+    (no walk)."""
+    layout = fit.layout
+    view = layout.views.get("light")
+    if view is None:
+        view = layout.views["light"] = _light_view(data, layout)
+    raw, needed, charset_ok, sop = view
+    if not charset_ok:
+        return None
+    if fit.changes:
+        ks, keywords, vrs = needed
+        raw = {kw: (s, n, vr) for kw, (s, n), vr in zip(keywords, fit.spans(ks), vrs)}
+    else:
+        raw = dict(raw)
+    if decline_classes and sop is not None:
+        start = fit.start(sop)
+        if bytes(data[start:start + fit.length(sop)]).decode("ascii", "replace").rstrip(
+                "\x00 ") in decline_classes:
+            return None
+    start, length = fit.pixel
+    return _grayscale(LightDataset(data, raw, layout.ts,
+                                   memoryview(data)[start:start + length], start, length))
+
+
+def _light_view(data, layout) -> tuple:
+    """The light parser's reading of ``layout``: ``(raw, (element numbers, keywords, VRs)
+    of NEEDED, character set ok, the element number of (0002,0002))``; the character set's
+    bytes are compared by the layout."""
+    needed = [(k, NEEDED[t][0], NEEDED[t][1]) for k, t in enumerate(layout.tags)
+              if t in NEEDED]
+    raw = {kw: (layout.starts[k], layout.lengths[k], vr) for k, kw, vr in needed}
+    needed = tuple(zip(*needed)) if needed else ((), (), ())
+    charset_ok = True
+    k = layout.number.get(0x00080005)
+    if k is not None:
+        start = layout.starts[k]
+        charset_ok = _charset_ok(bytes(data[start:start + layout.lengths[k]]).decode(
+            "ascii", "replace").strip(" \x00"))
+    return raw, needed, charset_ok, layout.number.get(0x00020002)

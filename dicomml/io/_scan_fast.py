@@ -11,8 +11,9 @@ so pixel data is never read. Values longer than :data:`MAX_VALUE` are never read
 Anything unusual raises :class:`Fallback` and the caller uses pydicom instead: no preamble,
 missing transfer syntax, big endian or deflate, an invalid VR, an explicit VR where implicit
 was declared (or the reverse), non-ASCII text in a needed value, an unexpected VR for a
-needed tag, tags out of order. Needs only the standard library.
-The raw values become row values by :mod:`dicomml.io.fields`.
+needed tag, tags out of order. A file whose header fits the layout of one read before
+(:mod:`dicomml.io.layout`: the files of a series, mostly) is not walked: its values are
+taken where the fit says. The raw values become row values by :mod:`dicomml.io.fields`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dicomml.io.fields import (
     row_from_values,
 )
 from dicomml.io.functional_groups import PARSE_ERRORS, file_key, read_groups, remember
+from dicomml.io.layout import MAX_HEADER, build, fitted, head_bytes, keep, wanted
 from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     BLOCK,
@@ -123,47 +125,24 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
     except OSError as e:
         raise Skip("unreadable", f"unreadable ({e.strerror})") from None
     with f:
-        r = Reader(f, size)
-        head = r.data
-        if not head:
-            raise Skip("empty file", "empty file")
-        if len(head) < 132 or head[128:132] != b"DICM":
-            raise Fallback  # no preamble (or not DICOM): the general reader decides
-        if size <= 132:
-            raise Skip("bare preamble", "bare preamble (128-byte preamble and 'DICM', no data)")
-        try:
-            meta = {0x00020002: None, 0x00020003: None, 0x00020010: None}
-            pos = walk(r, 132, True, 0x0002FFFF, meta)
-            if meta[0x00020010] is None:
-                raise Fallback
-            ts = normalize_strings("ui", _text(meta[0x00020010][1]))
-            if ts is None or ts in _EXPLICIT_TS_FALLBACK:
-                raise Fallback
-            explicit = ts != TS_IMPLICIT_LE
-            if pos + 6 <= size:
-                probe = r.get(pos + 4, 2, pos)
-                if (probe in VRS) != explicit:
-                    raise Fallback  # the dataset does not use the declared VR encoding
-            raw: dict[int, tuple[bytes | None, bytes] | None] = dict.fromkeys(RAW_TAGS)
-            pos = walk(r, pos, explicit, MAX_TAG, raw, _LAZY)
-            for tag in _LAZY:
-                item = raw[tag]
-                if item is not None:
-                    image_type = raw[0x00080008]
-                    if image_type is None or b"MOSAIC" not in image_type[1].upper() \
-                            or item[1][1] > MAX_VALUE:
-                        raw[tag] = None
-                    else:
-                        start, length = item[1]
-                        raw[tag] = (item[0], r.get(start, length, start))
-            frame_values, pos = _frame_values(f, raw, pos, explicit)
-            cut = check_rest(r, pos, explicit)
-        except Truncated as t:
-            raise Skip("truncated header", f"truncated header at byte {t.offset}") from None
-        except NestingTooDeep as e:
-            raise Skip("invalid DICOM", f"invalid DICOM ({e})") from None
-        if cut is not None:
-            raise Skip("truncated data", cut)
+        want = head_bytes()
+        if want:
+            head = f.read(min(size, want))
+            fit = fitted(head)
+            got = _by_fit(head, fit, size) if fit is not None else None
+            if got is not None:
+                ts, meta, raw = got
+                frame_values = None
+            else:
+                r = Reader.with_block(f, size, head)
+        else:
+            got = None
+            r = Reader(f, size)
+        if got is None:
+            ts, meta, raw, frame_values = _walked(f, r, size)
+            if frame_values is None and wanted():
+                f.seek(0)
+                keep(build(f.read(min(size, MAX_HEADER)), size))
     values = {}
     pixel_rep = None
     if cache is None:
@@ -197,6 +176,97 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
                            normalize_strings("ui", _text(msc[1])) if msc else None,
                            normalize_strings("ui", _text(msi[1])) if msi else None,
                            frame_values)
+
+
+def _walked(f, r: Reader, size: int) -> tuple:
+    """``(transfer syntax, meta, raw, frame values)`` of the file ``f`` by the walker."""
+    head = r.data
+    if not head:
+        raise Skip("empty file", "empty file")
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise Fallback  # no preamble (or not DICOM): the general reader decides
+    if size <= 132:
+        raise Skip("bare preamble", "bare preamble (128-byte preamble and 'DICM', no data)")
+    try:
+        meta = {0x00020002: None, 0x00020003: None, 0x00020010: None}
+        pos = walk(r, 132, True, 0x0002FFFF, meta)
+        if meta[0x00020010] is None:
+            raise Fallback
+        ts = normalize_strings("ui", _text(meta[0x00020010][1]))
+        if ts is None or ts in _EXPLICIT_TS_FALLBACK:
+            raise Fallback
+        explicit = ts != TS_IMPLICIT_LE
+        if pos + 6 <= size:
+            probe = r.get(pos + 4, 2, pos)
+            if (probe in VRS) != explicit:
+                raise Fallback  # the dataset does not use the declared VR encoding
+        raw: dict[int, tuple[bytes | None, bytes] | None] = dict.fromkeys(RAW_TAGS)
+        pos = walk(r, pos, explicit, MAX_TAG, raw, _LAZY)
+        for tag in _LAZY:
+            item = raw[tag]
+            if item is not None:
+                if not _mosaic(raw) or item[1][1] > MAX_VALUE:
+                    raw[tag] = None
+                else:
+                    start, length = item[1]
+                    raw[tag] = (item[0], r.get(start, length, start))
+        frame_values, pos = _frame_values(f, raw, pos, explicit)
+        cut = check_rest(r, pos, explicit)
+    except Truncated as t:
+        raise Skip("truncated header", f"truncated header at byte {t.offset}") from None
+    except NestingTooDeep as e:
+        raise Skip("invalid DICOM", f"invalid DICOM ({e})") from None
+    if cut is not None:
+        raise Skip("truncated data", cut)
+    return ts, meta, raw, frame_values
+
+
+def _mosaic(raw: dict) -> bool:
+    """Whether the kept (0008,0008) Image Type says MOSAIC (the CSA header is then read)."""
+    image_type = raw[0x00080008]
+    return image_type is not None and b"MOSAIC" in image_type[1].upper()
+
+
+_META = (0x00020002, 0x00020003, 0x00020010)
+
+
+def _by_fit(head: bytes, fit, size: int) -> tuple | None:
+    """``(transfer syntax, meta, raw)`` of a file whose first bytes ``head`` fit a header
+    layout (:mod:`dicomml.io.layout`: its elements are where the fit says), as the walk
+    gives them; None where the walk must decide (an enhanced object, a long value, the
+    file shorter than its Pixel Data)."""
+    if fit.pixel[0] + fit.pixel[1] > size:
+        return None
+    layout = fit.layout
+    view = layout.views.get("scan")
+    if view is None:
+        number = layout.number
+        view = layout.views["scan"] = (
+            [(t, number[t]) for t in _META if t in number],
+            sorted(((t, number[t]) for t in RAW_TAGS if t in number and t not in _LAZY),
+                   key=lambda item: item[1]),
+            [(t, number[t]) for t in _LAZY if t in number])
+    metas, kept, lazy = view
+    vrs = layout.vrs
+    meta = dict.fromkeys(_META)
+    for (tag, k), (start, length) in zip(metas, fit.spans([k for _t, k in metas])):
+        meta[tag] = (vrs[k], head[start:start + length])
+    raw: dict = dict.fromkeys(RAW_TAGS)
+    for (tag, k), (start, length) in zip(kept, fit.spans([k for _t, k in kept])):
+        if length > MAX_VALUE:
+            return None
+        raw[tag] = (vrs[k], head[start:start + length])
+    for tag, k in lazy:
+        length = fit.length(k)
+        if _mosaic(raw) and length <= MAX_VALUE:
+            start = fit.start(k)
+            raw[tag] = (vrs[k], head[start:start + length])
+    ts = normalize_strings("ui", _text(meta[0x00020010][1]))
+    sop = raw.get(0x00080016)
+    if ts is None or ts in _EXPLICIT_TS_FALLBACK or (sop is not None and normalize_strings(
+            "ui", _text(sop[1])) in FUNCTIONAL_GROUP_CLASSES):
+        return None
+    return ts, meta, raw
 
 
 def _frame_values(f, raw: dict, pos: int, explicit: bool) -> tuple[dict | None, int]:

@@ -140,7 +140,7 @@ def load_head(path: str, f=None):
     try:
         # an enhanced object (many frames, functional groups) is read whole: its header is
         # not walked here first
-        ds = parse_light(head, decline_classes=FUNCTIONAL_GROUP_CLASSES)
+        ds = parse_light(head, decline_classes=FUNCTIONAL_GROUP_CLASSES, size=size)
     except NestingTooDeep:
         return None
     if ds is None or len(ds.PixelData) == 0:

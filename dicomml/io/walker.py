@@ -114,6 +114,13 @@ class Reader:
         return self.data[:n]
 
     @classmethod
+    def with_block(cls, f, size: int, data: bytes) -> "Reader":
+        """A reader of the file ``f`` whose first bytes, ``data``, are already read."""
+        r = cls.__new__(cls)
+        r.f, r.size, r.data, r.base = f, size, data, 0
+        return r
+
+    @classmethod
     def in_memory(cls, data) -> "Reader":
         """A reader of a whole file already in memory (``bytes`` or ``mmap``)."""
         r = cls.__new__(cls)
