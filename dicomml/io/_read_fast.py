@@ -461,8 +461,8 @@ def _from_fit(data, fit: Fit, decline_classes: frozenset) -> LightDataset | None
     else:
         raw = dict(raw)
     if decline_classes and sop is not None:
-        start = fit.start(sop)
-        if bytes(data[start:start + fit.length(sop)]).decode("ascii", "replace").rstrip(
+        (start, length), = fit.spans([sop])
+        if bytes(data[start:start + length]).decode("ascii", "replace").rstrip(
                 "\x00 ") in decline_classes:
             return None
     start, length = fit.pixel

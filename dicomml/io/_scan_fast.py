@@ -33,7 +33,7 @@ from dicomml.io.fields import (
     row_from_values,
 )
 from dicomml.io.functional_groups import PARSE_ERRORS, file_key, read_groups, remember
-from dicomml.io.layout import MAX_HEADER, build, fitted, head_bytes, keep, wanted
+from dicomml.io.layout import MAX_HEADER, Fit, build, fitted, head_bytes, keep, wanted
 from dicomml.io.uids import TS_DEFLATED_LE, TS_EXPLICIT_BE, TS_IMPLICIT_LE
 from dicomml.io.walker import (
     BLOCK,
@@ -126,23 +126,23 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
         raise Skip("unreadable", f"unreadable ({e.strerror})") from None
     with f:
         want = head_bytes()
-        if want:
-            head = f.read(min(size, want))
-            fit = fitted(head)
-            got = _by_fit(head, fit, size) if fit is not None else None
-            if got is not None:
-                ts, meta, raw = got
-                frame_values = None
-            else:
-                r = Reader.with_block(f, size, head)
-        else:
-            got = None
-            r = Reader(f, size)
-        if got is None:
-            ts, meta, raw, frame_values = _walked(f, r, size)
-            if frame_values is None and wanted():
+        head = f.read(min(size, want)) if want else None
+        fit = fitted(head) if want else None
+        if fit is None and wanted():
+            # no layout fits: build one from this file, which is then read through it
+            if head is None or len(head) < min(size, MAX_HEADER):
                 f.seek(0)
-                keep(build(f.read(min(size, MAX_HEADER)), size))
+                head = f.read(min(size, MAX_HEADER))
+            layout = build(head, size)
+            keep(layout)
+            if layout is not None:
+                fit = Fit(layout, [])
+        got = _by_fit(head, fit, size) if fit is not None else None
+        if got is not None:
+            (ts, meta, raw), frame_values = got, None
+        else:
+            r = Reader(f, size) if head is None else Reader.with_block(f, size, head)
+            ts, meta, raw, frame_values = _walked(f, r, size)
     values = {}
     pixel_rep = None
     if cache is None:
@@ -256,11 +256,10 @@ def _by_fit(head: bytes, fit, size: int) -> tuple | None:
         if length > MAX_VALUE:
             return None
         raw[tag] = (vrs[k], head[start:start + length])
-    for tag, k in lazy:
-        length = fit.length(k)
-        if _mosaic(raw) and length <= MAX_VALUE:
-            start = fit.start(k)
-            raw[tag] = (vrs[k], head[start:start + length])
+    if lazy and _mosaic(raw):
+        for (tag, k), (start, length) in zip(lazy, fit.spans([k for _t, k in lazy])):
+            if length <= MAX_VALUE:
+                raw[tag] = (vrs[k], head[start:start + length])
     ts = normalize_strings("ui", _text(meta[0x00020010][1]))
     sop = raw.get(0x00080016)
     if ts is None or ts in _EXPLICIT_TS_FALLBACK or (sop is not None and normalize_strings(

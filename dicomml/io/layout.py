@@ -79,30 +79,17 @@ _CHARSET = 0x00080005
 
 
 class Fit:
-    """Where the elements of one file are, by a :class:`Layout`: ``start(k)`` and
-    ``length(k)`` of element ``k`` (its number in :attr:`Layout.tags`), ``pixel`` the
-    ``(value offset, length)`` of Pixel Data, ``end`` the offset after its header."""
+    """Where the elements of one file are, by a :class:`Layout`: :meth:`spans` of elements
+    by their numbers in :attr:`Layout.tags`; ``pixel`` the ``(value offset, length)`` of
+    Pixel Data; ``changes`` the ``(number, length, difference)`` of each element whose
+    length is not the layout's."""
 
-    __slots__ = ("layout", "changes", "pixel", "end")
+    __slots__ = ("layout", "changes", "pixel")
 
     def __init__(self, layout: "Layout", changes: list):
         self.layout, self.changes = layout, changes
         shift = sum(d for _k, _n, d in changes)
         self.pixel = (layout.pixel[0] + shift, layout.pixel[1])
-        self.end = layout.end + shift
-
-    def start(self, k: int) -> int:
-        s = self.layout.starts[k]
-        for i, _n, d in self.changes:
-            if i < k:
-                s += d
-        return s
-
-    def length(self, k: int) -> int:
-        for i, n, _d in self.changes:
-            if i == k:
-                return n
-        return self.layout.lengths[k]
 
     def spans(self, ks: list) -> list:
         """``[(start, length)]`` of the elements ``ks`` (ascending numbers)."""
