@@ -19,6 +19,8 @@ import filecmp
 import os
 import sqlite3
 import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
 from dicomml.errors import OutputError
@@ -528,59 +530,103 @@ class Store:
     # -- series keys ---------------------------------------------------------------------
     def update_series_keys(self) -> None:
         """Recompute the series keys of every Series Instance UID touched by this scan,
-        and of any row left without a key by an interrupted scan (one transaction)."""
+        and of any row left without a key by an interrupted scan; then the series table
+        (``series_summary``) and the secondary indexes of the queries
+        (:meth:`ensure_indexes`).
+
+        The keys are one transaction. Where the series table is built whole (a first
+        scan), its SELECT runs on a second, read-only connection in a thread while this
+        one builds the indexes (SQLite releases the GIL in both: two cores busy instead of
+        one); the rows are then inserted, and the scan marked finished, in one more
+        transaction. Until then the ``meta`` row :data:`PROVISIONAL` stays, so a crash in
+        between only means the next scan decides the keys again.
+        """
         c = self.con
         uids = set(self.affected)
         uids.update(u for (u,) in c.execute(
             "SELECT DISTINCT series_instance_uid FROM instances WHERE series_key IS NULL"))
         with self.transaction():
-            # Fast path, in SQL: a series whose images all share study, size and the exact
-            # same orientation text is one group, so every image keeps the plain key (the
-            # rule of series_keys); only series that may split are grouped in Python.
-            slow = []
-            for uid in uids:
-                if uid is None:
-                    slow.append(uid)
-                    continue
-                (splits,) = c.execute(_SPLITS_SQL, (uid,)).fetchone()
-                if splits:
-                    slow.append(uid)
-                else:
-                    c.execute(_ONE_GROUP_SQL, (uid,))
-            sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
-            for uid in slow:
-                if uid is None:
-                    cur = c.execute(sel + "series_instance_uid IS NULL")
-                else:
-                    cur = c.execute(sel + "series_instance_uid = ?", (uid,))
-                rows = [dict(zip(_SPLIT_COLS, rec)) for rec in cur.fetchall()]
-                conflicts: dict[str, list[str]] = {}
-                for d in rows:
-                    for col in ("image_orientation", "pixel_spacing"):
-                        d[col] = decode_array(d[col])
-                    if d["duplicate_of"] is not None:
-                        conflicts.setdefault(d["sop_instance_uid"], []).append(d["path"])
-                rank = {p: i + 1 for paths in conflicts.values()
-                        for i, p in enumerate(sorted(paths))}
-                for d in rows:
-                    d["duplicate_rank"] = rank.get(d["path"], 0)
-                keys = series_keys(rows)
-                c.executemany("UPDATE instances SET series_key=? WHERE path=?",
-                              [(k, p) for p, k in keys.items()])
-            self._refresh_series(uids)
+            self._write_keys(uids)
+        rows = None
+        if not self._has_summary():
+            with ThreadPoolExecutor(1, thread_name_prefix="dicomml-series") as pool:
+                job = pool.submit(_read_only_rows, self.db_path, series_sql())
+                self.ensure_indexes()  # meanwhile: the indexes of the queries
+                try:
+                    rows = job.result()
+                except sqlite3.Error:  # unreadable from a second connection: built below
+                    rows = None
+        with self.transaction():
+            if rows is not None:
+                self._create_summary(rows)
+            else:
+                self._refresh_series(uids)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
                       (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
             c.execute("DELETE FROM meta WHERE key = ?", (PROVISIONAL,))
+        self.ensure_indexes()  # those the first scan's path built already: none missing
         self.affected.clear()
         self.provisional = False  # what is written from now on is decided by the next scan
+
+    def _write_keys(self, uids: set) -> None:
+        """The series keys of the Series Instance UIDs ``uids`` (in the caller's
+        transaction)."""
+        c = self.con
+        # Fast path, in SQL: a series whose images all share study, size and the exact
+        # same orientation text is one group, so every image keeps the plain key (the
+        # rule of series_keys); only series that may split are grouped in Python.
+        slow = []
+        for uid in uids:
+            if uid is None:
+                slow.append(uid)
+                continue
+            (splits,) = c.execute(_SPLITS_SQL, (uid,)).fetchone()
+            if splits:
+                slow.append(uid)
+            else:
+                c.execute(_ONE_GROUP_SQL, (uid,))
+        sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
+        for uid in slow:
+            if uid is None:
+                cur = c.execute(sel + "series_instance_uid IS NULL")
+            else:
+                cur = c.execute(sel + "series_instance_uid = ?", (uid,))
+            rows = [dict(zip(_SPLIT_COLS, rec)) for rec in cur.fetchall()]
+            conflicts: dict[str, list[str]] = {}
+            for d in rows:
+                for col in ("image_orientation", "pixel_spacing"):
+                    d[col] = decode_array(d[col])
+                if d["duplicate_of"] is not None:
+                    conflicts.setdefault(d["sop_instance_uid"], []).append(d["path"])
+            rank = {p: i + 1 for paths in conflicts.values()
+                    for i, p in enumerate(sorted(paths))}
+            for d in rows:
+                d["duplicate_rank"] = rank.get(d["path"], 0)
+            keys = series_keys(rows)
+            c.executemany("UPDATE instances SET series_key=? WHERE path=?",
+                          [(k, p) for p, k in keys.items()])
+
+    def _has_summary(self) -> bool:
+        return self.con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'series_summary'").fetchone() is not None
+
+    def _create_summary(self, rows: list[tuple]) -> None:
+        """``series_summary`` from the rows of :func:`dicomml.io.index.series_sql` (in
+        the caller's transaction): the columns of ``CREATE TABLE ... AS`` that query, so
+        the table is the one :meth:`_refresh_series` builds."""
+        c = self.con
+        c.execute("CREATE TABLE series_summary AS " + series_sql() + " LIMIT 0")
+        n = len(c.execute("SELECT * FROM series_summary LIMIT 0").description)
+        c.executemany(f"INSERT INTO series_summary VALUES ({', '.join('?' * n)})", rows)
+        c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
+        c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
 
     def _refresh_series(self, uids: set) -> None:
         """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`)
         of the Series Instance UIDs ``uids``, in the caller's transaction; build the whole
         table when it does not exist yet (a first scan, or an Index written before it)."""
         c = self.con
-        if not c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                         "name = 'series_summary'").fetchone():
+        if not self._has_summary():
             c.execute("CREATE TABLE series_summary AS " + series_sql())
             c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
             c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
@@ -600,6 +646,17 @@ class Store:
 
     def current_skipped(self) -> list[tuple[str, str]]:
         return self.con.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
+
+
+def _read_only_rows(db_path: str, sql: str) -> list[tuple]:
+    """The rows of ``sql`` read through a read-only connection of its own (run in a thread
+    while the writer's connection builds indexes)."""
+    con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(db_path))}?mode=ro",
+                          uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
 
 
 def _same_bytes(a: str, b: str) -> bool:

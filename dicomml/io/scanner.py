@@ -494,8 +494,7 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
             n_read += _read_all(store, again, 0, None, False, fast)
             store.forget_candidates()  # what was read again may hold other UIDs now
         store.resolve_duplicates()
-        store.update_series_keys()
-        store.ensure_indexes()  # those of the queries: after the keys, not updated with them
+        store.update_series_keys()  # and the indexes of the queries, after the keys
         skipped = tuple(tuple(r) for r in store.current_skipped())
         conflicts = tuple(tuple(r) for r in store.conflicts())
     finally:

@@ -145,6 +145,63 @@ def test_series_summary_follows_every_scan(tree, tmp_path):
         assert len(idx.series()) == r.summary["series"]
 
 
+def _summary_schema(db) -> list:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT type, name, sql FROM sqlite_master WHERE tbl_name = "
+                           "'series_summary' ORDER BY name").fetchall()
+    finally:
+        con.close()
+
+
+def test_first_scan_reads_the_series_table_beside_the_index_builds(tree, tmp_path,
+                                                                  monkeypatch):
+    """A first scan computes ``series_summary`` on a read-only connection while the query
+    indexes are built; the table is the one the writer's own ``CREATE TABLE ... AS``
+    makes (the path taken where that reader fails), schema and rows."""
+    from dicomml.io import _scan_store
+
+    root, _db = tree
+    reads = []
+    real = _scan_store._read_only_rows
+
+    def spy(db_path, sql):
+        reads.append(db_path)
+        return real(db_path, sql)
+
+    monkeypatch.setattr(_scan_store, "_read_only_rows", spy)
+    db = tmp_path / "parallel.sqlite"
+    scan(root, db, workers=0, progress=False)
+    assert reads == [str(db)]
+    _summary_is_live(db)
+    scan(root, db, workers=0, progress=False)  # a re-scan updates the table in place
+    assert reads == [str(db)]
+
+    def fails(db_path, sql):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(_scan_store, "_read_only_rows", fails)
+    alone = tmp_path / "alone.sqlite"
+    scan(root, alone, workers=0, progress=False)
+    _summary_is_live(alone)
+    assert _summary_schema(db) == _summary_schema(alone)
+    con_a, con_b = sqlite3.connect(db), sqlite3.connect(alone)
+    try:
+        rows = [c.execute("SELECT * FROM series_summary ORDER BY series_key").fetchall()
+                for c in (con_a, con_b)]
+        indexes = [c.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                             "ORDER BY name").fetchall() for c in (con_a, con_b)]
+        provisional = [c.execute("SELECT COUNT(*) FROM meta WHERE key = ?",
+                                 (_scan_store.PROVISIONAL,)).fetchone()[0]
+                       for c in (con_a, con_b)]
+    finally:
+        con_a.close()
+        con_b.close()
+    assert rows[0] == rows[1] and len(rows[0]) > 3
+    assert indexes[0] == indexes[1] and len(indexes[0]) >= 12
+    assert provisional == [0, 0]
+
+
 def test_rescan_finds_added_changed_and_removed_files(tmp_path):
     root = tmp_path / "tree"
     paths = write_ct_series(root / "s1", n_slices=4, rows=16, columns=16, seed=5)
