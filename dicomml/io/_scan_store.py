@@ -550,10 +550,13 @@ class Store:
         rows = None
         if not self._has_summary():
             with ThreadPoolExecutor(1, thread_name_prefix="dicomml-series") as pool:
-                job = pool.submit(_read_only_rows, self.db_path, series_sql())
+                try:
+                    job = pool.submit(_read_only_rows, self.db_path, series_sql())
+                except RuntimeError:  # no thread now (a resource limit, interpreter exit)
+                    job = None
                 self.ensure_indexes()  # meanwhile: the indexes of the queries
                 try:
-                    rows = job.result()
+                    rows = None if job is None else job.result()
                 except sqlite3.Error:  # unreadable from a second connection: built below
                     rows = None
         with self.transaction():

@@ -184,6 +184,16 @@ def test_first_scan_reads_the_series_table_beside_the_index_builds(tree, tmp_pat
     alone = tmp_path / "alone.sqlite"
     scan(root, alone, workers=0, progress=False)
     _summary_is_live(alone)
+
+    class NoThreads(_scan_store.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_scan_store, "ThreadPoolExecutor", NoThreads)
+    unthreaded = tmp_path / "unthreaded.sqlite"
+    scan(root, unthreaded, workers=0, progress=False)
+    _summary_is_live(unthreaded)
+    assert _summary_schema(unthreaded) == _summary_schema(alone)
     assert _summary_schema(db) == _summary_schema(alone)
     con_a, con_b = sqlite3.connect(db), sqlite3.connect(alone)
     try:
