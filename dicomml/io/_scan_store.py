@@ -19,13 +19,12 @@ import filecmp
 import os
 import sqlite3
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
-    decode_array, encode_array, series_sql
+    connect_read_only, decode_array, encode_array, series_sql
 from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
 __all__ = ["Store", "db_values", "DUP_COPY", "PROVISIONAL"]
@@ -548,26 +547,25 @@ class Store:
         with self.transaction():
             self._write_keys(uids)
         rows = None
-        if not self._has_summary():
+        if self._has_summary():  # rows of the touched series replaced below
+            self.ensure_indexes()
+        else:
             with ThreadPoolExecutor(1, thread_name_prefix="dicomml-series") as pool:
                 try:
                     job = pool.submit(_read_only_rows, self.db_path, series_sql())
                 except RuntimeError:  # no thread now (a resource limit, interpreter exit)
                     job = None
                 self.ensure_indexes()  # meanwhile: the indexes of the queries
-                try:
-                    rows = None if job is None else job.result()
-                except sqlite3.Error:  # unreadable from a second connection: built below
-                    rows = None
+                if job is not None:
+                    try:
+                        rows = job.result()
+                    except sqlite3.Error:  # unreadable from a second connection
+                        rows = None
         with self.transaction():
-            if rows is not None:
-                self._create_summary(rows)
-            else:
-                self._refresh_series(uids)
+            self._refresh_series(uids, rows)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
                       (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),))
             c.execute("DELETE FROM meta WHERE key = ?", (PROVISIONAL,))
-        self.ensure_indexes()  # those the first scan's path built already: none missing
         self.affected.clear()
         self.provisional = False  # what is written from now on is decided by the next scan
 
@@ -613,24 +611,21 @@ class Store:
         return self.con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
                                 "name = 'series_summary'").fetchone() is not None
 
-    def _create_summary(self, rows: list[tuple]) -> None:
-        """``series_summary`` from the rows of :func:`dicomml.io.index.series_sql` (in
-        the caller's transaction): the columns of ``CREATE TABLE ... AS`` that query, so
-        the table is the one :meth:`_refresh_series` builds."""
-        c = self.con
-        c.execute("CREATE TABLE series_summary AS " + series_sql() + " LIMIT 0")
-        n = len(c.execute("SELECT * FROM series_summary LIMIT 0").description)
-        c.executemany(f"INSERT INTO series_summary VALUES ({', '.join('?' * n)})", rows)
-        c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
-        c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
-
-    def _refresh_series(self, uids: set) -> None:
+    def _refresh_series(self, uids: set, rows: list[tuple] | None = None) -> None:
         """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`)
         of the Series Instance UIDs ``uids``, in the caller's transaction; build the whole
-        table when it does not exist yet (a first scan, or an Index written before it)."""
+        table when it does not exist yet (a first scan, or an Index written before it),
+        from ``rows`` when given (the result of :func:`dicomml.io.index.series_sql`, read
+        beforehand) or by the SELECT itself (the same table: ``CREATE TABLE ... AS``)."""
         c = self.con
         if not self._has_summary():
-            c.execute("CREATE TABLE series_summary AS " + series_sql())
+            sql = series_sql()
+            c.execute("CREATE TABLE series_summary AS " + sql
+                      + ("" if rows is None else " LIMIT 0"))
+            if rows:
+                n = len(rows[0])
+                c.executemany(f"INSERT INTO series_summary VALUES ({', '.join('?' * n)})",
+                              rows)
             c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
             c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
             return
@@ -654,8 +649,7 @@ class Store:
 def _read_only_rows(db_path: str, sql: str) -> list[tuple]:
     """The rows of ``sql`` read through a read-only connection of its own (run in a thread
     while the writer's connection builds indexes)."""
-    con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(db_path))}?mode=ro",
-                          uri=True)
+    con = connect_read_only(db_path)
     try:
         return con.execute(sql).fetchall()
     finally:

@@ -52,6 +52,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from dicomml.io.header import DERIVED_COLUMNS, FIELDS, ROW_COLUMNS
 
 __all__ = [
     "Index",
+    "connect_read_only",
     "open_index",
     "series_note",
     "default_db_path",
@@ -239,6 +241,13 @@ def select_where(modality=None, sop_class_uid=None, study_date=None) -> tuple[st
     return (" AND ".join(conds) or "1"), params
 
 
+def connect_read_only(db_path: str | os.PathLike) -> sqlite3.Connection:
+    """An SQLite connection that can only read ``db_path`` (a ``mode=ro`` URI; the path is
+    percent-quoted, so folder names holding ``?``, ``#`` or ``%`` open the right file)."""
+    path = urllib.parse.quote(os.path.abspath(os.fspath(db_path)))
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
 def series_sql(keys: str = "1", uids: str = "1") -> str:
     """The SELECT of :meth:`Index.series` (no ORDER BY): one row per series key of the
     instances whose ``series_key`` satisfies the SQL condition ``keys`` and whose
@@ -346,7 +355,7 @@ class Index:
             raise ConfigError(f"no Index at {self.db_path}: run 'dicomml scan FOLDER --db "
                               f"{self.db_path}' first, or pass the right --db.")
         try:
-            self._con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            self._con = connect_read_only(self.db_path)
             version = self._con.execute(
                 "SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as e:

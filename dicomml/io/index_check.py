@@ -16,6 +16,7 @@ import os
 import sqlite3
 
 from dicomml.errors import ConfigError
+from dicomml.io.index import connect_read_only
 
 __all__ = ["check_index_target", "INDEX_TABLES"]
 
@@ -26,7 +27,7 @@ INDEX_TABLES = frozenset({"meta", "files", "instances", "skipped"})
 def _tables(db_path: str) -> tuple[set[str], dict[str, str]] | None:
     """Table names and the ``meta`` key/values, or None when it is not an SQLite file."""
     try:
-        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        con = connect_read_only(db_path)
     except sqlite3.Error:
         return None
     try:

@@ -212,6 +212,20 @@ def test_first_scan_reads_the_series_table_beside_the_index_builds(tree, tmp_pat
     assert provisional == [0, 0]
 
 
+def test_an_index_in_a_folder_named_with_uri_characters(tree, tmp_path):
+    """The read-only connections (the Index, the scan's checks, the series table's reader)
+    open the file itself when its folder's name holds ``?``, ``#`` or ``%``."""
+    root, db = tree
+    odd = tmp_path / "a?b#c%20d" / "index.sqlite"
+    first = scan(root, odd, workers=0, progress=False)
+    again = scan(root, odd, workers=0, progress=False)  # the target check reads it
+    assert first.files_read > 0 and again.files_read == 0
+    _summary_is_live(odd)
+    with Index(odd) as idx, Index(db) as ref:
+        assert idx.summary() == ref.summary()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a?b#c%20d"]
+
+
 def test_rescan_finds_added_changed_and_removed_files(tmp_path):
     root = tmp_path / "tree"
     paths = write_ct_series(root / "s1", n_slices=4, rows=16, columns=16, seed=5)
