@@ -15,9 +15,10 @@ interrupted) sets every key back to NULL first, and so decides everything again.
 from __future__ import annotations
 
 import contextlib
-import filecmp
+import itertools
 import os
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
@@ -379,11 +380,8 @@ class Store:
         """
         with self.transaction():
             rows = [r for r in results if r[0] == "row"]
-            for res in results:
-                if res[0] != "row":
-                    _kind, path, size, mtime_ns, category, reason = res[:6]
-                    status = res[6] if len(res) > 6 else "skipped"
-                    self._put_skip(path, size, mtime_ns, category, reason, status, None)
+            self._put_skips([(*r[1:6], r[6] if len(r) > 6 else "skipped", None)
+                             for r in results if r[0] != "row"])
             if rows:
                 self._put_rows(rows)
 
@@ -446,25 +444,31 @@ class Store:
                       [(r[1], r[2], r[3]) for r in rows])
         self.affected.update(r[4][_SERIES] for r in rows)
 
-    def _forget_instance(self, path: str) -> None:
-        old = self.con.execute("SELECT series_instance_uid FROM instances WHERE path=?",
-                               (path,)).fetchone()
-        if old is not None:
-            self.affected.add(old[0])
-            self.con.execute("DELETE FROM instances WHERE path=?", (path,))
-
     def _put_skip(self, path, size, mtime_ns, category, reason, status, sop_uid) -> None:
+        self._put_skips([(path, size, mtime_ns, category, reason, status, sop_uid)])
+
+    def _put_skips(self, skips: list[tuple]) -> None:
+        """Record skipped files, ``(path, size, mtime_ns, category, reason, status,
+        sop_uid)`` each, in a few bulk statements: an instance row of the path goes (its
+        series is touched), and so do the DICOMDIR references it held; ``status`` "retry"
+        leaves the path out of ``files`` (the next scan reads it again)."""
+        if not skips:
+            return
         c = self.con
         self._skips_before = 1  # a later row of this path replaces this skip
-        self._forget_instance(path)
-        c.execute("DELETE FROM dicomdir_refs WHERE dicomdir=?", (path,))
-        c.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
-                  (path, size, mtime_ns / 1e9, category, reason, sop_uid))
-        if status == "retry":
-            c.execute("DELETE FROM files WHERE path=?", (path,))
-        else:
-            c.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
-                      (path, size, mtime_ns, status))
+        paths = [(s[0],) for s in skips]
+        self.affected.update(u for (u,) in self._select_in(
+            "SELECT series_instance_uid FROM instances WHERE path IN ({})",
+            [p for (p,) in paths]))
+        c.executemany("DELETE FROM instances WHERE path=?", paths)
+        c.executemany("DELETE FROM dicomdir_refs WHERE dicomdir=?", paths)
+        c.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
+                      [(p, size, mtime_ns / 1e9, category, reason, sop)
+                       for p, size, mtime_ns, category, reason, _st, sop in skips])
+        c.executemany("DELETE FROM files WHERE path=?",
+                      [(s[0],) for s in skips if s[5] == "retry"])
+        c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                      [(s[0], s[1], s[2], s[5]) for s in skips if s[5] != "retry"])
 
     # -- duplicates ----------------------------------------------------------------------
     def duplicates_to_read(self) -> list[tuple[str, int, int]]:
@@ -494,6 +498,11 @@ class Store:
         first file), and gets a series key of its own when it would join its twin (see
         :func:`dicomml.io.series.same_series`). Independent of the order in which workers
         returned the files.
+
+        The files of every candidate UID come in one query, the decisions go in a few bulk
+        statements. The contents are compared here, on one thread: two threads took longer
+        (0.40 against 0.27 s for 2,000 pairs of 514 KiB files; the copies compete for the
+        memory bandwidth and the CPU cache).
         """
         c = self.con
         with self.transaction():
@@ -501,25 +510,24 @@ class Store:
             if sops is None:
                 sops = self._dup_candidates()
             self._dup_sops = None
-            for sop in sops:
-                members = c.execute(
-                    "SELECT i.path, i.series_instance_uid, f.size, f.mtime_ns FROM instances i "
-                    "JOIN files f ON f.path = i.path WHERE i.sop_instance_uid = ? "
-                    "ORDER BY i.path", (sop,)).fetchall()
-                kept: list[str] = []
-                for path, uid, size, mtime_ns in members:
-                    twin = next((k for k in kept if _same_bytes(k, path)), None)
-                    if twin is None:
-                        kept.append(path)
-                        self.affected.add(uid)
-                        continue
-                    self._put_skip(path, size, mtime_ns, DUP_COPY,
-                                   f"{DUP_COPY} of {twin} (same SOP Instance UID, identical "
-                                   "bytes)", "dup", sop)
+            members = self._select_in(
+                "SELECT i.sop_instance_uid, i.path, i.series_instance_uid, f.size, "
+                "f.mtime_ns FROM instances i JOIN files f ON f.path = i.path "
+                "WHERE i.sop_instance_uid IN ({}) ORDER BY i.sop_instance_uid, i.path", sops)
+            groups = [list(g) for _sop, g in itertools.groupby(members, key=lambda m: m[0])]
+            skips, updates = [], []
+            for group in groups:
+                kept, copies = _decide_copies(group)
+                self.affected.update(m[2] for m in group if m[1] in kept)
+                for (sop, path, _uid, size, mtime_ns), twin in copies:
+                    skips.append((path, size, mtime_ns, DUP_COPY,
+                                  f"{DUP_COPY} of {twin} (same SOP Instance UID, identical "
+                                  "bytes)", "dup", sop))
                 conflict = 1 if len(kept) > 1 else None
-                c.executemany("UPDATE instances SET duplicate_of = ?, conflict = ?, "
-                              "series_key = NULL WHERE path = ?",
-                              [(None if p == kept[0] else kept[0], conflict, p) for p in kept])
+                updates += [(None if p == kept[0] else kept[0], conflict, p) for p in kept]
+            self._put_skips(skips)
+            c.executemany("UPDATE instances SET duplicate_of = ?, conflict = ?, "
+                          "series_key = NULL WHERE path = ?", updates)
 
     def conflicts(self) -> list[tuple[str, str]]:
         """Conflicting duplicates: ``(path, duplicate_of)`` ordered by path."""
@@ -656,9 +664,68 @@ def _read_only_rows(db_path: str, sql: str) -> list[tuple]:
         con.close()
 
 
+def _decide_copies(group: list[tuple]) -> tuple[list[str], list[tuple[tuple, str]]]:
+    """The files of one SOP Instance UID (rows ``(sop, path, series uid, size, mtime_ns)``
+    in path order) → (the kept paths, ``(row, kept twin)`` of each byte-identical copy)."""
+    kept: list[str] = []
+    copies = []
+    for row in group:
+        path = row[1]
+        twin = next((k for k in kept if _same_bytes(k, path)), None)
+        if twin is None:
+            kept.append(path)
+        else:
+            copies.append((row, twin))
+    return kept, copies
+
+
+#: Bytes of each block :func:`_same_bytes` reads; two such buffers per thread. 256 KiB:
+#: both blocks stay in the CPU cache while they are compared (a pair of 514 KiB files:
+#: 107 µs with blocks of 256 KiB, 163 µs with blocks of 1 MiB; reading both whole, 79 µs).
+_BLOCK = 1 << 18
+_buffers = threading.local()
+
+
+def _fill(f, view: memoryview) -> int:
+    """Read ``f`` into ``view`` until it is full or the file ends; the bytes read."""
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 def _same_bytes(a: str, b: str) -> bool:
-    """True when two files have the same content (an unreadable one differs)."""
+    """True when two files have the same content (an unreadable one differs).
+
+    The sizes first, then blocks of :data:`_BLOCK` bytes read into two buffers kept per
+    thread and compared (a partial last block as 8-byte words with numpy, its tail byte
+    by byte): no 8 KiB Python loop (``filecmp``: 280 µs per pair of 514 KiB files, 107 µs
+    here) and no fresh pages per file (``a.read() == b.read()``: 495 µs)."""
+    import numpy as np
+
     try:
-        return filecmp.cmp(a, b, shallow=False)
+        with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
+            if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
+                return False
+            bufs = getattr(_buffers, "pair", None)
+            if bufs is None:
+                bufs = _buffers.pair = (bytearray(_BLOCK), bytearray(_BLOCK))
+            x, y = bufs
+            vx, vy = memoryview(x), memoryview(y)
+            while True:
+                n = _fill(fa, vx)
+                if n != _fill(fb, vy):
+                    return False  # the file changed size while it was read
+                if n == _BLOCK:
+                    if x != y:
+                        return False
+                    continue
+                k = n // 8
+                return bool(np.array_equal(np.frombuffer(x, np.uint64, k),
+                                           np.frombuffer(y, np.uint64, k))) \
+                    and vx[8 * k:n] == vy[8 * k:n]
     except OSError:
         return False

@@ -7,6 +7,7 @@ are "conflicting duplicates": indexed, reported, and keyed apart from their twin
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 
@@ -179,3 +180,59 @@ def test_conflict_ends_when_its_twin_changes(export, tmp_path):
     assert r.files_read == 1 and r.conflicts == ()
     inst, _skipped, _series = _state(db)
     assert not inst["conflict"].any() and inst["duplicate_of"].isna().all()
+
+
+@pytest.mark.parametrize("block", [8, 64, 1 << 20])
+def test_byte_comparison_agrees_with_filecmp(tmp_path, monkeypatch, block):
+    """The duplicate check's comparison against the standard library's, on files that
+    differ in the first, a middle, the last byte, inside the < 8-byte tail, only in
+    length, and not at all; a block size of 8 and 64 bytes makes the small files span
+    many blocks (whole blocks, a partial one, an empty last read)."""
+    import filecmp
+
+    import numpy as np
+
+    import dicomml.io._scan_store as store_mod
+
+    monkeypatch.setattr(store_mod, "_BLOCK", block)
+    monkeypatch.setattr(store_mod, "_buffers", store_mod.threading.local())
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 256, 1003, dtype=np.uint8).tobytes()  # 125 words + 3
+    variants = {"same": base, "empty": b"", "one": base[:1], "shorter": base[:-1],
+                "longer": base + b"\0", "block": base[:64], "block+tail": base[:67]}
+    for name, at in [("first", 0), ("middle", 500), ("tail", 1001), ("last", 1002)]:
+        b = bytearray(base)
+        b[at] ^= 0x80
+        variants[name] = bytes(b)
+    paths = {}
+    for name, data in [("base", base), *variants.items()]:
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(data)
+    for a in paths.values():
+        for b in paths.values():
+            assert store_mod._same_bytes(str(a), str(b)) == filecmp.cmp(a, b, shallow=False), \
+                (a.name, b.name)
+    assert not store_mod._same_bytes(str(paths["base"]), str(tmp_path / "missing"))
+
+
+def test_many_copies_and_conflicts_decided_alike(tmp_path):
+    """Many UIDs with copies and conflicts, decided in one pass: the same whether the
+    headers were read here (workers=0) or by worker processes (workers=2)."""
+    root = tmp_path / "export"
+    files = write_ct_series(root / "b", seed=5, n_slices=12, rows=16, columns=16, noise=0.0)
+    for f in files:  # a/: byte copies of every slice (sort first: they are kept)
+        (root / "a").mkdir(exist_ok=True)
+        shutil.copy(f, root / "a" / f.name)
+    for f in files[:3]:  # c/: other content under three of the UIDs
+        _conflicting_copy(f, root / "c" / f.name)
+    here = scan(root, tmp_path / "here.sqlite", workers=0, progress=False)
+    threads = scan(root, tmp_path / "threads.sqlite", workers=2, progress=False)
+    for x, y in zip(_state(here.db_path), _state(threads.db_path)):
+        assert x.equals(y)
+    assert threads.skipped == here.skipped and threads.conflicts == here.conflicts
+    assert [p for p, _ in here.skipped] == sorted(str(f) for f in files)
+    assert all(r == f"duplicate copy of {root / 'a' / os.path.basename(p)} (same SOP "
+               "Instance UID, identical bytes)" for p, r in here.skipped)
+    assert sorted(c for c, _ in here.conflicts) == sorted(str(root / "c" / f.name)
+                                                          for f in files[:3])
+
