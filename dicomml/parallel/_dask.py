@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 import uuid
 from collections import deque
 
@@ -20,6 +21,8 @@ __all__ = ["DaskExecutor"]
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 30
+#: Seconds between checks, while no chunk finishes, that the cluster still has workers.
+_POLL_S = 5.0
 
 
 def run_dask_chunk(fn, chunk: list):
@@ -64,6 +67,10 @@ class DaskExecutor(Executor):
     """
 
     kind = "dask"
+    #: Seconds the cluster may have no worker at all while chunks are in flight before
+    #: :class:`~dicomml.parallel.ExecutorError` ends the run (instead of waiting forever
+    #: for tasks no one can run: every worker died or left, none was ever started).
+    no_worker_timeout: float = 120.0
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, *,
                  timeout: float = _CONNECT_TIMEOUT_S):
@@ -143,6 +150,31 @@ class DaskExecutor(Executor):
             if self._cluster is not None:
                 self._cluster.close()
 
+    def _next_done(self, ac, pending: dict):
+        """The next finished future of ``ac``; while none finishes, checks every
+        :data:`_POLL_S` seconds that the scheduler still has workers, and raises
+        ExecutorError once it has had none for :attr:`no_worker_timeout` seconds."""
+        check = time.monotonic() + min(_POLL_S, self.no_worker_timeout)
+        since = None
+        while not ac.has_ready():
+            with ac.thread_condition:            # what as_completed's own next() waits on
+                ac.thread_condition.wait(timeout=0.1)
+            now = time.monotonic()
+            if now < check:
+                continue
+            check = now + min(_POLL_S, self.no_worker_timeout)
+            if self._client.scheduler_info().get("workers"):
+                since = None
+                continue
+            since = now if since is None else since
+            if now - since >= self.no_worker_timeout:
+                raise ExecutorError(
+                    f"the Dask scheduler at {self.scheduler_address} has had no worker for "
+                    f"{self.no_worker_timeout:g} s while {len(pending)} chunk(s) wait to run "
+                    "(every worker died or left, or none was started); start workers "
+                    "(dask worker ADDRESS) or run with --workers N (local processes)")
+        return next(ac)
+
     def _map(self, fn, chunks):
         from distributed import as_completed
 
@@ -187,7 +219,7 @@ class DaskExecutor(Executor):
         try:
             submit_more()
             while pending:
-                fut = next(ac)
+                fut = self._next_done(ac, pending)
                 index, chunk, item_index = pending.pop(fut)
                 isolated = item_index is not None
                 status = fut.status

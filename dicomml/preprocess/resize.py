@@ -224,7 +224,8 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
                   invert: bool, padding: np.ndarray | None, pad_of: np.ndarray, size: int,
                   resize: ResizeMode, fov_mm: float | None,
                   pixel_spacing: tuple[float, float] | None,
-                  rescale: tuple[float, float] | None = None) -> np.ndarray | None:
+                  rescale: tuple[float, float] | None = None, *,
+                  empty=None) -> np.ndarray | None:
     """Window, invert, floor the padding and resize in one compiled pass (the Pipeline's
     steps 2–5 for clipped-line windows), bit for bit those steps run one by one.
 
@@ -248,7 +249,8 @@ def window_resize(values: np.ndarray, plane_of: np.ndarray, a: np.ndarray, b: np
     key = ((rows, cols), int(size), resize, fov_mm, pixel_spacing)
     R, C = csr_matrices(*key)
     k = a.shape[0]
-    out = np.empty((C.shape[0], C.shape[0], k), dtype=np.float32)
+    shape = (C.shape[0], C.shape[0], k)
+    out = np.empty(shape, dtype=np.float32) if empty is None else empty(shape)
     n_ring = ring_rows(*key)
     if padding is None:
         padding = np.zeros((1, 1, 1), dtype=bool)

@@ -145,3 +145,22 @@ def test_dask_options_validation():
     with pytest.raises(ConfigError, match="workers must be"):
         get_executor("dask", workers=0)
 
+
+
+def test_a_cluster_without_workers_is_an_executor_error_not_a_hang():
+    """Chunks in flight on a scheduler that has (or is left with) no worker: the run ends
+    with an ExecutorError naming the scheduler after ``no_worker_timeout`` seconds."""
+    import time
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None,
+                      scheduler_kwargs={"dashboard": False,
+                                        "dashboard_address": "127.0.0.1:0"}) as cluster:
+        with get_executor("dask", scheduler=cluster.scheduler_address) as ex:
+            ex.no_worker_timeout = 1.0
+            t0 = time.monotonic()
+            with pytest.raises(ExecutorError, match="no worker for 1 s") as err:
+                list(ex.map_chunks(_fns.plain_square, chunked(range(4), 2)))
+            assert cluster.scheduler_address in str(err.value)
+            assert time.monotonic() - t0 < 30
