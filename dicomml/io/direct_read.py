@@ -75,19 +75,22 @@ class PixelRef:
     def ndim(self) -> int:
         return 3
 
-    def read(self, f=None) -> np.ndarray:
+    def read(self, f=None, *, new: bool = False) -> np.ndarray:
         """The stored values, (rows, columns), in a buffer of the calling thread that the
         next :meth:`read` of this thread overwrites: use them before reading again
         (pixel data over :data:`REUSE_MAX` bytes get a new array each time).
 
         ``f``: the file, already open (binary, read-only); default: open ``path`` now.
+        ``new``: read into a new array the caller may keep (no copy out of the thread's
+        buffer where the stored values are what the caller keeps).
 
         Raises
         ------
         InvalidDicomError
             The file holds fewer bytes than when its header was read (changed meanwhile).
         """
-        buf = _buffer(self.dtype, self.rows * self.columns)
+        count = self.rows * self.columns
+        buf = np.empty(count, dtype=self.dtype) if new else _buffer(self.dtype, count)
         with _opened(self.path, f) as fh:
             fh.seek(self.offset)
             got = fh.readinto(buf)

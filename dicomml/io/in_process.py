@@ -52,10 +52,12 @@ def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | No
         with f:
             head = load_head(path, f)
             if head is not None:
-                stored = head[1].read(f)  # this thread's buffer: used before returning
+                # stored values the Image may keep are read into their own array; else
+                # into this thread's buffer (used before returning)
+                stored = head[1].read(f, new=stored_values)
     if head is not None:  # the fast parser's dataset: pydicom is not involved
         return _image(head[0], path, frames, modality_lut, decoders, stored[None],
-                      stored_values)
+                      stored_values, owned=stored_values)
     with quiet_pydicom():
         # an enhanced object's functional groups by the fast parser (the light parser
         # takes the whole object where it can): thousands of elements pydicom would build
@@ -63,11 +65,12 @@ def read_in_process(path: str | os.PathLike, *, frames: int | Iterable[int] | No
         return _image(ds, path, frames, modality_lut, decoders, None, stored_values)
 
 
-def _image(ds, path, frames, modality_lut, decoders, stored, stored_values) -> Image:
+def _image(ds, path, frames, modality_lut, decoders, stored, stored_values,
+           owned=False) -> Image:
     try:
         return image_from_dataset(ds, path, frames=frames, modality_lut=modality_lut,
                                   decoders=decoders, stored=stored,
-                                  stored_values=stored_values)
+                                  stored_values=stored_values, stored_owned=owned)
     except (DicommlError, IndexError, *FATAL):
         raise
     except BaseException as e:  # noqa: BLE001 - a corrupt value can break any step

@@ -71,14 +71,15 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
                        modality_lut: bool | None = None,
                        decoders: Sequence[str] | None = None,
                        stored: np.ndarray | None = None,
-                       stored_values: bool = False) -> Image:
+                       stored_values: bool = False, stored_owned: bool = False) -> Image:
     """Build an :class:`Image` from an already parsed pydicom Dataset (see
     :func:`dicomml.io.read_image`, also for ``stored_values``).
 
     ``stored``: the stored values of every frame, (frames, rows, columns), already read
     (by :mod:`dicomml.io.direct_read`; grayscale, photometric as in ``ds``, unused high bits
-    cleared); default: decoded from ``ds`` by :func:`decode_stored`. Nothing of it is kept:
-    the Image's arrays are new.
+    cleared); default: decoded from ``ds`` by :func:`decode_stored`. Nothing of it is kept
+    (the Image's arrays are new) unless ``stored_owned``: ``stored`` is then the caller's
+    new array, which the Image may hold as its ``pixels`` (no copy).
     """
     given = stored is not None
     n_total = n_frames(ds, path)
@@ -96,7 +97,8 @@ def image_from_dataset(ds, path: str | None = None, *, frames=None,
         (1.0, 0.0, None)
     keep = stored_values and _exact_stored(stored, ds, rescale, modality_lut)
     if keep:
-        pixels = np.array(stored) if given else np.ascontiguousarray(stored)
+        pixels = np.array(stored) if given and not stored_owned else \
+            np.ascontiguousarray(stored)
     else:
         pixels = to_modality(stored, ds, rescale, modality_lut=modality_lut, path=path)
     positions, orientations, spacing, thickness = frame_geometry(ds, idx)

@@ -58,8 +58,9 @@ def test_stored_values_only_where_exact_and_bit_for_bit_the_default(name, kept):
 
 
 def test_direct_reader_hands_out_its_own_array(tmp_path):
-    """512² files go through the direct reader, which reads into a per-thread buffer: the
-    Image must own a copy (a second read must not change the first Image)."""
+    """512² files go through the direct reader, which reads the stored values an Image keeps
+    into an array of their own (and those it converts into a per-thread buffer): no later
+    read, of either kind, may change the first Image."""
     paths = sorted(write_ct_series(tmp_path / "ct", seed=3, n_slices=3, rows=512,
                                    columns=512, body="head"))
     first = read_image(paths[0], stored_values=True)
@@ -69,6 +70,9 @@ def test_direct_reader_hands_out_its_own_array(tmp_path):
     assert first.pixels.dtype == np.uint16 and (first.rescale_slope,
                                                 first.rescale_intercept) == (1.0, -1024.0)
     assert not np.array_equal(kept, second.pixels)
+    assert not np.shares_memory(first.pixels, second.pixels)
+    read_image(paths[1])                  # a float read: through the thread's buffer
+    read_image(paths[2], stored_values=True)
     np.testing.assert_array_equal(first.pixels, kept)
     assert modality_values(first).tobytes() == read_image(paths[0]).pixels.tobytes()
     # frames= and isolation keep the option
