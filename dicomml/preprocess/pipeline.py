@@ -348,9 +348,10 @@ class _Outputs:
     array they were taken from alive, since its memory is a bytearray's) its buffer
     returns to this pool and backs a later array (already faulted in, warm in the cache).
     At most ``keep`` free buffers per shape are kept; arrays the caller keeps are never
-    touched again. The kernel writes every element of its output, so nothing of an
-    earlier tensor can show through. Safe across threads; not pickled (a Pipeline sent to
-    a worker process arrives with an empty pool).
+    touched again (a caller that kept only ``arr.base``, the bytearray, and dropped the
+    array itself would see it reused: keep the array). The kernel writes every element of
+    its output, so nothing of an earlier tensor can show through. Safe across threads; not
+    pickled (a Pipeline sent to a worker process arrives with an empty pool).
     """
 
     def __init__(self, keep: int = 64):
