@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
     connect_read_only, decode_array, encode_array, series_sql
@@ -444,9 +446,6 @@ class Store:
                       [(r[1], r[2], r[3]) for r in rows])
         self.affected.update(r[4][_SERIES] for r in rows)
 
-    def _put_skip(self, path, size, mtime_ns, category, reason, status, sop_uid) -> None:
-        self._put_skips([(path, size, mtime_ns, category, reason, status, sop_uid)])
-
     def _put_skips(self, skips: list[tuple]) -> None:
         """Record skipped files, ``(path, size, mtime_ns, category, reason, status,
         sop_uid)`` each, in a few bulk statements: an instance row of the path goes (its
@@ -704,8 +703,6 @@ def _same_bytes(a: str, b: str) -> bool:
     thread and compared (a partial last block as 8-byte words with numpy, its tail byte
     by byte): no 8 KiB Python loop (``filecmp``: 280 µs per pair of 514 KiB files, 107 µs
     here) and no fresh pages per file (``a.read() == b.read()``: 495 µs)."""
-    import numpy as np
-
     try:
         with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
             if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
