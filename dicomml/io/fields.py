@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from typing import Any
 
 from dicomml.io.functional_groups import (
     PARSE_ERRORS,
     FrameGroups,
+    Item,
     groups_of_file,
     per_frame_groups,
     shared_groups,
@@ -367,6 +369,11 @@ def functional_group_values(source) -> dict[str, Any]:
             else:
                 shared = shared_groups(source) or [None]
                 frames = per_frame_groups(source) or []
+            memo = _frame_values_memo(shared[0], frames)
+            if memo is not None:
+                got = _FRAME_VALUES_MEMO.get(memo)
+                if got is not None:
+                    return dict(got[2])
             out: dict[str, Any] = {}
             groups = [g for g in [shared[0], *frames] if g is not None]
             for column, seq, attr in _FRAME_VALUES:
@@ -381,16 +388,41 @@ def functional_group_values(source) -> dict[str, Any]:
                     if value is not None:
                         out[column] = value
             positions = set()
-            for g in groups:
-                pos = _first_value(g.get("PlanePositionSequence"), "ImagePositionPatient",
-                                   "floats")
+            planes = {id(items): items for items in (g.get("PlanePositionSequence")
+                                                     for g in groups) if items}
+            for items in planes.values():
+                pos = _first_value(items, "ImagePositionPatient", "floats")
                 if pos is not None:
                     positions.add(pos)
             if positions and frames:
                 out["frames_per_position"] = max(1, len(frames) // len(positions))
+            if memo is not None:
+                with _FRAME_VALUES_LOCK:
+                    _FRAME_VALUES_MEMO[memo] = (shared[0], frames, out)
+                    while len(_FRAME_VALUES_MEMO) > _FRAME_VALUES_KEEP:
+                        _FRAME_VALUES_MEMO.pop(next(iter(_FRAME_VALUES_MEMO)))
+                return dict(out)
             return out
     except Exception:  # noqa: BLE001 - a broken functional group only loses these values
         return {}
+
+
+#: :func:`functional_group_values` of the fast parser's groups most recently computed: the
+#: scan of an enhanced file and the read of its series that follows take them from the
+#: functional-group memo (the same item objects), so the second call is a look-up. Keyed by
+#: the identity of the items, which each entry holds (an identity is not reused while its
+#: object lives); the fast parser's items are read-only.
+_FRAME_VALUES_MEMO: dict = {}
+_FRAME_VALUES_KEEP = 256
+_FRAME_VALUES_LOCK = threading.Lock()
+
+
+def _frame_values_memo(shared, frames) -> tuple | None:
+    """The memo key of groups built by the fast parser (lists of Item), else None."""
+    if type(frames) is not list or not frames or type(frames[0]) is not Item \
+            or (shared is not None and type(shared) is not Item):
+        return None
+    return id(shared), id(frames), len(frames)
 
 
 def dataset_values(ds, names: tuple[str, ...] | None = None) -> dict[str, Any]:
