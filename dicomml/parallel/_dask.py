@@ -34,6 +34,35 @@ def run_dask_chunk(fn, chunk: list):
     return run_chunk(fn, chunk)
 
 
+#: Attempts at connecting a client to a running scheduler (see :func:`_connect`).
+_CONNECT_ATTEMPTS = 3
+
+
+def _connect(client_class, scheduler: str, timeout: float):
+    """A client of the running ``scheduler``.
+
+    distributed's client asserts that the scheduler's first batch on a new connection is one
+    message; a message the scheduler broadcasts to every client in the same 2 ms batch (its
+    "cancelled-keys" report when another client cancels tasks) makes it two, and the handshake
+    fails with a bare AssertionError. That race is the scheduler's, not the address's:
+    connect again (an ExecutorError after :data:`_CONNECT_ATTEMPTS` attempts)."""
+    attempt = 1
+    while True:
+        try:
+            return client_class(scheduler, set_as_default=False, timeout=timeout)
+        except AssertionError as e:
+            if attempt >= _CONNECT_ATTEMPTS:
+                raise ExecutorError(
+                    f"the Dask scheduler at {scheduler} broke the client's handshake "
+                    f"{attempt} times (distributed asserts on its first message); check "
+                    "that the scheduler and this client run the same distributed version, "
+                    "and try again") from e
+            log.debug("the Dask scheduler's handshake was interleaved with another message "
+                      "(attempt %d of %d); connecting again", attempt, _CONNECT_ATTEMPTS)
+            time.sleep(0.05 * attempt)
+            attempt += 1
+
+
 class DaskExecutor(Executor):
     """Runs chunks as Dask tasks, at most ``2 × threads`` in flight.
 
@@ -93,8 +122,7 @@ class DaskExecutor(Executor):
         self.scheduler = scheduler
         try:
             if scheduler is not None:
-                self._client = Client(scheduler, set_as_default=False,
-                                      timeout=timeout)
+                self._client = _connect(Client, scheduler, timeout)
             else:
                 # Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536, which sends every
                 # tensor-sized buffer through mmap/munmap (4x slower cache fills).

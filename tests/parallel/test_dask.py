@@ -118,6 +118,36 @@ def test_connect_to_running_scheduler(cluster_ex):
     assert [r for _, r in ex.map_chunks(_fns.plain_square, [[2]])] == [[4]]
 
 
+def test_connect_again_when_the_handshake_is_interleaved(cluster_ex, monkeypatch):
+    """distributed asserts that the scheduler's first batch to a new client is one message;
+    a broadcast in the same batch (another client cancelling its tasks) breaks that: the
+    executor connects again; a scheduler that keeps failing it is an ExecutorError."""
+    import distributed
+
+    ex, _, _ = cluster_ex
+    real = distributed.Client
+    calls = []
+
+    def flaky(fail_first):
+        def client(*args, **kwargs):
+            calls.append(args[0])
+            if len(calls) <= fail_first:
+                raise AssertionError
+            return real(*args, **kwargs)
+        return client
+
+    monkeypatch.setattr(distributed, "Client", flaky(2))
+    with get_executor("dask", scheduler=ex.cluster.scheduler_address) as remote:
+        assert [r for _, r in remote.map_chunks(_fns.plain_square, [[3]])] == [[9]]
+    assert calls == [ex.cluster.scheduler_address] * 3
+
+    calls.clear()
+    monkeypatch.setattr(distributed, "Client", flaky(99))
+    with pytest.raises(ExecutorError, match="broke the client's handshake 3 times"):
+        get_executor("dask", scheduler=ex.cluster.scheduler_address)
+    assert len(calls) == 3
+
+
 def test_close_inside_the_loop_ends_it(cluster_ex):
     ex, _, _ = cluster_ex
     remote = get_executor("dask", scheduler=ex.cluster.scheduler_address)
