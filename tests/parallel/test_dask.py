@@ -120,32 +120,37 @@ def test_connect_to_running_scheduler(cluster_ex):
 
 def test_connect_again_when_the_handshake_is_interleaved(cluster_ex, monkeypatch):
     """distributed asserts that the scheduler's first batch to a new client is one message;
-    a broadcast in the same batch (another client cancelling its tasks) breaks that: the
-    executor connects again; a scheduler that keeps failing it is an ExecutorError."""
+    a broadcast in the same batch (another client cancelling its tasks) breaks that after the
+    client has connected. The executor closes that half-open client at once (left to the
+    garbage collector it can deadlock on its own event loop's lock) and connects again; a
+    scheduler that keeps failing it is an ExecutorError."""
     import distributed
 
     ex, _, _ = cluster_ex
+    address = ex.cluster.scheduler_address
+    made = []
     real = distributed.Client
-    calls = []
 
     def flaky(fail_first):
-        def client(*args, **kwargs):
-            calls.append(args[0])
-            if len(calls) <= fail_first:
-                raise AssertionError
-            return real(*args, **kwargs)
-        return client
+        class Flaky(real):
+            def start(self, **kwargs):
+                made.append(self)
+                super().start(**kwargs)         # connected, as in the real race
+                if len(made) <= fail_first:
+                    raise AssertionError
+        return Flaky
 
     monkeypatch.setattr(distributed, "Client", flaky(2))
-    with get_executor("dask", scheduler=ex.cluster.scheduler_address) as remote:
+    with get_executor("dask", scheduler=address) as remote:
         assert [r for _, r in remote.map_chunks(_fns.plain_square, [[3]])] == [[9]]
-    assert calls == [ex.cluster.scheduler_address] * 3
+        assert [c.status for c in made] == ["closed", "closed", "running"]
+    assert len(made) == 3
 
-    calls.clear()
+    made.clear()
     monkeypatch.setattr(distributed, "Client", flaky(99))
     with pytest.raises(ExecutorError, match="broke the client's handshake 3 times"):
-        get_executor("dask", scheduler=ex.cluster.scheduler_address)
-    assert len(calls) == 3
+        get_executor("dask", scheduler=address)
+    assert len(made) == 3 and all(c.status == "closed" for c in made)
 
 
 def test_close_inside_the_loop_ends_it(cluster_ex):
