@@ -1,8 +1,9 @@
 """The compiled walk of functional-group sequences (numba), for :mod:`dicomml.io.functional_groups`.
 
-Imported only when the first enhanced object's groups are parsed (importing numba costs
-~0.3 s, compiling ~1 s; the compiled code is cached next to this file, or in numba's
-user-wide cache folder, and compiled on each first use where neither is writable).
+Imported once a process has walked :data:`~dicomml.io.functional_groups.COMPILE_AFTER` frames
+in Python (importing numba and loading the compiled code costs 0.6-0.9 s, compiling ~4 s the
+first time; the compiled code is cached next to this file, or in numba's user-wide cache
+folder, and compiled on each first use where neither is writable).
 
 :func:`index_sequence` walks the items of one sequence value as
 :func:`dicomml.io.functional_groups.parse_sequence` does with its :data:`WANTED` table (PS3.5

@@ -36,28 +36,24 @@ def run_dask_chunk(fn, chunk: list):
 
 #: Attempts at connecting a client to a running scheduler (see :func:`_connect`).
 _CONNECT_ATTEMPTS = 3
-_HANDSHAKE_CLIENTS: dict = {}
 
 
 def _handshake_client(client_class):
-    """``client_class`` whose failed handshake closes the half-open client at once, in the
-    thread that made it: left to the garbage collector, its ``__del__`` may run in the
-    client's own event-loop thread and wait forever on the lock of the loop it stops."""
-    cls = _HANDSHAKE_CLIENTS.get(client_class)
-    if cls is None:
-        class HandshakeClient(client_class):
-            def start(self, **kwargs):
+    """A subclass of ``client_class`` whose failed handshake closes the half-open client at
+    once, in the thread that made it: left to the garbage collector, its ``__del__`` may run
+    in the client's own event-loop thread and wait forever on the lock of the loop it stops."""
+    class HandshakeClient(client_class):
+        def start(self, **kwargs):
+            try:
+                return super().start(**kwargs)
+            except AssertionError:
                 try:
-                    return super().start(**kwargs)
-                except AssertionError:
-                    try:
-                        self.close()
-                    except Exception as e:  # noqa: BLE001 - already broken; the retry decides
-                        log.debug("closing the half-open Dask client: %s", e)
-                    raise
+                    self.close()
+                except Exception as e:  # noqa: BLE001 - already broken; the retry decides
+                    log.debug("closing the half-open Dask client: %s", e)
+                raise
 
-        cls = _HANDSHAKE_CLIENTS[client_class] = HandshakeClient
-    return cls
+    return HandshakeClient
 
 
 def _connect(client_class, scheduler: str, timeout: float):
