@@ -26,16 +26,15 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from dicomml.errors import OutputError
-from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, SCHEMA, SCHEMA_VERSION, \
-    connect_read_only, decode_array, encode_array, series_sql
+from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, PROVISIONAL, SAME_ALL, \
+    SAME_COLUMN, SCHEMA, SCHEMA_VERSION, connect_read_only, decode_array, encode_array, \
+    same_bits, series_sql, varying_sql
 from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
 __all__ = ["Store", "db_values", "DUP_COPY", "PROVISIONAL"]
 
 #: Skip category of a byte-identical copy of an indexed file (same SOP Instance UID).
 DUP_COPY = "duplicate copy"
-#: The ``meta`` key present while a first scan's rows hold provisional series keys.
-PROVISIONAL = "provisional_series_keys"
 _INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})")
 
@@ -557,17 +556,17 @@ class Store:
         if self._has_summary():  # rows of the touched series replaced below
             self.ensure_indexes()
         else:
-            with ThreadPoolExecutor(1, thread_name_prefix="dicomml-series") as pool:
+            with ThreadPoolExecutor(2, thread_name_prefix="dicomml-series") as pool:
                 try:
-                    job = pool.submit(_read_only_rows, self.db_path, series_sql())
+                    jobs = [pool.submit(_read_only_rows, self.db_path, sql)
+                            for sql in (series_sql(), varying_sql())]
                 except RuntimeError:  # no thread now (a resource limit, interpreter exit)
-                    job = None
+                    jobs = []
                 self.ensure_indexes()  # meanwhile: the indexes of the queries
-                if job is not None:
-                    try:
-                        rows = job.result()
-                    except sqlite3.Error:  # unreadable from a second connection
-                        rows = None
+                try:
+                    rows = [job.result() for job in jobs] or None
+                except sqlite3.Error:  # unreadable from a second connection
+                    rows = None
         with self.transaction():
             self._refresh_series(uids, rows)
             c.execute("INSERT OR REPLACE INTO meta VALUES ('last_scan', ?)",
@@ -615,24 +614,31 @@ class Store:
                           [(k, p) for p, k in keys.items()])
 
     def _has_summary(self) -> bool:
-        return self.con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                                "name = 'series_summary'").fetchone() is not None
+        """Whether ``series_summary`` exists as this version writes it (with
+        :data:`~dicomml.io.index.SAME_COLUMN`); one of an earlier version is rebuilt whole
+        by :meth:`_refresh_series`."""
+        return any(row[1] == SAME_COLUMN for row in
+                   self.con.execute("PRAGMA table_info(series_summary)"))
 
-    def _refresh_series(self, uids: set, rows: list[tuple] | None = None) -> None:
-        """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`)
-        of the Series Instance UIDs ``uids``, in the caller's transaction; build the whole
-        table when it does not exist yet (a first scan, or an Index written before it),
-        from ``rows`` when given (the result of :func:`dicomml.io.index.series_sql`, read
-        beforehand) or by the SELECT itself (the same table: ``CREATE TABLE ... AS``)."""
+    def _refresh_series(self, uids: set, rows: list[list[tuple]] | None = None) -> None:
+        """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`
+        and :data:`~dicomml.io.index.SAME_COLUMN`) of the Series Instance UIDs ``uids``, in
+        the caller's transaction; build the whole table when it does not exist yet (a first
+        scan, an Index written before it or before SAME_COLUMN), from ``rows`` when given
+        (the results of :func:`~dicomml.io.index.series_sql` and
+        :func:`~dicomml.io.index.varying_sql`, read beforehand) or by those SELECTs."""
         c = self.con
         if not self._has_summary():
-            sql = series_sql()
-            c.execute("CREATE TABLE series_summary AS " + sql
-                      + ("" if rows is None else " LIMIT 0"))
-            if rows:
-                n = len(rows[0])
-                c.executemany(f"INSERT INTO series_summary VALUES ({', '.join('?' * n)})",
-                              rows)
+            c.execute("DROP TABLE IF EXISTS series_summary")  # absent, or of an earlier version
+            summary, varying = rows or (c.execute(series_sql()).fetchall(),
+                                        c.execute(varying_sql()).fetchall())
+            c.execute(f"CREATE TABLE series_summary AS SELECT *, {SAME_ALL} AS {SAME_COLUMN} "
+                      f"FROM ({series_sql()}) LIMIT 0")
+            if summary:
+                bits = same_bits(varying)
+                c.executemany(f"INSERT INTO series_summary VALUES "
+                              f"({', '.join('?' * (len(summary[0]) + 1))})",
+                              [(*r, bits.get(r[0], SAME_ALL)) for r in summary])
             c.execute("CREATE INDEX series_summary_uid ON series_summary(series_instance_uid)")
             c.execute("CREATE INDEX series_summary_key ON series_summary(series_key)")
             return
@@ -646,7 +652,10 @@ class Store:
                 + (" OR series_instance_uid IS NULL)" if None in uids else ")"))
         c.execute(f"DELETE FROM series_summary WHERE {cond}")
         keys = f"series_key IN (SELECT series_key FROM instances WHERE {cond})"
-        c.execute("INSERT INTO series_summary " + series_sql(keys, cond))
+        c.execute(f"INSERT INTO series_summary SELECT *, {SAME_ALL} FROM "
+                  f"({series_sql(keys, cond)})")
+        c.executemany(f"UPDATE series_summary SET {SAME_COLUMN} = ? WHERE series_key = ?",
+                      [(b, k) for k, b in same_bits(c.execute(varying_sql(keys))).items()])
         c.execute("DROP TABLE temp.affected")
 
     def current_skipped(self) -> list[tuple[str, str]]:

@@ -35,7 +35,9 @@ Tables (schema version :data:`SCHEMA_VERSION`)
     One row per series key, as :meth:`Index.series` returns it (:func:`series_sql`): kept
     by every scan for the Series Instance UIDs it touched, so that reading the series table
     of a million instances does not group them again. An Index written before it has none
-    until its next scan; :meth:`Index.series` then groups the instances itself.
+    until its next scan; :meth:`Index.series` then groups the instances itself. Its column
+    :data:`SAME_COLUMN` says which columns of :data:`KEY_VALUE_COLUMNS` hold one value in
+    every instance of the key: :meth:`Index.instances` reads those once per key.
 ``meta``
     key/value: schema version, scanned root, time of the last scan.
 
@@ -89,6 +91,26 @@ INT_COLUMNS = ("size", *(name for name, _tag, kind in FIELDS if kind == "int"),
 
 #: Columns of the ``instances`` table, in order.
 INSTANCE_COLUMNS = (*ROW_COLUMNS, "series_key", "duplicate_of", "conflict")
+
+#: Columns of ``instances`` that :meth:`Index.instances` reads once per series key when
+#: every instance of the key holds the same value (study, series, equipment and pixel
+#: format attributes: most of them in most series); the others are read row by row.
+KEY_VALUE_COLUMNS = tuple(c for c in INSTANCE_COLUMNS if c not in (
+    "path", "size", "mtime", "sop_instance_uid", "instance_number", "image_position",
+    "series_key"))
+
+#: The column of ``series_summary`` whose bit ``j`` (an INTEGER per key) is set when column
+#: ``KEY_VALUE_COLUMNS[j]`` is the same in every instance of the key: NULL in all, or one
+#: value in all (SQLite compares them with the column's type: a TEXT never equals a
+#: number). Named after the columns it describes, so that bits written for other columns
+#: are never read with this meaning: a scan rebuilds such a table, and until then
+#: :meth:`Index.instances` reads every value.
+SAME_COLUMN = "same_" + hashlib.sha1(",".join(KEY_VALUE_COLUMNS).encode()).hexdigest()[:8]
+assert len(KEY_VALUE_COLUMNS) < 63, "one bit per column in a signed 64-bit integer"
+
+#: A ``meta`` row saying that the rows went in with provisional series keys (a first scan
+#: in progress, or interrupted; :mod:`dicomml.io._scan_store`).
+PROVISIONAL = "provisional_series_keys"
 
 #: Columns of :meth:`Index.series` (and of the ``series_summary`` table), in order.
 SERIES_COLUMNS = ("series_key", "study_instance_uid", "series_instance_uid", "modality",
@@ -248,12 +270,43 @@ def connect_read_only(db_path: str | os.PathLike) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def varying_sql(keys: str = "1") -> str:
+    """A SELECT of ``(series_key, bits)`` for the instances of the keys satisfying the SQL
+    condition ``keys`` (on ``instances``) that differ from the key's first instance (lowest
+    rowid) in a column of :data:`KEY_VALUE_COLUMNS`: bit ``j`` set where column ``j``
+    differs (``IS NOT``: NULL differs from any value, a TEXT from any number). Every other
+    bit of a key is the same in all its instances: :data:`SAME_COLUMN` is :data:`SAME_ALL`
+    without the bits of any of its rows (:func:`same_bits`). One expression per row, no
+    aggregate: a third of the time of MIN / MAX / COUNT per column and key."""
+    bits = " | ".join(f'((i."{c}" IS NOT o."{c}") << {j})'
+                      for j, c in enumerate(KEY_VALUE_COLUMNS))
+    return (f"SELECT series_key, bits FROM (SELECT i.series_key, {bits} AS bits FROM "
+            "(SELECT series_key AS k, MIN(rowid) AS r FROM instances "
+            f"WHERE series_key IS NOT NULL AND {keys} GROUP BY series_key) AS f "
+            "JOIN instances AS o ON o.rowid = f.r "
+            "JOIN instances AS i ON i.series_key = f.k) WHERE bits != 0")
+
+
+#: :data:`SAME_COLUMN` of a key whose instances hold one value in every column.
+SAME_ALL = (1 << len(KEY_VALUE_COLUMNS)) - 1
+
+
+def same_bits(varying) -> dict[str, int]:
+    """:data:`SAME_COLUMN` of each key that has rows in ``varying`` (the rows of
+    :func:`varying_sql`); a key without any is :data:`SAME_ALL`."""
+    out: dict[str, int] = {}
+    for key, bits in varying:
+        out[key] = out.get(key, SAME_ALL) & ~bits
+    return out
+
+
 def series_sql(keys: str = "1", uids: str = "1") -> str:
     """The SELECT of :meth:`Index.series` (no ORDER BY): one row per series key of the
     instances whose ``series_key`` satisfies the SQL condition ``keys`` and whose
     ``series_instance_uid`` satisfies ``uids`` (both refer to ``instances`` columns; each
     appears in the text once per use, so its parameters are given once per use). The scan
-    keeps its result in the ``series_summary`` table."""
+    keeps its result in the ``series_summary`` table, with :data:`SAME_COLUMN`
+    (:func:`varying_sql`)."""
     return (
         "WITH echoes AS (SELECT series_instance_uid AS uid, COUNT(DISTINCT "
         "quote(echo_number) || '|' || quote(ROUND(echo_time, 2))) AS n FROM instances "
@@ -285,52 +338,133 @@ def series_sql(keys: str = "1", uids: str = "1") -> str:
 
 def _decode_texts(texts) -> list:
     """:func:`decode_array` of every text of one column; each distinct text is decoded once
-    (orientation, spacing and windows repeat from file to file)."""
-    memo: dict = {None: None}
-    out = []
-    append = out.append
-    for t in texts:
-        v = memo.get(t, memo)
-        if v is memo:
-            v = memo[t] = decode_array(t) if isinstance(t, str) else None
-        append(v)
-    return out
+    (orientation, spacing and windows repeat from file to file), and the distinct texts
+    are parsed by one ``json.loads`` of their JSON list (one call instead of one per text:
+    positions differ in every file); where that list does not parse into one array per
+    text, text by text."""
+    memo: dict = dict.fromkeys(texts)
+    memo.pop(None, None)
+    distinct = list(memo)
+    try:
+        parsed = json.loads("[" + ",".join(distinct) + "]") if distinct else []
+        ok = len(parsed) == len(distinct) and all(type(v) is list for v in parsed)
+    except (TypeError, ValueError):  # not a text, or not JSON: decode_array says which
+        ok = False
+    if ok:
+        for t, v in zip(distinct, parsed):
+            memo[t] = tuple(float(x) for x in v)
+    else:
+        for t in distinct:
+            memo[t] = decode_array(t)
+    memo[None] = None
+    return [memo[t] for t in texts]
 
 
 _BOOL_COLUMNS = ("is_image", "conflict")
 
 
+def _matrix(rows: list, width: int):
+    """``rows`` (tuples from SQLite) as an object array (len(rows), width)."""
+    import numpy as np
+
+    matrix = np.empty((len(rows), width), dtype=object)
+    if rows:
+        matrix[:] = rows  # one transposable block instead of a tuple per row
+    return matrix
+
+
+def _column(name: str, values, empty: bool):
+    """One column of :meth:`Index.instances` (decoded) from its values (an object array
+    as SQLite gives them): JSON arrays to tuples of float (each distinct text once), the
+    integer columns as nullable ``Int64``, ``is_image`` / ``conflict`` as bool (NULL is
+    False), every other column as pandas infers it from its values (what
+    ``pd.read_sql_query`` gives); ``empty``: no row."""
+    import numpy as np
+    import pandas as pd
+
+    if name in ARRAY_COLUMNS:
+        return pd.Series(_decode_texts(values), dtype=object)
+    if name in INT_COLUMNS:
+        missing = values == None  # noqa: E711 - elementwise, NULL of SQLite
+        if missing.any():
+            values = values.copy()
+            values[missing] = 0
+        return pd.Series(pd.arrays.IntegerArray(values.astype(np.int64), missing))
+    if name in _BOOL_COLUMNS:
+        return pd.Series(values.astype(bool), dtype=bool)
+    return pd.Series(values.tolist(), dtype=object if empty else None)
+
+
 def _decoded_frame(cur):
     """The rows of ``cur`` (a query on ``instances``) as :meth:`Index.instances` returns
-    them decoded, built column by column: JSON arrays to tuples of float (each distinct
-    text once), the integer columns as nullable ``Int64``, ``is_image`` / ``conflict`` as
-    bool (NULL is False), every other column as pandas infers it from its values (what
-    ``pd.read_sql_query`` gives). The same frame as ``pd.read_sql_query`` followed by those
-    conversions column by column, without its intermediate object matrix."""
-    import numpy as np
+    them decoded, built column by column (:func:`_column`). The same frame as
+    ``pd.read_sql_query`` followed by those conversions column by column, without its
+    intermediate object matrix."""
     import pandas as pd
 
     names = [d[0] for d in cur.description]
     rows = cur.fetchall()
-    matrix = np.empty((len(rows), len(names)), dtype=object)
-    if rows:
-        matrix[:] = rows  # one transposable block instead of a tuple per row
+    matrix = _matrix(rows, len(names))
+    return pd.DataFrame({name: _column(name, matrix[:, j], not rows)
+                         for j, name in enumerate(names)}, columns=names)
+
+
+def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: tuple):
+    """The decoded frame of :meth:`Index.instances` (columns ``names``, rows of ``where``)
+    with the columns of :data:`KEY_VALUE_COLUMNS` that are the same in every instance of
+    each selected key (:data:`SAME_COLUMN`) read once per key, from one instance of it,
+    instead of once per row: SQLite's module makes a Python object per value it returns,
+    which is most of the cost of a wide frame. The same frame as :func:`_decoded_frame`
+    (a value the same in all instances of a key is the same in any of them).
+
+    None where that cannot be known: a scan is writing the keys (:data:`PROVISIONAL`), or
+    a selected row has no key or one without a ``series_summary`` row (written since the
+    last finished scan); the caller then reads every value. The queries run in one read
+    transaction, so they see one state of the Index."""
+    import numpy as np
+    import pandas as pd
+
+    keyed = [n for n in names if n in KEY_VALUE_COLUMNS]
+    if not keyed:
+        return None
+    order = "ORDER BY series_key, instance_number, path"
+    own = not con.in_transaction
+    if own:
+        con.execute("BEGIN")
+    try:
+        if con.execute("SELECT 1 FROM meta WHERE key = ?", (PROVISIONAL,)).fetchone():
+            return None
+        cols = ", ".join(f'i."{n}"' for n in keyed)
+        keys = con.execute(
+            f"SELECT k.series_key, s.{SAME_COLUMN}, {cols} FROM (SELECT series_key, "
+            f"MIN(rowid) AS r FROM instances WHERE {where} GROUP BY series_key) AS k "
+            "JOIN series_summary AS s ON s.series_key = k.series_key "
+            "JOIN instances AS i ON i.rowid = k.r", params).fetchall()
+        if not keys:
+            return None
+        same = -1
+        for _key, bits, *_values in keys:
+            same &= bits if bits is not None else 0
+        const = [n for n in keyed if same >> KEY_VALUE_COLUMNS.index(n) & 1]
+        per_row = [n for n in names if n not in const]
+        cur = con.execute("SELECT series_key" + "".join(f', "{n}"' for n in per_row)
+                          + f" FROM instances WHERE {where} {order}", params)
+        rows = cur.fetchall()
+    finally:
+        if own:
+            con.execute("COMMIT")
+    matrix = _matrix(rows, 1 + len(per_row))
+    codes = pd.Index([k[0] for k in keys]).get_indexer(matrix[:, 0])
+    if not rows or (codes < 0).any():
+        return None
+    by_key = _matrix([k[2:] for k in keys], len(keyed))
     data = {}
-    ints, arrays = set(INT_COLUMNS), set(ARRAY_COLUMNS)
-    for j, name in enumerate(names):
-        values = matrix[:, j]
-        if name in arrays:
-            data[name] = pd.Series(_decode_texts(values), dtype=object)
-        elif name in ints:
-            missing = values == None  # noqa: E711 - elementwise, NULL of SQLite
-            if missing.any():
-                values = values.copy()
-                values[missing] = 0
-            data[name] = pd.Series(pd.arrays.IntegerArray(values.astype(np.int64), missing))
-        elif name in _BOOL_COLUMNS:
-            data[name] = pd.Series(values.astype(bool), dtype=bool)
+    for name in names:
+        if name in const:  # the key's column, one row per row of the frame
+            col = _column(name, by_key[:, keyed.index(name)], False)
+            data[name] = col.take(codes).reset_index(drop=True)
         else:
-            data[name] = pd.Series(values.tolist(), dtype=None if rows else object)
+            data[name] = _column(name, matrix[:, 1 + per_row.index(name)], False)
     return pd.DataFrame(data, columns=names)
 
 
@@ -385,6 +519,12 @@ class Index:
 
         return pd.read_sql_query(sql, self._con, params=params)
 
+    def _has_same_column(self) -> bool:
+        """Whether ``series_summary`` holds :data:`SAME_COLUMN` (written by this version
+        of the scan)."""
+        return any(row[1] == SAME_COLUMN for row in
+                   self._con.execute("PRAGMA table_info(series_summary)"))
+
     def _has_series_summary(self) -> bool:
         """Whether the scan's ``series_summary`` table exists (not in an Index written
         before it: then the instances are grouped at each call)."""
@@ -408,6 +548,12 @@ class Index:
         ordering columns are not among them), and costs about in proportion to the
         columns it reads (SQLite makes one Python object per value).
 
+        A column that holds one value in every instance of each selected series key
+        (study, series, equipment, pixel format: :data:`KEY_VALUE_COLUMNS`, as the last
+        scan found them, :data:`SAME_COLUMN`) is read once per key and repeated: the same
+        frame as reading it row by row, in about a third of the time for 100,000 MR
+        instances in 49 columns. Rows that a scan is still writing are read row by row.
+
         Examples
         --------
         >>> idx.instances(modality="MR", columns=["path", "series_key"])  # doctest: +SKIP
@@ -418,6 +564,11 @@ class Index:
                "ORDER BY series_key, instance_number, path")
         if not decode:
             return self._frame(sql, tuple(params))
+        if self._has_same_column():
+            names = list(INSTANCE_COLUMNS) if columns is None else _values("columns", columns)
+            df = _keyed_frame(self._con, names, where, tuple(params))
+            if df is not None:
+                return df
         return _decoded_frame(self._con.execute(sql, tuple(params)))
 
     def series(self, *, modality=None, sop_class_uid=None, study_date=None, columns=None):
@@ -455,7 +606,8 @@ class Index:
             uids = ("series_instance_uid IN (SELECT series_instance_uid FROM instances "
                     f"WHERE {where})")
             params = params * 3
-        cols = _select_columns(columns, SERIES_COLUMNS, "the series table")
+        cols = _select_columns(SERIES_COLUMNS if columns is None else columns,
+                               SERIES_COLUMNS, "the series table")
         order = " ORDER BY study_instance_uid, series_number, series_key"
         if self._has_series_summary():  # kept up to date by every scan
             df = self._frame(f"SELECT {cols} FROM series_summary WHERE {keys}" + order,

@@ -112,15 +112,37 @@ def test_bad_selection_is_a_config_error(tree, bad):
         idx.instances(**bad)
 
 
+def _same_bits_now(con) -> dict[str, int]:
+    """SAME_COLUMN of every key, from the instances in Python: bit j where every instance
+    of the key holds one value in column j of KEY_VALUE_COLUMNS (None only with None)."""
+    from dicomml.io.index import KEY_VALUE_COLUMNS
+
+    values: dict[str, list[set]] = {}
+    for key, *row in con.execute(f"SELECT series_key, {', '.join(KEY_VALUE_COLUMNS)} "
+                                 "FROM instances"):
+        sets = values.setdefault(key, [set() for _ in row])
+        for s, v in zip(sets, row):
+            s.add(v)
+    return {k: sum(1 << j for j, s in enumerate(sets) if len(s) == 1)
+            for k, sets in values.items()}
+
+
 def _summary_is_live(db) -> None:
-    """The scan's ``series_summary`` table holds what the series query computes now."""
+    """The scan's ``series_summary`` table holds what the series query computes now, and
+    the SAME_COLUMN bits of the instances as they are now."""
+    from dicomml.io.index import SAME_COLUMN, SERIES_COLUMNS
+
     con = sqlite3.connect(db)
     try:
-        kept = con.execute("SELECT * FROM series_summary ORDER BY series_key").fetchall()
+        kept = con.execute(f"SELECT {', '.join(SERIES_COLUMNS)} FROM series_summary "
+                           "ORDER BY series_key").fetchall()
         live = con.execute(series_sql() + " ORDER BY series_key").fetchall()
+        bits = dict(con.execute(f"SELECT series_key, {SAME_COLUMN} FROM series_summary"))
+        now = _same_bits_now(con)
     finally:
         con.close()
     assert kept == live and len(kept) > 0
+    assert bits == now
 
 
 def test_series_summary_follows_every_scan(tree, tmp_path):
@@ -172,10 +194,10 @@ def test_first_scan_reads_the_series_table_beside_the_index_builds(tree, tmp_pat
     monkeypatch.setattr(_scan_store, "_read_only_rows", spy)
     db = tmp_path / "parallel.sqlite"
     scan(root, db, workers=0, progress=False)
-    assert reads == [str(db)]
+    assert reads == [str(db)] * 2  # the series table and the SAME_COLUMN bits
     _summary_is_live(db)
     scan(root, db, workers=0, progress=False)  # a re-scan updates the table in place
-    assert reads == [str(db)]
+    assert reads == [str(db)] * 2
 
     def fails(db_path, sql):
         raise sqlite3.OperationalError("unable to open database file")
