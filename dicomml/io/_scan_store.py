@@ -64,20 +64,22 @@ _SERIES = INSTANCE_COLUMNS.index("series_instance_uid")
 _SPLIT_COLS = ("path", "sop_instance_uid", "series_instance_uid", "object_kind",
                "instance_number", "duplicate_of", *SPLIT_COLUMNS)
 
-#: Whether a series' images differ in a split column (exact value) from its first image;
-#: when none does, :func:`dicomml.io.series.series_keys` makes one group of them. Stops at
-#: the first image that differs.
+#: Whether the images of the series whose UID is ``key_uids.uid`` differ in a split column
+#: (exact value) from its first image; when none does,
+#: :func:`dicomml.io.series.series_keys` makes one group of them. Stops at the first image
+#: that differs.
 _SPLITS_SQL = (
-    "SELECT EXISTS(SELECT 1 FROM instances i, (SELECT " + ", ".join(
-        ("duplicate_of", *SPLIT_COLUMNS)) + " FROM instances WHERE series_instance_uid = ?1 "
-    "AND object_kind = 'image' LIMIT 1) f WHERE i.series_instance_uid = ?1 AND "
-    "i.object_kind = 'image' AND (" + " OR ".join(
+    "EXISTS(SELECT 1 FROM instances i, (SELECT " + ", ".join(
+        ("duplicate_of", *SPLIT_COLUMNS)) + " FROM instances WHERE series_instance_uid = "
+    "key_uids.uid AND object_kind = 'image' LIMIT 1) f WHERE i.series_instance_uid = "
+    "key_uids.uid AND i.object_kind = 'image' AND (" + " OR ".join(
         f"i.{c} IS NOT f.{c}" for c in ("duplicate_of", *SPLIT_COLUMNS)) + "))")
-#: The keys of series_keys() for a series with at most one group of images (rows that
-#: hold them already, e.g. a first scan's provisional keys, are not written again).
+#: The keys of series_keys() for the series of ``temp.key_uids`` (at most one group of
+#: images each; rows that hold their key already, e.g. a first scan's provisional keys, are
+#: not written again).
 _PLAIN_KEY = _plain_key("series_instance_uid", "object_kind")
-_ONE_GROUP_SQL = (f"UPDATE instances SET series_key = {_PLAIN_KEY} WHERE "
-                  f"series_instance_uid = ? AND series_key IS NOT {_PLAIN_KEY}")
+_ONE_GROUP_SQL = (f"UPDATE instances SET series_key = {_PLAIN_KEY} WHERE series_instance_uid "
+                  f"IN (SELECT uid FROM temp.key_uids) AND series_key IS NOT {_PLAIN_KEY}")
 #: SOP Instance UIDs whose duplicates must be (re)decided: written since the last finished
 #: scan (no series key yet) and held by several files, or skipped copies left without an
 #: indexed twin.
@@ -579,19 +581,20 @@ class Store:
         """The series keys of the Series Instance UIDs ``uids`` (in the caller's
         transaction)."""
         c = self.con
-        # Fast path, in SQL: a series whose images all share study, size and the exact
-        # same orientation text is one group, so every image keeps the plain key (the
-        # rule of series_keys); only series that may split are grouped in Python.
-        slow = []
-        for uid in uids:
-            if uid is None:
-                slow.append(uid)
-                continue
-            (splits,) = c.execute(_SPLITS_SQL, (uid,)).fetchone()
-            if splits:
-                slow.append(uid)
-            else:
-                c.execute(_ONE_GROUP_SQL, (uid,))
+        # Fast path, in SQL, for all the series at once: a series whose images all share
+        # study, size and the exact same orientation text is one group, so every image
+        # keeps the plain key (the rule of series_keys); only series that may split are
+        # grouped in Python.
+        slow = [None] if None in uids else []
+        c.execute("DROP TABLE IF EXISTS temp.key_uids")
+        c.execute("CREATE TEMP TABLE key_uids (uid TEXT PRIMARY KEY)")
+        c.executemany("INSERT OR IGNORE INTO temp.key_uids VALUES (?)",
+                      [(u,) for u in uids if u is not None])
+        split = [u for (u,) in c.execute(f"SELECT uid FROM temp.key_uids WHERE {_SPLITS_SQL}")]
+        c.executemany("DELETE FROM temp.key_uids WHERE uid = ?", [(u,) for u in split])
+        c.execute(_ONE_GROUP_SQL)
+        c.execute("DROP TABLE temp.key_uids")
+        slow += sorted(split)
         sel = f"SELECT {', '.join(_SPLIT_COLS)} FROM instances WHERE "
         for uid in slow:
             if uid is None:

@@ -423,9 +423,9 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
 
     None where that cannot be known: a scan is writing the keys (:data:`PROVISIONAL`), or
     a selected row has no key or one without a ``series_summary`` row (written since the
-    last finished scan); the caller then reads every value. The queries run in one read
-    transaction, so they see one state of the Index."""
-    import numpy as np
+    last finished scan); and where it would read about as many values as every row holds
+    (keys of one or two instances: radiographs); the caller then reads every value. The
+    queries run in one read transaction, so they see one state of the Index."""
     import pandas as pd
 
     keyed = [n for n in names if n in KEY_VALUE_COLUMNS]
@@ -438,22 +438,28 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
     try:
         if con.execute("SELECT 1 FROM meta WHERE key = ?", (PROVISIONAL,)).fetchone():
             return None
-        cols = ", ".join(f'i."{n}"' for n in keyed)
         keys = con.execute(
-            f"SELECT k.series_key, s.{SAME_COLUMN}, {cols} FROM (SELECT series_key, "
-            f"MIN(rowid) AS r FROM instances WHERE {where} GROUP BY series_key) AS k "
-            "JOIN series_summary AS s ON s.series_key = k.series_key "
-            "JOIN instances AS i ON i.rowid = k.r", params).fetchall()
-        if not keys:
+            f"SELECT k.series_key, k.r, k.n, s.{SAME_COLUMN} FROM (SELECT series_key, "
+            f"MIN(rowid) AS r, COUNT(*) AS n FROM instances WHERE {where} "
+            "GROUP BY series_key) AS k "
+            "LEFT JOIN series_summary AS s ON s.series_key = k.series_key", params).fetchall()
+        if not keys or any(k[0] is None or k[3] is None for k in keys):
             return None
         same = -1
-        for _key, bits, *_values in keys:
-            same &= bits if bits is not None else 0
+        for k in keys:
+            same &= k[3]
         const = [n for n in keyed if same >> KEY_VALUE_COLUMNS.index(n) & 1]
         per_row = [n for n in names if n not in const]
-        cur = con.execute("SELECT series_key" + "".join(f', "{n}"' for n in per_row)
-                          + f" FROM instances WHERE {where} {order}", params)
-        rows = cur.fetchall()
+        n_rows = sum(k[2] for k in keys)
+        if len(keys) * (3 + len(const)) + n_rows * (1 + len(per_row)) \
+                > 0.7 * n_rows * len(names):  # values read: by key against row by row
+            return None
+        values = {r[0]: r[1:] for r in con.execute(
+            "SELECT rowid" + "".join(f', "{n}"' for n in const) + " FROM instances "
+            "WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps([k[1] for k in keys]),))}
+        rows = con.execute("SELECT series_key" + "".join(f', "{n}"' for n in per_row)
+                           + f" FROM instances WHERE {where} {order}", params).fetchall()
     finally:
         if own:
             con.execute("COMMIT")
@@ -461,11 +467,11 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
     codes = pd.Index([k[0] for k in keys]).get_indexer(matrix[:, 0])
     if not rows or (codes < 0).any():
         return None
-    by_key = _matrix([k[2:] for k in keys], len(keyed))
+    by_key = _matrix([values[k[1]] for k in keys], len(const))
     data = {}
     for name in names:
         if name in const:  # the key's column, one row per row of the frame
-            col = _column(name, by_key[:, keyed.index(name)], False)
+            col = _column(name, by_key[:, const.index(name)], False)
             data[name] = col.take(codes).reset_index(drop=True)
         else:
             data[name] = _column(name, matrix[:, 1 + per_row.index(name)], False)
