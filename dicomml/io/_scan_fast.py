@@ -72,6 +72,7 @@ def _text(raw: bytes) -> list[str]:
 
 _MISS = object()
 _CACHE_VALUE_BYTES = 256
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class ValueCache(dict):
@@ -120,45 +121,77 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
     """
     if size == 0:
         raise Skip("empty file", "empty file")
-    try:
-        f = open(path, "rb", buffering=0)
+    try:  # a descriptor, not a file object: most files are read by one os.read
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         raise Skip("unreadable", f"unreadable ({e.strerror})") from None
-    with f:
+    f = None  # a file object over fd, made where the walk needs one
+    try:
         want = head_bytes()
-        head = f.read(min(size, want)) if want else None
-        fit = fitted(head) if want else None
-        if fit is None and wanted():
-            # no layout fits: build one from this file, which is then read through it
-            if head is None or len(head) < min(size, MAX_HEADER):
-                f.seek(0)
-                head = f.read(min(size, MAX_HEADER))
-            layout = build(head, size)
-            keep(layout)
-            if layout is not None:
-                fit = Fit(layout, [])
-        got = _by_fit(head, fit, size) if fit is not None else None
+        try:
+            head = os.read(fd, min(size, want)) if want else None
+            fit = fitted(head) if want else None
+            if fit is None and wanted():
+                # no layout fits: build one from this file, which is then read through it
+                if head is None or len(head) < min(size, MAX_HEADER):
+                    head = os.pread(fd, min(size, MAX_HEADER), 0)
+                layout = build(head, size)
+                keep(layout)
+                if layout is not None:
+                    fit = Fit(layout, [])
+        except OSError as e:  # e.g. a directory, an I/O error
+            raise Skip("unreadable", f"unreadable ({e.strerror})") from None
+        if cache is None:
+            cache = ValueCache()
+        got = _by_fit(head, fit, size, cache) if fit is not None else None
         if got is not None:
-            (ts, meta, raw), frame_values = got, None
+            (ts, meta, values), frame_values = got, None
         else:
+            try:
+                f = open(fd, "rb", buffering=0)  # closes fd
+            except OSError as e:  # e.g. a directory
+                raise Skip("unreadable", f"unreadable ({e.strerror})") from None
             r = Reader(f, size) if head is None else Reader.with_block(f, size, head)
             ts, meta, raw, frame_values = _walked(f, r, size)
-    values = {}
-    pixel_rep = None
-    if cache is None:
-        cache = ValueCache()
+            values = _values(raw, cache)
+    finally:
+        if f is None:
+            os.close(fd)
+        else:
+            f.close()
+    msc = meta[0x00020002]
+    msi = meta[0x00020003]
+    return row_from_values(path, size, mtime, ts, values,
+                           normalize_strings("ui", _text(msc[1])) if msc else None,
+                           normalize_strings("ui", _text(msi[1])) if msi else None,
+                           frame_values)
+
+
+def _values(raw: dict, cache: ValueCache) -> dict:
+    """The row values (by column name) of the raw values of the walk, ``raw[tag] = (VR,
+    bytes)`` (None where absent), normalized once per raw value through ``cache``."""
+    entries = []
     for tag, (name, kind) in RAW_TAGS.items():
         item = raw[tag]
         if item is None:  # absent: row_from_values reads it as None
             continue
         vr, data = item
-        if vr is None and kind == "int":  # implicit VR: the data dictionary's VR
-            if tag == 0x00280120:  # (0028,0120) is US or SS by (0028,0103)
-                if pixel_rep is None:
-                    raise Fallback
-                vr = b"SS" if pixel_rep == 1 else b"US"
-            else:
-                vr = _BIN_TAGS.get(tag, b"IS")
+        if vr is None and kind == "int" and tag != 0x00280120:  # implicit VR
+            vr = _BIN_TAGS.get(tag, b"IS")  # the data dictionary's VR
+        entries.append((tag, name, kind, vr, data))
+    return _normalized(entries, cache)
+
+
+def _normalized(entries: list, cache: ValueCache) -> dict:
+    """``{column: value}`` of ``(tag, column, kind, VR, bytes)`` entries, (0028,0103)
+    before (0028,0120): an implicit-VR (0028,0120) (VR None) is US or SS by it."""
+    values = {}
+    pixel_rep = None
+    for tag, name, kind, vr, data in entries:
+        if vr is None and tag == 0x00280120:  # (0028,0120) is US or SS by (0028,0103)
+            if pixel_rep is None:
+                raise Fallback
+            vr = b"SS" if pixel_rep == 1 else b"US"
         key = (tag, vr, data)
         v = cache.get(key, _MISS)
         if v is _MISS:
@@ -170,12 +203,7 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
         if tag == 0x00280103:
             pixel_rep = v
         values[name] = v
-    msc = meta[0x00020002]
-    msi = meta[0x00020003]
-    return row_from_values(path, size, mtime, ts, values,
-                           normalize_strings("ui", _text(msc[1])) if msc else None,
-                           normalize_strings("ui", _text(msi[1])) if msi else None,
-                           frame_values)
+    return values
 
 
 def _walked(f, r: Reader, size: int) -> tuple:
@@ -230,42 +258,69 @@ def _mosaic(raw: dict) -> bool:
 _META = (0x00020002, 0x00020003, 0x00020010)
 
 
-def _by_fit(head: bytes, fit, size: int) -> tuple | None:
-    """``(transfer syntax, meta, raw)`` of a file whose first bytes ``head`` fit a header
-    layout (:mod:`dicomml.io.layout`: its elements are where the fit says), as the walk
-    gives them; None where the walk must decide (an enhanced object, a long value, the
-    file shorter than its Pixel Data)."""
+def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
+    """``(transfer syntax, meta, values)`` of a file whose first bytes ``head`` fit a header
+    layout (:mod:`dicomml.io.layout`: its elements are where the fit says): the meta
+    elements as the walk gives them and the row values as :func:`_values` makes them from
+    the walk's; None where the walk must decide (an enhanced object, a long value, the file
+    shorter than its Pixel Data)."""
     if fit.pixel[0] + fit.pixel[1] > size:
         return None
     layout = fit.layout
     view = layout.views.get("scan")
     if view is None:
-        number = layout.number
-        view = layout.views["scan"] = (
-            [(t, number[t]) for t in _META if t in number],
-            sorted(((t, number[t]) for t in RAW_TAGS if t in number and t not in _LAZY),
-                   key=lambda item: item[1]),
-            [(t, number[t]) for t in _LAZY if t in number])
-    metas, kept, lazy = view
-    vrs = layout.vrs
+        view = layout.views["scan"] = _scan_view(layout)
+    metas, kept, ks, lazy_ks = view
+    spans = fit.spans(ks)  # the meta elements', then the kept ones'
+    if lazy_ks:
+        spans += fit.spans(lazy_ks)
     meta = dict.fromkeys(_META)
-    for (tag, k), (start, length) in zip(metas, fit.spans([k for _t, k in metas])):
-        meta[tag] = (vrs[k], head[start:start + length])
-    raw: dict = dict.fromkeys(RAW_TAGS)
-    for (tag, k), (start, length) in zip(kept, fit.spans([k for _t, k in kept])):
-        if length > MAX_VALUE:
-            return None
-        raw[tag] = (vrs[k], head[start:start + length])
-    if lazy and _mosaic(raw):
-        for (tag, k), (start, length) in zip(lazy, fit.spans([k for _t, k in lazy])):
-            if length <= MAX_VALUE:
-                raw[tag] = (vrs[k], head[start:start + length])
+    for (tag, vr), (start, length) in zip(metas, spans):
+        meta[tag] = (vr, head[start:start + length])
     ts = normalize_strings("ui", _text(meta[0x00020010][1]))
-    sop = raw.get(0x00080016)
-    if ts is None or ts in _EXPLICIT_TS_FALLBACK or (sop is not None and normalize_strings(
-            "ui", _text(sop[1])) in FUNCTIONAL_GROUP_CLASSES):
+    if ts is None or ts in _EXPLICIT_TS_FALLBACK:
         return None
-    return ts, meta, raw
+    entries = []
+    image_type = b""
+    del spans[:len(metas)]
+    for (tag, name, kind, vr, lazy_tag), (start, length) in zip(kept, spans):
+        if length > MAX_VALUE:
+            if lazy_tag:
+                continue
+            return None
+        if lazy_tag and b"MOSAIC" not in image_type.upper():
+            continue  # the CSA header is read for MOSAIC images only, as the walk does
+        data = head[start:start + length]
+        if tag == 0x00080008:
+            image_type = data
+        entries.append((tag, name, kind, vr, data))
+    values = _normalized(entries, cache)
+    if values.get("sop_class_uid") in FUNCTIONAL_GROUP_CLASSES:
+        return None
+    return ts, meta, values
+
+
+def _scan_view(layout) -> tuple:
+    """What :func:`_by_fit` reads of a layout, derived once: the meta elements ``(tag, VR)``;
+    the elements of :data:`RAW_TAGS`, ``(tag, column, kind, VR, lazy)`` (the VR of an
+    implicit-VR integer from the data dictionary, as :func:`_values` takes it) in file
+    order, the lazy ones last; the numbers of the meta and kept elements (ascending: the
+    meta group comes first), and of the lazy ones."""
+    number, vrs = layout.number, layout.vrs
+    metas = [(t, number[t]) for t in _META if t in number]
+    kept = sorted(((t, number[t]) for t in RAW_TAGS if t in number and t not in _LAZY),
+                  key=lambda item: item[1])
+    lazy = [(t, number[t]) for t in _LAZY if t in number]
+
+    def entry(t: int, k: int) -> tuple:
+        name, kind = RAW_TAGS[t]
+        vr = vrs[k]
+        if vr is None and kind == "int" and t != 0x00280120:
+            vr = _BIN_TAGS.get(t, b"IS")
+        return (t, name, kind, vr, t in _LAZY)
+
+    return ([(t, vrs[k]) for t, k in metas], [entry(t, k) for t, k in kept + lazy],
+            [k for _t, k in metas + kept], [k for _t, k in lazy])
 
 
 def _frame_values(f, raw: dict, pos: int, explicit: bool) -> tuple[dict | None, int]:

@@ -231,8 +231,9 @@ def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True, *,
     return out
 
 
-#: (column, is an array column, is "is_image") for every column of ``instances``.
-_DB_COLUMNS = tuple((col, col in ARRAY_COLUMNS, col == "is_image") for col in INSTANCE_COLUMNS)
+#: Positions in ``instances``' columns of the array columns and of ``is_image``.
+_ARRAY_AT = tuple(i for i, col in enumerate(INSTANCE_COLUMNS) if col in ARRAY_COLUMNS)
+_IS_IMAGE_AT = INSTANCE_COLUMNS.index("is_image")
 
 
 def _db_values(row: dict, cache: dict) -> tuple:
@@ -244,25 +245,23 @@ def _db_values(row: dict, cache: dict) -> tuple:
     being reused. Identity, not equality: (0.0,) == (-0.0,) but their JSON differs.
     Bounded: cleared when full.
     """
-    values = []
-    get = row.get
-    for col, is_array, is_image in _DB_COLUMNS:
-        v = get(col)
+    values = list(map(row.get, INSTANCE_COLUMNS))  # absent columns: None
+    for i in _ARRAY_AT:
+        v = values[i]
         if v is None:
-            pass
-        elif is_array:
-            hit = cache.get(id(v))
-            if hit is not None and hit[0] is v:
-                v = hit[1]
-            else:
-                text = encode_array(v)
-                if len(cache) >= 4096:
-                    cache.clear()
-                cache[id(v)] = (v, text)
-                v = text
-        elif is_image:
-            v = int(bool(v))
-        values.append(v)
+            continue
+        hit = cache.get(id(v))
+        if hit is not None and hit[0] is v:
+            values[i] = hit[1]
+        else:
+            text = encode_array(v)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[id(v)] = (v, text)
+            values[i] = text
+    v = values[_IS_IMAGE_AT]
+    if v is not None:
+        values[_IS_IMAGE_AT] = int(bool(v))
     return tuple(values)
 
 

@@ -294,3 +294,38 @@ def test_character_set_value_is_compared(tmp_path, monkeypatch):
     assert walked == fitted
     assert fitted[4] is None and fitted[3] is not None and fitted[5] is not None
     assert _hits() >= 3
+
+
+def test_implicit_vr_signed_padding_through_a_fit(tmp_path, monkeypatch):
+    """(0028,0120) Pixel Padding Value in Implicit VR is US or SS by (0028,0103): a fit
+    reads it as the walk does (here SS, -2000), not by the data dictionary's first VR."""
+    def signed(ds, i):
+        ds.PixelRepresentation = 1
+        ds.add_new(0x00280120, "SS", -2000)
+    files = _series(tmp_path / "s", vary=signed, ts=pydicom.uid.ImplicitVRLittleEndian)
+    walked, fitted = _both(files, _row, monkeypatch)
+    assert walked == fitted
+    assert _hits() >= len(files) - 2
+    assert {row["pixel_padding_value"] for row in fitted} == {-2000}
+
+
+def test_mosaic_csa_header_through_a_fit(monkeypatch):
+    """Siemens mosaics: the (0029,1010) CSA header, read for MOSAIC images only, gives the
+    same number of images through a fit as through the walk (dcm2niix's mosaic files)."""
+    files = _files(dataset("dcm_qa_mosaic") / "In")
+    walked, fitted = _both(files, _row, monkeypatch)
+    bad = [f.name for f, a, b in zip(files, walked, fitted) if a != b]
+    assert not bad, bad[:5]
+    mosaics = [row["mosaic_images"] for row in fitted if isinstance(row, dict)]
+    assert _hits() > 0 and sum(m > 1 for m in mosaics) > 0
+
+
+def test_a_folder_is_unreadable_not_an_error(tmp_path, monkeypatch):
+    """A path that cannot be read as a file is a Skip that says so (the scan records it),
+    whether a layout is wanted (the head is read first) or not (the walk's file object)."""
+    (tmp_path / "d").mkdir()
+    for enabled in (True, False):
+        monkeypatch.setattr(layout, "ENABLED", enabled)
+        with pytest.raises(Skip) as e:
+            read_fast(str(tmp_path / "d"), 4096, 0.0)
+        assert e.value.category == "unreadable" and "directory" in e.value.reason.lower()
