@@ -127,8 +127,8 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
         raise Skip("unreadable", f"unreadable ({e.strerror})") from None
     f = None  # a file object over fd, made where the walk needs one
     try:
-        want = head_bytes()
-        try:
+        try:  # what reads the file before the walk (a directory, an I/O error)
+            want = head_bytes()
             head = os.read(fd, min(size, want)) if want else None
             fit = fitted(head) if want else None
             if fit is None and wanted():
@@ -139,18 +139,16 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
                 keep(layout)
                 if layout is not None:
                     fit = Fit(layout, [])
-        except OSError as e:  # e.g. a directory, an I/O error
+            if cache is None:
+                cache = ValueCache()
+            got = _by_fit(head, fit, size, cache) if fit is not None else None
+            if got is None:
+                f = open(fd, "rb", buffering=0)  # closes fd
+        except OSError as e:
             raise Skip("unreadable", f"unreadable ({e.strerror})") from None
-        if cache is None:
-            cache = ValueCache()
-        got = _by_fit(head, fit, size, cache) if fit is not None else None
         if got is not None:
             (ts, meta, values), frame_values = got, None
         else:
-            try:
-                f = open(fd, "rb", buffering=0)  # closes fd
-            except OSError as e:  # e.g. a directory
-                raise Skip("unreadable", f"unreadable ({e.strerror})") from None
             r = Reader(f, size) if head is None else Reader.with_block(f, size, head)
             ts, meta, raw, frame_values = _walked(f, r, size)
             values = _values(raw, cache)

@@ -28,7 +28,7 @@ import numpy as np
 from dicomml.errors import OutputError
 from dicomml.io.index import ARRAY_COLUMNS, INSTANCE_COLUMNS, PROVISIONAL, SAME_ALL, \
     SAME_COLUMN, SCHEMA, SCHEMA_VERSION, connect_read_only, decode_array, encode_array, \
-    same_bits, series_sql, varying_sql
+    has_same_column, same_bits, series_sql, varying_sql
 from dicomml.io.series import SPLIT_COLUMNS, series_keys
 
 __all__ = ["Store", "db_values", "DUP_COPY", "PROVISIONAL"]
@@ -555,7 +555,7 @@ class Store:
         with self.transaction():
             self._write_keys(uids)
         rows = None
-        if self._has_summary():  # rows of the touched series replaced below
+        if has_same_column(self.con):  # rows of the touched series replaced below
             self.ensure_indexes()
         else:
             with ThreadPoolExecutor(2, thread_name_prefix="dicomml-series") as pool:
@@ -616,13 +616,6 @@ class Store:
             c.executemany("UPDATE instances SET series_key=? WHERE path=?",
                           [(k, p) for p, k in keys.items()])
 
-    def _has_summary(self) -> bool:
-        """Whether ``series_summary`` exists as this version writes it (with
-        :data:`~dicomml.io.index.SAME_COLUMN`); one of an earlier version is rebuilt whole
-        by :meth:`_refresh_series`."""
-        return any(row[1] == SAME_COLUMN for row in
-                   self.con.execute("PRAGMA table_info(series_summary)"))
-
     def _refresh_series(self, uids: set, rows: list[list[tuple]] | None = None) -> None:
         """Recompute the rows of ``series_summary`` (:meth:`dicomml.io.index.Index.series`
         and :data:`~dicomml.io.index.SAME_COLUMN`) of the Series Instance UIDs ``uids``, in
@@ -631,7 +624,7 @@ class Store:
         (the results of :func:`~dicomml.io.index.series_sql` and
         :func:`~dicomml.io.index.varying_sql`, read beforehand) or by those SELECTs."""
         c = self.con
-        if not self._has_summary():
+        if not has_same_column(self.con):
             c.execute("DROP TABLE IF EXISTS series_summary")  # absent, or of an earlier version
             summary, varying = rows or (c.execute(series_sql()).fetchall(),
                                         c.execute(varying_sql()).fetchall())

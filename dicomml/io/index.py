@@ -270,6 +270,18 @@ def connect_read_only(db_path: str | os.PathLike) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
+def has_same_column(con: sqlite3.Connection) -> bool:
+    """Whether the Index on ``con`` has ``series_summary`` as this version writes it, with
+    :data:`SAME_COLUMN` (an Index written before it has none, or one without that column:
+    its next scan rebuilds it)."""
+    return any(row[1] == SAME_COLUMN for row in
+               con.execute("PRAGMA table_info(series_summary)"))
+
+
+#: The order of :meth:`Index.instances`.
+INSTANCE_ORDER = "ORDER BY series_key, instance_number, path"
+
+
 def varying_sql(keys: str = "1") -> str:
     """A SELECT of ``(series_key, bits)`` for the instances of the keys satisfying the SQL
     condition ``keys`` (on ``instances``) that differ from the key's first instance (lowest
@@ -431,7 +443,6 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
     keyed = [n for n in names if n in KEY_VALUE_COLUMNS]
     if not keyed:
         return None
-    order = "ORDER BY series_key, instance_number, path"
     own = not con.in_transaction
     if own:
         con.execute("BEGIN")
@@ -459,7 +470,8 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
             "WHERE rowid IN (SELECT value FROM json_each(?))",
             (json.dumps([k[1] for k in keys]),))}
         rows = con.execute("SELECT series_key" + "".join(f', "{n}"' for n in per_row)
-                           + f" FROM instances WHERE {where} {order}", params).fetchall()
+                           + f" FROM instances WHERE {where} {INSTANCE_ORDER}",
+                           params).fetchall()
     finally:
         if own:
             con.execute("COMMIT")
@@ -529,12 +541,6 @@ class Index:
 
         return pd.read_sql_query(sql, self._con, params=params)
 
-    def _has_same_column(self) -> bool:
-        """Whether ``series_summary`` holds :data:`SAME_COLUMN` (written by this version
-        of the scan)."""
-        return any(row[1] == SAME_COLUMN for row in
-                   self._con.execute("PRAGMA table_info(series_summary)"))
-
     def _has_series_summary(self) -> bool:
         """Whether the scan's ``series_summary`` table exists (not in an Index written
         before it: then the instances are grouped at each call)."""
@@ -570,11 +576,10 @@ class Index:
         """
         where, params = select_where(modality, sop_class_uid, study_date)
         cols = _select_columns(columns, INSTANCE_COLUMNS, "the instances table")
-        sql = (f"SELECT {cols} FROM instances WHERE {where} "
-               "ORDER BY series_key, instance_number, path")
+        sql = f"SELECT {cols} FROM instances WHERE {where} {INSTANCE_ORDER}"
         if not decode:
             return self._frame(sql, tuple(params))
-        if self._has_same_column():
+        if has_same_column(self._con):
             names = list(INSTANCE_COLUMNS) if columns is None else _values("columns", columns)
             df = _keyed_frame(self._con, names, where, tuple(params))
             if df is not None:
