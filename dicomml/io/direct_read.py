@@ -132,6 +132,8 @@ def load_head(path: str, f=None):
     start of the pixel data and must not be decoded.
     """
     try:
+        if f is None and os.stat(path).st_size <= HEAD:
+            return None  # a small file: read whole by the caller, without opening it here
         with _opened(path, f) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size <= HEAD:

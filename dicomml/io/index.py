@@ -675,6 +675,48 @@ class Index:
                               "them with Index.series() or 'dicomml scan'.")
         return [r[0] for r in rows]
 
+    def series_group(self, series_key: str) -> tuple[list[str], bool]:
+        """:meth:`series_files`, and whether those files are, as they are now, one group of
+        the same-series rule (:func:`dicomml.io.series.group_instances`): True when no scan
+        is writing the keys (:data:`PROVISIONAL`) and every file has the size and
+        modification time (ns) that the scan read, so the values the rule compared are the
+        file's; then :func:`dicomml.io.read_series` need not group them again.
+
+        Raises
+        ------
+        ConfigError
+            No instance has this series key.
+        """
+        con = self._con
+        own = not con.in_transaction
+        if own:
+            con.execute("BEGIN")  # one state of the Index for both queries
+        try:
+            rows = con.execute(
+                "SELECT i.path, f.size, f.mtime_ns FROM instances i LEFT JOIN files f "
+                "ON f.path = i.path WHERE i.series_key = ? "
+                "ORDER BY i.instance_number IS NULL, i.instance_number, i.path",
+                (series_key,)).fetchall()
+            writing = con.execute("SELECT 1 FROM meta WHERE key = ?",
+                                  (PROVISIONAL,)).fetchone() is not None
+        finally:
+            if own:
+                con.execute("COMMIT")
+        if not rows:
+            raise ConfigError(f"no series with key {series_key!r} in {self.db_path}; list "
+                              "them with Index.series() or 'dicomml scan'.")
+        grouped = not writing
+        for path, size, mtime_ns in rows:
+            if not grouped:
+                break
+            try:
+                st = os.stat(path)
+            except OSError:
+                grouped = False
+            else:
+                grouped = st.st_size == size and st.st_mtime_ns == mtime_ns
+        return [r[0] for r in rows], grouped
+
     def instance(self, path: str) -> dict[str, Any] | None:
         """The row of one file (arrays decoded), or None when it is not indexed."""
         cur = self._con.execute("SELECT * FROM instances WHERE path = ?",

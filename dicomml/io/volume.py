@@ -11,7 +11,11 @@ How :func:`read_series` builds the volume
    (:func:`dicomml.io.series.group_instances`: study, Series Number, size, pixel spacing,
    orientation, echo, magnitude/phase): the largest group is read, the others are left out
    with a ``mixed_size`` / ``mixed_orientation`` / ``mixed_series`` issue (e.g. a LOCALIZER
-   in the series, the second echo of a field map): read those by their series key.
+   in the series, the second echo of a field map): read those by their series key. The
+   files of a ``(series_key, Index)`` are not split again while they are unchanged since
+   the scan that keyed them by this rule from the same values
+   (:meth:`dicomml.io.index.Index.series_group`: size and modification time, no scan
+   writing keys).
 4. Every frame is a slice (an Enhanced multi-frame file gives one slice per frame, with the
    per-frame (0020,9113) Plane Position); a Siemens mosaic ((0008,0008) Image Type
    ``MOSAIC``) gives one slice per tile, with the geometry of its CSA header
@@ -103,8 +107,20 @@ __all__ = ["read_series", "select_volume", "to_sitk", "from_sitk", "resample"]
 
 
 # ----------------------------------------------------------------------------- inputs
+def _key_files(index, key) -> tuple[list[str], bool]:
+    """The files of a series key and whether the Index vouches that they are one group of
+    the same-series rule as the files are now (:meth:`dicomml.io.index.Index.series_group`;
+    an object with only ``series_files`` vouches for nothing)."""
+    group = getattr(index, "series_group", None)
+    if group is None:
+        return [str(p) for p in index.series_files(key)], False
+    paths, grouped = group(key)
+    return [str(p) for p in paths], grouped
+
+
 def _resolve_paths(x, index) -> tuple[list[str], bool]:
-    """Return (paths, from_folder)."""
+    """Return (paths, grouped): ``grouped`` when the paths are the files of one Index series
+    key, unchanged since the scan that grouped them (:func:`_key_files`)."""
     # A DataFrame or Series exists only once pandas is imported: a folder or a list of
     # files never pays for importing it (half a second of CPU, on the first call).
     pd = sys.modules.get("pandas")
@@ -117,21 +133,21 @@ def _resolve_paths(x, index) -> tuple[list[str], bool]:
         if "path" in x.index:
             return [str(x["path"])], False
         if "series_key" in x.index and index is not None:
-            return [str(p) for p in index.series_files(x["series_key"])], False
+            return _key_files(index, x["series_key"])
         raise ConfigError("read_series: the row has neither a 'path' nor (with index=) a "
                           f"'series_key'. Received: fields={list(x.index)}")
     if isinstance(x, tuple) and len(x) == 2 and hasattr(x[1], "series_files"):
-        return [str(p) for p in x[1].series_files(x[0])], False
+        return _key_files(x[1], x[0])
     if isinstance(x, (str, os.PathLike)):
         p = Path(x)
         if p.is_dir():
             files = sorted(str(f) for f in p.rglob("*") if f.is_file()
                            and not f.name.startswith(".") and f.name.upper() != "DICOMDIR")
-            return files, True
+            return files, False
         if p.is_file():
             return [str(p)], False
         if index is not None:
-            return [str(f) for f in index.series_files(str(x))], False
+            return _key_files(index, str(x))
         raise ConfigError(f"read_series: {x} is neither a folder nor a file (pass index= to "
                           "read a series key). Received: source=" + repr(str(x)))
     try:
@@ -244,7 +260,7 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
     """
     from dicomml.parallel import check_workers, resolve_workers
 
-    paths, _ = _resolve_paths(x, index)
+    paths, grouped = _resolve_paths(x, index)
     native_workers = workers = check_workers(workers)
     if workers is None:  # the default: threads where they help (see above)
         workers, native_workers = min(4, resolve_workers(None)), 1
@@ -252,7 +268,7 @@ def read_series(x, *, strict: bool = False, workers: int | None = None,
         return _read_series(paths, strict=strict, workers=workers, series_uid=series_uid,
                             modality_lut=modality_lut, isolate=isolate, executor=executor,
                             decoders=decoders, native_workers=native_workers, volume=volume,
-                            philips_precise=philips_precise)
+                            philips_precise=philips_precise, grouped=grouped)
 
 
 def _decode_isolated(datasets, files, decoders, workers, executor) -> dict:
@@ -296,7 +312,7 @@ def _stored_of_items(chunk: list) -> list:
 
 def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=False,
                  executor=None, decoders=None, native_workers=None, volume=None,
-                 philips_precise=False) -> Volume:
+                 philips_precise=False, grouped=False) -> Volume:
     if native_workers is None:
         native_workers = workers
     issues: list[SeriesIssue] = []
@@ -385,8 +401,11 @@ def _read_series(paths, *, strict, workers, series_uid, modality_lut, isolate=Fa
     if not keep_files:
         raise SeriesError("no slice of the series could be read: "
                           + "; ".join(i.detail for i in issues))
-    # after decoding, so that an undecodable file is reported as such whatever its series
-    keep_files = one_series(keep_files, datasets, files, fail_or_record)
+    # after decoding, so that an undecodable file is reported as such whatever its series;
+    # not again for the files of one Index series key that the scan grouped by the same
+    # rule from these very files (unchanged since: Index.series_group)
+    if not grouped:
+        keep_files = one_series(keep_files, datasets, files, fail_or_record)
 
     # -- slices (a mosaic gives one slice per tile, a multi-frame object one per frame)
     stored_of: dict[int, np.ndarray] = {}

@@ -88,3 +88,55 @@ def test_scan_splits_a_series_with_localizer_and_other_size(tmp_path, workers):
         assert idx.series_files(f"{uid}.2") == [str(p) for p in locs]
         assert sorted(idx.series_files(f"{uid}.1")) == sorted(small)
     assert r.summary["series"] == 3
+
+
+def test_read_of_an_index_key_regroups_only_files_changed_since_the_scan(tmp_path,
+                                                                        monkeypatch):
+    """read_series((key, Index)) leaves out the same-series grouping that the scan did from
+    the same files, and only while they are unchanged: a file rewritten since (another
+    orientation, a new mtime), or a scan writing the keys, and it groups them again."""
+    import os
+    import sqlite3
+
+    import numpy as np
+
+    import dicomml.io.volume as volume
+    from dicomml.io import read_series
+    from dicomml.io.index import PROVISIONAL
+
+    paths = write_ct_series(tmp_path / "s", n_slices=5, rows=16, columns=16, seed=3)
+    r = scan(tmp_path / "s", tmp_path / "i.sqlite", workers=0, progress=False)
+    calls = []
+    real = volume.one_series
+    monkeypatch.setattr(volume, "one_series", lambda *a: calls.append(1) or real(*a))
+    with Index(r.db_path) as idx:
+        (key,) = idx.series()["series_key"]
+        files, grouped = idx.series_group(key)
+        assert grouped and files == idx.series_files(key)
+        vol = read_series((key, idx))
+        assert calls == [] and vol.pixels.shape == (5, 16, 16) and not vol.issues
+        ref = read_series(tmp_path / "s")  # a folder: grouped here
+        assert calls == [1]
+        np.testing.assert_array_equal(vol.pixels, ref.pixels)
+        assert vol.origin == ref.origin
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(paths[2])
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        ds.save_as(paths[2])
+        st = os.stat(paths[2])
+        os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert idx.series_group(key) == (files, False)
+        vol = read_series((key, idx))
+        assert calls == [1, 1] and vol.pixels.shape == (4, 16, 16)
+        # the middle slice is left out: a gap where it was
+        assert [i.kind for i in vol.issues] == ["mixed_orientation", "missing_slices"]
+    r = scan(tmp_path / "s", tmp_path / "i.sqlite", workers=0, progress=False)
+    with Index(r.db_path) as idx:
+        (key4, key1) = idx.series()["series_key"]
+        assert idx.series_group(key4)[1] and len(idx.series_files(key4)) == 4
+        with sqlite3.connect(r.db_path) as con:  # as while a scan writes the keys
+            con.execute("INSERT INTO meta VALUES (?, '1')", (PROVISIONAL,))
+        assert idx.series_group(key4) == (idx.series_files(key4), False)
+        with pytest.raises(Exception, match="no series with key"):
+            idx.series_group("1.2.nothing")
