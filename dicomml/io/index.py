@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import urllib.parse
@@ -163,8 +164,17 @@ SCHEMA = [
 
 
 def encode_array(values) -> str | None:
-    """Encode a tuple of numbers as the JSON text stored in the Index (None stays None)."""
-    return None if values is None else json.dumps([float(v) for v in values])
+    """Encode a tuple of numbers as the JSON text stored in the Index (None stays None).
+
+    >>> encode_array((-125, 0.1, 30.5))
+    '[-125.0, 0.1, 30.5]'
+    """
+    if values is None:
+        return None
+    floats = [float(v) for v in values]
+    if all(map(math.isfinite, floats)):  # json.dumps's text, without its encoder's set-up
+        return "[" + ", ".join(map(float.__repr__, floats)) + "]"
+    return json.dumps(floats)
 
 
 def decode_array(text: str | None) -> tuple[float, ...] | None:

@@ -22,6 +22,7 @@ the private b-value (0043,1039) (:mod:`dicomml.io.ge`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +61,7 @@ def _num(value, kind=float):
         v = kind(value)
     except (TypeError, ValueError):
         return None
-    return v if kind is not float or np.isfinite(v) else None
+    return v if kind is not float or math.isfinite(v) else None
 
 
 def _vector(value) -> tuple[float, float, float] | None:
@@ -68,7 +69,7 @@ def _vector(value) -> tuple[float, float, float] | None:
         v = tuple(float(x) for x in value)
     except (TypeError, ValueError):
         return None
-    return v if len(v) == 3 and all(np.isfinite(v)) else None
+    return v if len(v) == 3 and all(map(math.isfinite, v)) else None
 
 
 def _item(group, keyword):
@@ -157,11 +158,12 @@ def acquisition(ds, n: int) -> list[Acquisition]:
     shared = shared[0] if shared else None
     pointers = [int(item.get("DimensionIndexPointer") or 0)
                 for item in (ds.get("DimensionIndexSequence") or [])]
+    temporal_dims = [k for k, p in enumerate(pointers) if p not in SPATIAL_POINTERS]
     out = []
     for f in range(n):
         info, values, in_stack = _frame_info(per[f], shared, base)
         if len(values) == len(pointers):
-            dims = tuple(int(v) for v, p in zip(values, pointers) if p not in SPATIAL_POINTERS)
+            dims = tuple([int(values[k]) for k in temporal_dims])
         else:
             dims = ()
         t = info["temporal_position"] or 0

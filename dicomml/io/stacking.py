@@ -150,8 +150,12 @@ def order_slices(slices: list[Slice], datasets, files, extra: dict, fail_or_reco
     ordered along the normal (one layer for a 3-D series) and the per-volume attributes."""
     if any(s.position is None or s.orientation is None for s in slices):  # no geometry
         return [slices], (), (1.0, (0.0, 0.0, 0.0), np.eye(3))
-    groups = first_fit_groups(slices, lambda a, b: same_orientation(
-        tuple(a.orientation), tuple(b.orientation)))
+    orientations = np.stack([s.orientation for s in slices])
+    if (orientations == orientations[0]).all():  # the usual case: one group (NaN: unequal)
+        groups = [slices]
+    else:
+        groups = first_fit_groups(slices, lambda a, b: same_orientation(
+            tuple(a.orientation), tuple(b.orientation)))
     if len(groups) > 1:  # frames of Enhanced objects (instances: see one_series)
         dropped = [s for g in groups[1:] for s in g]
         fail_or_record("mixed_orientation", f"{len(dropped)} slice(s) differ from the other "

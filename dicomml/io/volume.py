@@ -493,8 +493,8 @@ def _assemble(slices: list[Slice], ctx: _Context) -> Volume:
     extra = dict(extra)
     # Numeric tie-break (Instance Number, file, frame): the lower Instance Number is kept
     # for a duplicate position, and frame 20 comes before frame 100.
-    slices.sort(key=lambda s: (int_or(datasets[s.file].get("InstanceNumber")), s.file,
-                               s.frame))
+    number = {i: int_or(datasets[i].get("InstanceNumber")) for i in {s.file for s in slices}}
+    slices.sort(key=lambda s: (number[s.file], s.file, s.frame))
     layers, infos, geometry = order_slices(slices, datasets, files, extra, fail_or_record)
     if volume is not None:
         if isinstance(volume, bool) or not isinstance(volume, (int, np.integer)) \

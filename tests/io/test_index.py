@@ -85,6 +85,18 @@ def test_array_helpers():
     assert encode_array(None) is None and decode_array(None) is None
     v = 0.1 + 0.2  # float text round-trips exactly
     assert decode_array(encode_array([v]))[0] == v
+    # the text is json.dumps's (the Index compares it as text), NaN and infinities included
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    cases = [(), (1,), (5e-324, -0.0, 1e300), (float("nan"), 2.0), (float("-inf"),),
+             np.float32([1.5, 0.1, -3e-17]), [np.float64(0.3), True],
+             *(rng.uniform(-1e3, 1e3, rng.integers(0, 7)) * 10.0 ** rng.integers(-9, 9)
+               for _ in range(2000))]
+    for c in cases:
+        assert encode_array(c) == json.dumps([float(x) for x in c])
 
 
 def test_default_db_path(monkeypatch, tmp_path):
