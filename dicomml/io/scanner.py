@@ -23,9 +23,10 @@ safe (Linux, no other thread, TensorFlow not loaded), N - 1 processes of
 process reads chunks too whenever no result is waiting to be stored (``local=True``):
 header parsing is pure Python, and a forked worker starts in milliseconds where a fresh
 interpreter needs about half a second of imports. Otherwise N worker processes of
-:mod:`dicomml.parallel` are used (started with ``preload=["dicomml.io.scanner"]`` before
-the folder is walked, so that their start-up overlaps the walk), as is any ``executor``
-given (e.g. a Dask cluster). Small jobs (one chunk) always run in this process.
+:mod:`dicomml.parallel` are used (started with ``preload=["dicomml.io.scanner"]`` once
+the first files are walked, so that their start-up overlaps the rest of the walk), as is any ``executor``
+given (e.g. a Dask cluster). Small jobs (one chunk) always run in this process, and no
+worker is started for them.
 Either way a worker that dies (the OOM killer, a signal) costs no more than its chunk:
 :mod:`dicomml.parallel` reads its files again one by one in fresh workers, and a file that
 kills its worker again is recorded as skipped ("scan failed", with the exit status; read
@@ -309,8 +310,10 @@ def _make_executor(workers: int, n_items: int):
 def _start_executor(workers: int):
     """Worker processes, started now (forked, or through :mod:`dicomml.parallel`).
 
-    :func:`scan` calls this before walking the folder, so that the workers' start-up
-    (about half a second of imports when they cannot be forked) overlaps the walk.
+    A first :func:`scan` calls this once the first files are walked and there are more
+    than a small job's (:class:`_Walking`), so that the workers' start-up (about half a
+    second of imports when they cannot be forked) overlaps the rest of the walk; a small
+    folder is read in this process without starting any.
     """
     from dicomml.parallel import get_executor
 
@@ -451,28 +454,24 @@ def scan(root: str | os.PathLike, db: str | os.PathLike | None = None, *,
     workers = resolve_workers(workers)
     check_index_target(db_path, root, replace=replace)
     store = Store(db_path, root)
-    started = None  # worker processes started before the walk
+    started = None  # worker processes started while the walk goes on
     try:
-        if executor is None and workers > 1 and store.empty:
-            # a first scan: the workers start while the folder is walked (a re-scan starts
-            # them only when the walk found enough files to read)
-            started = _start_executor(workers)
         exclude = frozenset(db_path + s for s in ("", "-wal", "-shm", "-journal"))
         walk = walk_files(root, exclude=exclude)
         unreadable: list = []
         if store.empty:  # a first scan: every file is new, read as the walk finds it
-            ex = executor if started is None else started
-            ahead = 4 * max(1, _reading_workers(workers, ex)) * _most(ex)
+            ahead = 4 * max(1, _reading_workers(workers, executor)) * _most(executor)
             todo = _Walking(store.stream_walk(walk, unreadable), ahead)
             removed = 0
+            if executor is None and workers > 1 and not (todo.complete
+                                                         and len(todo) <= CHUNK_SIZE):
+                # more than a small job: the workers start while the rest of the folder is
+                # walked (a re-scan starts them only when the walk found enough to read)
+                started = _start_executor(workers)
         else:
             unreadable = store.record_walk(walk)
             todo = _Todo(store, store.plan()[1])
             removed = store.remove(store.gone())
-        if started is not None and getattr(todo, "complete", True) \
-                and len(todo) <= CHUNK_SIZE:  # a small job: read here
-            started.close()
-            started = None
         n_read = _read_all(store, todo, workers, executor if started is None else started,
                            progress, fast)
         n_seen = store.plan()[0]

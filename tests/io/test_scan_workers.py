@@ -1,7 +1,7 @@
 """Parallel scans give the Index of the in-process scan, whichever way the workers run.
 
 Paths: :mod:`dicomml.parallel` processes forked from this one with this process reading
-chunks too (``local``), and :mod:`dicomml.parallel` processes started before the walk
+chunks too (``local``), and :mod:`dicomml.parallel` processes started as the walk begins
 (when forking is not safe). A killed worker costs its files, never the scan. The reference is the in-process scan, itself checked against pydicom in
 ``test_scan.py``; here every row is also compared with pydicom directly.
 """
@@ -110,3 +110,21 @@ def test_a_killed_worker_costs_its_file_not_the_scan(export, tmp_path):
     assert again.files_read == 1
     with Index(db) as index:
         assert poison in set(index.instances()["path"]) and len(index.instances()) == 40
+
+
+def test_a_small_first_scan_starts_no_worker(export, tmp_path, monkeypatch):
+    """41 files are one chunk: read in this process, no worker started (forking one and
+    closing it cost a first scan of a small folder ~10 ms); with 4-file chunks the same
+    scan starts them, once, after the first files are walked."""
+    used = []
+    start = scan_mod._start_executor
+    monkeypatch.setattr(scan_mod, "_start_executor",
+                        lambda w: used.append(w) or start(w))
+    monkeypatch.setattr(scan_mod, "_fork_is_safe", lambda: False)
+    small = scan(export, tmp_path / "small.sqlite", workers=2, progress=False)
+    assert used == [] and small.files_read == 41
+    monkeypatch.setattr(scan_mod, "CHUNK_SIZE", 4)
+    many = scan(export, tmp_path / "many.sqlite", workers=2, progress=False)
+    assert used == [2] and many.files_read == 41
+    with Index(small.db_path) as a, Index(many.db_path) as b:
+        assert a.instances().drop(columns="mtime").equals(b.instances().drop(columns="mtime"))
