@@ -427,27 +427,32 @@ def _parse_compiled(buf, pos: int, length: int, explicit: bool):
         del arr             # an mmap cannot close while a view of it exists
     if status < 0:
         return None
-    ev = events[:n].tolist()
+    # one flat list (row r at 5r..5r+4): a list per row made thousands of containers per
+    # sequence for the garbage collector to track and traverse
+    ev = events[:n].reshape(-1).tolist()
     return _build(buf, ev, 0, n, keywords, vrs, {}, {}), status
 
 
 def _build(buf, ev: list, i: int, stop: int, keywords: list, vrs: list, values: dict,
            built: dict) -> list:
-    """The items of rows ``i``-``stop`` of the kernel's events (:mod:`dicomml.io._groups_kernel`);
-    ``values`` the converted raw values, ``built`` the items of each SEQ row."""
+    """The items of rows ``i``-``stop`` of the kernel's events (:mod:`dicomml.io._groups_kernel`;
+    ``ev`` holds them flat, five values per row); ``values`` the converted raw values,
+    ``built`` the items of each SEQ row."""
     items = []
     while i < stop:
         i += 1                                          # ITEM_START
         item = Item()
-        e = ev[i]
-        while e[0] != 1:                                # ITEM_END
-            kind, spec = e[0], e[1]
+        j = 5 * i
+        while ev[j] != 1:                               # ITEM_END
+            kind, spec = ev[j], ev[j + 1]
             if kind == 2:                               # VALUE
                 want = vrs[spec]
-                if e[3] == 0:
+                length = ev[j + 3]
+                if length == 0:
                     item[keywords[spec]] = "" if want in _TEXT else None
                 else:
-                    raw = buf[e[2]:e[2] + e[3]]
+                    start = ev[j + 2]
+                    raw = buf[start:start + length]
                     key = (want, raw)
                     value = values.get(key, values)
                     if value is values:
@@ -455,13 +460,14 @@ def _build(buf, ev: list, i: int, stop: int, keywords: list, vrs: list, values: 
                     item[keywords[spec]] = value
                 i += 1
             elif kind == 3:                             # SEQ
-                sub = built[i] = _build(buf, ev, i + 1, e[4], keywords, vrs, values, built)
+                end = ev[j + 4]
+                sub = built[i] = _build(buf, ev, i + 1, end, keywords, vrs, values, built)
                 item[keywords[spec]] = sub
-                i = e[4]
+                i = end
             else:                                       # SAME
-                item[keywords[spec]] = built[e[2]]
+                item[keywords[spec]] = built[ev[j + 2]]
                 i += 1
-            e = ev[i]
+            j = 5 * i
         i += 1
         items.append(item)
     return items
