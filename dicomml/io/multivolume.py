@@ -116,10 +116,12 @@ def _str(value) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _frame_info(frame, shared, base: dict) -> tuple[dict, tuple, int | None]:
+def _frame_info(frame, shared: tuple, base: dict) -> tuple[dict, tuple, int | None]:
+    """``(info, dimension index values, in-stack position)`` of one frame; ``shared`` the
+    (MR Diffusion, MR Echo) items of the shared functional groups (None where absent)."""
     content = _item(frame, "FrameContentSequence")
-    diff = _item(frame, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
-    echo = _item(frame, "MREchoSequence") or _item(shared, "MREchoSequence")
+    diff = _item(frame, "MRDiffusionSequence") or shared[0]
+    echo = _item(frame, "MREchoSequence") or shared[1]
     cardiac = _item(frame, "CardiacSynchronizationSequence")
     info = dict(base)
     if content is not None:
@@ -156,6 +158,7 @@ def acquisition(ds, n: int) -> list[Acquisition]:
         return [Acquisition(order=(temporal, instance, f), info=base) for f in range(n)]
     shared = shared_groups(ds)
     shared = shared[0] if shared else None
+    shared = (_item(shared, "MRDiffusionSequence"), _item(shared, "MREchoSequence"))
     pointers = [int(item.get("DimensionIndexPointer") or 0)
                 for item in (ds.get("DimensionIndexSequence") or [])]
     temporal_dims = [k for k, p in enumerate(pointers) if p not in SPATIAL_POINTERS]

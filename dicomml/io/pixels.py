@@ -691,11 +691,11 @@ def frame_geometry(ds, frames: Iterable[int]):
     spacing = thickness = None
     if per or shared:
         pos, ori = [], []
+        shared_p = _fg_item(shared, 0, "PlanePositionSequence")
+        shared_o = _fg_item(shared, 0, "PlaneOrientationSequence")
         for f in frames:
-            p = _fg_item(per, f, "PlanePositionSequence") or _fg_item(
-                shared, 0, "PlanePositionSequence")
-            o = _fg_item(per, f, "PlaneOrientationSequence") or _fg_item(
-                shared, 0, "PlaneOrientationSequence")
+            p = _fg_item(per, f, "PlanePositionSequence") or shared_p
+            o = _fg_item(per, f, "PlaneOrientationSequence") or shared_o
             pos.append(_floats(p.get("ImagePositionPatient")) if p is not None else [])
             ori.append(_floats(o.get("ImageOrientationPatient")) if o is not None else [])
         pm = _fg_item(per, frames[0] if frames else 0, "PixelMeasuresSequence") or _fg_item(

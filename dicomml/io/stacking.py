@@ -128,10 +128,12 @@ def slices_of(i: int, ds, path: str, stored: np.ndarray, n_frames: int,
     scale = philips_scale(ds, path) if philips_precise else None
     acqs = acquisition(ds, n)
     what = "tile" if layout is not None else "frame"
+    slopes, intercepts = (None, None) if resc is None else (
+        np.asarray(resc[0], float).tolist(), np.asarray(resc[1], float).tolist())
     out = []
     for f in range(n):
-        slope = None if resc is None else float(resc[0][f])
-        intercept = None if resc is None else float(resc[1][f])
+        slope = None if slopes is None else slopes[f]
+        intercept = None if intercepts is None else intercepts[f]
         if scale is not None:
             # dcm2niix's "precise float": (stored × RS + RI) / (RS × SS)
             rs = 1.0 if slope is None else slope
