@@ -174,10 +174,16 @@ def _values(raw: dict, cache: ValueCache) -> dict:
         if item is None:  # absent: row_from_values reads it as None
             continue
         vr, data = item
-        if vr is None and kind == "int" and tag != 0x00280120:  # implicit VR
-            vr = _BIN_TAGS.get(tag, b"IS")  # the data dictionary's VR
-        entries.append((tag, name, kind, vr, data))
+        entries.append((tag, name, kind, _dictionary_vr(tag, kind, vr), data))
     return _normalized(entries, cache)
+
+
+def _dictionary_vr(tag: int, kind: str, vr: bytes | None) -> bytes | None:
+    """``vr``, or for an implicit-VR integer (VR None) the data dictionary's VR; (0028,0120)
+    stays None: it is US or SS by (0028,0103) (:func:`_normalized`)."""
+    if vr is None and kind == "int" and tag != 0x00280120:
+        return _BIN_TAGS.get(tag, b"IS")
+    return vr
 
 
 def _normalized(entries: list, cache: ValueCache) -> dict:
@@ -250,7 +256,12 @@ def _walked(f, r: Reader, size: int) -> tuple:
 def _mosaic(raw: dict) -> bool:
     """Whether the kept (0008,0008) Image Type says MOSAIC (the CSA header is then read)."""
     image_type = raw[0x00080008]
-    return image_type is not None and b"MOSAIC" in image_type[1].upper()
+    return image_type is not None and _says_mosaic(image_type[1])
+
+
+def _says_mosaic(image_type: bytes) -> bool:
+    """Whether the raw (0008,0008) Image Type value holds MOSAIC."""
+    return b"MOSAIC" in image_type.upper()
 
 
 _META = (0x00020002, 0x00020003, 0x00020010)
@@ -286,7 +297,7 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
             if lazy_tag:
                 continue
             return None
-        if lazy_tag and b"MOSAIC" not in image_type.upper():
+        if lazy_tag and not _says_mosaic(image_type):
             continue  # the CSA header is read for MOSAIC images only, as the walk does
         data = head[start:start + length]
         if tag == 0x00080008:
@@ -312,10 +323,7 @@ def _scan_view(layout) -> tuple:
 
     def entry(t: int, k: int) -> tuple:
         name, kind = RAW_TAGS[t]
-        vr = vrs[k]
-        if vr is None and kind == "int" and t != 0x00280120:
-            vr = _BIN_TAGS.get(t, b"IS")
-        return (t, name, kind, vr, t in _LAZY)
+        return (t, name, kind, _dictionary_vr(t, kind, vrs[k]), t in _LAZY)
 
     return ([(t, vrs[k]) for t, k in metas], [entry(t, k) for t, k in kept + lazy],
             [k for _t, k in metas + kept], [k for _t, k in lazy])

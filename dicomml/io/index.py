@@ -50,6 +50,7 @@ The database runs in WAL mode, so a notebook can read it while a scan writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -288,8 +289,25 @@ def has_same_column(con: sqlite3.Connection) -> bool:
                con.execute("PRAGMA table_info(series_summary)"))
 
 
+@contextlib.contextmanager
+def _read_transaction(con: sqlite3.Connection):
+    """The queries inside see one state of the Index: a read transaction on ``con``, unless
+    one is open already (then it is the caller's)."""
+    own = not con.in_transaction
+    if own:
+        con.execute("BEGIN")
+    try:
+        yield con
+    finally:
+        if own:
+            con.execute("COMMIT")
+
+
 #: The order of :meth:`Index.instances`.
 INSTANCE_ORDER = "ORDER BY series_key, instance_number, path"
+#: The order of the files of one series key (:meth:`Index.series_files`; ``i`` is
+#: ``instances``).
+_KEY_FILES_ORDER = "ORDER BY i.instance_number IS NULL, i.instance_number, i.path"
 
 
 def varying_sql(keys: str = "1") -> str:
@@ -453,10 +471,7 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
     keyed = [n for n in names if n in KEY_VALUE_COLUMNS]
     if not keyed:
         return None
-    own = not con.in_transaction
-    if own:
-        con.execute("BEGIN")
-    try:
+    with _read_transaction(con):
         if con.execute("SELECT 1 FROM meta WHERE key = ?", (PROVISIONAL,)).fetchone():
             return None
         keys = con.execute(
@@ -482,9 +497,6 @@ def _keyed_frame(con: sqlite3.Connection, names: list[str], where: str, params: 
         rows = con.execute("SELECT series_key" + "".join(f', "{n}"' for n in per_row)
                            + f" FROM instances WHERE {where} {INSTANCE_ORDER}",
                            params).fetchall()
-    finally:
-        if own:
-            con.execute("COMMIT")
     matrix = _matrix(rows, 1 + len(per_row))
     codes = pd.Index([k[0] for k in keys]).get_indexer(matrix[:, 0])
     if not rows or (codes < 0).any():
@@ -677,13 +689,15 @@ class Index:
         ConfigError
             No instance has this series key.
         """
-        rows = self._con.execute(
-            "SELECT path FROM instances WHERE series_key = ? "
-            "ORDER BY instance_number IS NULL, instance_number, path", (series_key,)).fetchall()
+        rows = self._con.execute("SELECT path FROM instances i WHERE series_key = ? "
+                                 + _KEY_FILES_ORDER, (series_key,)).fetchall()
         if not rows:
-            raise ConfigError(f"no series with key {series_key!r} in {self.db_path}; list "
-                              "them with Index.series() or 'dicomml scan'.")
+            raise self._unknown_key(series_key)
         return [r[0] for r in rows]
+
+    def _unknown_key(self, series_key: str) -> ConfigError:
+        return ConfigError(f"no series with key {series_key!r} in {self.db_path}; list "
+                           "them with Index.series() or 'dicomml scan'.")
 
     def series_group(self, series_key: str) -> tuple[list[str], bool]:
         """:meth:`series_files`, and whether those files are, as they are now, one group of
@@ -697,24 +711,15 @@ class Index:
         ConfigError
             No instance has this series key.
         """
-        con = self._con
-        own = not con.in_transaction
-        if own:
-            con.execute("BEGIN")  # one state of the Index for both queries
-        try:
+        with _read_transaction(self._con) as con:  # one state of the Index for both
             rows = con.execute(
                 "SELECT i.path, f.size, f.mtime_ns FROM instances i LEFT JOIN files f "
-                "ON f.path = i.path WHERE i.series_key = ? "
-                "ORDER BY i.instance_number IS NULL, i.instance_number, i.path",
+                "ON f.path = i.path WHERE i.series_key = ? " + _KEY_FILES_ORDER,
                 (series_key,)).fetchall()
             writing = con.execute("SELECT 1 FROM meta WHERE key = ?",
                                   (PROVISIONAL,)).fetchone() is not None
-        finally:
-            if own:
-                con.execute("COMMIT")
         if not rows:
-            raise ConfigError(f"no series with key {series_key!r} in {self.db_path}; list "
-                              "them with Index.series() or 'dicomml scan'.")
+            raise self._unknown_key(series_key)
         grouped = not writing
         for path, size, mtime_ns in rows:
             if not grouped:

@@ -156,9 +156,9 @@ def acquisition(ds, n: int) -> list[Acquisition]:
     per = per_frame_groups(ds)
     if not per or len(per) < n:
         return [Acquisition(order=(temporal, instance, f), info=base) for f in range(n)]
-    shared = shared_groups(ds)
-    shared = shared[0] if shared else None
-    shared = (_item(shared, "MRDiffusionSequence"), _item(shared, "MREchoSequence"))
+    groups = shared_groups(ds)
+    group = groups[0] if groups else None
+    shared = (_item(group, "MRDiffusionSequence"), _item(group, "MREchoSequence"))
     pointers = [int(item.get("DimensionIndexPointer") or 0)
                 for item in (ds.get("DimensionIndexSequence") or [])]
     temporal_dims = [k for k, p in enumerate(pointers) if p not in SPATIAL_POINTERS]
