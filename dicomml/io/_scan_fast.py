@@ -186,11 +186,11 @@ def _dictionary_vr(tag: int, kind: str, vr: bytes | None) -> bytes | None:
     return vr
 
 
-def _normalized(entries: list, cache: ValueCache) -> dict:
+def _normalized(entries: list, cache: ValueCache, pixel_rep: int | None = None) -> dict:
     """``{column: value}`` of ``(tag, column, kind, VR, bytes)`` entries, (0028,0103)
-    before (0028,0120): an implicit-VR (0028,0120) (VR None) is US or SS by it."""
+    before (0028,0120): an implicit-VR (0028,0120) (VR None) is US or SS by it
+    (``pixel_rep``: its value where it is not among the entries)."""
     values = {}
-    pixel_rep = None
     for tag, name, kind, vr, data in entries:
         if vr is None and tag == 0x00280120:  # (0028,0120) is US or SS by (0028,0103)
             if pixel_rep is None:
@@ -265,6 +265,8 @@ def _says_mosaic(image_type: bytes) -> bool:
 
 
 _META = (0x00020002, 0x00020003, 0x00020010)
+#: Sets of element lengths of one layout whose reference file :func:`_by_fit` keeps.
+_REFS = 8
 
 
 def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
@@ -272,7 +274,14 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     layout (:mod:`dicomml.io.layout`: its elements are where the fit says): the meta
     elements as the walk gives them and the row values as :func:`_values` makes them from
     the walk's; None where the walk must decide (an enhanced object, a long value, the file
-    shorter than its Pixel Data)."""
+    shorter than its Pixel Data).
+
+    The files of a series differ in a few values (SOP Instance UID, instance number,
+    position): each layout keeps, per set of element lengths (:attr:`Fit.changes`: the
+    same lengths, the same spans), a reference file's spans, kept values' bytes and row
+    values; a file of the same lengths takes the reference's values where its bytes are the
+    same (one ``startswith`` each) and normalizes only the others. A file that differs in
+    many values (another series) becomes the reference."""
     if fit.pixel[0] + fit.pixel[1] > size:
         return None
     layout = fit.layout
@@ -280,19 +289,36 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     if view is None:
         view = layout.views["scan"] = _scan_view(layout)
     metas, kept, ks, lazy_ks = view
-    spans = fit.spans(ks)  # the meta elements', then the kept ones'
-    if lazy_ks:
-        spans += fit.spans(lazy_ks)
+    refs = None if lazy_ks else layout.views.get("scan_refs")
+    if refs is None and not lazy_ks:  # the lazy CSA header: read or not by the Image Type
+        refs = layout.views["scan_refs"] = {}
+    shape = tuple(fit.changes)
+    ref = None if refs is None else refs.get(shape)
+    if ref is not None:
+        spans = ref[0]
+    else:
+        spans = fit.spans(ks)  # the meta elements', then the kept ones'
+        if lazy_ks:
+            spans += fit.spans(lazy_ks)
     meta = dict.fromkeys(_META)
     for (tag, vr), (start, length) in zip(metas, spans):
         meta[tag] = (vr, head[start:start + length])
     ts = normalize_strings("ui", _text(meta[0x00020010][1]))
     if ts is None or ts in _EXPLICIT_TS_FALLBACK:
         return None
+    if ref is not None:
+        _spans, same, values = ref
+        entries = [(e[0], e[1], e[2], e[3], head[start:start + length])
+                   for e, data, start, length in same if not head.startswith(data, start)]
+        if len(entries) * 4 <= len(same):
+            out = dict(values)
+            out.update(_normalized(entries, cache, values.get("pixel_representation")))
+            if out.get("sop_class_uid") in FUNCTIONAL_GROUP_CLASSES:
+                return None
+            return ts, meta, out
     entries = []
     image_type = b""
-    del spans[:len(metas)]
-    for (tag, name, kind, vr, lazy_tag), (start, length) in zip(kept, spans):
+    for (tag, name, kind, vr, lazy_tag), (start, length) in zip(kept, spans[len(metas):]):
         if length > MAX_VALUE:
             if lazy_tag:
                 continue
@@ -306,6 +332,12 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     values = _normalized(entries, cache)
     if values.get("sop_class_uid") in FUNCTIONAL_GROUP_CLASSES:
         return None
+    if refs is not None:
+        if len(refs) >= _REFS and shape not in refs:
+            refs.clear()
+        # every kept element is an entry here (no lazy one): entries and spans align
+        refs[shape] = (spans, [(e, e[4], start, length) for e, (start, length)
+                               in zip(entries, spans[len(metas):])], values)
     return ts, meta, values
 
 

@@ -558,15 +558,15 @@ class Store:
         if has_same_column(self.con):  # rows of the touched series replaced below
             self.ensure_indexes()
         else:
-            with ThreadPoolExecutor(2, thread_name_prefix="dicomml-series") as pool:
+            with ThreadPoolExecutor(1, thread_name_prefix="dicomml-series") as pool:
                 try:
-                    jobs = [pool.submit(_read_only_rows, self.db_path, sql)
-                            for sql in (series_sql(), varying_sql())]
+                    job = pool.submit(_read_only_rows, self.db_path,
+                                      (series_sql(), varying_sql()))
                 except RuntimeError:  # no thread now (a resource limit, interpreter exit)
-                    jobs = []
+                    job = None
                 self.ensure_indexes()  # meanwhile: the indexes of the queries
                 try:
-                    rows = [job.result() for job in jobs] or None
+                    rows = job.result() if job is not None else None
                 except sqlite3.Error:  # unreadable from a second connection
                     rows = None
         with self.transaction():
@@ -658,12 +658,13 @@ class Store:
         return self.con.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
 
 
-def _read_only_rows(db_path: str, sql: str) -> list[tuple]:
-    """The rows of ``sql`` read through a read-only connection of its own (run in a thread
-    while the writer's connection builds indexes)."""
+def _read_only_rows(db_path: str, queries: tuple[str, ...]) -> list[list[tuple]]:
+    """The rows of each SELECT of ``queries``, read in turn through one read-only
+    connection of its own (run in a thread while the writer's connection builds indexes:
+    two threads busy on two cores; a thread per query made three, which took longer)."""
     con = connect_read_only(db_path)
     try:
-        return con.execute(sql).fetchall()
+        return [con.execute(sql).fetchall() for sql in queries]
     finally:
         con.close()
 

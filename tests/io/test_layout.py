@@ -329,3 +329,48 @@ def test_a_folder_is_unreadable_not_an_error(tmp_path, monkeypatch):
         with pytest.raises(Skip) as e:
             read_fast(str(tmp_path / "d"), 4096, 0.0)
         assert e.value.category == "unreadable" and "directory" in e.value.reason.lower()
+
+
+def test_scan_rows_reuse_the_reference_file_values(tmp_path, monkeypatch):
+    """The scan reads a file of a known layout and element lengths by comparing its values'
+    bytes with a reference file's (``_scan_fast._by_fit``): only the values that differ
+    are normalized, and the rows are the walk's all the same, when a few values change
+    (instance, position), when a value keeps its length but not its bytes ((0028,0120) in
+    Implicit VR, read as SS by an unchanged (0028,0103) of the reference), and when a file
+    of another series (many values differ) becomes the reference."""
+    from dicomml.io import _scan_fast
+
+    def vary(ds, i):
+        uid = f"1.2.826.0.1.3680043.8.498.{1000 + i}"  # one length for every file
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.InstanceNumber = 10 + i
+        ds.add_new(0x00091001, "LO", "xy")
+        ds.PixelRepresentation = 1
+        ds.add_new(0x00280120, "SS", -2000 + (i % 3))  # same length, other bytes
+        if i >= 8:  # another series: UIDs, number, date... of the same lengths
+            ds.SeriesInstanceUID = ds.SeriesInstanceUID[:-1] + "9"
+            ds.StudyInstanceUID = ds.StudyInstanceUID[:-1] + "9"
+            ds.SeriesNumber = 9
+            ds.StudyDate = "20010101"
+            ds.Modality = "MR"
+            ds.PatientID = "X" * len(ds.PatientID)
+
+    files = _series(tmp_path / "s", n=16, vary=vary, ts=pydicom.uid.ImplicitVRLittleEndian)
+    normalized = []
+    real = _scan_fast._normalized
+
+    def counting(entries, cache, pixel_rep=None):
+        normalized.append(len(entries))
+        return real(entries, cache, pixel_rep)
+
+    monkeypatch.setattr(_scan_fast, "_normalized", counting)
+    walked, fitted = _both(files, _row, monkeypatch)
+    assert walked == fitted
+    assert {row["pixel_padding_value"] for row in fitted} == {-2000, -1999, -1998}
+    assert {row["modality"] for row in fitted} == {"CT", "MR"}
+    fits = normalized[len(files):]  # the second pass: layouts on
+    full = max(fits)
+    # a whole row for the first file and for the first of the other series (it becomes
+    # the reference); a few values for each of the others
+    assert fits.count(full) == 2 and fits[0] == fits[8] == full, fits
+    assert all(n <= full // 4 for k, n in enumerate(fits) if k not in (0, 8)), fits
