@@ -157,8 +157,10 @@ def read_fast(path: str, size: int, mtime: float, cache: ValueCache | None = Non
             os.close(fd)
         else:
             f.close()
-    msc = meta[0x00020002]
-    msi = meta[0x00020003]
+    # the file meta's SOP Class / Instance UIDs stand in for absent data-set ones only
+    # (row_from_values): normalized where that is so
+    msc = meta[0x00020002] if values.get("sop_class_uid") is None else None
+    msi = meta[0x00020003] if values.get("sop_instance_uid") is None else None
     return row_from_values(path, size, mtime, ts, values,
                            normalize_strings("ui", _text(msc[1])) if msc else None,
                            normalize_strings("ui", _text(msi[1])) if msi else None,
@@ -303,7 +305,10 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     meta = dict.fromkeys(_META)
     for (tag, vr), (start, length) in zip(metas, spans):
         meta[tag] = (vr, head[start:start + length])
-    ts = normalize_strings("ui", _text(meta[0x00020010][1]))
+    raw_ts = meta[0x00020010][1]
+    ts = cache.get((0x00020010, b"UI", raw_ts), _MISS)  # one syntax for a chunk's files
+    if ts is _MISS:
+        ts = cache[0x00020010, b"UI", raw_ts] = normalize_strings("ui", _text(raw_ts))
     if ts is None or ts in _EXPLICIT_TS_FALLBACK:
         return None
     if ref is not None:

@@ -15,6 +15,7 @@ interrupted) sets every key back to NULL first, and so decides everything again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import sqlite3
@@ -55,6 +56,26 @@ _INSERT_KEYED = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS
                      if col == "series_key" else f"?{i + 1}"
                      for i, col in enumerate(INSTANCE_COLUMNS)) + ")")
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_present(nulls: int, keyed: bool) -> tuple[str, tuple[bool, ...]]:
+    """The INSERT of the rows whose ``instances`` values are None exactly at the bits of
+    ``nulls`` (bit ``i``: ``INSTANCE_COLUMNS[i]``), naming only the other columns (a column
+    left out is NULL, as a bound None makes it: binding a None costs sqlite3 more than a
+    value), with the provisional series key of :data:`_INSERT_KEYED` where ``keyed``; and
+    the selector of the values bound (``itertools.compress``)."""
+    keep = tuple(not (nulls >> i) & 1 and not (keyed and c == "series_key")
+                 for i, c in enumerate(INSTANCE_COLUMNS))
+    cols = [c for c, k in zip(INSTANCE_COLUMNS, keep) if k]
+    refs = {c: f"?{n + 1}" for n, c in enumerate(cols)}
+    names, params = list(cols), list(refs.values())
+    if keyed:  # the key from the row's own values, whatever value it was given
+        names.append("series_key")
+        params.append(_plain_key(refs.get("series_instance_uid", "NULL"),
+                                 refs.get("object_kind", "NULL")))
+    return (f"INSERT OR REPLACE INTO instances ({', '.join(names)}) VALUES "
+            f"({', '.join(params)})", keep)
 #: The secondary indexes of ``instances``, built after the files of a first scan are in.
 _DEFERRED = "CREATE INDEX IF NOT EXISTS instances_"
 #: Those the end of a scan needs (duplicates, series keys); the others serve the queries
@@ -376,8 +397,10 @@ class Store:
     def write(self, results: list[tuple]) -> None:
         """Store one batch of worker results (one transaction).
 
-        Items: ``("row", path, size, mtime_ns, values, refs)`` with ``values`` from
-        :func:`db_values`, or ``("skip", path, size, mtime_ns, category, reason[, status])``.
+        Items: ``("row", path, size, mtime_ns, values, refs[, nulls])`` with ``values``
+        from :func:`db_values` (``nulls``, where given: the bits ``1 << i`` of the values
+        that are None, so that only the others are bound), or ``("skip", path, size,
+        mtime_ns, category, reason[, status])``.
         Rows whose SOP Instance UID is new go in with a few bulk statements; the others
         (duplicates, DICOMDIRs) one by one.
         """
@@ -442,7 +465,15 @@ class Store:
         if refs:
             c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
                           [(r[1], p, uid) for r in refs for p, uid in r[5]])
-        c.executemany(_INSERT_KEYED if self.provisional else _INSERT, [r[4] for r in rows])
+        by_nulls: dict = {}  # rows by the values that are None (the same in most rows)
+        for r in rows:
+            by_nulls.setdefault(r[6] if len(r) > 6 else None, []).append(r[4])
+        for nulls, values in by_nulls.items():
+            if nulls is None:
+                c.executemany(_INSERT_KEYED if self.provisional else _INSERT, values)
+            else:
+                sql, keep = _insert_present(nulls, self.provisional)
+                c.executemany(sql, [tuple(itertools.compress(v, keep)) for v in values])
         c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, 'instance')",
                       [(r[1], r[2], r[3]) for r in rows])
         self.affected.update(r[4][_SERIES] for r in rows)

@@ -55,6 +55,8 @@ MAX_LAYOUTS = 8
 TRIES = 2
 #: Elements whose length may differ from the layout's in a file that fits it.
 MAX_CHANGES = 8
+#: Sets of element lengths of the last fits that :meth:`Layout.fit` compares first.
+MAX_SHAPES = 4
 #: Bytes read past the longest header tried, for a file whose values are longer.
 SLACK = 1024
 #: Headers (up to the end of the Pixel Data element header) longer than this get no layout.
@@ -120,7 +122,7 @@ class Layout:
 
     __slots__ = ("end", "explicit", "ts", "tags", "vrs", "starts", "lengths", "number",
                  "pixel", "hits", "views", "_heads", "_template", "_index", "_expected",
-                 "_entry_of", "_first_entry", "_values", "_valued")
+                 "_entry_of", "_first_entry", "_values", "_valued", "_shapes")
 
     def __init__(self, data, end, explicit, ts, tags, vrs, starts, lengths, pixel, heads,
                  values):
@@ -133,6 +135,7 @@ class Layout:
         self._valued = frozenset(v[0] for v in values)
         self._template = bytes(data[:end])
         self._index = None
+        self._shapes: list = []  # the last fits' lengths (_remember_shape), newest first
         self.hits = 0
         #: What each reader derives once from the layout, by reader (its own cache).
         self.views: dict = {}
@@ -173,6 +176,10 @@ class Layout:
         if n < 16:
             return None
         words = _words(data)
+        for changes, at, top, want in self._shapes:  # the lengths of a recent fit
+            if top <= n and words[at].tobytes() == want:
+                self.hits += 1
+                return Fit(self, changes)
         index, expected = self._index, self._expected
         changes: list = []
         shift = j = 0
@@ -213,7 +220,30 @@ class Layout:
             shift += delta
             j = self._first_entry[k + 1]
         self.hits += 1
+        self._remember_shape(words, changes)
         return Fit(self, changes)
+
+    def _remember_shape(self, words: np.ndarray, changes: list) -> None:
+        """Keep the words that a file with the element lengths ``changes`` has where
+        :meth:`fit` compares them (``words``: those of the file just fitted), so that the
+        next file of these lengths is fitted by one comparison: its words at the same
+        offsets equal to these (the headers of the changed elements included, so with
+        their lengths), it is fitted with the same changes. The files of a series take a
+        few sets of lengths (an instance number one digit longer, say)."""
+        index = self._index
+        if changes:
+            shift = np.zeros(len(index), dtype=np.intp)
+            for k, _length, delta in changes:  # entries after element k move by delta
+                shift[self._first_entry[k + 1]:] += delta
+            at = index + shift
+        else:
+            at = index
+        top = int(at.max()) + 8
+        if top > len(words) + 7:
+            return
+        # a new list each time: a reader in another thread iterates the one it took
+        self._shapes = [(changes, at, top, words[at].tobytes())] + \
+            self._shapes[:MAX_SHAPES - 1]
 
 
 def build(data, size: int) -> Layout | None:

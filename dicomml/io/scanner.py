@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import os
 import sys
 import time
@@ -217,8 +218,9 @@ def scan_chunk(items: list[tuple[str, int, int]], fast: bool = True, *,
     The values that repeat from file to file are normalized once per chunk (caches of at
     most ``cache_items`` entries, created here: no state is kept between chunks).
 
-    Returns one tuple per item: ``("row", path, size, mtime_ns, values, dicomdir_refs)``
-    (``values`` as :func:`dicomml.io._scan_store.db_values` gives them) or
+    Returns one tuple per item: ``("row", path, size, mtime_ns, values, dicomdir_refs,
+    nulls)`` (``values`` as :func:`dicomml.io._scan_store.db_values` gives them, ``nulls``
+    the bits ``1 << i`` of those that are None: the parent binds only the others) or
     ``("skip", path, size, mtime_ns, category, reason)``. Never raises for one bad file.
     """
     out = []
@@ -266,6 +268,17 @@ def _db_values(row: dict, cache: dict) -> tuple:
     return tuple(values)
 
 
+def _nulls(values: tuple) -> int:
+    """The bits ``1 << i`` of the values that are None (:meth:`Store.write
+    <dicomml.io._scan_store.Store.write>` binds only the others: a bound None costs the
+    parent more than the worker's few operations here)."""
+    return sum(itertools.compress(_BITS, map(operator.is_, values, _NONES)))
+
+
+_BITS = tuple(1 << i for i in range(len(INSTANCE_COLUMNS)))
+_NONES = (None,) * len(INSTANCE_COLUMNS)
+
+
 def _scan_items(items, fast, out, cache_items: int) -> None:
     values, arrays = ValueCache(cache_items), {}
     with warnings.catch_warnings():
@@ -274,7 +287,8 @@ def _scan_items(items, fast, out, cache_items: int) -> None:
             try:
                 row = read_header(path, size, mtime_ns, fast=fast, cache=values)
                 refs = _dicomdir_refs(path) if row["object_kind"] == "dicomdir" else None
-                out.append(("row", path, size, mtime_ns, _db_values(row, arrays), refs))
+                db = _db_values(row, arrays)
+                out.append(("row", path, size, mtime_ns, db, refs, _nulls(db)))
             except Skip as s:
                 out.append(("skip", path, size, mtime_ns, s.category, s.reason))
             except Exception as e:  # a reader bug must not stop the batch

@@ -4,9 +4,13 @@ A small pool of our own rather than :class:`concurrent.futures.ProcessPoolExecut
 each worker has its own pipe and runs its chunks in the order they were sent, so when a
 process dies the executor knows exactly which chunk it was running and with which exit
 status (``BrokenProcessPool`` tells neither, and fails every pending future of the pool).
-A worker holds the chunk it runs and, when the pickled task is small
-(:data:`QUEUE_BYTES`), the next one, queued in its pipe: it starts that one as soon as it
-has sent an answer, instead of waiting for the parent to store the answer and send more.
+A worker holds the chunk it runs and, while the pickled tasks are small
+(:data:`QUEUE_BYTES` in all), the next one, queued in its pipe: it starts that one as soon
+as it has sent an answer, instead of waiting for the parent to store the answer and send
+more. Where the parent runs chunks too (``local``), a worker holds up to
+:data:`LOCAL_IN_FLIGHT` tasks: while the parent reads a chunk of its own it stores no answer
+and sends no task, and a worker that held two then waited for it (a 2-worker scan of 10,000
+files: the parent read a third of them and the reading took 213 ms; now a fifth, 190 ms).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dicomml.parallel._mainguard import main_hidden_if_unguarded
 from dicomml.parallel._results import ChunkFailed, Outcome, WorkerCrashed
 from dicomml.parallel._worker import STARTED, ping, worker_main
 
-__all__ = ["ProcessExecutor", "START_METHODS", "QUEUE_BYTES"]
+__all__ = ["ProcessExecutor", "START_METHODS", "QUEUE_BYTES", "LOCAL_IN_FLIGHT"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,16 @@ _JOIN_TIMEOUT_S = 5.0
 #: Time a worker may take to unpickle a task (import fn's module) before it starts fn,
 #: when an item_timeout is set; the item budget only counts from the start of fn.
 _STARTUP_ALLOWANCE_S = 120.0
-#: A second task is queued to a busy worker only when it pickles to at most this many
-#: bytes and the pipe's send buffer holds four times as much: the queued task then sits in
-#: the buffer whole, so sending it never waits for the worker (which may itself be sending
-#: a large answer) -- no dead-lock, whatever the size of the answers.
+#: Tasks are queued to a busy worker only while those waiting in its pipe pickle to at
+#: most this many bytes in all and the pipe's send buffer holds four times as much: the
+#: queued tasks then sit in the buffer whole, so sending them never waits for the worker
+#: (which may itself be sending a large answer) -- no dead-lock, whatever the size of the
+#: answers.
 QUEUE_BYTES = 48 << 10
+#: Tasks a worker holds at most (the one it runs and those queued in its pipe): two, and
+#: this many where the parent runs chunks too (``local``). Only there: a worker holding
+#: several long tasks at the end keeps the others waiting.
+LOCAL_IN_FLIGHT = 4
 
 
 @dataclass
@@ -55,6 +64,8 @@ class _Task:
     chunk: list
     isolated: bool = False
     item_index: int | None = None
+    #: the size of its pickled message, once sent (what it takes of QUEUE_BYTES)
+    nbytes: int = 0
 
 
 class _Slot:
@@ -212,6 +223,7 @@ class ProcessExecutor(Executor):
         self.start_method = start_method
         self.preload = tuple(preload)
         self.local = bool(local)
+        self._in_flight = LOCAL_IN_FLIGHT if self.local else 2
         self._ctx = multiprocessing.get_context(start_method)
         self._slots: list[_Slot | None] = [None] * workers
         self._started = 0
@@ -277,6 +289,7 @@ class ProcessExecutor(Executor):
     # -- the loop ---------------------------------------------------------------------
     def _map(self, fn, chunks):
         retry: deque[_Task] = deque()  # dispatched to a worker that was already gone
+        held: deque[_Task] = deque()  # more than a busy worker's pipe may hold now
         isolate: deque[_Task] = deque()  # items of a chunk that crashed, to run alone
         exhausted = False
         next_index = 0
@@ -288,6 +301,8 @@ class ProcessExecutor(Executor):
             nonlocal exhausted, next_index
             if retry:
                 return retry.popleft()
+            if held:
+                return held.popleft()
             if isolate:
                 return isolate.popleft()
             if exhausted:
@@ -302,11 +317,12 @@ class ProcessExecutor(Executor):
 
         try:
             while True:
-                # 1. give work to every idle slot, then a second task to each busy one
-                # whose pipe can hold it (QUEUE_BYTES).
+                # 1. give work to every idle slot, then more tasks to each busy one while
+                # its pipe can hold them (QUEUE_BYTES, LOCAL_IN_FLIGHT).
                 for depth in (0, 1):
                     for i in range(self.workers):
-                        while self._slots[i] is None or len(self._slots[i].tasks) <= depth:
+                        while self._slots[i] is None or len(self._slots[i].tasks) < (
+                                self._in_flight if depth else 1):
                             if depth and not self._can_queue(i):
                                 break
                             task = next_task()
@@ -322,14 +338,16 @@ class ProcessExecutor(Executor):
                                 except Exception as e:  # an item that cannot be pickled
                                     yield _outcome(task, ChunkFailed.from_exception(e))
                                     continue
-                            if depth and len(data) > self._queue_bytes:
-                                pickled[id(task)] = data  # sent first to the next idle slot
-                                retry.appendleft(task)
+                            if depth and self._queued(i) + len(data) > self._queue_bytes:
+                                # sent first to the next idle slot, or run here
+                                pickled[id(task)] = data
+                                held.appendleft(task)
                                 break
                             # a busy slot as it is: _slot() would replace a dead
                             # worker as idle, and its running task would be lost
                             slot = self._slots[i] if depth else self._slot(i)
                             if slot.send(data):
+                                task.nbytes = len(data)
                                 slot.tasks.append(task)
                                 if self.item_timeout is not None and len(slot.tasks) == 1:
                                     slot.deadline = time.monotonic() + _STARTUP_ALLOWANCE_S
@@ -339,7 +357,7 @@ class ProcessExecutor(Executor):
                                 if depth:  # its running task is handled below (2., 3.)
                                     break
                                 self._drop(i)
-                        if depth and retry:
+                        if depth and (retry or held):
                             break
                 busy = [s for s in self._slots if s is not None and s.tasks]
                 if not busy:
@@ -352,6 +370,7 @@ class ProcessExecutor(Executor):
                         and not wait(watched, timeout=0):
                     task = next_task()
                     if task is not None:
+                        pickled.pop(id(task), None)  # a held task, run here instead
                         try:
                             result = fn(task.chunk)
                         except Exception as e:  # noqa: BLE001 - as in a worker: the chunk fails
@@ -427,13 +446,18 @@ class ProcessExecutor(Executor):
                         self._slots[i] = None
 
     def _can_queue(self, i: int) -> bool:
-        """Whether slot ``i`` (running a task) may be sent a second one (QUEUE_BYTES)."""
+        """Whether slot ``i`` (running a task) may be sent more (QUEUE_BYTES, in flight)."""
         slot = self._slots[i]
-        if slot is None or len(slot.tasks) != 1:
+        if slot is None or not slot.tasks or len(slot.tasks) >= self._in_flight:
             return False
         if self._queue_bytes is None:
             self._queue_bytes = slot.queue_bytes()
-        return self._queue_bytes > 0
+        return self._queued(i) < self._queue_bytes
+
+    def _queued(self, i: int) -> int:
+        """The bytes of the tasks waiting in slot ``i``'s pipe (all but the running one)."""
+        tasks = self._slots[i].tasks
+        return sum(tasks[k].nbytes for k in range(1, len(tasks)))
 
     def _drop(self, i: int) -> None:
         """Stop and forget the worker of slot ``i`` (it died, or its pipe broke)."""

@@ -11,8 +11,9 @@ import pytest
 
 from dicomml.errors import ConfigError
 from dicomml.io import Index, scan
-from dicomml.io.index import select_where, series_sql
+from dicomml.io.index import INSTANCE_COLUMNS, select_where, series_sql
 from dicomml.testing import write_ct_series, write_mr_series
+from dicomml.io.scanner import scan_chunk as _SCAN_CHUNK
 from tests.io.mixed_export import write_mixed_export
 
 MR_CLASS = "1.2.840.10008.5.1.4.1.1.4"
@@ -300,3 +301,63 @@ def test_chunks_are_larger_on_dask_and_made_lazily():
     first = next(chunks)
     assert first == list(range(CHUNK_SIZE)) and len(pulled) == CHUNK_SIZE
     assert sum(len(c) for c in chunks) == 10_000 - CHUNK_SIZE
+
+
+def _whole_rows(items, *args, **kwargs):
+    """``scan_chunk`` as a producer that gives no ``nulls`` (the rows bound whole)."""
+    return [r[:6] if r[0] == "row" else r for r in _SCAN_CHUNK(items, *args, **kwargs)]
+
+
+def _every_row(db) -> list:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT * FROM instances ORDER BY path").fetchall()
+    finally:
+        con.close()
+
+
+def test_rows_bound_without_their_nones_equal_rows_bound_whole(tmp_path, monkeypatch):
+    """The scan's workers say which values of a row are None (``scan_chunk``'s ``nulls``)
+    and the Index binds only the others, one INSERT per set of Nones: the table is the one
+    the whole rows make (every column, the provisional series keys of a first scan, a
+    re-scan that replaces rows), on the mixed export (CT, MR, a DICOMDIR, SR, broken
+    files), in-process and with worker processes."""
+    from dicomml.io import _scan_store, scanner
+
+    root = tmp_path / "export"
+    write_mixed_export(root)
+    write_ct_series(root / "long", seed=3, n_slices=300, rows=16, columns=16)  # > 1 chunk
+    tables = {}
+    before_keys = []  # the rows as written, before the end of the scan decides the keys
+    real_keys = _scan_store.Store.update_series_keys
+
+    def snapshot(store):
+        before_keys.append(_every_row(store.db_path))
+        return real_keys(store)
+
+    monkeypatch.setattr(_scan_store.Store, "update_series_keys", snapshot)
+    for how in ("nulls", "whole"):
+        monkeypatch.setattr(scanner, "scan_chunk", _SCAN_CHUNK if how == "nulls" else
+                            _whole_rows)
+        for workers in (1, 2):
+            db = tmp_path / f"{how}-{workers}.sqlite"
+            scan(root, db, workers=workers, progress=False)
+            first = (before_keys.pop(), _every_row(db))
+            touched = sorted(p for p in root.rglob("*") if p.is_file())[::3]
+            times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in touched}
+            for p, (a, m) in times.items():  # a re-scan reads them again, replaces rows
+                os.utime(p, ns=(a, m + 10**9))
+            scan(root, db, workers=workers, progress=False)
+            for p, t in times.items():  # as they were, for the next pass
+                os.utime(p, ns=t)
+            tables[how, workers] = (*first, before_keys.pop(), _every_row(db))
+    provisional = tables["whole", 1][0]
+    assert len(provisional) > 300
+    assert any(v is None for row in provisional for v in row)
+    assert all(row[INSTANCE_COLUMNS.index("series_key")] is not None for row in provisional)
+    for workers in (1, 2):
+        for got, want in zip(tables["nulls", workers], tables["whole", workers]):
+            assert len(got) == len(want)
+            bad = [(a, b) for a, b in zip(got, want) if a != b]
+            assert not bad, (workers, bad[:1])
+    assert _scan_store._insert_present.cache_info().currsize >= 2  # several sets of Nones

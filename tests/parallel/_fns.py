@@ -99,3 +99,10 @@ def privacy_state(chunk):
     with _w.catch_warnings():
         _w.simplefilter("ignore")
         return [(installed(), scrub("Unable to convert 'DOE^JOHN' to a name"))] * len(chunk)
+
+
+def sized_pid(chunk):
+    """``(index, bytes of payload, process id)`` of a chunk ``[(index, payload)]``, after a
+    short sleep (so that the workers stay busy while the caller dispatches)."""
+    time.sleep(0.01)
+    return [(i, len(payload), os.getpid()) for i, payload in chunk]

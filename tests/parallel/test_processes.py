@@ -237,6 +237,35 @@ def test_fork_is_refused_while_tensorflow_is_loaded(monkeypatch):
         get_executor("processes", workers=1, start_method="fork")
 
 
+@pytest.mark.parametrize("payload", [1_000, 20_000, 60_000])
+def test_caller_reading_too_queues_tasks_within_the_byte_budget(payload):
+    """With ``local=True`` a worker holds up to LOCAL_IN_FLIGHT tasks while the caller runs
+    chunks too, as many as QUEUE_BYTES of queued messages allow: small tasks several, 20 kB
+    ones two (a third waits, or the caller runs it), 60 kB ones none queued. Every chunk is
+    answered once, by the worker or the caller, and the input is pulled lazily."""
+    from dicomml.parallel._processes import LOCAL_IN_FLIGHT, QUEUE_BYTES
+
+    pulled = itertools.count()
+    n = 40
+
+    def chunks():
+        for i in range(n):
+            next(pulled)
+            yield [(i, b"x" * payload)]
+
+    with get_executor("processes", workers=1, local=True) as ex:
+        gen = ex.map_chunks(_fns.sized_pid, chunks())
+        first = next(gen)
+        ahead = next(pulled) - 1  # chunks pulled when the first answer came
+        rest = list(gen)
+    out = [r for o in [first, *rest] for r in o.result]
+    assert sorted(i for i, _, _ in out) == list(range(n))
+    assert {size for _, size, _ in out} == {payload}
+    assert len({pid for _, _, pid in out}) == 2  # the worker and the caller both read
+    queued = max(0, min(LOCAL_IN_FLIGHT - 1, QUEUE_BYTES // (payload + 100)))
+    assert ahead <= 1 + queued + 2, (ahead, queued)  # running, queued, the caller's, one held
+
+
 def test_forked_workers_with_the_caller_reading_too(tmp_path):
     """``start_method="fork"`` (with ``local=True`` as the scan uses it): a SIGKILLed
     worker costs only its item (run again alone in a fresh forked worker), the caller runs
