@@ -283,7 +283,8 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     same lengths, the same spans), a reference file's spans, kept values' bytes and row
     values; a file of the same lengths takes the reference's values where its bytes are the
     same (one ``startswith`` each) and normalizes only the others. A file that differs in
-    many values (another series) becomes the reference."""
+    many values (another series), or in (0028,0103) (by which an Implicit VR (0028,0120)
+    reads), is read whole and becomes the reference."""
     if fit.pixel[0] + fit.pixel[1] > size:
         return None
     layout = fit.layout
@@ -315,7 +316,8 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
         _spans, same, values = ref
         entries = [(e[0], e[1], e[2], e[3], head[start:start + length])
                    for e, data, start, length in same if not head.startswith(data, start)]
-        if len(entries) * 4 <= len(same):
+        # another (0028,0103) decides anew how an Implicit VR (0028,0120) reads: whole row
+        if len(entries) * 4 <= len(same) and not any(e[0] == 0x00280103 for e in entries):
             out = dict(values)
             out.update(_normalized(entries, cache, values.get("pixel_representation")))
             if out.get("sop_class_uid") in FUNCTIONAL_GROUP_CLASSES:

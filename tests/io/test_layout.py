@@ -336,8 +336,9 @@ def test_scan_rows_reuse_the_reference_file_values(tmp_path, monkeypatch):
     bytes with a reference file's (``_scan_fast._by_fit``): only the values that differ
     are normalized, and the rows are the walk's all the same, when a few values change
     (instance, position), when a value keeps its length but not its bytes ((0028,0120) in
-    Implicit VR, read as SS by an unchanged (0028,0103) of the reference), and when a file
-    of another series (many values differ) becomes the reference."""
+    Implicit VR, read as SS by an unchanged (0028,0103) of the reference, and read again
+    where (0028,0103) changes), and when a file of another series (many values differ)
+    becomes the reference."""
     from dicomml.io import _scan_fast
 
     def vary(ds, i):
@@ -347,6 +348,9 @@ def test_scan_rows_reuse_the_reference_file_values(tmp_path, monkeypatch):
         ds.add_new(0x00091001, "LO", "xy")
         ds.PixelRepresentation = 1
         ds.add_new(0x00280120, "SS", -2000 + (i % 3))  # same length, other bytes
+        if i == 13:  # the padding bytes of the reference (file 8, -1998), unsigned by
+            ds.PixelRepresentation = 0  # (0028,0103): 63538
+            ds.add_new(0x00280120, "US", (-1998) & 0xFFFF)
         if i >= 8:  # another series: UIDs, number, date... of the same lengths
             ds.SeriesInstanceUID = ds.SeriesInstanceUID[:-1] + "9"
             ds.StudyInstanceUID = ds.StudyInstanceUID[:-1] + "9"
@@ -366,11 +370,15 @@ def test_scan_rows_reuse_the_reference_file_values(tmp_path, monkeypatch):
     monkeypatch.setattr(_scan_fast, "_normalized", counting)
     walked, fitted = _both(files, _row, monkeypatch)
     assert walked == fitted
-    assert {row["pixel_padding_value"] for row in fitted} == {-2000, -1999, -1998}
+    assert {row["pixel_padding_value"] for row in fitted} == {-2000, -1999, -1998, 63538}
     assert {row["modality"] for row in fitted} == {"CT", "MR"}
     fits = normalized[len(files):]  # the second pass: layouts on
     full = max(fits)
     # a whole row for the first file and for the first of the other series (it becomes
     # the reference); a few values for each of the others
-    assert fits.count(full) == 2 and fits[0] == fits[8] == full, fits
-    assert all(n <= full // 4 for k, n in enumerate(fits) if k not in (0, 8)), fits
+    # whole rows (each then the reference): the first file, the first of the other series,
+    # the one whose (0028,0103) changed (its (0028,0120) is read again by it) and the next
+    # (it changes back); a few values for each of the others
+    whole = (0, 8, 13, 14)
+    assert [k for k, n in enumerate(fits) if n == full] == list(whole), fits
+    assert all(n <= full // 4 for k, n in enumerate(fits) if k not in whole), fits
