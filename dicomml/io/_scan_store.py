@@ -76,6 +76,8 @@ def _insert_present(nulls: int, keyed: bool) -> tuple[str, tuple[bool, ...]]:
                                  refs.get("object_kind", "NULL")))
     return (f"INSERT OR REPLACE INTO instances ({', '.join(names)}) VALUES "
             f"({', '.join(params)})", keep)
+
+
 #: The secondary indexes of ``instances``, built after the files of a first scan are in.
 _DEFERRED = "CREATE INDEX IF NOT EXISTS instances_"
 #: Those the end of a scan needs (duplicates, series keys); the others serve the queries

@@ -28,9 +28,10 @@ The contract
 ``map_chunks(fn, chunks, progress=None)``
     Consumes ``chunks`` (any iterable, even endless) lazily: at most a bounded number of
     chunks (two per local worker, up to four when the caller reads too, two per Dask
-    thread) is pulled ahead, so memory stays flat. It yields :class:`Outcome` objects in *completion order*; an Outcome unpacks
-    as ``chunk, result`` and also carries ``index`` (position of the chunk in the
-    input), ``isolated`` and ``item_index``. ``result`` is exactly one of:
+    thread) is pulled ahead, so memory stays flat. It yields :class:`Outcome` objects in
+    *completion order*; an Outcome unpacks as ``chunk, result`` and also carries
+    ``index`` (position of the chunk in the input), ``isolated`` and ``item_index``.
+    ``result`` is exactly one of:
 
     1. **a normal result**: ``fn(chunk)``, ``isolated`` false — the common case;
     2. **a per-item result after an isolation retry**: ``fn([item])``, ``isolated`` true,
