@@ -157,6 +157,10 @@ class LightDataset:
         self.PixelData = pixel
         self.pixel_offset, self.pixel_length = pixel_offset, pixel_length
         self.original_encoding = (ts == TS_IMPLICIT_LE, True)
+        # no groups attached (functional_groups.attach sets them): None, as the readers'
+        # getattr(ds, GROUPS_ATTRIBUTE, None) takes it, without an AttributeError raised
+        # through __getattr__ each time (five times per classic file read)
+        setattr(self, GROUPS_ATTRIBUTE, None)
 
     def __contains__(self, keyword: str) -> bool:
         return keyword in self._raw or (keyword == "PixelData")
