@@ -291,10 +291,7 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     view = layout.views.get("scan")
     if view is None:
         view = layout.views["scan"] = _scan_view(layout)
-    metas, kept, ks, lazy_ks = view
-    refs = None if lazy_ks else layout.views.get("scan_refs")
-    if refs is None and not lazy_ks:  # the lazy CSA header: read or not by the Image Type
-        refs = layout.views["scan_refs"] = {}
+    metas, kept, ks, lazy_ks, refs = view
     shape = tuple(fit.changes)
     ref = None if refs is None else refs.get(shape)
     if ref is not None:
@@ -315,7 +312,7 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
     if ref is not None:
         _spans, same, values = ref
         entries = [(e[0], e[1], e[2], e[3], head[start:start + length])
-                   for e, data, start, length in same if not head.startswith(data, start)]
+                   for e, start, length in same if not head.startswith(e[4], start)]
         # another (0028,0103) decides anew how an Implicit VR (0028,0120) reads: whole row
         if len(entries) * 4 <= len(same) and not any(e[0] == 0x00280103 for e in entries):
             out = dict(values)
@@ -343,7 +340,7 @@ def _by_fit(head: bytes, fit, size: int, cache: ValueCache) -> tuple | None:
         if len(refs) >= _REFS and shape not in refs:
             refs.clear()
         # every kept element is an entry here (no lazy one): entries and spans align
-        refs[shape] = (spans, [(e, e[4], start, length) for e, (start, length)
+        refs[shape] = (spans, [(e, start, length) for e, (start, length)
                                in zip(entries, spans[len(metas):])], values)
     return ts, meta, values
 
@@ -353,7 +350,9 @@ def _scan_view(layout) -> tuple:
     the elements of :data:`RAW_TAGS`, ``(tag, column, kind, VR, lazy)`` (the VR of an
     implicit-VR integer from the data dictionary, as :func:`_values` takes it) in file
     order, the lazy ones last; the numbers of the meta and kept elements (ascending: the
-    meta group comes first), and of the lazy ones."""
+    meta group comes first), and of the lazy ones; the reference files of the layout by
+    element lengths (None where there is a lazy element: the CSA header is read or not by
+    the Image Type, so the kept values are not the same set from file to file)."""
     number, vrs = layout.number, layout.vrs
     metas = [(t, number[t]) for t in _META if t in number]
     kept = sorted(((t, number[t]) for t in RAW_TAGS if t in number and t not in _LAZY),
@@ -365,7 +364,7 @@ def _scan_view(layout) -> tuple:
         return (t, name, kind, _dictionary_vr(t, kind, vrs[k]), t in _LAZY)
 
     return ([(t, vrs[k]) for t, k in metas], [entry(t, k) for t, k in kept + lazy],
-            [k for _t, k in metas + kept], [k for _t, k in lazy])
+            [k for _t, k in metas + kept], [k for _t, k in lazy], None if lazy else {})
 
 
 def _frame_values(f, raw: dict, pos: int, explicit: bool) -> tuple[dict | None, int]:

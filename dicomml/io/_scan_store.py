@@ -36,8 +36,6 @@ __all__ = ["Store", "db_values", "DUP_COPY", "PROVISIONAL"]
 
 #: Skip category of a byte-identical copy of an indexed file (same SOP Instance UID).
 DUP_COPY = "duplicate copy"
-_INSERT = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(INSTANCE_COLUMNS))})")
 
 
 def _plain_key(uid: str, kind: str) -> str:
@@ -48,23 +46,17 @@ def _plain_key(uid: str, kind: str) -> str:
             f"COALESCE(NULLIF({kind}, ''), 'other') END")
 
 
-#: :data:`_INSERT` with the provisional series key computed from the row's own values.
-_INSERT_KEYED = (f"INSERT OR REPLACE INTO instances ({', '.join(INSTANCE_COLUMNS)}) VALUES ("
-                 + ", ".join(
-                     _plain_key(f"?{INSTANCE_COLUMNS.index('series_instance_uid') + 1}",
-                                f"?{INSTANCE_COLUMNS.index('object_kind') + 1}")
-                     if col == "series_key" else f"?{i + 1}"
-                     for i, col in enumerate(INSTANCE_COLUMNS)) + ")")
 _SOP = INSTANCE_COLUMNS.index("sop_instance_uid")
 
 
 @functools.lru_cache(maxsize=256)
 def _insert_present(nulls: int, keyed: bool) -> tuple[str, tuple[bool, ...]]:
-    """The INSERT of the rows whose ``instances`` values are None exactly at the bits of
-    ``nulls`` (bit ``i``: ``INSTANCE_COLUMNS[i]``), naming only the other columns (a column
-    left out is NULL, as a bound None makes it: binding a None costs sqlite3 more than a
-    value), with the provisional series key of :data:`_INSERT_KEYED` where ``keyed``; and
-    the selector of the values bound (``itertools.compress``)."""
+    """The INSERT of ``instances`` rows whose values are None at the bits of ``nulls``
+    (bit ``i``: ``INSTANCE_COLUMNS[i]``; 0: any row, its Nones bound), naming only the other
+    columns (a column left out is NULL, as a bound None makes it: binding a None costs
+    sqlite3 more than a value), with, where ``keyed``, the provisional series key computed
+    from the row's own values (a first scan; module docs); and the selector of the values
+    bound (``itertools.compress``)."""
     keep = tuple(not (nulls >> i) & 1 and not (keyed and c == "series_key")
                  for i, c in enumerate(INSTANCE_COLUMNS))
     cols = [c for c, k in zip(INSTANCE_COLUMNS, keep) if k]
@@ -468,14 +460,11 @@ class Store:
             c.executemany("INSERT INTO dicomdir_refs VALUES (?, ?, ?)",
                           [(r[1], p, uid) for r in refs for p, uid in r[5]])
         by_nulls: dict = {}  # rows by the values that are None (the same in most rows)
-        for r in rows:
-            by_nulls.setdefault(r[6] if len(r) > 6 else None, []).append(r[4])
+        for r in rows:  # a row without its None bits: every value bound
+            by_nulls.setdefault(r[6] if len(r) > 6 else 0, []).append(r[4])
         for nulls, values in by_nulls.items():
-            if nulls is None:
-                c.executemany(_INSERT_KEYED if self.provisional else _INSERT, values)
-            else:
-                sql, keep = _insert_present(nulls, self.provisional)
-                c.executemany(sql, [tuple(itertools.compress(v, keep)) for v in values])
+            sql, keep = _insert_present(nulls, self.provisional)
+            c.executemany(sql, [tuple(itertools.compress(v, keep)) for v in values])
         c.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, 'instance')",
                       [(r[1], r[2], r[3]) for r in rows])
         self.affected.update(r[4][_SERIES] for r in rows)
