@@ -57,7 +57,7 @@ from dicomml.preprocess._options import VOILUTFunction, choose, did_you_mean
 from dicomml.preprocess.window import apply_voi_lut, apply_window
 
 __all__ = ["PRESETS", "ResolvedWindow", "normalize_window_spec", "resolve_window",
-           "window_needs_values"]
+           "window_needs_values", "window_is_fixed"]
 
 #: name -> (center, width) in HU; see the module docstring for sources.
 PRESETS: dict[str, tuple[float, float]] = {
@@ -216,6 +216,15 @@ def window_needs_values(spec: Any) -> bool:
     (percentile and min-max windows) rather than from the choice or the file alone."""
     canon = normalize_window_spec(spec)
     return isinstance(canon, str) and (canon == "minmax" or bool(_PERCENTILE.match(canon)))
+
+
+def window_is_fixed(spec: Any) -> bool:
+    """Whether :func:`resolve_window` makes the window ``spec`` from the choice and the VOI
+    LUT Function alone (presets, ``"C/W"``, number pairs), the same for every plane and file,
+    so that it can be resolved once (file windows, VOI LUTs, percentiles and min-max
+    cannot)."""
+    canon = normalize_window_spec(spec)
+    return isinstance(canon, tuple) or canon in PRESETS or bool(_EXPLICIT.match(canon))
 
 
 def resolve_window(spec: Any, *, values: np.ndarray | None = None,

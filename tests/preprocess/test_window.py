@@ -11,6 +11,7 @@ from dicomml.errors import ConfigError, MissingAttributeError
 from dicomml.io.types import VOILUT, Window
 from dicomml.preprocess import (PRESETS, VOILUTFunction, apply_voi_lut, apply_window,
                                 resolve_window)
+from dicomml.preprocess.presets import window_is_fixed
 from tests.conftest import testdata as sample_file
 from tests.preprocess.helpers import pydicom_modality
 
@@ -143,6 +144,33 @@ def test_unknown_preset_did_you_mean():
 def test_spellings(spec, c, w):
     r = resolve_window(spec)
     assert (r.center, r.width) == (c, w)
+
+
+@pytest.mark.parametrize("spec, fixed", [
+    ("brain", True), ("LUNG", True), ("-600/1500", True), ((40, 80), True), (Window(1, 2), True),
+    ("file", False), ("file:0", False), (("file", 1), False), ("voilut:0", False),
+    ("p1-p99", False), ("minmax", False)])
+def test_which_windows_are_the_same_for_every_plane(spec, fixed):
+    assert window_is_fixed(spec) is fixed
+
+
+def test_a_pipeline_resolves_file_windows_per_file_and_fixed_ones_once():
+    """A Pipeline resolves its fixed windows once and keeps them; a file window is taken
+    from each image: two images differing only in their (0028,1050)/(0028,1051) give
+    different tensors for "file:0", the same for presets and "C/W" windows."""
+    from dicomml.io.types import Image
+    from dicomml.preprocess import Pipeline, PreprocessConfig
+    x = np.linspace(-200, 200, 64 * 64, dtype=np.float32).reshape(1, 64, 64)
+    narrow = Image(pixels=x, windows=(Window(0, 40),))
+    wide = Image(pixels=x, windows=(Window(0, 400),))
+    by_file = Pipeline(PreprocessConfig(windows=("file:0",), mode="replicate", size=32))
+    a, b = by_file(narrow), by_file(wide)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, by_file(narrow))
+    fixed = Pipeline(PreprocessConfig(windows=("brain", (0.0, 40.0), "10/400"), size=32))
+    assert fixed.channel_labels(narrow) == ["brain 40/80", "0/40", "10/400"]
+    np.testing.assert_array_equal(fixed(narrow), fixed(wide))
+    np.testing.assert_array_equal(a[..., 0], fixed(narrow)[..., 1])
 
 
 def test_file_window_by_index_and_explanation():
