@@ -128,3 +128,28 @@ def test_a_small_first_scan_starts_no_worker(export, tmp_path, monkeypatch):
     assert used == [2] and many.files_read == 41
     with Index(small.db_path) as a, Index(many.db_path) as b:
         assert a.instances().drop(columns="mtime").equals(b.instances().drop(columns="mtime"))
+
+
+def test_a_small_job_is_read_in_this_process(tmp_path, monkeypatch):
+    """Up to SMALL_JOB_CHUNKS chunks of files, a scan forks no worker (it would cost more
+    than the second CPU gives back); one file more, and a first scan starts its workers
+    as the walk goes on. A re-scan decides the same way on the files it must read."""
+    monkeypatch.setattr(scan_mod, "CHUNK_SIZE", 4)
+    limit = scan_mod.SMALL_JOB_CHUNKS * 4
+    from dicomml.parallel import get_executor
+    started = []
+    monkeypatch.setattr(scan_mod, "_start_executor",
+                        lambda w: started.append(w) or get_executor("inprocess"))
+    small, big = tmp_path / "small", tmp_path / "big"
+    write_ct_series(small, seed=3, n_slices=limit, rows=8, columns=8, noise=0.0)
+    write_ct_series(big, seed=4, n_slices=limit + 1, rows=8, columns=8, noise=0.0)
+    r = scan(small, tmp_path / "s.sqlite", workers=2, progress=False)
+    assert (r.files_read, started) == (limit, [])
+    r = scan(big, tmp_path / "b.sqlite", workers=2, progress=False)
+    assert (r.files_read, started) == (limit + 1, [2])
+    for p in sorted(big.rglob("*"))[-(limit + 1):]:          # every file changed: read again
+        if p.is_file():
+            p.write_bytes(p.read_bytes())
+    started.clear()
+    r = scan(big, tmp_path / "b.sqlite", workers=2, progress=False)
+    assert (r.files_read, started) == (limit + 1, [2])
