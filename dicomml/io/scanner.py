@@ -25,8 +25,8 @@ header parsing is pure Python, and a forked worker starts in milliseconds where 
 interpreter needs about half a second of imports. Otherwise N worker processes of
 :mod:`dicomml.parallel` are used (started with ``preload=["dicomml.io.scanner"]`` once
 the first files are walked, so that their start-up overlaps the rest of the walk), as is
-any ``executor`` given (e.g. a Dask cluster). Small jobs (one chunk) always run in this
-process, and no worker is started for them.
+any ``executor`` given (e.g. a Dask cluster). Small jobs (up to :data:`SMALL_JOB_CHUNKS`
+chunks, 1,024 files) always run in this process, and no worker is started for them.
 Either way a worker that dies (the OOM killer, a signal) costs no more than its chunk:
 :mod:`dicomml.parallel` reads its files again one by one in fresh workers, and a file that
 kills its worker again is recorded as skipped ("scan failed", with the exit status; read
