@@ -25,6 +25,7 @@ Only :func:`parse` and :func:`csa_header` raise on malformed input: :class:`CSAE
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from dicomml.errors import InvalidDicomError
@@ -150,8 +151,16 @@ def csa_header(ds, which: int = CSA_IMAGE) -> dict[str, list] | None:
         if elem is None or not elem.value:
             return None
         value = elem.value
-        return parse(value if isinstance(value, (bytes, bytearray)) else bytes(value))
+        return dict(_parsed(value if isinstance(value, bytes) else bytes(value)))
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(data: bytes) -> dict[str, list]:
+    """:func:`parse` of the last few headers: one read of a mosaic asks its file's header
+    three times (tile layout, b-value, slice normal; ~0.1 ms each). Callers get a copy of
+    the dict; its lists are shared and never changed."""
+    return parse(data)
 
 
 def csa_value(header: dict | None, name: str, default=None):
