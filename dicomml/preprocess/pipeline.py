@@ -260,7 +260,7 @@ class _step:
                 return False
             err = type(e)(f"preprocess step '{name}' failed on {where} (input shape "
                           f"{np.shape(x)}, range {_range(x)}): {e}")
-        elif isinstance(e, FATAL) or not isinstance(e, BaseException):
+        elif isinstance(e, FATAL):
             return False
         else:               # any other failure, a Rust panic (a BaseException) included
             err = PreprocessError(f"preprocess step '{name}' failed on {where} (input shape "

@@ -323,3 +323,36 @@ def test_from_path_reads_stored_integers_and_gives_the_same_bytes(tmp_path, monk
     computed = any(str(w)[:1] in "pm" for w in config["windows"])
     kept = [False] * 5 if computed else [True, True, True, False, True]
     assert seen == [v for v in kept for _ in (0, 1)]
+
+
+def test_a_failing_step_is_named_with_its_input_and_file(monkeypatch):
+    """A step's failure is re-raised once, naming the step, the input's shape and range and
+    where it came from: dicomml's own errors keep their type, others become a
+    PreprocessError with the original as its cause; an interrupt passes through as it is."""
+    import dicomml.preprocess.pipeline as pipeline_mod
+    from dicomml.preprocess import PreprocessError
+
+    x = np.linspace(-100, 300, 64 * 64, dtype=np.float32).reshape(64, 64)
+    with pytest.raises(MissingAttributeError) as got:
+        Pipeline(PreprocessConfig(windows=("file:0",), mode="replicate", size=32))(x)
+    msg = str(got.value)
+    assert msg.startswith("preprocess step 'resolve windows' failed on array (input shape "
+                          "(64, 64), range -100..300): ")
+    assert msg.count("preprocess step") == 1
+
+    def broken(*args, **kwargs):
+        raise ValueError("no room")
+
+    monkeypatch.setattr(pipeline_mod, "_fused", broken)
+    with pytest.raises(PreprocessError, match=r"^preprocess step 'window and resize' failed "
+                       r"on array \(input shape \(64, 64\), range -100\.\.300\): "
+                       r"ValueError: no room$") as got:
+        Pipeline(PreprocessConfig(size=32))(x)
+    assert isinstance(got.value.__cause__, ValueError)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_mod, "_fused", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(PreprocessConfig(size=32))(x)
