@@ -436,14 +436,15 @@ class Pipeline:
         self._normalize = Normalization(config.normalize)
         self._rng = np.random.default_rng(config.augment.seed)
         self._outputs = _Outputs()
+        # the windows resolved once where every choice is the same for every plane (presets,
+        # "C/W", number pairs: presets.window_is_fixed); None where one depends on the plane
+        # or its file. Never changed (augmentation makes new windows).
+        self._fixed_windows = ([resolve_window(s, function=config.voi_function)
+                                for s in config.windows]
+                               if all(window_is_fixed(s) for s in config.windows) else None)
 
     def __repr__(self) -> str:
         return f"Pipeline({self.config!r})"
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_fixed_windows", None)      # made again from the config where it is asked
-        return state
 
     @functools.cached_property
     def _needs_modality_values(self) -> bool:
@@ -451,17 +452,6 @@ class Pipeline:
         mode, or a window computed from the values (percentiles, min-max)."""
         return self._mode is Mode.RGB or any(window_needs_values(spec)
                                              for spec in self.config.windows)
-
-    @functools.cached_property
-    def _fixed_windows(self) -> list[ResolvedWindow] | None:
-        """The resolved windows when every choice is the same for every plane (presets,
-        ``"C/W"``, number pairs: :func:`~dicomml.preprocess.presets.window_is_fixed`),
-        resolved once; None where one depends on the plane or its file. The list is never
-        changed (augmentation makes new windows)."""
-        cfg = self.config
-        if not all(window_is_fixed(s) for s in cfg.windows):
-            return None
-        return [resolve_window(s, function=cfg.voi_function) for s in cfg.windows]
 
     @functools.cached_property
     def _stored_ok(self) -> bool:
